@@ -1,0 +1,76 @@
+"""The one exception tree of edgerun.
+
+Every failure that crosses a public edgerun API is one of these. Foreign
+exceptions (onnxruntime's, LiteRT's, OSError, json) are translated once, at the
+boundary where they happen, with ``raise OurError(...) from exc`` so the cause
+is kept for debugging.
+
+    EdgerunError
+    ├── ArtifactError          the model file or manifest is unusable
+    │   └── IntegrityError     the model file's sha256 does not match the manifest
+    ├── InputError             a wrong input: shape, dtype, NaN/Inf, missing name
+    ├── EngineError            an inference engine failed
+    │   ├── EngineUnavailable  the engine's Python package is not installed
+    │   ├── ProviderUnavailable  a requested execution provider / delegate is missing
+    │   └── InferenceError     the engine raised while running a model
+    ├── ProfileError           an unknown or malformed device profile
+    └── BenchError             a benchmark could not produce a result
+
+``InputError`` is also a ``ValueError`` so that generic callers that expect the
+numpy convention keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "BenchError",
+    "EdgerunError",
+    "EngineError",
+    "EngineUnavailable",
+    "InferenceError",
+    "InputError",
+    "IntegrityError",
+    "ProfileError",
+    "ProviderUnavailable",
+]
+
+
+class EdgerunError(Exception):
+    """Base class of every error edgerun raises on purpose."""
+
+
+class ArtifactError(EdgerunError):
+    """The model file or its manifest cannot be used (missing, corrupt, inconsistent)."""
+
+
+class IntegrityError(ArtifactError):
+    """The model file's sha256 differs from the one its manifest records."""
+
+
+class InputError(EdgerunError, ValueError):
+    """An input does not match what the artifact expects (name, shape, dtype, finite values)."""
+
+
+class EngineError(EdgerunError):
+    """An inference engine failed."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine's Python package is not installed on this machine."""
+
+
+class ProviderUnavailable(EngineError):
+    """A requested execution provider or delegate is not available in this build."""
+
+
+class InferenceError(EngineError):
+    """The engine raised while running the model."""
+
+
+class ProfileError(EdgerunError):
+    """A device profile is unknown or malformed."""
+
+
+class BenchError(EdgerunError):
+    """A benchmark could not produce a result."""
