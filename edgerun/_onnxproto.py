@@ -1,0 +1,215 @@
+"""A minimal, read-only ONNX protobuf reader.
+
+``edgerun info`` and precision detection need the graph (op types, initializers,
+opsets, IO types) but not the ``onnx`` package, which is not a runtime
+dependency (it is large, and not always installable on a device). The wire
+format is small: this module decodes only the fields listed below, following
+onnx/onnx.proto (ModelProto, GraphProto, NodeProto, TensorProto,
+ValueInfoProto, TypeProto, TensorShapeProto) and the protobuf encoding spec
+(https://protobuf.dev/programming-guides/encoding/). Unknown fields are skipped.
+Subgraphs (If/Loop bodies) are not descended into.
+
+Any malformed input raises ``ValueError``; ``edgerun.artifact`` turns it into
+an ``ArtifactError`` that names the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+# TensorProto.DataType -> numpy dtype name (None where numpy has no native type).
+ONNX_DTYPES: dict[int, str] = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
+    7: "int64", 8: "str", 9: "bool", 10: "float16", 11: "float64", 12: "uint32",
+    13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16",
+    17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz",
+    21: "uint4", 22: "int4", 23: "float4e2m1",
+}
+
+
+@dataclass
+class OnnxValue:
+    name: str
+    dtype: str = "unknown"
+    shape: tuple[int | None, ...] = ()
+
+
+@dataclass
+class OnnxInitializer:
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+
+
+@dataclass
+class OnnxNode:
+    op_type: str
+    domain: str
+    inputs: list[str]
+
+
+@dataclass
+class OnnxModel:
+    ir_version: int = 0
+    producer: str = ""
+    opsets: dict[str, int] = field(default_factory=dict)
+    nodes: list[OnnxNode] = field(default_factory=list)
+    initializers: list[OnnxInitializer] = field(default_factory=list)
+    inputs: list[OnnxValue] = field(default_factory=list)
+    outputs: list[OnnxValue] = field(default_factory=list)
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 70:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """Yield (field_number, wire_type, value) for one message."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            yield number, wire, value
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise ValueError("length-delimited field runs past the end")
+            yield number, wire, buf[pos : pos + length]
+            pos += length
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            if pos + size > end:
+                raise ValueError("fixed-width field runs past the end")
+            pos += size
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
+def _text(value: int | bytes) -> str:
+    if not isinstance(value, bytes):
+        raise ValueError("expected a string field")
+    return value.decode("utf-8", errors="replace")
+
+
+def _ints(wire: int, value: int | bytes) -> list[int]:
+    """A repeated int64 field, packed or not."""
+    if wire == 0:
+        assert isinstance(value, int)
+        return [value]
+    assert isinstance(value, bytes)
+    out, pos = [], 0
+    while pos < len(value):
+        v, pos = _varint(value, pos)
+        out.append(v - (1 << 64) if v >= 1 << 63 else v)
+    return out
+
+
+def _value_info(buf: bytes) -> OnnxValue:
+    info = OnnxValue(name="")
+    for num, _, val in _fields(buf):
+        if num == 1:
+            info.name = _text(val)
+        elif num == 2 and isinstance(val, bytes):
+            for tnum, _, tval in _fields(val):
+                if tnum == 1 and isinstance(tval, bytes):  # tensor_type
+                    _tensor_type(tval, info)
+    return info
+
+
+def _tensor_type(buf: bytes, info: OnnxValue) -> None:
+    for num, _, val in _fields(buf):
+        if num == 1 and isinstance(val, int):
+            info.dtype = ONNX_DTYPES.get(val, f"onnx-type-{val}")
+        elif num == 2 and isinstance(val, bytes):
+            dims: list[int | None] = []
+            for dnum, _, dval in _fields(val):
+                if dnum == 1 and isinstance(dval, bytes):
+                    dim: int | None = None
+                    for knum, _, kval in _fields(dval):
+                        if knum == 1 and isinstance(kval, int):
+                            dim = kval
+                    dims.append(dim)
+            info.shape = tuple(dims)
+
+
+def _initializer(buf: bytes) -> OnnxInitializer:
+    name, dtype, dims = "", 0, []
+    for num, wire, val in _fields(buf):
+        if num == 1:
+            dims.extend(_ints(wire, val))
+        elif num == 2 and isinstance(val, int):
+            dtype = val
+        elif num == 8:
+            name = _text(val)
+    return OnnxInitializer(name, ONNX_DTYPES.get(dtype, f"onnx-type-{dtype}"), tuple(dims))
+
+
+def _node(buf: bytes) -> OnnxNode:
+    node = OnnxNode(op_type="", domain="", inputs=[])
+    for num, _, val in _fields(buf):
+        if num == 1:
+            node.inputs.append(_text(val))
+        elif num == 4:
+            node.op_type = _text(val)
+        elif num == 7:
+            node.domain = _text(val)
+    return node
+
+
+def _graph(buf: bytes, model: OnnxModel) -> None:
+    declared_inputs: list[OnnxValue] = []
+    for num, _, val in _fields(buf):
+        if not isinstance(val, bytes):
+            continue
+        if num == 1:
+            model.nodes.append(_node(val))
+        elif num == 5:
+            model.initializers.append(_initializer(val))
+        elif num == 11:
+            declared_inputs.append(_value_info(val))
+        elif num == 12:
+            model.outputs.append(_value_info(val))
+    # Before IR v4, initializers were also listed as graph inputs.
+    constant = {init.name for init in model.initializers}
+    model.inputs = [v for v in declared_inputs if v.name not in constant]
+
+
+def parse_model(buf: bytes) -> OnnxModel:
+    """Decode the parts of an ONNX ModelProto that edgerun reports."""
+    model = OnnxModel()
+    saw_graph = False
+    for num, _, val in _fields(buf):
+        if num == 1 and isinstance(val, int):
+            model.ir_version = val
+        elif num == 2:
+            model.producer = _text(val)
+        elif num == 7 and isinstance(val, bytes):
+            _graph(val, model)
+            saw_graph = True
+        elif num == 8 and isinstance(val, bytes):
+            domain, version = "", 0
+            for onum, _, oval in _fields(val):
+                if onum == 1:
+                    domain = _text(oval)
+                elif onum == 2 and isinstance(oval, int):
+                    version = oval
+            model.opsets[domain or "ai.onnx"] = version
+    if not saw_graph or model.ir_version == 0:
+        raise ValueError("no graph or IR version: not an ONNX ModelProto")
+    return model

@@ -1,0 +1,389 @@
+"""Artifacts: a model file (.onnx / .tflite) plus an optional JSON manifest.
+
+The manifest schema is documented in docs/manifest.md (``edgerun.manifest``,
+version ``MANIFEST_SCHEMA_VERSION``). Loading an artifact:
+
+1. resolves the path (model file, manifest file, or a folder with one manifest);
+2. checks the file is what its extension says (TFLite magic, ONNX protobuf);
+3. verifies the model file's sha256 against the manifest: a mismatch is an
+   ``IntegrityError``, never a warning;
+4. takes IO specs and precision from the manifest, or, for a bare model file,
+   reads them from the model itself.
+
+``inspect_model`` gathers what ``edgerun info`` prints (op histogram, parameter
+count, opsets). It reads ONNX with edgerun's own small protobuf reader and
+TFLite through the LiteRT interpreter (imported lazily).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgerun import _onnxproto
+from edgerun.errors import ArtifactError, IntegrityError
+
+MANIFEST_SCHEMA = "edgerun.manifest"
+MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_SUFFIX = ".edgerun.json"
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
+
+# ONNX ops that only appear in quantized graphs.
+_ONNX_INT4_OPS = {"MatMulNBits", "GatherBlockQuantized"}
+_ONNX_INT8_OPS = {
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+    "MatMulInteger", "DynamicQuantizeMatMul",
+}
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Per-tensor affine quantization: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    quant: Quant | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        quant = None if self.quant is None else {"scale": self.quant.scale, "zero_point": self.quant.zero_point}
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "quant": quant}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> TensorSpec:
+        try:
+            quant = data.get("quant")
+            return cls(
+                name=str(data["name"]),
+                shape=tuple(None if d is None else int(d) for d in data["shape"]),
+                dtype=str(data["dtype"]),
+                quant=None if not quant else Quant(float(quant["scale"]), int(quant["zero_point"])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(
+                f"{where}: a tensor spec needs name, shape (list of int|null), dtype and "
+                f"optional quant {{scale, zero_point}}; got {data!r} ({exc})"
+            ) from exc
+
+    def describe(self) -> str:
+        dims = "x".join("?" if d is None else str(d) for d in self.shape) or "scalar"
+        q = "" if self.quant is None else f" (scale={self.quant.scale:.6g}, zero_point={self.quant.zero_point})"
+        return f"{self.name}: {self.dtype}[{dims}]{q}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed JSON manifest (docs/manifest.md)."""
+
+    name: str
+    format: str
+    model_file: str
+    sha256: str
+    precision: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    raw_inputs: tuple[TensorSpec, ...] | None = None
+    preprocess: tuple[dict[str, Any], ...] = ()
+    postprocess: tuple[dict[str, Any], ...] = ()
+    labels: tuple[str, ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": MANIFEST_SCHEMA,
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "format": self.format,
+            "model_file": self.model_file,
+            "sha256": self.sha256,
+            "precision": self.precision,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "raw_inputs": None if self.raw_inputs is None else [t.to_dict() for t in self.raw_inputs],
+            "preprocess": list(self.preprocess),
+            "postprocess": list(self.postprocess),
+            "labels": list(self.labels),
+            "provenance": self.provenance,
+        }
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded, verified model artifact. ``path`` is the model file."""
+
+    path: Path
+    format: str
+    precision: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    sha256: str
+    size_bytes: int
+    manifest: Manifest | None = None
+    manifest_path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name if self.manifest else self.path.stem
+
+    @property
+    def raw_inputs(self) -> tuple[TensorSpec, ...]:
+        """What Runtime.run accepts before pre-processing."""
+        if self.manifest and self.manifest.raw_inputs is not None:
+            return self.manifest.raw_inputs
+        return self.inputs
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_path_for(model_path: Path) -> Path:
+    return model_path.with_name(model_path.stem + MANIFEST_SUFFIX)
+
+
+def _resolve(path: Path) -> tuple[Path, Path | None]:
+    """Return (model file, manifest file or None) for any accepted path form."""
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such file or directory")
+    if path.is_dir():
+        manifests = sorted(path.glob("*" + MANIFEST_SUFFIX))
+        if len(manifests) != 1:
+            raise ArtifactError(
+                f"{path}: a folder artifact must hold exactly one *{MANIFEST_SUFFIX} manifest, "
+                f"found {len(manifests)}"
+            )
+        path = manifests[0]
+    if path.name.endswith(MANIFEST_SUFFIX):
+        data = _read_json(path)
+        model_file = data.get("model_file")
+        if not isinstance(model_file, str):
+            raise ArtifactError(f"{path}: manifest has no 'model_file' string")
+        return path.parent / model_file, path
+    side = manifest_path_for(path)
+    return path, side if side.exists() else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: manifest is not readable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: manifest must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
+    """Validate a manifest dict (docs/manifest.md) and build a Manifest."""
+    if data.get("schema") != MANIFEST_SCHEMA:
+        raise ArtifactError(f"{where}: 'schema' must be {MANIFEST_SCHEMA!r}, got {data.get('schema')!r}")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or not 1 <= version <= MANIFEST_SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{where}: manifest schema_version {version!r} is not supported "
+            f"(this edgerun reads 1..{MANIFEST_SCHEMA_VERSION}; upgrade edgerun for newer ones)"
+        )
+    for key, allowed in (("format", FORMATS), ("precision", PRECISIONS)):
+        if data.get(key) not in allowed:
+            raise ArtifactError(f"{where}: '{key}' must be one of {allowed}, got {data.get(key)!r}")
+    for key in ("name", "model_file", "sha256"):
+        if not isinstance(data.get(key), str):
+            raise ArtifactError(f"{where}: '{key}' must be a string, got {data.get(key)!r}")
+
+    def specs(key: str) -> tuple[TensorSpec, ...]:
+        items = data.get(key)
+        if not isinstance(items, list):
+            raise ArtifactError(f"{where}: '{key}' must be a list of tensor specs")
+        return tuple(TensorSpec.from_dict(t, f"{where} {key}") for t in items)
+
+    return Manifest(
+        name=data["name"],
+        format=data["format"],
+        model_file=data["model_file"],
+        sha256=data["sha256"].lower(),
+        precision=data["precision"],
+        inputs=specs("inputs"),
+        outputs=specs("outputs"),
+        raw_inputs=specs("raw_inputs") if data.get("raw_inputs") is not None else None,
+        preprocess=tuple(data.get("preprocess") or ()),
+        postprocess=tuple(data.get("postprocess") or ()),
+        labels=tuple(str(x) for x in data.get("labels") or ()),
+        provenance=dict(data.get("provenance") or {}),
+        schema_version=version,
+    )
+
+
+def sniff_format(path: Path) -> str:
+    """Tell ONNX from TFLite by content, and refuse anything else."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read model file ({exc})") from exc
+    if len(head) >= 8 and head[4:8] == b"TFL3":
+        return "tflite"
+    if head[:1] == b"\x08":  # ModelProto field 1 (ir_version), varint: how every ONNX file starts
+        return "onnx"
+    raise ArtifactError(
+        f"{path}: not an ONNX or TFLite model (expected a protobuf ModelProto starting with 0x08, "
+        f"or the 'TFL3' flatbuffer identifier at byte 4; file starts with {head!r})"
+    )
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Load and verify an artifact. Raises ArtifactError / IntegrityError."""
+    model_path, manifest_file = _resolve(Path(path))
+    if not model_path.is_file():
+        raise ArtifactError(f"{model_path}: model file not found")
+    fmt = sniff_format(model_path)
+    digest = sha256_file(model_path)
+    manifest = None
+    if manifest_file is not None:
+        manifest = parse_manifest(_read_json(manifest_file), str(manifest_file))
+        if manifest.sha256 != digest:
+            raise IntegrityError(
+                f"{model_path}: sha256 is {digest}, but the manifest {manifest_file.name} records "
+                f"{manifest.sha256}; the model file was modified or replaced. Rebuild the artifact "
+                "or restore the original file."
+            )
+        if manifest.format != fmt:
+            raise ArtifactError(f"{model_path}: manifest says format {manifest.format!r}, file is {fmt}")
+        inputs, outputs, precision = manifest.inputs, manifest.outputs, manifest.precision
+    else:
+        info = inspect_model(model_path, fmt)
+        inputs, outputs, precision = info.inputs, info.outputs, info.precision
+    return Artifact(
+        path=model_path,
+        format=fmt,
+        precision=precision,
+        inputs=inputs,
+        outputs=outputs,
+        sha256=digest,
+        size_bytes=model_path.stat().st_size,
+        manifest=manifest,
+        manifest_path=manifest_file,
+    )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model file itself says (independent of any manifest)."""
+
+    format: str
+    precision: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    parameter_count: int
+    parameter_dtypes: dict[str, int]  # dtype -> number of parameters stored in it
+    op_histogram: dict[str, int]
+    versions: dict[str, int]  # ONNX: ir_version + opsets; TFLite: schema version
+
+
+def inspect_model(path: Path, fmt: str | None = None) -> ModelInfo:
+    fmt = fmt or sniff_format(path)
+    if fmt == "onnx":
+        return _inspect_onnx(path)
+    return _inspect_tflite(path)
+
+
+def _inspect_onnx(path: Path) -> ModelInfo:
+    try:
+        model = _onnxproto.parse_model(path.read_bytes())
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: corrupt or truncated ONNX model ({exc})") from exc
+    ops = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in model.nodes)
+    dtypes: Counter[str] = Counter()
+    for init in model.initializers:
+        dtypes[init.dtype] += math.prod(init.dims)
+    # MatMulNBits stores int4 weights packed two per uint8; count them as int4 parameters.
+    packed = {n.inputs[1] for n in model.nodes if n.op_type == "MatMulNBits" and len(n.inputs) > 1}
+    for init in model.initializers:
+        if init.name in packed:
+            count = math.prod(init.dims)
+            dtypes[init.dtype] -= count
+            dtypes["int4"] += 2 * count
+    plain_ops = {n.op_type for n in model.nodes}
+    return ModelInfo(
+        format="onnx",
+        precision=_onnx_precision(plain_ops, dtypes),
+        inputs=tuple(TensorSpec(v.name, v.shape, v.dtype) for v in model.inputs),
+        outputs=tuple(TensorSpec(v.name, v.shape, v.dtype) for v in model.outputs),
+        parameter_count=sum(dtypes.values()),
+        parameter_dtypes={k: v for k, v in dtypes.items() if v},
+        op_histogram=dict(ops.most_common()),
+        versions={"ir_version": model.ir_version, **{f"opset:{k}": v for k, v in model.opsets.items()}},
+    )
+
+
+def _onnx_precision(ops: set[str], dtypes: Counter[str]) -> str:
+    if ops & _ONNX_INT4_OPS or dtypes.get("int4") or dtypes.get("uint4"):
+        return "int4"
+    if ops & _ONNX_INT8_OPS or any(op.startswith("QLinear") for op in ops):
+        return "int8"
+    if dtypes.get("float16", 0) > dtypes.get("float32", 0):
+        return "fp16"
+    return "fp32"
+
+
+def _inspect_tflite(path: Path) -> ModelInfo:
+    from edgerun.engines.litert import open_interpreter, tensor_spec
+
+    interp = open_interpreter(path, threads=1)
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # the only public-ish way to list ops in LiteRT
+    produced = {t for op in ops for t in op["outputs"]}
+    graph_inputs = {d["index"] for d in interp.get_input_details()}
+    consumed = {t for op in ops for t in op["inputs"] if t >= 0}
+    constants = consumed - produced - graph_inputs
+    dtypes: Counter[str] = Counter()
+    for index in constants:
+        d = details.get(index)
+        if d is not None:
+            dtypes[_np_name(d["dtype"])] += int(math.prod(int(x) for x in d["shape"]))
+    precision = "fp32"
+    if dtypes.get("int4"):
+        precision = "int4"
+    elif dtypes.get("int8") or dtypes.get("uint8"):
+        precision = "int8"
+    elif dtypes.get("float16", 0) > dtypes.get("float32", 0):
+        precision = "fp16"
+    return ModelInfo(
+        format="tflite",
+        precision=precision,
+        inputs=tuple(tensor_spec(d) for d in interp.get_input_details()),
+        outputs=tuple(tensor_spec(d) for d in interp.get_output_details()),
+        parameter_count=sum(dtypes.values()),
+        parameter_dtypes=dict(dtypes),
+        op_histogram=dict(Counter(op["op_name"] for op in ops).most_common()),
+        versions={"tflite_schema": 3},
+    )
+
+
+def _np_name(dtype: Any) -> str:
+    import numpy as np
+
+    return np.dtype(dtype).name
+
+
+def write_manifest(manifest: Manifest, model_path: Path) -> Path:
+    """Write ``manifest`` beside ``model_path`` (used by tools/ and the compress toolkit)."""
+    out = manifest_path_for(model_path)
+    out.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return out

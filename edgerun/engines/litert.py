@@ -1,0 +1,150 @@
+"""LiteRT (formerly TensorFlow Lite) engine.
+
+Imports ``ai_edge_litert`` (the maintained package, works with numpy 2) and
+falls back to the old ``tflite_runtime`` where only it is installed (e.g. an
+older Raspberry Pi OS image; its 2.14 wheel crashes under numpy 2).
+
+Providers: "XNNPACK" (LiteRT's default CPU delegate), "CPU" (the built-in
+kernels without any default delegate), and "delegate:/path/lib.so" for an
+external delegate (GPU, Hexagon, NPU vendors). Empty = XNNPACK.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgerun.artifact import Quant, TensorSpec
+from edgerun.engines import EngineOptions
+from edgerun.errors import (
+    ArtifactError,
+    EngineError,
+    EngineUnavailable,
+    InferenceError,
+    ProviderUnavailable,
+)
+
+if TYPE_CHECKING:
+    from edgerun.artifact import Artifact
+
+
+def interpreter_module() -> Any:
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        try:
+            import tflite_runtime.interpreter as interpreter  # type: ignore[no-redef]
+        except ImportError as exc:
+            raise EngineUnavailable(
+                "LiteRT is not installed: pip install ai-edge-litert "
+                "(or tflite-runtime on systems where only it exists)"
+            ) from exc
+    return interpreter
+
+
+def engine_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("ai-edge-litert")
+    except Exception:
+        try:
+            from importlib.metadata import version
+
+            return "tflite-runtime " + version("tflite-runtime")
+        except Exception:
+            return "unknown"
+
+
+def tensor_spec(detail: dict[str, Any]) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    quant = Quant(float(scale), int(zero_point)) if scale else None
+    shape = tuple(int(d) for d in detail["shape"])
+    return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name, quant)
+
+
+def _delegates_and_resolver(mod: Any, providers: tuple[str, ...]) -> tuple[list[Any], Any, tuple[str, ...]]:
+    delegates, used = [], []
+    resolver = mod.OpResolverType.AUTO  # AUTO applies XNNPACK by default
+    for name in providers:
+        low = name.lower()
+        if low == "xnnpack":
+            used.append("XNNPACK")
+        elif low == "cpu":
+            resolver = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            used.append("CPU")
+        elif low.startswith("delegate:"):
+            lib = name.split(":", 1)[1]
+            try:
+                delegates.append(mod.load_delegate(lib))
+            except (ValueError, OSError, RuntimeError) as exc:
+                raise ProviderUnavailable(f"cannot load LiteRT delegate {lib}: {exc}") from exc
+            used.append(name)
+        else:
+            raise ProviderUnavailable(
+                f"LiteRT provider {name!r} is not known; use 'XNNPACK', 'CPU' or "
+                "'delegate:/path/to/libdelegate.so' (GPU, NNAPI and NPU delegates load that way)"
+            )
+    if "CPU" in used and "XNNPACK" in used:
+        raise ProviderUnavailable("LiteRT providers 'CPU' (no default delegate) and 'XNNPACK' exclude each other")
+    return delegates, resolver, tuple(used) or ("XNNPACK",)
+
+
+def open_interpreter(path: Path, threads: int | None = None, providers: tuple[str, ...] = ("CPU",)) -> Any:
+    """An allocated interpreter. ``providers`` defaults to plain kernels (for inspection)."""
+    interp, _ = _open(path, threads, providers)
+    return interp
+
+
+def _open(path: Path, threads: int | None, providers: tuple[str, ...]) -> tuple[Any, tuple[str, ...]]:
+    mod = interpreter_module()
+    delegates, resolver, used = _delegates_and_resolver(mod, providers)
+    try:
+        interp = mod.Interpreter(
+            model_path=str(path),
+            num_threads=threads,
+            experimental_delegates=delegates or None,
+            experimental_op_resolver_type=resolver,
+        )
+        interp.allocate_tensors()
+    except ValueError as exc:  # LiteRT reports unreadable flatbuffers as ValueError
+        raise ArtifactError(f"{path}: LiteRT cannot load this model ({exc})") from exc
+    except RuntimeError as exc:
+        raise EngineError(f"{path}: LiteRT failed to prepare the model ({exc})") from exc
+    return interp, used
+
+
+class LiteRTSession:
+    engine = "litert"
+
+    def __init__(self, interp: Any, providers: tuple[str, ...]) -> None:
+        self._interp = interp
+        self.providers = providers
+        ins, outs = interp.get_input_details(), interp.get_output_details()
+        self.inputs = tuple(tensor_spec(d) for d in ins)
+        self.outputs = tuple(tensor_spec(d) for d in outs)
+        self._in_idx = [d["index"] for d in ins]
+        self._out_idx = [d["index"] for d in outs]
+        self._set, self._invoke, self._get = interp.set_tensor, interp.invoke, interp.get_tensor
+
+    def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            for idx, x in zip(self._in_idx, feeds):
+                self._set(idx, x)
+            self._invoke()
+            return [self._get(idx) for idx in self._out_idx]
+        except (ValueError, RuntimeError) as exc:
+            raise InferenceError(f"LiteRT failed to run the model: {exc}") from exc
+
+
+class LiteRTEngine:
+    name = "litert"
+
+    def version(self) -> str:
+        return engine_version()
+
+    def open(self, artifact: Artifact, options: EngineOptions) -> LiteRTSession:
+        interp, used = _open(artifact.path, options.threads, options.providers)
+        return LiteRTSession(interp, used)

@@ -1,0 +1,138 @@
+"""onnxruntime engine.
+
+Execution providers are asked for by short name ("CPU", "XNNPACK", "CUDA",
+"TensorRT", "NNAPI", "CoreML", ...) or by onnxruntime's full name. A provider
+that this onnxruntime build does not offer is a ``ProviderUnavailable`` listing
+what ``onnxruntime.get_available_providers()`` does offer: onnxruntime itself
+would silently fall back to the CPU, and a benchmark must not do that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgerun.artifact import TensorSpec
+from edgerun.engines import EngineOptions
+from edgerun.errors import (
+    ArtifactError,
+    EngineError,
+    EngineUnavailable,
+    InferenceError,
+    ProviderUnavailable,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgerun.artifact import Artifact
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dnnl": "DnnlExecutionProvider",
+    "acl": "ACLExecutionProvider",
+    "armnn": "ArmNNExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",
+}
+
+# onnxruntime's "tensor(float)" type strings -> numpy dtype names.
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16",
+    "tensor(uint16)": "uint16", "tensor(int32)": "int32", "tensor(uint32)": "uint32",
+    "tensor(int64)": "int64", "tensor(uint64)": "uint64", "tensor(bool)": "bool",
+    "tensor(string)": "str",
+}
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise EngineUnavailable("onnxruntime is not installed: pip install onnxruntime") from exc
+    return onnxruntime
+
+
+def resolve_providers(requested: tuple[str, ...], available: list[str]) -> list[str]:
+    """Map short names to onnxruntime provider names; refuse missing ones."""
+    resolved = []
+    for name in requested:
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available:
+            raise ProviderUnavailable(
+                f"execution provider {name!r} ({full}) is not available in this onnxruntime build; "
+                f"available: {', '.join(available)}. Install the onnxruntime package built for it "
+                "(e.g. onnxruntime-gpu, onnxruntime-qnn) or ask for one of the available providers."
+            )
+        resolved.append(full)
+    if resolved and "CPUExecutionProvider" not in resolved:
+        resolved.append("CPUExecutionProvider")  # nodes a provider cannot take still need a home
+    return resolved
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else None for d in (arg.shape or ()))
+    return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
+
+
+class OnnxSession:
+    engine = "onnx"
+
+    def __init__(self, sess: Any) -> None:
+        self._sess = sess
+        self.providers = tuple(sess.get_providers())
+        self.inputs = tuple(_spec(a) for a in sess.get_inputs())
+        self.outputs = tuple(_spec(a) for a in sess.get_outputs())
+        self._names = [t.name for t in self.inputs]
+        self._run = sess.run
+
+    def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self._run(None, dict(zip(self._names, feeds)))
+        except Exception as exc:  # onnxruntime raises its own pybind classes
+            raise InferenceError(f"onnxruntime failed to run the model: {exc}") from exc
+
+
+class OnnxEngine:
+    name = "onnx"
+
+    def version(self) -> str:
+        return str(_ort().__version__)
+
+    def open(self, artifact: Artifact, options: EngineOptions) -> OnnxSession:
+        return open_session(artifact.path, options)
+
+
+def open_session(path: Path, options: EngineOptions) -> OnnxSession:
+    ort = _ort()
+    so = ort.SessionOptions()
+    if options.threads is not None:
+        so.intra_op_num_threads = options.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # errors only: warnings would interleave with benchmark output
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[options.graph_optimization]
+    providers = resolve_providers(options.providers, ort.get_available_providers())
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=providers or None)
+    except Exception as exc:
+        kind = type(exc).__name__
+        if kind in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail"):
+            raise ArtifactError(f"{path}: onnxruntime cannot load this model ({kind}: {exc})") from exc
+        raise EngineError(f"{path}: onnxruntime failed to create a session ({kind}: {exc})") from exc
+    return OnnxSession(sess)
