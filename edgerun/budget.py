@@ -9,7 +9,22 @@ pure function of samples.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from edgerun.measure.stats import (
+    as_samples_ns,
+    min_samples,
+    percentile_key,
+    percentile_nearest_rank,
+)
+
+__all__ = ["Budget", "Verdict", "judge_hard", "judge_size", "judge_soft", "overall"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +37,179 @@ class Budget:
 
     def __post_init__(self) -> None:
         if not (self.soft_ms > 0 and self.hard_ms > 0):
-            raise ValueError(f"budgets must be positive, got soft={self.soft_ms} hard={self.hard_ms}")
+            raise ValueError(
+                f"budgets must be positive, got soft={self.soft_ms} hard={self.hard_ms}"
+            )
         if not 0 < self.percentile < 100:
             raise ValueError(f"budget percentile must be in (0, 100), got {self.percentile}")
+
+
+# ---------------------------------------------------------------------------
+# Verdicts
+#
+# "Under the budget" means strictly less than it, everywhere in this module:
+# "soft < 100 ms" is met by 99.999 ms and missed by exactly 100 ms. The same
+# strict rule applies to model size against its limit and its ideal.
+# ---------------------------------------------------------------------------
+
+STATUSES = ("pass", "fail", "not-valid")
+_BYTES_PER_MB = 1_000_000  # decimal megabytes, as app stores and vendors report sizes
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of judging one measurement against one limit.
+
+    ``status`` is "pass", "fail" or "not-valid" (too little data to judge:
+    never to be read as a pass). ``measured`` and ``limit`` are in ``unit``
+    (human units: "ms", "MB"); ``miss_rate`` is the fraction of samples at or
+    over the limit, where that means something; ``n`` is the sample count
+    (0 for a verdict that is not about samples, such as model size).
+    """
+
+    kind: str
+    status: str
+    measured: float | None
+    limit: float | None
+    unit: str
+    reason: str
+    miss_rate: float | None = None
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"verdict status must be one of {STATUSES}, got {self.status!r}")
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def valid(self) -> bool:
+        return self.status != "not-valid"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field plus the derived ``passed`` and ``valid``."""
+        return {
+            "kind": self.kind,
+            "status": self.status,
+            "passed": self.passed,
+            "valid": self.valid,
+            "measured": self.measured,
+            "limit": self.limit,
+            "unit": self.unit,
+            "reason": self.reason,
+            "miss_rate": self.miss_rate,
+            "n": self.n,
+        }
+
+
+def _limit_ns(limit_ms: float) -> int:
+    """The smallest whole ns count that is NOT under ``limit_ms``.
+
+    For integer samples, ``sample < limit_ms`` holds iff ``sample_ns <
+    _limit_ns(limit_ms)``. Exact rational arithmetic avoids float noise
+    (0.0158 ms * 1e6 is 15800.000000000002 in floating point, which would let a
+    15800 ns sample pass although it is exactly at the limit).
+    """
+    return math.ceil(Fraction(str(float(limit_ms))) * 1_000_000)
+
+
+def _fmt_ms(value_ns: float) -> str:
+    return f"{value_ns / 1e6:.3f} ms"
+
+
+def _no_samples(kind: str, limit_ms: float) -> Verdict:
+    return Verdict(kind, "not-valid", None, limit_ms, "ms", "no samples to judge", None, 0)
+
+
+def judge_hard(samples_ns: Iterable[int], budget: Budget, *, kind: str = "hard") -> Verdict:
+    """Judge integer-ns latencies against ``budget.hard_ms``: every one must be under it.
+
+    One sample at or over the limit fails the verdict. ``measured`` is the
+    worst sample in ms. No samples -> "not-valid".
+    """
+    array = as_samples_ns(samples_ns)
+    if array.size == 0:
+        return _no_samples(kind, budget.hard_ms)
+    n = int(array.size)
+    worst_ns = int(array.max())
+    misses = int(np.count_nonzero(array >= _limit_ns(budget.hard_ms)))
+    limit = f"{budget.hard_ms:g} ms hard budget"
+    if misses == 0:
+        status, reason = "pass", f"all {n} samples under the {limit} (worst {_fmt_ms(worst_ns)})"
+    else:
+        status = "fail"
+        reason = f"{misses} of {n} samples at or over the {limit} (worst {_fmt_ms(worst_ns)})"
+    return Verdict(kind, status, worst_ns / 1e6, budget.hard_ms, "ms", reason, misses / n, n)
+
+
+def judge_soft(samples_ns: Iterable[int], budget: Budget, *, kind: str = "soft") -> Verdict:
+    """Judge integer-ns latencies against ``budget.soft_ms`` at ``budget.percentile``.
+
+    Pass iff the nearest-rank percentile is under the limit AND there are at
+    least ``min_samples(percentile)`` samples. With fewer samples the verdict
+    is "not-valid" whatever the value (never a pass). ``measured`` is the
+    percentile in ms; ``miss_rate`` the fraction of samples at or over the limit.
+    """
+    array = as_samples_ns(samples_ns)
+    if array.size == 0:
+        return _no_samples(kind, budget.soft_ms)
+    n = int(array.size)
+    limit_ns = _limit_ns(budget.soft_ms)
+    value_ns = int(percentile_nearest_rank(np.sort(array), budget.percentile))
+    needed = min_samples(budget.percentile)
+    name = percentile_key(budget.percentile)
+    limit = f"{budget.soft_ms:g} ms soft budget"
+    if n < needed:
+        status = "not-valid"
+        reason = f"{name} needs {needed} samples, have {n} ({name} = {_fmt_ms(value_ns)})"
+    elif value_ns < limit_ns:
+        status, reason = "pass", f"{name} = {_fmt_ms(value_ns)} is under the {limit}"
+    else:
+        status, reason = "fail", f"{name} = {_fmt_ms(value_ns)} is at or over the {limit}"
+    miss_rate = int(np.count_nonzero(array >= limit_ns)) / n
+    return Verdict(kind, status, value_ns / 1e6, budget.soft_ms, "ms", reason, miss_rate, n)
+
+
+def judge_size(size_bytes: int, limit_bytes: int, ideal_bytes: int | None = None) -> Verdict:
+    """Judge a model file's size in bytes: pass iff under ``limit_bytes``.
+
+    ``measured`` and ``limit`` are reported in decimal MB (10**6 bytes). A
+    size under the limit but at or over ``ideal_bytes`` still passes; the
+    reason says so. Raises ValueError for a negative size, a non-positive
+    limit, or an ideal outside (0, limit_bytes].
+    """
+    if size_bytes < 0 or limit_bytes <= 0:
+        raise ValueError(
+            f"need size_bytes >= 0 and limit_bytes > 0, got {size_bytes}, {limit_bytes}"
+        )
+    if ideal_bytes is not None and not 0 < ideal_bytes <= limit_bytes:
+        raise ValueError(
+            f"ideal_bytes must be in (0, limit_bytes={limit_bytes}], got {ideal_bytes}"
+        )
+    size, limit = f"{size_bytes / _BYTES_PER_MB:.3f} MB", f"{limit_bytes / _BYTES_PER_MB:g} MB"
+    if size_bytes >= limit_bytes:
+        status, reason = "fail", f"model is {size}, at or over the {limit} limit"
+    elif ideal_bytes is not None and size_bytes >= ideal_bytes:
+        ideal = f"{ideal_bytes / _BYTES_PER_MB:g} MB"
+        status = "pass"
+        reason = f"model is {size}: under the {limit} limit but at or over the {ideal} ideal"
+    else:
+        status, reason = "pass", f"model is {size}, under the {limit} limit"
+    return Verdict(
+        "model_size", status, size_bytes / _BYTES_PER_MB, limit_bytes / _BYTES_PER_MB, "MB", reason
+    )
+
+
+def overall(verdicts: Iterable[Verdict]) -> str:
+    """Combine verdicts: "fail" if any failed, else "not-valid" if any was, else "pass".
+
+    No verdicts at all is "not-valid": nothing was judged, so nothing passed.
+    """
+    statuses = {v.status for v in verdicts}
+    if "fail" in statuses:
+        return "fail"
+    if "not-valid" in statuses or not statuses:
+        return "not-valid"
+    return "pass"
