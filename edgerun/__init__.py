@@ -1,2 +1,88 @@
-"""edgerun: on-device inference runtime and benchmark harness (placeholder, filled in below)."""
+"""edgerun: on-device inference runtime and benchmark harness for edge medical AI.
+
+    import edgerun
+    rt = edgerun.load("model.onnx", profile="raspberry-pi-5")
+    res = rt.run(x)
+    res.top, res.times.infer_ns, res.route
+
+``import edgerun`` is light: the engines (onnxruntime, LiteRT) are imported
+only when a model is opened, and torch never is.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgerun.errors import (
+    ArtifactError,
+    BenchError,
+    EdgerunError,
+    EngineError,
+    EngineUnavailable,
+    InferenceError,
+    InputError,
+    IntegrityError,
+    ProfileError,
+    ProviderUnavailable,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactError",
+    "BenchError",
+    "Budget",
+    "EdgerunError",
+    "EngineError",
+    "EngineUnavailable",
+    "InferenceError",
+    "InputError",
+    "IntegrityError",
+    "ProfileError",
+    "ProviderUnavailable",
+    "Result",
+    "Runtime",
+    "StageTimes",
+    "TensorSpec",
+    "__version__",
+    "detect",
+    "load",
+    "load_artifact",
+    "load_profile",
+]
+
+# Public names that live in submodules; resolved on first use so that
+# ``import edgerun`` does not pull in numpy-heavy modules before they are needed.
+_LAZY = {
+    "Budget": "edgerun.budget",
+    "Result": "edgerun.runtime",
+    "Runtime": "edgerun.runtime",
+    "load": "edgerun.runtime",
+    "StageTimes": "edgerun.pipeline",
+    "TensorSpec": "edgerun.artifact",
+    "load_artifact": "edgerun.artifact",
+    "detect": "edgerun.profiles",
+    "load_profile": "edgerun.profiles",
+}
+
+if TYPE_CHECKING:
+    from edgerun.artifact import TensorSpec, load_artifact
+    from edgerun.budget import Budget
+    from edgerun.pipeline import StageTimes
+    from edgerun.profiles import detect, load_profile
+    from edgerun.runtime import Result, Runtime, load
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgerun' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,95 @@
+"""Human-readable benchmark tables (strings only; cli.py prints them).
+
+Several results render side by side, one column per artifact, so the FP32 /
+INT8 / INT4 trade-off reads across a row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MARK_INVALID = "*"
+
+
+def _ms(ns: float | None) -> str:
+    return "-" if ns is None else f"{ns / 1e6:.3f}"
+
+
+def _pct(stats: dict[str, Any], key: str) -> str:
+    p = stats["percentiles"].get(key)
+    if p is None:
+        return "-"
+    return _ms(p["value_ns"]) + ("" if p["valid"] else _MARK_INVALID)
+
+
+def _verdict(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "-"
+    text = v["status"].upper()
+    if v.get("miss_rate") is not None and v["status"] != "not-valid" and v.get("n"):
+        misses = round(v["miss_rate"] * v["n"])
+        text += f" ({misses}/{v['n']} missed)"
+    return text
+
+
+def _accuracy(acc: dict[str, Any] | None) -> str:
+    if not acc or acc.get("value") is None:
+        return "-"
+    return f"{acc['value'] * 100:.1f}% (n={acc.get('n', '?')})"
+
+
+def _rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    if r["status"] != "ok":
+        return [("status", "ERROR"), ("error", f"{r['error']['type']}: {r['error']['message']}"[:80])]
+    a, s, v, b = r["artifact"], r["stats"], r["verdicts"], r["budget"]
+    cold = r["cold_start"]
+    first = sum(cold["first_inference"].values())
+    p = f"p{b['percentile']:g}"
+    rows = [
+        ("format / precision", f"{a['format']} {a['precision']}"),
+        ("engine / providers", f"{r['engine']['name']} {','.join(r['engine']['providers'])}"),
+        ("size (MB)", f"{a['size_bytes'] / 1e6:.3f}"),
+        ("accuracy (manifest)", _accuracy(a.get("accuracy"))),
+        ("session create (ms)", _ms(cold["session_create_ns"])),
+        ("first inference (ms)", _ms(first)),
+        ("steady runs / s", f"{r['steady']['runs']} / {r['steady']['duration_ns'] / 1e9:.2f}"),
+    ]
+    for stage in ("pre", "infer", "post"):
+        st = s[stage]
+        rows.append((f"{stage} p50 / p99 (ms)", f"{_pct(st, 'p50')} / {_pct(st, 'p99')}"))
+    tot = s["total"]
+    rows += [
+        ("total min (ms)", _ms(tot["min_ns"])),
+        ("total mean ± std (ms)", f"{_ms(tot['mean_ns'])} ± {_ms(tot['std_ns'])}"),
+    ]
+    rows += [(f"total {k} (ms)", _pct(tot, k)) for k in tot["percentiles"]]
+    rows += [
+        ("total max (ms)", _ms(tot["max_ns"])),
+        (f"hard < {b['hard_ms']:g} ms (all)", _verdict(v.get("hard"))),
+        (f"soft {p} < {b['soft_ms']:g} ms", _verdict(v.get("soft"))),
+        ("model size", _verdict(v.get("model_size"))),
+        ("overall", r["overall"].upper()),
+    ]
+    return rows
+
+
+def side_by_side(results: list[dict[str, Any]]) -> str:
+    """One column per artifact; a footnote explains invalid percentiles."""
+    columns = [_rows(r) for r in results]
+    labels: list[str] = []
+    for col in columns:
+        for label, _ in col:
+            if label not in labels:
+                labels.append(label)
+    headers = [r["artifact"].get("name") or r["artifact"]["path"] for r in results]
+    cells = [[dict(col).get(label, "") for col in columns] for label in labels]
+    width0 = max(len(x) for x in labels + [""])
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join([" " * width0] + [h.ljust(w) for h, w in zip(headers, widths)])]
+    lines.append("  ".join(["-" * width0] + ["-" * w for w in widths]))
+    for label, row in zip(labels, cells):
+        lines.append("  ".join([label.ljust(width0)] + [c.ljust(w) for c, w in zip(row, widths)]))
+    if any(_MARK_INVALID in c for row in cells for c in row):
+        lines.append(f"{_MARK_INVALID} not valid: too few samples for this percentile "
+                     "(LoadGen rule: 64 for p90, 662 for p99); never counted as a pass.")
+    return "\n".join(line.rstrip() for line in lines)

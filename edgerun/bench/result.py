@@ -1,0 +1,128 @@
+"""The versioned benchmark result (JSON), built from a Measurement.
+
+Format history (bump ``SCHEMA_VERSION`` on any change a reader must know about,
+and describe it here, like pyperf does):
+
+- 1 (edgerun 0.1): first version. A file holds ``{"schema": "edgerun.bench",
+  "schema_version": 1, "created_utc", "edgerun_version", "results": [...]}``,
+  one result per artifact; each result is ``status: "ok"`` with cold start,
+  warm-up, steady-state stats per stage, raw samples and verdicts, or
+  ``status: "error"`` with the error. docs/bench-result.md describes every
+  field; edgerun/bench/result.schema.json is the machine-checkable schema.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import numpy as np
+
+from edgerun.bench.environment import environment
+from edgerun.bench.runner import BenchConfig, Measurement
+from edgerun.budget import Budget, Verdict, judge_hard, judge_size, judge_soft, overall
+from edgerun.measure.stats import summarize
+
+SCHEMA = "edgerun.bench"
+SCHEMA_VERSION = 1
+STAGES = ("pre", "infer", "post", "total")
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _stage_samples(m: Measurement) -> dict[str, np.ndarray]:
+    return {"pre": m.pre_ns, "infer": m.infer_ns, "post": m.post_ns, "total": m.pre_ns + m.infer_ns + m.post_ns}
+
+
+def verdicts_for(m: Measurement, budget: Budget, profile: Any) -> dict[str, Verdict]:
+    """End-to-end hard/soft verdicts, per-stage ones, and the model-size verdict."""
+    samples = _stage_samples(m)
+    out = {
+        "hard": judge_hard(samples["total"], budget),
+        "soft": judge_soft(samples["total"], budget),
+    }
+    for stage in ("pre", "infer", "post"):
+        out[f"{stage}.hard"] = judge_hard(samples[stage], budget, kind=f"{stage}.hard")
+        out[f"{stage}.soft"] = judge_soft(samples[stage], budget, kind=f"{stage}.soft")
+    if profile is not None:
+        lim = profile.limits
+        out["model_size"] = judge_size(m.runtime.artifact.size_bytes, lim.model_size_limit_bytes,
+                                       lim.model_size_ideal_bytes)
+    return out
+
+
+def _artifact_block(m: Measurement) -> dict[str, Any]:
+    a = m.runtime.artifact
+    prov = a.manifest.provenance if a.manifest else {}
+    return {
+        "name": a.name,
+        "path": str(a.path),
+        "format": a.format,
+        "precision": a.precision,
+        "sha256": a.sha256,
+        "size_bytes": a.size_bytes,
+        "manifest": str(a.manifest_path) if a.manifest_path else None,
+        "accuracy": prov.get("accuracy"),
+    }
+
+
+def build_result(m: Measurement, config: BenchConfig, budget: Budget, profile: Any,
+                 profile_reason: str) -> dict[str, Any]:
+    samples = _stage_samples(m)
+    verdicts = verdicts_for(m, budget, profile)
+    # The overall verdict is end-to-end + size; stage verdicts are diagnostic.
+    headline = [v for k, v in verdicts.items() if "." not in k]
+    li = m.runtime.load_info
+    n = int(m.infer_ns.size)
+    return {
+        "status": "ok",
+        "artifact": _artifact_block(m),
+        "profile": {"name": profile.name if profile else None, "reason": profile_reason},
+        "engine": {"name": li.engine, "version": li.engine_version, "providers": list(li.providers),
+                   "threads": li.threads, "graph_optimization": config.graph_optimization},
+        "environment": environment(),
+        "config": config.to_dict(),
+        "budget": {"soft_ms": budget.soft_ms, "hard_ms": budget.hard_ms, "percentile": budget.percentile},
+        "input_source": m.input_source,
+        "cold_start": {
+            "artifact_load_ns": li.artifact_ns,
+            "session_create_ns": li.session_ns,
+            "first_inference": dict(zip(("pre_ns", "infer_ns", "post_ns"), m.first_ns)),
+        },
+        "warmup": {"runs": m.warmup_runs, "duration_ns": m.warmup_ns},
+        "steady": {
+            "runs": n,
+            "duration_ns": m.steady_ns,
+            "throughput_per_s": n / (m.steady_ns / 1e9) if m.steady_ns else None,
+            "hit_max_seconds": m.hit_max_seconds,
+        },
+        "stats": {stage: summarize(samples[stage]).to_dict() for stage in STAGES},
+        "samples_ns": {stage: samples[stage].tolist() for stage in ("pre", "infer", "post")},
+        "verdicts": {k: v.to_dict() for k, v in verdicts.items()},
+        "overall": overall(headline),
+    }
+
+
+def error_result(path: str, exc: BaseException, profile: Any, profile_reason: str) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "artifact": {"path": str(path)},
+        "profile": {"name": profile.name if profile else None, "reason": profile_reason},
+        "environment": environment(),
+        "error": {"type": type(exc).__name__, "message": str(exc)},
+        "overall": "error",
+    }
+
+
+def result_file(results: list[dict[str, Any]]) -> dict[str, Any]:
+    from edgerun import __version__
+
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created_utc": utc_now(),
+        "edgerun_version": __version__,
+        "results": results,
+    }

@@ -1,0 +1,165 @@
+"""The benchmark loop for one artifact: cold start, warm-up, steady state.
+
+Stop rule (MLPerf LoadGen style): the steady-state phase runs until it has at
+least ``min_runs`` inferences AND at least ``min_seconds`` of wall time, or
+until ``max_seconds`` (a safety cap; hitting it is recorded). Warm-up runs by
+count and by seconds the same way. Cold start, artifact verification plus
+session creation and the first inference, is timed apart from steady state.
+
+Inputs: the artifact's bundled samples when the manifest names them (real
+data), else seeded random tensors that match the raw input spec (labelled
+``random`` in the result, like ``benchmark_model`` does by default).
+"""
+
+from __future__ import annotations
+
+import gc
+from array import array
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any
+
+import numpy as np
+
+from edgerun.artifact import Artifact, TensorSpec
+from edgerun.errors import ArtifactError
+from edgerun.runtime import Runtime, load
+
+# progress(phase, fraction_done) where phase is "load", "warmup" or "measure".
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    min_runs: int = 1000
+    min_seconds: float = 1.0
+    max_seconds: float = 60.0
+    warmup_runs: int = 10
+    warmup_seconds: float = 0.5
+    threads: int | None = None
+    providers: tuple[str, ...] = ()
+    engine: str | None = None
+    graph_optimization: str = "all"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_runs < 1 or self.warmup_runs < 0:
+            raise ValueError("min_runs must be >= 1 and warmup_runs >= 0")
+        if self.min_seconds < 0 or self.warmup_seconds < 0 or self.max_seconds <= 0:
+            raise ValueError("seconds must be >= 0 (max_seconds > 0)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Measurement:
+    """Raw material of one benchmark: everything timed, nothing summarised yet."""
+
+    runtime: Runtime
+    input_source: str
+    first_ns: tuple[int, int, int]
+    warmup_runs: int
+    warmup_ns: int
+    pre_ns: np.ndarray
+    infer_ns: np.ndarray
+    post_ns: np.ndarray
+    steady_ns: int
+    hit_max_seconds: bool
+
+
+def sample_inputs(artifact: Artifact, seed: int) -> tuple[list[Any], str]:
+    """Inputs to cycle through: bundled samples if the manifest names them, else random."""
+    manifest = artifact.manifest
+    samples_file = manifest.provenance.get("samples") if manifest else None
+    if samples_file and artifact.manifest_path is not None:
+        path = artifact.manifest_path.parent / samples_file
+        try:
+            with np.load(path) as data:
+                x = data["x"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ArtifactError(f"{path}: bundled samples are unreadable (need an .npz with 'x'): {exc}") from exc
+        return [x[i] for i in range(len(x))], f"samples:{samples_file} ({len(x)} inputs)"
+    rng = np.random.default_rng(seed)
+    specs = artifact.raw_inputs
+    inputs = [[_random(rng, spec) for spec in specs] for _ in range(16)]
+    return [v[0] if len(v) == 1 else v for v in inputs], "random (seeded, 16 inputs)"
+
+
+def _random(rng: np.random.Generator, spec: TensorSpec) -> np.ndarray:
+    shape = tuple(1 if d is None else d for d in spec.shape)
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 1, size=shape, endpoint=True).astype(bool)
+    return rng.random(size=shape).astype(dtype)
+
+
+def _loop(rt: Runtime, inputs: list[Any], min_runs: int, min_ns: int, max_ns: int,
+          progress: Callable[[float], None] | None) -> tuple[np.ndarray, int, bool]:
+    """Run until min_runs and min_ns are both met (or max_ns passes).
+
+    Returns (n x 3 stage times in ns, elapsed ns, whether max_ns cut it short).
+    Times go into array.array buffers: unlike a list of tuples they are not
+    tracked by the garbage collector, so the loop does not grow GC pauses.
+    """
+    call = rt.pipeline
+    pre, infer, post = array("q"), array("q"), array("q")
+    n_inputs = len(inputs)
+    gc.collect()
+    start = perf_counter_ns()
+    next_report = start
+    i = 0
+    while True:
+        now = perf_counter_ns()
+        elapsed = now - start
+        if (i >= min_runs and elapsed >= min_ns) or elapsed >= max_ns:
+            break
+        if progress is not None and now >= next_report:
+            progress(min(1.0, max(i / min_runs, elapsed / max(min_ns, 1))))
+            next_report = now + 100_000_000
+        _, _, st = call(inputs[i % n_inputs])
+        pre.append(st.pre_ns)
+        infer.append(st.infer_ns)
+        post.append(st.post_ns)
+        i += 1
+    times = np.stack([np.frombuffer(a, dtype=np.int64) if len(a) else np.zeros(0, np.int64)
+                      for a in (pre, infer, post)], axis=1)
+    return times, perf_counter_ns() - start, elapsed >= max_ns and (i < min_runs or elapsed < min_ns)
+
+
+def measure(path: str | Path, config: BenchConfig, profile: Any = None,
+            progress: Progress | None = None) -> Measurement:
+    """Load the artifact and time it: cold start, warm-up, then the steady-state loop."""
+    def report(phase: str) -> Callable[[float], None] | None:
+        return None if progress is None else (lambda f: progress(phase, f))
+
+    if progress:
+        progress("load", 0.0)
+    rt = load(path, profile, engine=config.engine, threads=config.threads,
+              providers=config.providers, graph_optimization=config.graph_optimization)
+    inputs, source = sample_inputs(rt.artifact, config.seed)
+    _, _, first = rt.pipeline(inputs[0])
+    warm, warm_ns, _ = _loop(rt, inputs, config.warmup_runs, int(config.warmup_seconds * 1e9),
+                             int(config.max_seconds * 1e9), report("warmup"))
+    steady, steady_ns, capped = _loop(rt, inputs, config.min_runs, int(config.min_seconds * 1e9),
+                                      int(config.max_seconds * 1e9), report("measure"))
+    if progress:
+        progress("measure", 1.0)
+    arr = steady
+    return Measurement(
+        runtime=rt,
+        input_source=source,
+        first_ns=(first.pre_ns, first.infer_ns, first.post_ns),
+        warmup_runs=len(warm),
+        warmup_ns=warm_ns,
+        pre_ns=arr[:, 0].copy(),
+        infer_ns=arr[:, 1].copy(),
+        post_ns=arr[:, 2].copy(),
+        steady_ns=steady_ns,
+        hit_max_seconds=capped,
+    )

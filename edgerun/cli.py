@@ -1,0 +1,337 @@
+"""The ``edgerun`` command line. The only module that prints for humans or exits.
+
+    edgerun bench [ARTIFACT...]     benchmark (default: the bundled demo artifacts)
+    edgerun info ARTIFACT           what an artifact is: format, precision, IO, ops, provenance
+    edgerun run ARTIFACT            one inference on an input file (or a bundled sample)
+    edgerun profiles                list device profiles; --detect says which one this machine is
+
+Exit codes: 0 every verdict passed; 1 a verdict failed or an artifact errored;
+2 usage error; 3 nothing failed but some verdict was not valid (too few samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgerun.errors import EdgerunError
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_VALID = 0, 1, 2, 3
+
+
+def _err(msg: str) -> None:
+    print(f"edgerun: error: {msg}", file=sys.stderr)
+
+
+# --- bench ------------------------------------------------------------------------------
+
+
+class _ProgressLine:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, sparse otherwise)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.last_phase = ""
+
+    def __call__(self, phase: str, fraction: float) -> None:
+        if self.tty:
+            filled = int(fraction * 24)
+            bar = "#" * filled + "." * (24 - filled)
+            print(f"\r{self.label:<28} {phase:<8} [{bar}] {fraction * 100:5.1f}%", end="", file=sys.stderr)
+        elif phase != self.last_phase:
+            print(f"{self.label}: {phase}...", file=sys.stderr)
+        self.last_phase = phase
+
+    def done(self, status: str) -> None:
+        if self.tty:
+            print(f"\r{self.label:<28} {status:<50}", file=sys.stderr)
+        else:
+            print(f"{self.label}: {status}", file=sys.stderr)
+
+
+def _profile_and_budget(args: argparse.Namespace) -> tuple[Any, str, Any]:
+    from edgerun.budget import Budget
+    from edgerun.profiles import detect, load_profile
+
+    if args.profile:
+        profile, reason = load_profile(args.profile), f"chosen with --profile {args.profile}"
+    else:
+        found = detect()
+        profile, reason = found.profile, found.reason
+    base = profile.budget
+    budget = Budget(
+        soft_ms=args.soft_ms if args.soft_ms is not None else base.soft_ms,
+        hard_ms=args.hard_ms if args.hard_ms is not None else base.hard_ms,
+        percentile=args.percentile if args.percentile is not None else base.percentile,
+    )
+    return profile, reason, budget
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgerun.bench.report import side_by_side
+    from edgerun.bench.result import build_result, error_result, result_file
+    from edgerun.bench.runner import BenchConfig, measure
+    from edgerun.demo import demo_artifacts
+
+    paths = [Path(p) for p in args.artifacts] or demo_artifacts()
+    if not paths:
+        _err("no artifact given and the bundled demo artifacts are missing (run tools/build_demo.py)")
+        return EXIT_USAGE
+    profile, reason, budget = _profile_and_budget(args)
+    config = BenchConfig(
+        min_runs=args.runs, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+        warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds, threads=args.threads,
+        providers=tuple(p for p in (args.providers or "").split(",") if p), engine=args.engine,
+        graph_optimization=args.graph_opt,
+    )
+    if not args.quiet:
+        print(f"profile: {profile.name} ({reason})", file=sys.stderr)
+    results = []
+    for path in paths:
+        bar = _ProgressLine(path.name)
+        try:
+            m = measure(path, config, profile, progress=None if args.quiet else bar)
+            results.append(build_result(m, config, budget, profile, reason))
+        except EdgerunError as exc:
+            results.append(error_result(str(path), exc, profile, reason))
+        if not args.quiet:
+            bar.done(results[-1]["overall"].upper())
+    print(side_by_side(results))
+    if args.json:
+        text = json.dumps(result_file(results), indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+            print(f"wrote {args.json}", file=sys.stderr)
+    verdicts = {r["overall"] for r in results}
+    if verdicts & {"fail", "error"}:
+        return EXIT_FAIL
+    return EXIT_NOT_VALID if "not-valid" in verdicts else EXIT_PASS
+
+
+# --- info -------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from edgerun.artifact import inspect_model, load_artifact
+
+    art = load_artifact(args.artifact)
+    info = inspect_model(art.path, art.format)
+    data = {
+        "name": art.name,
+        "path": str(art.path),
+        "manifest": str(art.manifest_path) if art.manifest_path else None,
+        "format": art.format,
+        "precision": art.precision,
+        "precision_detected": info.precision,
+        "sha256": art.sha256,
+        "sha256_verified": art.manifest is not None,
+        "size_bytes": art.size_bytes,
+        "parameter_count": info.parameter_count,
+        "parameter_dtypes": info.parameter_dtypes,
+        "versions": info.versions,
+        "inputs": [t.to_dict() for t in art.inputs],
+        "outputs": [t.to_dict() for t in art.outputs],
+        "raw_inputs": [t.to_dict() for t in art.raw_inputs],
+        "preprocess": list(art.manifest.preprocess) if art.manifest else [],
+        "postprocess": list(art.manifest.postprocess) if art.manifest else [],
+        "op_histogram": info.op_histogram,
+        "provenance": art.manifest.provenance if art.manifest else {},
+    }
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return EXIT_PASS
+    print(_info_text(art, info, data))
+    return EXIT_PASS
+
+
+def _info_text(art: Any, info: Any, data: dict[str, Any]) -> str:
+    lines = [
+        f"{art.name}",
+        f"  file         {art.path} ({art.size_bytes / 1e6:.3f} MB)",
+        f"  manifest     {art.manifest_path or '(none: specs read from the model)'}",
+        f"  sha256       {art.sha256}" + ("  (verified against manifest)" if art.manifest else ""),
+        f"  format       {art.format}   " + "  ".join(f"{k}={v}" for k, v in info.versions.items()),
+        f"  precision    {art.precision} (detected from the model: {info.precision})",
+        f"  parameters   {info.parameter_count:,}  "
+        + ", ".join(f"{k}: {v:,}" for k, v in sorted(info.parameter_dtypes.items())),
+        "  inputs       " + "; ".join(t.describe() for t in art.inputs),
+        "  outputs      " + "; ".join(t.describe() for t in art.outputs),
+    ]
+    if art.manifest:
+        lines.append("  raw input    " + "; ".join(t.describe() for t in art.raw_inputs))
+        lines.append("  pre          " + " -> ".join(op.get("op", "?") for op in art.manifest.preprocess))
+        lines.append("  post         " + " -> ".join(op.get("op", "?") for op in art.manifest.postprocess))
+    lines.append("  ops          " + ", ".join(f"{k} x{v}" for k, v in info.op_histogram.items()))
+    prov = data["provenance"]
+    if prov:
+        lines.append("  provenance")
+        for key, value in prov.items():
+            if key == "accuracy" and isinstance(value, dict):
+                value = (f"{value.get('metric', 'accuracy')} {value.get('value', 0) * 100:.2f}% on "
+                         f"{value.get('reference_set', '?')} (n={value.get('n', '?')}, "
+                         f"measured with {value.get('measured_with', '?')})")
+            lines.append(f"    {key:<20} {value}")
+    return "\n".join(lines)
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edgerun.bench.runner import sample_inputs
+    from edgerun.runtime import load
+
+    rt = load(args.artifact, args.profile, threads=args.threads)
+    if args.input:
+        x = np.load(args.input)
+        source = args.input
+    else:
+        inputs, source = sample_inputs(rt.artifact, seed=0)
+        x = inputs[args.sample % len(inputs)]
+    res = rt.run(x)
+    report = {
+        "input": source,
+        "route": res.route,
+        "top": [{"index": p.index, "label": p.label, "score": p.score} for p in res.top],
+        "times_ns": {"pre": res.times.pre_ns, "infer": res.times.infer_ns, "post": res.times.post_ns},
+        "outputs": {k: np.asarray(v).tolist() for k, v in res.outputs.items()} if not res.top else None,
+    }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return EXIT_PASS
+    print(f"{rt.artifact.name}  route={res.route}  input={source}")
+    for p in res.top:
+        print(f"  {p.label:>8}  {p.score:.4f}")
+    if not res.top:
+        for name, value in res.outputs.items():
+            print(f"  {name}: {np.array2string(np.asarray(value), precision=4, threshold=20)}")
+    t = res.times
+    print(f"  pre {t.pre_ns / 1e6:.3f} ms  infer {t.infer_ns / 1e6:.3f} ms  post {t.post_ns / 1e6:.3f} ms  "
+          "(one cold-ish call; use `edgerun bench` for statistics)")
+    return EXIT_PASS
+
+
+# --- profiles ---------------------------------------------------------------------------
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from edgerun.profiles import detect, list_profiles
+
+    if args.detect:
+        found = detect()
+        print(json.dumps({"profile": found.profile.name, "reason": found.reason}) if args.json
+              else f"{found.profile.name}: {found.reason}")
+        return EXIT_PASS
+    profiles = list_profiles()
+    if args.json:
+        print(json.dumps([_profile_dict(p) for p in profiles], indent=1))
+        return EXIT_PASS
+    head = f"{'name':<22} {'class':<9} {'arch':<8} {'cores':>5} {'RAM':>8}  {'soft/hard ms':>12}  {'size limit':>10}  engine"
+    print(head)
+    print("-" * len(head))
+    for p in profiles:
+        print(f"{p.name:<22} {p.device_class:<9} {p.architecture:<8} {p.cores:>5} {_mem(p.ram_bytes):>8}  "
+              f"{p.budget.soft_ms:>5g}/{p.budget.hard_ms:<6g}  {_mem(p.limits.model_size_limit_bytes):>10}  "
+              f"{p.engine.preferred} ({','.join(p.engine.providers)})")
+    return EXIT_PASS
+
+
+def _mem(n: int) -> str:
+    return f"{n / 2**30:.0f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1e6:.1f} MB"
+
+
+def _profile_dict(p: Any) -> dict[str, Any]:
+    return {
+        "name": p.name, "class": p.device_class, "architecture": p.architecture, "cores": p.cores,
+        "ram_bytes": p.ram_bytes, "accelerators": list(p.accelerators),
+        "engine": {"preferred": p.engine.preferred, "providers": list(p.engine.providers), "threads": p.engine.threads},
+        "budget": {"soft_ms": p.budget.soft_ms, "hard_ms": p.budget.hard_ms, "percentile": p.budget.percentile},
+        "model_size_limit_bytes": p.limits.model_size_limit_bytes,
+        "model_size_ideal_bytes": p.limits.model_size_ideal_bytes,
+    }
+
+
+# --- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edgerun import __version__
+
+    parser = argparse.ArgumentParser(prog="edgerun", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run `edgerun COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"edgerun {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    b = sub.add_parser("bench", help="benchmark artifacts (default: the bundled demo)",
+                       description="Time every stage of every inference and judge the latencies against the "
+                       "profile's real-time budgets. Several artifacts print side by side.")
+    b.add_argument("artifacts", nargs="*", metavar="ARTIFACT", help="model file, manifest or bundle folder")
+    b.add_argument("--profile", help="device profile name or TOML path (default: detected)")
+    b.add_argument("--runs", type=int, default=1000, help="minimum steady-state inferences (default 1000; p99 needs 662)")
+    b.add_argument("--min-seconds", type=float, default=1.0, help="minimum steady-state seconds (default 1)")
+    b.add_argument("--max-seconds", type=float, default=60.0, help="stop the steady state after this many seconds (default 60)")
+    b.add_argument("--warmup", type=int, default=10, help="minimum warm-up inferences (default 10)")
+    b.add_argument("--warmup-seconds", type=float, default=0.5, help="minimum warm-up seconds (default 0.5)")
+    b.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
+    b.add_argument("--providers", help="comma-separated providers, e.g. XNNPACK,CPU or CUDA (must exist)")
+    b.add_argument("--engine", choices=("onnx", "litert"), help="force an engine (default: by format)")
+    b.add_argument("--graph-opt", default="all", choices=("disable", "basic", "extended", "all"),
+                   help="onnxruntime graph optimisation level (default all)")
+    b.add_argument("--soft-ms", type=float, help="soft budget in ms (default: the profile's)")
+    b.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
+    b.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
+    b.add_argument("--json", metavar="FILE", help="write the versioned JSON result to FILE ('-' for stdout)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    b.set_defaults(func=cmd_bench)
+
+    i = sub.add_parser("info", help="describe an artifact", description="Format, precision, IO specs, size, "
+                       "parameter count, op histogram, opsets and the manifest's provenance.")
+    i.add_argument("artifact", metavar="ARTIFACT")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_info)
+
+    r = sub.add_parser("run", help="one inference", description="Run one inference and print the top classes "
+                       "and stage times. Input: --input FILE.npy, else a bundled sample (or random data).")
+    r.add_argument("artifact", metavar="ARTIFACT")
+    r.add_argument("--input", help=".npy file with one raw input")
+    r.add_argument("--sample", type=int, default=0, help="which bundled sample to use (default 0)")
+    r.add_argument("--profile", help="device profile name or TOML path")
+    r.add_argument("--threads", type=int)
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("profiles", help="list device profiles", description="List the shipped device profiles, "
+                       "or say which one this machine is (--detect) and why.")
+    p.add_argument("--detect", action="store_true", help="detect this machine's profile")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_profiles)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EdgerunError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    except ValueError as exc:  # bad option values caught by our dataclasses' validation
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
