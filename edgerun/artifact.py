@@ -99,6 +99,7 @@ class Manifest:
     postprocess: tuple[dict[str, Any], ...] = ()
     labels: tuple[str, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
+    samples: str | None = None
     schema_version: int = MANIFEST_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +118,7 @@ class Manifest:
             "postprocess": list(self.postprocess),
             "labels": list(self.labels),
             "provenance": self.provenance,
+            "samples": self.samples,
         }
 
 
@@ -226,6 +228,7 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
         postprocess=tuple(data.get("postprocess") or ()),
         labels=tuple(str(x) for x in data.get("labels") or ()),
         provenance=dict(data.get("provenance") or {}),
+        samples=data.get("samples") if isinstance(data.get("samples"), str) else None,
         schema_version=version,
     )
 

@@ -7,8 +7,10 @@ size limits, where the power and thermal sensors live, and a two-point power
 model for *labelled estimates* when no sensor is present.
 
 TOML keys carry human units (``ram_mb``, ``model_size_mb``, ``idle_w``); the
-dataclasses here carry bytes (``ram_bytes``, ``model_size_limit_bytes``). "MB"
-in a key means MiB (2**20 bytes), as RAM and model sizes are usually quoted.
+dataclasses here carry bytes (``ram_bytes``, ``model_size_limit_bytes``).
+``ram_mb`` is MiB (2**20 bytes: RAM is sold in binary units, "8 GB" = 8192);
+``model_size_*_mb`` is decimal MB (10**6 bytes), as app stores report file sizes
+and as ``edgerun.budget.judge_size`` reports them.
 
 ``detect()`` reads a few cheap markers (``/proc/device-tree/model``,
 ``/etc/nv_tegra_release``, Android's ``getprop``) and returns the matching
@@ -39,6 +41,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = [
     "GENERIC_PROFILE",
+    "LITERT_PROVIDERS",
+    "ONNX_PROVIDERS",
     "CommandRunner",
     "Detection",
     "DeviceProfile",
@@ -61,11 +65,18 @@ GENERIC_PROFILE = "generic-x86_64-linux"
 DEVICE_CLASSES = ("sbc", "jetson", "phone", "wearable", "poc", "host")
 # Provider names per engine, in the short spelling profiles use. Engines map them to
 # their own names (onnx: "CUDA" -> "CUDAExecutionProvider"; litert: a delegate).
-KNOWN_PROVIDERS: dict[str, tuple[str, ...]] = {
-    "onnx": ("TensorRT", "CUDA", "QNN", "NNAPI", "CoreML", "OpenVINO", "XNNPACK", "CPU"),
-    "litert": ("NPU", "NNAPI", "GPU", "XNNPACK", "CPU"),
-}
-_MIB = 1024 * 1024
+ENGINES = ("onnx", "litert")
+# Provider names a profile may list, as the engines spell them (edgerun.engines.onnx
+# PROVIDER_ALIASES; edgerun.engines.litert), compared case-insensitively. Besides
+# these, onnx takes full "...ExecutionProvider" names and litert takes
+# "delegate:/path/to/libdelegate.so" (GPU, NNAPI, NPU vendor delegates).
+ONNX_PROVIDERS = (
+    "CPU", "XNNPACK", "CUDA", "TensorRT", "NNAPI", "CoreML", "QNN", "OpenVINO", "DNNL",
+    "ACL", "ArmNN", "ROCm", "MIGraphX", "DML", "WebGPU",
+)  # fmt: skip
+LITERT_PROVIDERS = ("XNNPACK", "CPU")
+_MIB = 1024 * 1024  # ram_mb
+_MB = 1_000_000  # model_size_*_mb
 
 # A callable that runs argv (on this machine, or later over ADB/SSH) and returns its
 # stdout, or None when the command is missing or fails.
@@ -74,7 +85,11 @@ CommandRunner = Callable[[Sequence[str]], "str | None"]
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Which inference engine to use and its execution providers, best first."""
+    """Which inference engine to use, and its providers as alternatives, best first.
+
+    The list is a preference order, not a set to combine: a selector takes the first
+    one this machine has (for LiteRT, "XNNPACK" and "CPU" even exclude each other).
+    """
 
     preferred: str  # "onnx" | "litert"
     providers: tuple[str, ...]
@@ -278,15 +293,30 @@ def _parse_profile(top: _Table, path: Path) -> DeviceProfile:
 
 def _parse_engine(table: _Table) -> EngineConfig:
     preferred = table.text("preferred")
-    if preferred not in KNOWN_PROVIDERS:
-        table.fail("preferred", "one of " + ", ".join(KNOWN_PROVIDERS), preferred)
+    if preferred not in ENGINES:
+        table.fail("preferred", "one of " + ", ".join(ENGINES), preferred)
     providers = table.texts("providers")
-    known = KNOWN_PROVIDERS[preferred]
-    if not providers or any(p not in known for p in providers):
-        table.fail("providers", f"a non-empty list drawn from {', '.join(known)}", list(providers))
+    if not providers or not all(_is_provider(preferred, p) for p in providers):
+        if preferred == "onnx":
+            expected = ", ".join(ONNX_PROVIDERS) + " or a full '...ExecutionProvider' name"
+        else:
+            expected = ", ".join(LITERT_PROVIDERS) + " or 'delegate:/path/to/lib.so'"
+        table.fail("providers", f"a non-empty list of {expected}", list(providers))
     engine = EngineConfig(preferred, providers, table.integer("threads"))
     table.finish()
     return engine
+
+
+def _is_provider(engine: str, name: str) -> bool:
+    if engine == "onnx":
+        known = ONNX_PROVIDERS
+        if name.endswith("ExecutionProvider"):
+            return True
+    else:
+        known = LITERT_PROVIDERS
+        if name.startswith("delegate:") and len(name) > len("delegate:"):
+            return True
+    return name.lower() in {k.lower() for k in known}
 
 
 def _parse_budget(table: _Table) -> Budget:
@@ -306,7 +336,7 @@ def _parse_limits(table: _Table) -> ModelSizeLimits:
     if ideal_mb > limit_mb:
         table.fail("model_size_ideal_mb", f"at most model_size_mb ({limit_mb:g})", ideal_mb)
     table.finish()
-    return ModelSizeLimits(round(limit_mb * _MIB), round(ideal_mb * _MIB))
+    return ModelSizeLimits(round(limit_mb * _MB), round(ideal_mb * _MB))
 
 
 def _parse_power(table: _Table) -> PowerSensors:

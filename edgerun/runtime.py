@@ -12,6 +12,7 @@ when the integrator opted in (medical data stays on the device by default).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter_ns
@@ -81,6 +82,12 @@ class Runtime:
         return f"<Runtime {self.artifact.name} {li.engine} {li.engine_version} providers={list(li.providers)}>"
 
 
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _resolve_profile(profile: DeviceProfile | str | Path | None) -> DeviceProfile | None:
     if profile is None:
         return None
@@ -110,7 +117,9 @@ def load(
     t1 = perf_counter_ns()
     eng = engine_for(artifact.format, engine)
     if threads is None and prof is not None:
-        threads = prof.engine.threads
+        # A profile describes the target device; on a smaller machine (a dev box standing in
+        # for it) more threads than usable cores would only measure oversubscription.
+        threads = min(prof.engine.threads, _usable_cpus())
     options = EngineOptions(threads=threads, graph_optimization=graph_optimization, providers=tuple(providers or ()))
     session = eng.open(artifact, options)
     pipeline = Pipeline(artifact, session)

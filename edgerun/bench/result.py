@@ -21,7 +21,7 @@ import numpy as np
 from edgerun.bench.environment import environment
 from edgerun.bench.runner import BenchConfig, Measurement
 from edgerun.budget import Budget, Verdict, judge_hard, judge_size, judge_soft, overall
-from edgerun.measure.stats import summarize
+from edgerun.measure.stats import histogram, summarize
 
 SCHEMA = "edgerun.bench"
 SCHEMA_VERSION = 1
@@ -100,6 +100,7 @@ def build_result(m: Measurement, config: BenchConfig, budget: Budget, profile: A
         },
         "stats": {stage: summarize(samples[stage]).to_dict() for stage in STAGES},
         "samples_ns": {stage: samples[stage].tolist() for stage in ("pre", "infer", "post")},
+        "histogram_total": histogram(samples["total"]),
         "verdicts": {k: v.to_dict() for k, v in verdicts.items()},
         "overall": overall(headline),
     }

@@ -73,7 +73,7 @@ class Measurement:
 def sample_inputs(artifact: Artifact, seed: int) -> tuple[list[Any], str]:
     """Inputs to cycle through: bundled samples if the manifest names them, else random."""
     manifest = artifact.manifest
-    samples_file = manifest.provenance.get("samples") if manifest else None
+    samples_file = manifest.samples if manifest else None
     if samples_file and artifact.manifest_path is not None:
         path = artifact.manifest_path.parent / samples_file
         try:

@@ -120,7 +120,7 @@ class LiteRTSession:
     engine = "litert"
 
     def __init__(self, interp: Any, providers: tuple[str, ...]) -> None:
-        self._interp = interp
+        self.native = interp  # the LiteRT Interpreter, for tools that bypass edgerun
         self.providers = providers
         ins, outs = interp.get_input_details(), interp.get_output_details()
         self.inputs = tuple(tensor_spec(d) for d in ins)

@@ -89,7 +89,7 @@ class OnnxSession:
     engine = "onnx"
 
     def __init__(self, sess: Any) -> None:
-        self._sess = sess
+        self.native = sess  # the onnxruntime.InferenceSession, for tools that bypass edgerun
         self.providers = tuple(sess.get_providers())
         self.inputs = tuple(_spec(a) for a in sess.get_inputs())
         self.outputs = tuple(_spec(a) for a in sess.get_outputs())

@@ -1,0 +1,60 @@
+"""Shared fixtures: the bundled demo artifacts (real models, real engines) and tiny models built here."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgerun.demo import DEMO_DIR, DEMO_NAMES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _demo(name: str) -> Path:
+    path = DEMO_DIR / name
+    if not path.exists():
+        pytest.fail(f"demo artifact {path} is missing: run tools/build_demo.py")
+    return path
+
+
+@pytest.fixture(params=DEMO_NAMES)
+def demo_path(request: pytest.FixtureRequest) -> Path:
+    """Each of the five bundled demo model files."""
+    return _demo(request.param)
+
+
+@pytest.fixture
+def demo_copy(tmp_path: Path):
+    """Copy one demo artifact (model + manifest + samples) into tmp_path, for tampering."""
+
+    def copy(name: str) -> Path:
+        src = _demo(name)
+        stem = src.name.rsplit(".", 1)[0]
+        for f in DEMO_DIR.iterdir():
+            if f.name == src.name or f.name.startswith(stem + ".") or f.suffix == ".npz":
+                shutil.copy(f, tmp_path / f.name)
+        return tmp_path / src.name
+
+    return copy
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path: Path) -> Path:
+    """A real 1-op ONNX model (MatMul 1x4 @ 4x3), built with the onnx package."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 10, "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, str(path))
+    return path

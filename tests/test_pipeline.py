@@ -1,0 +1,133 @@
+"""Pre/post ops against independent reference computations, and input validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgerun.artifact import Quant, TensorSpec
+from edgerun.errors import ArtifactError, InputError
+from edgerun.pipeline import (
+    Dequantize,
+    Layout,
+    Normalize,
+    Quantize,
+    Resize,
+    Softmax,
+    TopK,
+    check_input,
+    compile_post,
+    compile_pre,
+)
+
+
+def _bilinear_reference(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Per-pixel half-pixel bilinear (OpenCV INTER_LINEAR / torch align_corners=False)."""
+    in_h, in_w = img.shape
+    out = np.zeros((out_h, out_w))
+    for oy in range(out_h):
+        sy = min(max((oy + 0.5) * in_h / out_h - 0.5, 0), in_h - 1)
+        y0 = int(np.floor(sy)); y1 = min(y0 + 1, in_h - 1); fy = sy - y0
+        for ox in range(out_w):
+            sx = min(max((ox + 0.5) * in_w / out_w - 0.5, 0), in_w - 1)
+            x0 = int(np.floor(sx)); x1 = min(x0 + 1, in_w - 1); fx = sx - x0
+            top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
+            bot = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
+            out[oy, ox] = top * (1 - fy) + bot * fy
+    return out
+
+
+@pytest.mark.parametrize("shape,size", [((8, 8), (64, 64)), ((5, 7), (3, 11)), ((16, 16), (4, 4))])
+def test_resize_bilinear_matches_reference(shape, size):
+    img = np.random.default_rng(0).random(shape).astype(np.float32) * 16
+    got = Resize(size, "bilinear")(img)
+    np.testing.assert_allclose(got, _bilinear_reference(img, *size), rtol=1e-5, atol=1e-5)
+
+
+def test_resize_hwc_and_chw_agree_per_channel():
+    img = np.random.default_rng(1).random((6, 9, 3)).astype(np.float32)
+    hwc = Resize((12, 5), layout="HWC")(img)
+    chw = Resize((12, 5), layout="CHW")(np.transpose(img, (2, 0, 1)))
+    assert hwc.shape == (12, 5, 3) and chw.shape == (3, 12, 5)
+    for c in range(3):
+        np.testing.assert_allclose(hwc[..., c], _bilinear_reference(img[..., c], 12, 5), atol=1e-5)
+        np.testing.assert_allclose(chw[c], hwc[..., c], atol=1e-6)
+
+
+def test_resize_nearest_picks_source_pixels():
+    img = np.arange(16, dtype=np.float32).reshape(4, 4)
+    out = Resize((8, 8), "nearest")(img)
+    assert set(np.unique(out)) <= set(img.ravel())
+    np.testing.assert_array_equal(out[::2, ::2], img)
+
+
+def test_quantize_dequantize_round_trip_within_half_step():
+    q = Quant(scale=0.05, zero_point=-10)
+    x = np.linspace(-10, 10, 401, dtype=np.float32)
+    codes = Quantize(q, "int8")(x)
+    assert codes.dtype == np.int8
+    back = Dequantize(q)(codes)
+    inside = (x > q.scale * (-128 - q.zero_point)) & (x < q.scale * (127 - q.zero_point))
+    assert np.all(np.abs(back[inside] - x[inside]) <= q.scale / 2 + 1e-6)
+    assert codes.min() == -128 and codes.max() == 127  # saturates instead of wrapping
+
+
+def test_normalize_per_channel_and_layout():
+    x = np.ones((2, 2, 3), dtype=np.float32) * np.array([1, 2, 3], dtype=np.float32)
+    y = Normalize((1.0, 2.0, 3.0), (1.0, 2.0, 3.0))(x)
+    assert np.allclose(y, 0)
+    chw = Layout("HWC", "CHW")(x)
+    assert chw.shape == (3, 2, 2) and np.all(chw[2] == 3)
+
+
+def test_softmax_and_topk():
+    logits = np.array([[1.0, 3.0, 2.0, -1.0]], dtype=np.float32)
+    p = Softmax()(logits)
+    assert np.isclose(p.sum(), 1.0) and np.argmax(p) == 1
+    top = TopK(2, ("a", "b", "c", "d")).select(p)
+    assert [t.label for t in top] == ["b", "c"]
+    assert top[0].score == pytest.approx(float(p[0, 1]))
+
+
+def test_softmax_is_stable_for_large_logits():
+    assert np.isfinite(Softmax()(np.array([1000.0, 1001.0], dtype=np.float32))).all()
+
+
+SPEC = TensorSpec("image", (8, 8), "float32")
+
+
+def test_check_input_names_the_input_and_expectation():
+    with pytest.raises(InputError, match=r"input 'image': expected shape \[8, 8\].*got \[8, 9\]"):
+        check_input(np.zeros((8, 9), np.float32), SPEC)
+    with pytest.raises(InputError, match=r"input 'image': expected dtype float32.*got complex64"):
+        check_input(np.zeros((8, 8), np.complex64), SPEC)
+    with pytest.raises(InputError, match=r"input 'image': expected a numpy array"):
+        check_input([[0.0] * 8] * 8, SPEC)
+    bad = np.zeros((8, 8), np.float32)
+    bad[3, 3] = np.nan
+    bad[0, 0] = np.inf
+    with pytest.raises(InputError, match=r"input 'image': 2 NaN/Inf value"):
+        check_input(bad, SPEC)
+
+
+def test_check_input_casts_within_kind_and_accepts_dynamic_dims():
+    out = check_input(np.zeros((8, 8), np.float64), SPEC)
+    assert out.dtype == np.float32
+    dyn = TensorSpec("x", (None, 3), "float32")
+    assert check_input(np.zeros((5, 3), np.float32), dyn).shape == (5, 3)
+    with pytest.raises(InputError):
+        check_input(np.zeros((5, 3), np.float32), TensorSpec("q", (5, 3), "int8"))  # float -> int8 is not same-kind
+
+
+def test_compile_rejects_unknown_and_misplaced_ops():
+    spec = TensorSpec("x", (1, 4), "float32")
+    with pytest.raises(ArtifactError, match="unknown pre-processing op 'blur'"):
+        compile_pre([{"op": "blur"}], spec, "m.json")
+    with pytest.raises(ArtifactError, match="needs parameter 'size'"):
+        compile_pre([{"op": "resize"}], spec, "m.json")
+    with pytest.raises(ArtifactError, match="quantize needs an integer model input"):
+        compile_pre([{"op": "quantize"}], spec, "m.json")
+    with pytest.raises(ArtifactError, match="must come last"):
+        compile_post([{"op": "argmax"}, {"op": "softmax"}], spec, (), "m.json")
+    with pytest.raises(ArtifactError, match="dequantize needs output scale"):
+        compile_post([{"op": "dequantize"}], spec, (), "m.json")
