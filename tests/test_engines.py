@@ -1,0 +1,102 @@
+"""Engines: provider selection, missing engines, errors translated at the boundary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgerun
+from edgerun.engines import EngineOptions
+from edgerun.engines.onnx import resolve_providers
+from edgerun.errors import EngineError, ProviderUnavailable
+
+
+def test_missing_onnx_provider_is_a_clear_error(tiny_onnx: Path):
+    with pytest.raises(ProviderUnavailable, match=r"'CUDA' \(CUDAExecutionProvider\) is not available.*available: "):
+        edgerun.load(tiny_onnx, providers=["CUDA"])
+
+
+def test_provider_aliases_resolve_and_cpu_is_appended():
+    assert resolve_providers(("cpu",), ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    got = resolve_providers(("TensorRT",), ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    assert got == ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_explicit_cpu_provider_runs(tiny_onnx: Path):
+    rt = edgerun.load(tiny_onnx, providers=["CPU"], threads=1)
+    assert rt.load_info.providers == ("CPUExecutionProvider",)
+    out = rt.run(np.ones((1, 4), np.float32)).outputs["y"]
+    np.testing.assert_allclose(out, np.ones((1, 4)) @ (np.arange(12).reshape(4, 3) / 10), rtol=1e-6)
+
+
+def test_litert_unknown_provider_and_conflicts():
+    from edgerun.engines.litert import _delegates_and_resolver, interpreter_module
+
+    mod = interpreter_module()
+    with pytest.raises(ProviderUnavailable, match="'GPU' is not known"):
+        _delegates_and_resolver(mod, ("GPU",))
+    with pytest.raises(ProviderUnavailable, match="exclude each other"):
+        _delegates_and_resolver(mod, ("CPU", "XNNPACK"))
+    with pytest.raises(ProviderUnavailable, match="cannot load LiteRT delegate /nonexistent/libx.so"):
+        _delegates_and_resolver(mod, ("delegate:/nonexistent/libx.so",))
+
+
+def test_engine_format_mismatch(tiny_onnx: Path):
+    with pytest.raises(EngineError, match="cannot run onnx models"):
+        edgerun.load(tiny_onnx, engine="litert")
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="threads"):
+        EngineOptions(threads=0)
+    with pytest.raises(ValueError, match="graph_optimization"):
+        EngineOptions(graph_optimization="max")
+
+
+def _run_without(modules: list[str], code: str) -> subprocess.CompletedProcess[str]:
+    """Run code in a fresh interpreter where `modules` cannot be imported (as if not installed)."""
+    block = "".join(f"sys.modules[{m!r}] = None\n" for m in modules)
+    script = "import sys\n" + block + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+
+def test_missing_onnxruntime_is_engine_unavailable(tiny_onnx: Path):
+    proc = _run_without(["onnxruntime"], f"""
+        import edgerun
+        try:
+            edgerun.load({str(tiny_onnx)!r})
+        except edgerun.EngineUnavailable as exc:
+            print("OK", exc)
+    """)
+    assert proc.stdout.startswith("OK onnxruntime is not installed: pip install onnxruntime"), proc.stderr
+
+
+def test_missing_litert_names_both_packages(tmp_path: Path):
+    proc = _run_without(["ai_edge_litert", "tflite_runtime"], """
+        from edgerun.engines.litert import interpreter_module
+        try:
+            interpreter_module()
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+    """)
+    assert proc.stdout.startswith("EngineUnavailable LiteRT is not installed: pip install ai-edge-litert"), proc.stderr
+    assert "tflite-runtime" in proc.stdout
+
+
+def test_tflite_runtime_is_the_fallback_import():
+    # With ai_edge_litert absent and a stand-in tflite_runtime package on the path, the
+    # fallback import must be the one used.
+    proc = _run_without(["ai_edge_litert"], """
+        import types
+        pkg = types.ModuleType("tflite_runtime"); sub = types.ModuleType("tflite_runtime.interpreter")
+        sub.MARK = "fallback"; pkg.interpreter = sub
+        sys.modules["tflite_runtime"] = pkg; sys.modules["tflite_runtime.interpreter"] = sub
+        from edgerun.engines.litert import interpreter_module
+        print(interpreter_module().MARK)
+    """)
+    assert proc.stdout.strip() == "fallback", proc.stderr
