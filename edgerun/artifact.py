@@ -157,7 +157,9 @@ def sha256_file(path: Path) -> str:
 
 
 def manifest_path_for(model_path: Path) -> Path:
-    return model_path.with_name(model_path.stem + MANIFEST_SUFFIX)
+    """``digits-int8.onnx`` -> ``digits-int8.onnx.edgerun.json`` (the full name, so that an
+    ONNX and a TFLite variant with the same stem can share a folder)."""
+    return model_path.with_name(model_path.name + MANIFEST_SUFFIX)
 
 
 def _resolve(path: Path) -> tuple[Path, Path | None]:

@@ -331,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # `edgerun info ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return EXIT_PASS
 
 
 if __name__ == "__main__":

@@ -32,9 +32,8 @@ def demo_copy(tmp_path: Path):
 
     def copy(name: str) -> Path:
         src = _demo(name)
-        stem = src.name.rsplit(".", 1)[0]
         for f in DEMO_DIR.iterdir():
-            if f.name == src.name or f.name.startswith(stem + ".") or f.suffix == ".npz":
+            if f.name.startswith(src.name) or f.suffix == ".npz":  # model, its manifest, samples
                 shutil.copy(f, tmp_path / f.name)
         return tmp_path / src.name
 
