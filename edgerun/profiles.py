@@ -63,8 +63,6 @@ __all__ = [
 SCHEMA_VERSION = 1
 GENERIC_PROFILE = "generic-x86_64-linux"
 DEVICE_CLASSES = ("sbc", "jetson", "phone", "wearable", "poc", "host")
-# Provider names per engine, in the short spelling profiles use. Engines map them to
-# their own names (onnx: "CUDA" -> "CUDAExecutionProvider"; litert: a delegate).
 ENGINES = ("onnx", "litert")
 # Provider names a profile may list, as the engines spell them (edgerun.engines.onnx
 # PROVIDER_ALIASES; edgerun.engines.litert), compared case-insensitively. Besides
@@ -184,7 +182,7 @@ def list_profiles() -> list[DeviceProfile]:
 def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
     """Load a shipped profile by name, or a user's own TOML file by path."""
     text = os.fspath(name_or_path)
-    is_path = isinstance(name_or_path, os.PathLike) or text.endswith(".toml") or os.sep in text
+    is_path = isinstance(name_or_path, os.PathLike) or text.endswith(".toml") or "/" in text
     if is_path:
         path = Path(text)
         if not path.is_file():
@@ -227,7 +225,10 @@ class _Table:
         return value
 
     def text(self, key: str, default: Any = _MISSING) -> str:
-        return self._get(key, "a non-empty string", lambda v: isinstance(v, str) and v, default)
+        def ok(v: Any) -> bool:
+            return isinstance(v, str) and v != ""
+
+        return self._get(key, "a non-empty string", ok, default)
 
     def integer(self, key: str, minimum: int = 1, default: Any = _MISSING) -> int:
         def ok(v: Any) -> bool:
@@ -309,14 +310,10 @@ def _parse_engine(table: _Table) -> EngineConfig:
 
 def _is_provider(engine: str, name: str) -> bool:
     if engine == "onnx":
-        known = ONNX_PROVIDERS
-        if name.endswith("ExecutionProvider"):
-            return True
-    else:
-        known = LITERT_PROVIDERS
-        if name.startswith("delegate:") and len(name) > len("delegate:"):
-            return True
-    return name.lower() in {k.lower() for k in known}
+        full_name = name.endswith("ExecutionProvider")
+        return full_name or name.lower() in {k.lower() for k in ONNX_PROVIDERS}
+    delegate = name.startswith("delegate:") and len(name) > len("delegate:")
+    return delegate or name.lower() in {k.lower() for k in LITERT_PROVIDERS}
 
 
 def _parse_budget(table: _Table) -> Budget:
@@ -456,8 +453,8 @@ def _detect_jetson(root: Path) -> _Finding | None:
     soc = next((c.split(",", 1)[1] for c in compatible if c.startswith("nvidia,tegra")), None)
     if l4t is None and soc is None:
         return None
-    model = _read_marker(root / "proc/device-tree/model") or "unknown model"
-    facts = [f"'{model}'"]
+    model = _read_marker(root / "proc/device-tree/model") or None
+    facts = [f"'{model}'" if model else "(no device-tree model)"]
     if l4t is not None:
         facts.append(f"L4T R{l4t[0]}.{l4t[1]} (BOARD {l4t[2]}) in {release_path}")
     if soc is not None:
@@ -472,12 +469,17 @@ def _detect_jetson(root: Path) -> _Finding | None:
         return "jetson-nano", found
     if not is_orin:
         return None, f"{found}: a Jetson with no shipped profile"
-    if "Orin Nano" in model or any(_ORIN_NANO_MODULE.search(c) for c in compatible):
-        return "jetson-orin-nano", found
-    return "jetson-orin-nano", (
-        f"{found}: an Orin module other than the Orin Nano, so the smallest Orin profile "
-        "stands in (conservative)"
-    )
+    return "jetson-orin-nano", found + _orin_module_note(model, compatible)
+
+
+def _orin_module_note(model: str | None, compatible: list[str]) -> str:
+    """Empty for an Orin Nano; otherwise why the Orin Nano profile stands in."""
+    if (model and "Orin Nano" in model) or any(_ORIN_NANO_MODULE.search(c) for c in compatible):
+        return ""
+    stand_in = "so the smallest Orin profile stands in (conservative)"
+    if model is None and not compatible:
+        return f": which Orin module is unknown without the device tree, {stand_in}"
+    return f": an Orin module other than the Orin Nano, {stand_in}"
 
 
 def _getprop(run: CommandRunner, key: str) -> str:
@@ -511,8 +513,8 @@ def _fallback(root: Path, notes: list[str], machine: str) -> Detection:
         tail = f"using the generic host profile for this {machine} machine"
     else:
         tail = (
-            f"this is an unrecognised {machine or 'unknown-architecture'} machine, so the generic "
-            f"{GENERIC_PROFILE} profile is only a fallback: its architecture, cores, RAM and "
-            "power model do not describe it; pass a profile TOML of your own for real numbers"
+            f"no shipped profile matches this {machine or 'unknown-architecture'} machine, so "
+            f"{GENERIC_PROFILE} is only a fallback: its architecture, cores, RAM and power "
+            "model do not describe it; pass a profile TOML of your own for real numbers"
         )
     return Detection(load_profile(GENERIC_PROFILE), f"{why}; {tail}")

@@ -108,8 +108,9 @@ def load(
     """Load, verify and open an artifact.
 
     ``profile``: a DeviceProfile, a profile name, a path to a profile TOML, or None.
-    Threads default to the profile's; explicitly requested providers must exist
-    (``ProviderUnavailable`` otherwise); None means the engine's default.
+    Threads default to the profile's (capped at this machine's usable CPUs). Providers:
+    explicitly requested ones must exist (``ProviderUnavailable`` otherwise); None takes
+    the profile's preferred providers that this build offers, else the engine's default.
     """
     prof = _resolve_profile(profile)
     t0 = perf_counter_ns()
@@ -120,6 +121,10 @@ def load(
         # A profile describes the target device; on a smaller machine (a dev box standing in
         # for it) more threads than usable cores would only measure oversubscription.
         threads = min(prof.engine.threads, _usable_cpus())
+    if providers is None and prof is not None and prof.engine.preferred == eng.name:
+        # A profile's providers are a preference: take those this build has. Explicitly
+        # requested providers (the argument) must all exist.
+        providers = eng.usable(prof.engine.providers)
     options = EngineOptions(threads=threads, graph_optimization=graph_optimization, providers=tuple(providers or ()))
     session = eng.open(artifact, options)
     pipeline = Pipeline(artifact, session)

@@ -65,6 +65,8 @@ class Engine(Protocol):
 
     def version(self) -> str: ...
 
+    def usable(self, wanted: tuple[str, ...]) -> tuple[str, ...]: ...
+
 
 def engine_for(fmt: str, name: str | None = None) -> Engine:
     """The engine for an artifact format (or the one named)."""

@@ -145,6 +145,13 @@ class LiteRTEngine:
     def version(self) -> str:
         return engine_version()
 
+    def usable(self, wanted: tuple[str, ...]) -> tuple[str, ...]:
+        """A profile's preferred providers that exist here: delegates whose library is present,
+        then the first of XNNPACK / CPU (they exclude each other)."""
+        delegates = tuple(p for p in wanted if p.lower().startswith("delegate:") and Path(p.split(":", 1)[1]).exists())
+        cpu = next((p for p in wanted if p.lower() in ("xnnpack", "cpu")), None)
+        return delegates + ((cpu,) if cpu else ())
+
     def open(self, artifact: Artifact, options: EngineOptions) -> LiteRTSession:
         interp, used = _open(artifact.path, options.threads, options.providers)
         return LiteRTSession(interp, used)

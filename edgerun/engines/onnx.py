@@ -109,6 +109,11 @@ class OnnxEngine:
     def version(self) -> str:
         return str(_ort().__version__)
 
+    def usable(self, wanted: tuple[str, ...]) -> tuple[str, ...]:
+        """The subset of a profile's preferred providers this build offers, in order."""
+        available = _ort().get_available_providers()
+        return tuple(p for p in wanted if PROVIDER_ALIASES.get(p.lower(), p) in available)
+
     def open(self, artifact: Artifact, options: EngineOptions) -> OnnxSession:
         return open_session(artifact.path, options)
 
