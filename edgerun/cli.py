@@ -239,13 +239,14 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     print("-" * len(head))
     for p in profiles:
         print(f"{p.name:<22} {p.device_class:<9} {p.architecture:<8} {p.cores:>5} {_mem(p.ram_bytes):>8}  "
-              f"{p.budget.soft_ms:>5g}/{p.budget.hard_ms:<6g}  {_mem(p.limits.model_size_limit_bytes):>10}  "
+              f"{p.budget.soft_ms:>5g}/{p.budget.hard_ms:<6g}  {p.limits.model_size_limit_bytes / 1e6:>7g} MB  "
               f"{p.engine.preferred} ({','.join(p.engine.providers)})")
     return EXIT_PASS
 
 
 def _mem(n: int) -> str:
-    return f"{n / 2**30:.0f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1e6:.1f} MB"
+    """RAM in binary units, as it is sold (model sizes are decimal MB, printed apart)."""
+    return f"{n / 2**30:.0f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
 def _profile_dict(p: Any) -> dict[str, Any]:
