@@ -37,8 +37,12 @@ PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
 # ONNX ops that only appear in quantized graphs.
 _ONNX_INT4_OPS = {"MatMulNBits", "GatherBlockQuantized"}
 _ONNX_INT8_OPS = {
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
-    "MatMulInteger", "DynamicQuantizeMatMul",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
 }
 
 
@@ -170,8 +174,7 @@ def _resolve(path: Path) -> tuple[Path, Path | None]:
         manifests = sorted(path.glob("*" + MANIFEST_SUFFIX))
         if len(manifests) != 1:
             raise ArtifactError(
-                f"{path}: a folder artifact must hold exactly one *{MANIFEST_SUFFIX} manifest, "
-                f"found {len(manifests)}"
+                f"{path}: a folder artifact must hold exactly one *{MANIFEST_SUFFIX} manifest, found {len(manifests)}"
             )
         path = manifests[0]
     if path.name.endswith(MANIFEST_SUFFIX):

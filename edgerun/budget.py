@@ -37,9 +37,7 @@ class Budget:
 
     def __post_init__(self) -> None:
         if not (self.soft_ms > 0 and self.hard_ms > 0):
-            raise ValueError(
-                f"budgets must be positive, got soft={self.soft_ms} hard={self.hard_ms}"
-            )
+            raise ValueError(f"budgets must be positive, got soft={self.soft_ms} hard={self.hard_ms}")
         if not 0 < self.percentile < 100:
             raise ValueError(f"budget percentile must be in (0, 100), got {self.percentile}")
 
@@ -181,13 +179,9 @@ def judge_size(size_bytes: int, limit_bytes: int, ideal_bytes: int | None = None
     limit, or an ideal outside (0, limit_bytes].
     """
     if size_bytes < 0 or limit_bytes <= 0:
-        raise ValueError(
-            f"need size_bytes >= 0 and limit_bytes > 0, got {size_bytes}, {limit_bytes}"
-        )
+        raise ValueError(f"need size_bytes >= 0 and limit_bytes > 0, got {size_bytes}, {limit_bytes}")
     if ideal_bytes is not None and not 0 < ideal_bytes <= limit_bytes:
-        raise ValueError(
-            f"ideal_bytes must be in (0, limit_bytes={limit_bytes}], got {ideal_bytes}"
-        )
+        raise ValueError(f"ideal_bytes must be in (0, limit_bytes={limit_bytes}], got {ideal_bytes}")
     size, limit = f"{size_bytes / _BYTES_PER_MB:.3f} MB", f"{limit_bytes / _BYTES_PER_MB:g} MB"
     if size_bytes >= limit_bytes:
         status, reason = "fail", f"model is {size}, at or over the {limit} limit"
@@ -197,9 +191,7 @@ def judge_size(size_bytes: int, limit_bytes: int, ideal_bytes: int | None = None
         reason = f"model is {size}: under the {limit} limit but at or over the {ideal} ideal"
     else:
         status, reason = "pass", f"model is {size}, under the {limit} limit"
-    return Verdict(
-        "model_size", status, size_bytes / _BYTES_PER_MB, limit_bytes / _BYTES_PER_MB, "MB", reason
-    )
+    return Verdict("model_size", status, size_bytes / _BYTES_PER_MB, limit_bytes / _BYTES_PER_MB, "MB", reason)
 
 
 def overall(verdicts: Iterable[Verdict]) -> str:

@@ -83,9 +83,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     profile, reason, budget = _profile_and_budget(args)
     config = BenchConfig(
-        min_runs=args.runs, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-        warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds, threads=args.threads,
-        providers=tuple(p for p in (args.providers or "").split(",") if p), engine=args.engine,
+        min_runs=args.runs,
+        min_seconds=args.min_seconds,
+        max_seconds=args.max_seconds,
+        warmup_runs=args.warmup,
+        warmup_seconds=args.warmup_seconds,
+        threads=args.threads,
+        providers=tuple(p for p in (args.providers or "").split(",") if p),
+        engine=args.engine,
         graph_optimization=args.graph_opt,
     )
     if not args.quiet:
@@ -173,9 +178,11 @@ def _info_text(art: Any, info: Any, data: dict[str, Any]) -> str:
         lines.append("  provenance")
         for key, value in prov.items():
             if key == "accuracy" and isinstance(value, dict):
-                value = (f"{value.get('metric', 'accuracy')} {value.get('value', 0) * 100:.2f}% on "
-                         f"{value.get('reference_set', '?')} (n={value.get('n', '?')}, "
-                         f"measured with {value.get('measured_with', '?')})")
+                value = (
+                    f"{value.get('metric', 'accuracy')} {value.get('value', 0) * 100:.2f}% on "
+                    f"{value.get('reference_set', '?')} (n={value.get('n', '?')}, "
+                    f"measured with {value.get('measured_with', '?')})"
+                )
             lines.append(f"    {key:<20} {value}")
     return "\n".join(lines)
 
@@ -214,8 +221,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name, value in res.outputs.items():
             print(f"  {name}: {np.array2string(np.asarray(value), precision=4, threshold=20)}")
     t = res.times
-    print(f"  pre {t.pre_ns / 1e6:.3f} ms  infer {t.infer_ns / 1e6:.3f} ms  post {t.post_ns / 1e6:.3f} ms  "
-          "(one cold-ish call; use `edgerun bench` for statistics)")
+    print(
+        f"  pre {t.pre_ns / 1e6:.3f} ms  infer {t.infer_ns / 1e6:.3f} ms  post {t.post_ns / 1e6:.3f} ms  "
+        "(one cold-ish call; use `edgerun bench` for statistics)"
+    )
     return EXIT_PASS
 
 
@@ -227,20 +236,28 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
     if args.detect:
         found = detect()
-        print(json.dumps({"profile": found.profile.name, "reason": found.reason}) if args.json
-              else f"{found.profile.name}: {found.reason}")
+        print(
+            json.dumps({"profile": found.profile.name, "reason": found.reason})
+            if args.json
+            else f"{found.profile.name}: {found.reason}"
+        )
         return EXIT_PASS
     profiles = list_profiles()
     if args.json:
         print(json.dumps([_profile_dict(p) for p in profiles], indent=1))
         return EXIT_PASS
-    head = f"{'name':<22} {'class':<9} {'arch':<8} {'cores':>5} {'RAM':>8}  {'soft/hard ms':>12}  {'size limit':>10}  engine"
+    head = (
+        f"{'name':<22} {'class':<9} {'arch':<8} {'cores':>5} {'RAM':>8}  {'soft/hard ms':>12}  "
+        f"{'size limit':>10}  engine"
+    )
     print(head)
     print("-" * len(head))
     for p in profiles:
-        print(f"{p.name:<22} {p.device_class:<9} {p.architecture:<8} {p.cores:>5} {_mem(p.ram_bytes):>8}  "
-              f"{p.budget.soft_ms:>5g}/{p.budget.hard_ms:<6g}  {p.limits.model_size_limit_bytes / 1e6:>7g} MB  "
-              f"{p.engine.preferred} ({','.join(p.engine.providers)})")
+        print(
+            f"{p.name:<22} {p.device_class:<9} {p.architecture:<8} {p.cores:>5} {_mem(p.ram_bytes):>8}  "
+            f"{p.budget.soft_ms:>5g}/{p.budget.hard_ms:<6g}  {p.limits.model_size_limit_bytes / 1e6:>7g} MB  "
+            f"{p.engine.preferred} ({','.join(p.engine.providers)})"
+        )
     return EXIT_PASS
 
 
@@ -251,8 +268,12 @@ def _mem(n: int) -> str:
 
 def _profile_dict(p: Any) -> dict[str, Any]:
     return {
-        "name": p.name, "class": p.device_class, "architecture": p.architecture, "cores": p.cores,
-        "ram_bytes": p.ram_bytes, "accelerators": list(p.accelerators),
+        "name": p.name,
+        "class": p.device_class,
+        "architecture": p.architecture,
+        "cores": p.cores,
+        "ram_bytes": p.ram_bytes,
+        "accelerators": list(p.accelerators),
         "engine": {"preferred": p.engine.preferred, "providers": list(p.engine.providers), "threads": p.engine.threads},
         "budget": {"soft_ms": p.budget.soft_ms, "hard_ms": p.budget.hard_ms, "percentile": p.budget.percentile},
         "model_size_limit_bytes": p.limits.model_size_limit_bytes,
@@ -266,27 +287,41 @@ def _profile_dict(p: Any) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     from edgerun import __version__
 
-    parser = argparse.ArgumentParser(prog="edgerun", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Run `edgerun COMMAND --help` for a command's options.")
+    parser = argparse.ArgumentParser(
+        prog="edgerun",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `edgerun COMMAND --help` for a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"edgerun {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    b = sub.add_parser("bench", help="benchmark artifacts (default: the bundled demo)",
-                       description="Time every stage of every inference and judge the latencies against the "
-                       "profile's real-time budgets. Several artifacts print side by side.")
+    b = sub.add_parser(
+        "bench",
+        help="benchmark artifacts (default: the bundled demo)",
+        description="Time every stage of every inference and judge the latencies against the "
+        "profile's real-time budgets. Several artifacts print side by side.",
+    )
     b.add_argument("artifacts", nargs="*", metavar="ARTIFACT", help="model file, manifest or bundle folder")
     b.add_argument("--profile", help="device profile name or TOML path (default: detected)")
-    b.add_argument("--runs", type=int, default=1000, help="minimum steady-state inferences (default 1000; p99 needs 662)")
+    b.add_argument(
+        "--runs", type=int, default=1000, help="minimum steady-state inferences (default 1000; p99 needs 662)"
+    )
     b.add_argument("--min-seconds", type=float, default=1.0, help="minimum steady-state seconds (default 1)")
-    b.add_argument("--max-seconds", type=float, default=60.0, help="stop the steady state after this many seconds (default 60)")
+    b.add_argument(
+        "--max-seconds", type=float, default=60.0, help="stop the steady state after this many seconds (default 60)"
+    )
     b.add_argument("--warmup", type=int, default=10, help="minimum warm-up inferences (default 10)")
     b.add_argument("--warmup-seconds", type=float, default=0.5, help="minimum warm-up seconds (default 0.5)")
     b.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
     b.add_argument("--providers", help="comma-separated providers, e.g. XNNPACK,CPU or CUDA (must exist)")
     b.add_argument("--engine", choices=("onnx", "litert"), help="force an engine (default: by format)")
-    b.add_argument("--graph-opt", default="all", choices=("disable", "basic", "extended", "all"),
-                   help="onnxruntime graph optimisation level (default all)")
+    b.add_argument(
+        "--graph-opt",
+        default="all",
+        choices=("disable", "basic", "extended", "all"),
+        help="onnxruntime graph optimisation level (default all)",
+    )
     b.add_argument("--soft-ms", type=float, help="soft budget in ms (default: the profile's)")
     b.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
     b.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
@@ -294,14 +329,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     b.set_defaults(func=cmd_bench)
 
-    i = sub.add_parser("info", help="describe an artifact", description="Format, precision, IO specs, size, "
-                       "parameter count, op histogram, opsets and the manifest's provenance.")
+    i = sub.add_parser(
+        "info",
+        help="describe an artifact",
+        description="Format, precision, IO specs, size, "
+        "parameter count, op histogram, opsets and the manifest's provenance.",
+    )
     i.add_argument("artifact", metavar="ARTIFACT")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=cmd_info)
 
-    r = sub.add_parser("run", help="one inference", description="Run one inference and print the top classes "
-                       "and stage times. Input: --input FILE.npy, else a bundled sample (or random data).")
+    r = sub.add_parser(
+        "run",
+        help="one inference",
+        description="Run one inference and print the top classes "
+        "and stage times. Input: --input FILE.npy, else a bundled sample (or random data).",
+    )
     r.add_argument("artifact", metavar="ARTIFACT")
     r.add_argument("--input", help=".npy file with one raw input")
     r.add_argument("--sample", type=int, default=0, help="which bundled sample to use (default 0)")
@@ -310,8 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("profiles", help="list device profiles", description="List the shipped device profiles, "
-                       "or say which one this machine is (--detect) and why.")
+    p = sub.add_parser(
+        "profiles",
+        help="list device profiles",
+        description="List the shipped device profiles, or say which one this machine is (--detect) and why.",
+    )
     p.add_argument("--detect", action="store_true", help="detect this machine's profile")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_profiles)

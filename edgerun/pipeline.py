@@ -187,8 +187,7 @@ class TopK:
         idx = np.argpartition(-row, k - 1)[:k]
         idx = idx[np.argsort(-row[idx], kind="stable")]
         return tuple(
-            Prediction(int(i), self.labels[i] if i < len(self.labels) else str(int(i)), float(row[i]))
-            for i in idx
+            Prediction(int(i), self.labels[i] if i < len(self.labels) else str(int(i)), float(row[i])) for i in idx
         )
 
 
@@ -198,7 +197,9 @@ def _need(op: dict[str, Any], key: str, where: str) -> Any:
     return op[key]
 
 
-def compile_pre(ops: Sequence[dict[str, Any]], model_input: TensorSpec, where: str) -> list[Callable[[np.ndarray], np.ndarray]]:
+def compile_pre(
+    ops: Sequence[dict[str, Any]], model_input: TensorSpec, where: str
+) -> list[Callable[[np.ndarray], np.ndarray]]:
     """Turn manifest pre-processing ops into callables (checked once, at load)."""
     out: list[Callable[[np.ndarray], np.ndarray]] = []
     for op in ops:
@@ -228,8 +229,10 @@ def compile_pre(ops: Sequence[dict[str, Any]], model_input: TensorSpec, where: s
             out.append(ExpandDims(int(_need(op, "axis", where))))
         elif name == "quantize":
             if model_input.quant is None or not np.issubdtype(np.dtype(model_input.dtype), np.integer):
-                raise ArtifactError(f"{where}: quantize needs an integer model input with scale/zero_point, "
-                                    f"but input {model_input.describe()}")
+                raise ArtifactError(
+                    f"{where}: quantize needs an integer model input with scale/zero_point, "
+                    f"but input {model_input.describe()}"
+                )
             out.append(Quantize(model_input.quant, model_input.dtype))
         else:
             raise ArtifactError(f"{where}: unknown pre-processing op {name!r}")
@@ -242,7 +245,9 @@ class PostOps:
     topk: TopK | None
 
 
-def compile_post(ops: Sequence[dict[str, Any]], model_output: TensorSpec, labels: tuple[str, ...], where: str) -> PostOps:
+def compile_post(
+    ops: Sequence[dict[str, Any]], model_output: TensorSpec, labels: tuple[str, ...], where: str
+) -> PostOps:
     transforms: list[Callable[[np.ndarray], np.ndarray]] = []
     topk = None
     for op in ops:
@@ -251,7 +256,9 @@ def compile_post(ops: Sequence[dict[str, Any]], model_output: TensorSpec, labels
             raise ArtifactError(f"{where}: {name!r} after topk/argmax; they must come last")
         if name == "dequantize":
             if model_output.quant is None:
-                raise ArtifactError(f"{where}: dequantize needs output scale/zero_point, output {model_output.describe()}")
+                raise ArtifactError(
+                    f"{where}: dequantize needs output scale/zero_point, output {model_output.describe()}"
+                )
             transforms.append(Dequantize(model_output.quant))
         elif name == "softmax":
             transforms.append(Softmax(int(op.get("axis", -1))))
@@ -278,7 +285,8 @@ def check_input(x: Any, spec: TensorSpec) -> np.ndarray:
     if x.dtype != spec.dtype:
         if not np.can_cast(x.dtype, spec.dtype, casting="same_kind"):
             raise InputError(
-                f"input {spec.name!r}: expected dtype {spec.dtype} (or one castable to it within its kind), got {x.dtype}"
+                f"input {spec.name!r}: expected dtype {spec.dtype} (or one castable to it within its kind), "
+                f"got {x.dtype}"
             )
         x = x.astype(spec.dtype)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
@@ -317,7 +325,9 @@ class Pipeline:
         else:
             arrays = [x]
         if len(arrays) != len(self._raw):
-            raise InputError(f"expected {len(self._raw)} input(s) {[t.describe() for t in self._raw]}, got {len(arrays)}")
+            raise InputError(
+                f"expected {len(self._raw)} input(s) {[t.describe() for t in self._raw]}, got {len(arrays)}"
+            )
         feeds = [check_input(a, spec) for a, spec in zip(arrays, self._raw)]
         if self._pre:
             y = feeds[0]
@@ -355,11 +365,16 @@ class Pipeline:
 def _check_io(artifact: Artifact, session: Session) -> None:
     """The manifest must describe the model the engine actually loaded."""
     where = str(artifact.manifest_path or artifact.path)
-    for kind, declared, actual in (("input", artifact.inputs, session.inputs), ("output", artifact.outputs, session.outputs)):
+    for kind, declared, actual in (
+        ("input", artifact.inputs, session.inputs),
+        ("output", artifact.outputs, session.outputs),
+    ):
         if len(declared) != len(actual):
             raise ArtifactError(f"{where}: manifest lists {len(declared)} {kind}s, the model has {len(actual)}")
         for d, a in zip(declared, actual):
             if d.name != a.name or d.dtype != a.dtype:
-                raise ArtifactError(f"{where}: manifest {kind} {d.describe()} does not match the model's {a.describe()}")
+                raise ArtifactError(
+                    f"{where}: manifest {kind} {d.describe()} does not match the model's {a.describe()}"
+                )
     if not session.inputs or not session.outputs:
         raise ArtifactError(f"{where}: the model has no inputs or no outputs")

@@ -19,8 +19,11 @@ from edgerun.artifact import (
 from edgerun.errors import ArtifactError, IntegrityError
 
 EXPECTED_PRECISION = {
-    "digits-fp32.onnx": "fp32", "digits-int8.onnx": "int8", "digits-int4.onnx": "int4",
-    "digits-fp32.tflite": "fp32", "digits-int8.tflite": "int8",
+    "digits-fp32.onnx": "fp32",
+    "digits-int8.onnx": "int8",
+    "digits-int4.onnx": "int4",
+    "digits-fp32.tflite": "fp32",
+    "digits-int8.tflite": "int8",
 }
 
 

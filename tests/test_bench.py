@@ -46,8 +46,25 @@ def test_result_validates_against_schema(tiny_onnx: Path):
 
 def test_too_few_samples_is_not_valid_never_pass(tiny_onnx: Path, tmp_path: Path):
     out = tmp_path / "r.json"
-    code = main(["bench", str(tiny_onnx), "--runs", "100", "--min-seconds", "0", "--warmup", "0",
-                 "--warmup-seconds", "0", "-q", "--json", str(out), "--hard-ms", "1000"])
+    code = main(
+        [
+            "bench",
+            str(tiny_onnx),
+            "--runs",
+            "100",
+            "--min-seconds",
+            "0",
+            "--warmup",
+            "0",
+            "--warmup-seconds",
+            "0",
+            "-q",
+            "--json",
+            str(out),
+            "--hard-ms",
+            "1000",
+        ]
+    )
     res = json.loads(out.read_text())["results"][0]
     assert res["verdicts"]["soft"]["status"] == "not-valid"
     assert "needs 662 samples, have 100" in res["verdicts"]["soft"]["reason"]
@@ -86,8 +103,21 @@ def test_a_broken_artifact_does_not_stop_the_others(tiny_onnx: Path, tmp_path: P
 
 def test_budget_flags_override_profile(tiny_onnx: Path, tmp_path: Path):
     out = tmp_path / "r.json"
-    main(["bench", str(tiny_onnx), *FAST, "--profile", "wearable-band", "--soft-ms", "50",
-          "--percentile", "90", "--json", str(out)])
+    main(
+        [
+            "bench",
+            str(tiny_onnx),
+            *FAST,
+            "--profile",
+            "wearable-band",
+            "--soft-ms",
+            "50",
+            "--percentile",
+            "90",
+            "--json",
+            str(out),
+        ]
+    )
     res = json.loads(out.read_text())["results"][0]
     assert res["budget"]["soft_ms"] == 50 and res["budget"]["percentile"] == 90
     assert res["profile"]["name"] == "wearable-band"

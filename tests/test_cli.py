@@ -17,8 +17,7 @@ from edgerun.demo import DEMO_DIR, DEMO_NAMES
 def test_bench_with_no_argument_runs_all_five_demo_artifacts(tmp_path: Path, capsys):
     jsonschema = pytest.importorskip("jsonschema")
     out = tmp_path / "demo.json"
-    code = main(["bench", "--runs", "700", "--min-seconds", "0", "--warmup-seconds", "0", "-q",
-                 "--json", str(out)])
+    code = main(["bench", "--runs", "700", "--min-seconds", "0", "--warmup-seconds", "0", "-q", "--json", str(out)])
     doc = json.loads(out.read_text())
     schema = json.loads(resources.files("edgerun.bench").joinpath("result.schema.json").read_text())
     jsonschema.validate(doc, schema)
@@ -31,8 +30,13 @@ def test_bench_with_no_argument_runs_all_five_demo_artifacts(tmp_path: Path, cap
     for label in ("infer p50 / p99 (ms)", "total p99 (ms)", "hard < ", "soft p99 < ", "overall"):
         assert label in table
     assert code in (0, 1, 3)
-    assert code == (1 if any(r["overall"] == "fail" for r in results) else
-                    3 if any(r["overall"] == "not-valid" for r in results) else 0)
+    assert code == (
+        1
+        if any(r["overall"] == "fail" for r in results)
+        else 3
+        if any(r["overall"] == "not-valid" for r in results)
+        else 0
+    )
 
 
 def test_info_reports_precision_accuracy_and_ops(capsys):
@@ -63,10 +67,10 @@ def test_profiles_list_and_detect(capsys):
 
 
 def test_errors_exit_nonzero_with_a_message(tmp_path: Path):
-    proc = subprocess.run([sys.executable, "-m", "edgerun.cli", "info", str(tmp_path / "nope.onnx")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgerun.cli", "info", str(tmp_path / "nope.onnx")], capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("edgerun: error: ") and "no such file" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "edgerun.cli", "bench", "--runs", "x"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "edgerun.cli", "bench", "--runs", "x"], capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid int value" in proc.stderr

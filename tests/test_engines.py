@@ -66,24 +66,30 @@ def _run_without(modules: list[str], code: str) -> subprocess.CompletedProcess[s
 
 
 def test_missing_onnxruntime_is_engine_unavailable(tiny_onnx: Path):
-    proc = _run_without(["onnxruntime"], f"""
+    proc = _run_without(
+        ["onnxruntime"],
+        f"""
         import edgerun
         try:
             edgerun.load({str(tiny_onnx)!r})
         except edgerun.EngineUnavailable as exc:
             print("OK", exc)
-    """)
+    """,
+    )
     assert proc.stdout.startswith("OK onnxruntime is not installed: pip install onnxruntime"), proc.stderr
 
 
 def test_missing_litert_names_both_packages(tmp_path: Path):
-    proc = _run_without(["ai_edge_litert", "tflite_runtime"], """
+    proc = _run_without(
+        ["ai_edge_litert", "tflite_runtime"],
+        """
         from edgerun.engines.litert import interpreter_module
         try:
             interpreter_module()
         except Exception as exc:
             print(type(exc).__name__, exc)
-    """)
+    """,
+    )
     assert proc.stdout.startswith("EngineUnavailable LiteRT is not installed: pip install ai-edge-litert"), proc.stderr
     assert "tflite-runtime" in proc.stdout
 
@@ -91,12 +97,15 @@ def test_missing_litert_names_both_packages(tmp_path: Path):
 def test_tflite_runtime_is_the_fallback_import():
     # With ai_edge_litert absent and a stand-in tflite_runtime package on the path, the
     # fallback import must be the one used.
-    proc = _run_without(["ai_edge_litert"], """
+    proc = _run_without(
+        ["ai_edge_litert"],
+        """
         import types
         pkg = types.ModuleType("tflite_runtime"); sub = types.ModuleType("tflite_runtime.interpreter")
         sub.MARK = "fallback"; pkg.interpreter = sub
         sys.modules["tflite_runtime"] = pkg; sys.modules["tflite_runtime.interpreter"] = sub
         from edgerun.engines.litert import interpreter_module
         print(interpreter_module().MARK)
-    """)
+    """,
+    )
     assert proc.stdout.strip() == "fallback", proc.stderr

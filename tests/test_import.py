@@ -14,7 +14,9 @@ HEAVY = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "torch", "onnx")
 def test_import_edgerun_pulls_in_no_engine_and_no_torch():
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import edgerun"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stderr
     imported = {line.split("|")[-1].strip().split(".")[0] for line in out.splitlines() if "|" in line}
     assert not imported & set(HEAVY), f"import edgerun pulled in {sorted(imported & set(HEAVY))}"

@@ -191,9 +191,7 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
         ("[power_model]", "[power_modle]", "'power_model'", "a table"),
     ],
 )
-def test_bad_value_error_names_the_key(
-    tmp_path: Path, old: str, new: str, key: str, expected: str
-) -> None:
+def test_bad_value_error_names_the_key(tmp_path: Path, old: str, new: str, key: str, expected: str) -> None:
     path = _variant(tmp_path, old, new)
     with pytest.raises(ProfileError) as info:
         load_profile(path)
@@ -292,8 +290,7 @@ def test_orin_nx_uses_the_orin_nano_profile_and_says_so(tmp_path: Path) -> None:
         tmp_path,
         {
             "proc/device-tree/model": "NVIDIA Jetson Orin NX Engineering Reference Developer Kit\0",
-            "proc/device-tree/compatible": "nvidia,p3768-0000+p3767-0000\0nvidia,p3767-0000\0"
-            "nvidia,tegra234\0",
+            "proc/device-tree/compatible": "nvidia,p3768-0000+p3767-0000\0nvidia,p3767-0000\0nvidia,tegra234\0",
         },
     )
     detection = detect(root=root)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +13,13 @@ from edgerun.demo import DEMO_DIR
 from edgerun.errors import InputError
 
 
-@lru_cache(maxsize=None)
+@cache
 def _test_split() -> tuple[np.ndarray, np.ndarray]:
     with np.load(DEMO_DIR / "digits-test.npz") as data:
         return data["x"], data["y"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _predictions(name: str) -> np.ndarray:
     rt = edgerun.load(DEMO_DIR / name, threads=1)
     x, _ = _test_split()

@@ -76,10 +76,15 @@ def measure(path: str, pairs: int, threads: int | None) -> dict[str, Any]:
     b50, b99 = np.percentile(bare_ns, [50, 99])
     o50, o99 = np.percentile(ours_ns, [50, 99])
     return {
-        "artifact": rt.artifact.name, "engine": rt.load_info.engine, "pairs": pairs,
-        "bare_p50_us": b50 / 1e3, "bare_p99_us": b99 / 1e3,
-        "edgerun_p50_us": o50 / 1e3, "edgerun_p99_us": o99 / 1e3,
-        "overhead_p50_us": (o50 - b50) / 1e3, "overhead_p99_us": (o99 - b99) / 1e3,
+        "artifact": rt.artifact.name,
+        "engine": rt.load_info.engine,
+        "pairs": pairs,
+        "bare_p50_us": b50 / 1e3,
+        "bare_p99_us": b99 / 1e3,
+        "edgerun_p50_us": o50 / 1e3,
+        "edgerun_p99_us": o99 / 1e3,
+        "overhead_p50_us": (o50 - b50) / 1e3,
+        "overhead_p99_us": (o99 - b99) / 1e3,
         "ratio_p50": o50 / b50,
     }
 
@@ -93,13 +98,17 @@ def main() -> int:
     args = ap.parse_args()
     paths = args.artifacts or [str(p) for p in demo_artifacts()]
     rows = [measure(p, args.pairs, args.threads) for p in paths]
-    head = (f"{'artifact':<22} {'engine':<7} {'n':>6} {'bare p50':>9} {'ours p50':>9} {'ovh p50':>8} "
-            f"{'bare p99':>9} {'ours p99':>9} {'ovh p99':>8} {'ratio':>6}")
+    head = (
+        f"{'artifact':<22} {'engine':<7} {'n':>6} {'bare p50':>9} {'ours p50':>9} {'ovh p50':>8} "
+        f"{'bare p99':>9} {'ours p99':>9} {'ovh p99':>8} {'ratio':>6}"
+    )
     print(head + "\n" + "-" * len(head))
     for r in rows:
-        print(f"{r['artifact']:<22} {r['engine']:<7} {r['pairs']:>6} {r['bare_p50_us']:>9.1f} "
-              f"{r['edgerun_p50_us']:>9.1f} {r['overhead_p50_us']:>8.2f} {r['bare_p99_us']:>9.1f} "
-              f"{r['edgerun_p99_us']:>9.1f} {r['overhead_p99_us']:>8.2f} {r['ratio_p50']:>6.3f}")
+        print(
+            f"{r['artifact']:<22} {r['engine']:<7} {r['pairs']:>6} {r['bare_p50_us']:>9.1f} "
+            f"{r['edgerun_p50_us']:>9.1f} {r['overhead_p50_us']:>8.2f} {r['bare_p99_us']:>9.1f} "
+            f"{r['edgerun_p99_us']:>9.1f} {r['overhead_p99_us']:>8.2f} {r['ratio_p50']:>6.3f}"
+        )
     print("all figures in microseconds (us); overhead = edgerun - bare; target < 5 us at p50")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

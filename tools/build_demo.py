@@ -55,8 +55,7 @@ N_CALIB = 200
 LABELS = [str(i) for i in range(10)]
 REFERENCE_SET = "sklearn digits test split (25%, stratified, seed 0)"
 SOURCE_MODEL = "DigitsNet (MobileNet-style CNN, depthwise-separable), PyTorch, seed {seed}"
-ARTIFACTS = ("digits-fp32.onnx", "digits-int8.onnx", "digits-int4.onnx",
-             "digits-fp32.tflite", "digits-int8.tflite")
+ARTIFACTS = ("digits-fp32.onnx", "digits-int8.onnx", "digits-int4.onnx", "digits-fp32.tflite", "digits-int8.tflite")
 ONNX_OPSET = 17
 SAMPLES_FILE = "digits-test.npz"
 
@@ -129,8 +128,9 @@ def check_resize_against_torch() -> float:
     import torch.nn.functional as F
 
     x = np.random.default_rng(123).uniform(0, 16, size=(16, RAW_HW, RAW_HW)).astype(np.float32)
-    ref = F.interpolate(torch.from_numpy(x)[:, None], size=(SIZE, SIZE), mode="bilinear",
-                        align_corners=False, antialias=False)[:, 0].numpy()
+    ref = F.interpolate(
+        torch.from_numpy(x)[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=False
+    )[:, 0].numpy()
     return float(np.abs(resize_bilinear(x, (SIZE, SIZE)) - ref).max())
 
 
@@ -144,7 +144,7 @@ def shift_augment(raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random +-1 pixel shift of each 8x8 image (zero fill), before the resize."""
     pad = np.pad(raw, ((0, 0), (1, 1), (1, 1)))
     off = rng.integers(0, 3, size=(len(raw), 2))
-    return np.stack([pad[i, dy:dy + RAW_HW, dx:dx + RAW_HW] for i, (dy, dx) in enumerate(off)])
+    return np.stack([pad[i, dy : dy + RAW_HW, dx : dx + RAW_HW] for i, (dy, dx) in enumerate(off)])
 
 
 # -------------------------------------------------------------------------- model
@@ -269,7 +269,7 @@ def train(train_raw, train_y, mean, std, epochs: int, seed: int) -> DigitsNet:
         order = torch.from_numpy(rng.permutation(len(train_raw)))
         total = 0.0
         for i in range(0, len(order), bs):
-            idx = order[i:i + bs]
+            idx = order[i : i + bs]
             loss = loss_fn(model(x_all[idx]), y_all[idx])
             opt.zero_grad()
             loss.backward()
@@ -293,9 +293,16 @@ def export_onnx_fp32(fused: DigitsNet, path: Path) -> None:
     """TorchScript exporter (dynamo=False): plain opset-17 graph, fixed batch 1."""
     sample = torch.zeros(1, 1, SIZE, SIZE)
     with warnings_quiet():
-        torch.onnx.export(fused, (sample,), str(path), input_names=["input"],
-                          output_names=["logits"], opset_version=ONNX_OPSET,
-                          do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            fused,
+            (sample,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     _strip_onnx_noise(path)
 
 
@@ -327,9 +334,15 @@ def export_onnx_int8(fp32: Path, path: Path, calib: np.ndarray) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre))
-        quantize_static(str(pre), str(path), _CalibReader("input", calib),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(pre),
+            str(path),
+            _CalibReader("input", calib),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
     _strip_onnx_noise(path)
 
 
@@ -399,8 +412,7 @@ def export_tflite_int8(fp32: Path, path: Path, calib: np.ndarray) -> None:
     from ai_edge_quantizer import qtyping, quantizer
 
     q = quantizer.Quantizer(str(fp32))
-    q.add_static_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED,
-                        activation_num_bits=8, weight_num_bits=8)
+    q.add_static_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
     sig, in_name = _tflite_signature(fp32)
     with warnings_quiet(), _quiet_stdio():
         qsv = q.calibrate({sig: [{in_name: x} for x in calib]}, num_threads=2)
@@ -422,8 +434,7 @@ def _tflite_signature(path: Path) -> tuple[str, str]:
 @contextlib.contextmanager
 def _quiet_stdio():
     """Silence tqdm bars / prints from third-party calibration code."""
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), \
-            contextlib.redirect_stderr(null):
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
         yield
 
 
@@ -495,6 +506,7 @@ def bench_ms(path: Path, threads: int = 1, iters: int = 300, warmup: int = 30) -
         def call():
             it.set_tensor(inp["index"], x)
             it.invoke()
+
     times = []
     for i in range(warmup + iters):
         t = time.perf_counter()
@@ -534,20 +546,26 @@ def tflite_specs(path: Path) -> tuple[list[dict], list[dict]]:
     def spec(d: dict) -> dict:
         scale, zp = d["quantization"]
         quant = {"scale": float(scale), "zero_point": int(zp)} if scale else None
-        return {"name": d["name"], "shape": [int(s) for s in d["shape"]],
-                "dtype": np.dtype(d["dtype"]).name, "quant": quant}
+        return {
+            "name": d["name"],
+            "shape": [int(s) for s in d["shape"]],
+            "dtype": np.dtype(d["dtype"]).name,
+            "quant": quant,
+        }
 
     return [spec(d) for d in it.get_input_details()], [spec(d) for d in it.get_output_details()]
 
 
 def pipeline(inputs: list[dict], outputs: list[dict], mean: float, std: float):
     """preprocess / postprocess op lists; quantize/dequantize only for int8 IO."""
-    pre = [{"op": "cast", "dtype": "float32"},
-           {"op": "resize", "size": [SIZE, SIZE], "method": "bilinear", "layout": "HW"},
-           {"op": "scale", "factor": SCALE},
-           {"op": "normalize", "mean": [mean], "std": [std]},
-           {"op": "expand_dims", "axis": 0},
-           {"op": "expand_dims", "axis": 0}]
+    pre = [
+        {"op": "cast", "dtype": "float32"},
+        {"op": "resize", "size": [SIZE, SIZE], "method": "bilinear", "layout": "HW"},
+        {"op": "scale", "factor": SCALE},
+        {"op": "normalize", "mean": [mean], "std": [std]},
+        {"op": "expand_dims", "axis": 0},
+        {"op": "expand_dims", "axis": 0},
+    ]
     post = [{"op": "softmax"}, {"op": "topk", "k": 3}]
     if inputs[0]["quant"] is not None:
         pre.append({"op": "quantize"})
@@ -575,8 +593,7 @@ def write_samples(path: Path, x: np.ndarray, y: np.ndarray) -> None:
 def created_utc() -> str:
     """Now, or SOURCE_DATE_EPOCH when set (reproducible builds convention)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    t = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else \
-        dt.datetime.now(dt.timezone.utc)
+    t = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -588,19 +605,33 @@ def write_manifest(path: Path, art: dict, mean: float, std: float, seed: int) ->
     prov = {"source_model": SOURCE_MODEL.format(seed=seed), "recipe": art["recipe"]}
     if art.get("parent"):
         prov["parent_sha256"] = sha256(art["parent"])
-    prov |= {"tool": "tools/build_demo.py", "created_utc": created_utc(),
-             "accuracy": {"reference_set": REFERENCE_SET, "metric": "top1",
-                          "value": round(art["accuracy"], 4), "n": art["n"],
-                          "measured_with": art["measured_with"]},
-             "agreement_with_fp32": round(art["agreement"], 4)}
+    prov |= {
+        "tool": "tools/build_demo.py",
+        "created_utc": created_utc(),
+        "accuracy": {
+            "reference_set": REFERENCE_SET,
+            "metric": "top1",
+            "value": round(art["accuracy"], 4),
+            "n": art["n"],
+            "measured_with": art["measured_with"],
+        },
+        "agreement_with_fp32": round(art["agreement"], 4),
+    }
     manifest = {
-        "schema": "edgerun.manifest", "schema_version": 1,
+        "schema": "edgerun.manifest",
+        "schema_version": 1,
         "name": f"digits-cnn-{path.stem.split('-', 1)[1]}-{fmt}",
-        "format": fmt, "model_file": path.name, "sha256": sha256(path),
-        "precision": art["precision"], "inputs": inputs, "outputs": outputs,
-        "raw_inputs": [{"name": "image", "shape": [RAW_HW, RAW_HW], "dtype": "float32",
-                        "quant": None}],
-        "preprocess": pre, "postprocess": post, "labels": LABELS, "provenance": prov,
+        "format": fmt,
+        "model_file": path.name,
+        "sha256": sha256(path),
+        "precision": art["precision"],
+        "inputs": inputs,
+        "outputs": outputs,
+        "raw_inputs": [{"name": "image", "shape": [RAW_HW, RAW_HW], "dtype": "float32", "quant": None}],
+        "preprocess": pre,
+        "postprocess": post,
+        "labels": LABELS,
+        "provenance": prov,
         "samples": SAMPLES_FILE,
     }
     mpath = path.with_name(path.name + ".edgerun.json")
@@ -631,28 +662,49 @@ def export_all(fused: DigitsNet, out: Path, calib: np.ndarray) -> dict[str, dict
     int4_share = n4 / n_total
     calib_txt = f"{len(calib)} calibration images from the train split"
     return {
-        "digits-fp32.onnx": dict(precision="fp32", parent=None, recipe=(
-            f"torch {torch.__version__} torch.onnx.export (TorchScript exporter, opset "
-            f"{ONNX_OPSET}), batch 1, BatchNorm folded; 1x1 convs are MatMuls over the "
-            f"channel axis (NHWC)")),
-        "digits-int8.onnx": dict(precision="int8", parent=p["digits-fp32.onnx"], recipe=(
-            f"onnxruntime {ort_v} quant_pre_process + quantize_static, QDQ, int8 "
-            f"activations (MinMax, per-tensor), int8 symmetric per-channel weights, "
-            f"{calib_txt}; float32 input/output")),
+        "digits-fp32.onnx": dict(
+            precision="fp32",
+            parent=None,
+            recipe=(
+                f"torch {torch.__version__} torch.onnx.export (TorchScript exporter, opset "
+                f"{ONNX_OPSET}), batch 1, BatchNorm folded; 1x1 convs are MatMuls over the "
+                f"channel axis (NHWC)"
+            ),
+        ),
+        "digits-int8.onnx": dict(
+            precision="int8",
+            parent=p["digits-fp32.onnx"],
+            recipe=(
+                f"onnxruntime {ort_v} quant_pre_process + quantize_static, QDQ, int8 "
+                f"activations (MinMax, per-tensor), int8 symmetric per-channel weights, "
+                f"{calib_txt}; float32 input/output"
+            ),
+        ),
         "digits-int4.onnx": dict(
-            precision="int4" if int4_share > 0.5 else "mixed", parent=p["digits-fp32.onnx"],
-            recipe=(f"onnxruntime {ort_v} MatMulNBitsQuantizer, weight-only 4-bit symmetric, "
-                    f"block 32: {n4} of {n_total} parameters ({100 * int4_share:.1f}%, all "
-                    f"pointwise and classifier MatMuls) are int4; the stem and depthwise "
-                    f"convs and all biases ({n_total - n4} parameters) stay fp32; "
-                    f"activations fp32")),
-        "digits-fp32.tflite": dict(precision="fp32", parent=None, recipe=(
-            f"litert-torch {lt_v} convert of the same BatchNorm-folded torch weights as "
-            f"digits-fp32.onnx")),
-        "digits-int8.tflite": dict(precision="int8", parent=p["digits-fp32.tflite"], recipe=(
-            f"ai-edge-quantizer {aeq_v} static full-integer quantization of "
-            f"digits-fp32.tflite: int8 activations (asymmetric per-tensor), int8 symmetric "
-            f"per-channel weights, int32 biases, int8 input and output; {calib_txt}")),
+            precision="int4" if int4_share > 0.5 else "mixed",
+            parent=p["digits-fp32.onnx"],
+            recipe=(
+                f"onnxruntime {ort_v} MatMulNBitsQuantizer, weight-only 4-bit symmetric, "
+                f"block 32: {n4} of {n_total} parameters ({100 * int4_share:.1f}%, all "
+                f"pointwise and classifier MatMuls) are int4; the stem and depthwise "
+                f"convs and all biases ({n_total - n4} parameters) stay fp32; "
+                f"activations fp32"
+            ),
+        ),
+        "digits-fp32.tflite": dict(
+            precision="fp32",
+            parent=None,
+            recipe=(f"litert-torch {lt_v} convert of the same BatchNorm-folded torch weights as digits-fp32.onnx"),
+        ),
+        "digits-int8.tflite": dict(
+            precision="int8",
+            parent=p["digits-fp32.tflite"],
+            recipe=(
+                f"ai-edge-quantizer {aeq_v} static full-integer quantization of "
+                f"digits-fp32.tflite: int8 activations (asymmetric per-tensor), int8 symmetric "
+                f"per-channel weights, int32 biases, int8 input and output; {calib_txt}"
+            ),
+        ),
     }
 
 
@@ -687,36 +739,42 @@ def cross_check_runtime(arts: dict[str, dict], out: Path, raw: np.ndarray, y: np
         for name, art in arts.items():
             rt = edgerun.load(out / name)
             pred = np.array([rt.run(img).top[0].index for img in raw])
-            log(f"  edgerun {name:20s} top1 {np.mean(pred == y):.4f}  "
-                f"same top-1 as the direct engine run: {np.mean(pred == art['pred']):.4f}")
+            log(
+                f"  edgerun {name:20s} top1 {np.mean(pred == y):.4f}  "
+                f"same top-1 as the direct engine run: {np.mean(pred == art['pred']):.4f}"
+            )
     except Exception as exc:  # the runtime is optional here and may be mid-rewrite
         log(f"  (edgerun runtime cross-check skipped: {type(exc).__name__}: {exc})")
 
 
 def print_table(arts: dict[str, dict], out: Path, n_params: int, bench: bool) -> None:
-    head = f"{'artifact':20s} {'KB':>8s} {'params':>8s} {'precision':>9s} {'top1':>7s} " \
-           f"{'agree':>7s} {'ms/inf':>7s}"
+    head = f"{'artifact':20s} {'KB':>8s} {'params':>8s} {'precision':>9s} {'top1':>7s} {'agree':>7s} {'ms/inf':>7s}"
     print("\n" + head + "\n" + "-" * len(head))
     for name, art in arts.items():
         path = out / name
         ms = f"{bench_ms(path):7.3f}" if bench else f"{'-':>7s}"
-        print(f"{name:20s} {path.stat().st_size / 1024:8.1f} {n_params:8d} "
-              f"{art['precision']:>9s} {art['accuracy']:7.4f} {art['agreement']:7.4f} {ms}")
+        print(
+            f"{name:20s} {path.stat().st_size / 1024:8.1f} {n_params:8d} "
+            f"{art['precision']:>9s} {art['accuracy']:7.4f} {art['agreement']:7.4f} {ms}"
+        )
     if bench:
         print("ms/inf: median of 300 bare engine calls, batch 1, 1 thread, no pre/post")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path,
-                    default=Path(__file__).resolve().parents[1] / "edgerun" / "demo",
-                    help="output folder (default: edgerun/demo)")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "edgerun" / "demo",
+        help="output folder (default: edgerun/demo)",
+    )
     ap.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     ap.add_argument("--no-bench", action="store_true", help="skip the latency column")
-    ap.add_argument("--check-runtime", action="store_true",
-                    help="also cross-check accuracy through edgerun.load(...).run()")
+    ap.add_argument(
+        "--check-runtime", action="store_true", help="also cross-check accuracy through edgerun.load(...).run()"
+    )
     return ap.parse_args(argv)
 
 
@@ -736,8 +794,7 @@ def main(argv=None) -> int:
     fused = model.fused()
     x_test = preprocess(test_raw, mean, std)
     n_params = count_params(fused)["total"]
-    log(f"3/8 folded BatchNorm: {n_params} parameters, torch top1 "
-        f"{torch_accuracy(fused, x_test, test_y):.4f}")
+    log(f"3/8 folded BatchNorm: {n_params} parameters, torch top1 {torch_accuracy(fused, x_test, test_y):.4f}")
     arts = export_all(fused, args.out, preprocess(train_raw[:N_CALIB], mean, std))
     log("7/8 evaluate every exported file on the 450 test images")
     evaluate_all(arts, args.out, x_test, test_y)

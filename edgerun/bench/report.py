@@ -90,6 +90,8 @@ def side_by_side(results: list[dict[str, Any]]) -> str:
     for label, row in zip(labels, cells):
         lines.append("  ".join([label.ljust(width0)] + [c.ljust(w) for c, w in zip(row, widths)]))
     if any(_MARK_INVALID in c for row in cells for c in row):
-        lines.append(f"{_MARK_INVALID} not valid: too few samples for this percentile "
-                     "(LoadGen rule: 64 for p90, 662 for p99); never counted as a pass.")
+        lines.append(
+            f"{_MARK_INVALID} not valid: too few samples for this percentile "
+            "(LoadGen rule: 64 for p90, 662 for p99); never counted as a pass."
+        )
     return "\n".join(line.rstrip() for line in lines)

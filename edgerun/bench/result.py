@@ -48,8 +48,9 @@ def verdicts_for(m: Measurement, budget: Budget, profile: Any) -> dict[str, Verd
         out[f"{stage}.soft"] = judge_soft(samples[stage], budget, kind=f"{stage}.soft")
     if profile is not None:
         lim = profile.limits
-        out["model_size"] = judge_size(m.runtime.artifact.size_bytes, lim.model_size_limit_bytes,
-                                       lim.model_size_ideal_bytes)
+        out["model_size"] = judge_size(
+            m.runtime.artifact.size_bytes, lim.model_size_limit_bytes, lim.model_size_ideal_bytes
+        )
     return out
 
 
@@ -68,8 +69,9 @@ def _artifact_block(m: Measurement) -> dict[str, Any]:
     }
 
 
-def build_result(m: Measurement, config: BenchConfig, budget: Budget, profile: Any,
-                 profile_reason: str) -> dict[str, Any]:
+def build_result(
+    m: Measurement, config: BenchConfig, budget: Budget, profile: Any, profile_reason: str
+) -> dict[str, Any]:
     samples = _stage_samples(m)
     verdicts = verdicts_for(m, budget, profile)
     # The overall verdict is end-to-end + size; stage verdicts are diagnostic.
@@ -80,8 +82,13 @@ def build_result(m: Measurement, config: BenchConfig, budget: Budget, profile: A
         "status": "ok",
         "artifact": _artifact_block(m),
         "profile": {"name": profile.name if profile else None, "reason": profile_reason},
-        "engine": {"name": li.engine, "version": li.engine_version, "providers": list(li.providers),
-                   "threads": li.threads, "graph_optimization": config.graph_optimization},
+        "engine": {
+            "name": li.engine,
+            "version": li.engine_version,
+            "providers": list(li.providers),
+            "threads": li.threads,
+            "graph_optimization": config.graph_optimization,
+        },
         "environment": environment(),
         "config": config.to_dict(),
         "budget": {"soft_ms": budget.soft_ms, "hard_ms": budget.hard_ms, "percentile": budget.percentile},

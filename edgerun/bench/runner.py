@@ -99,8 +99,9 @@ def _random(rng: np.random.Generator, spec: TensorSpec) -> np.ndarray:
     return rng.random(size=shape).astype(dtype)
 
 
-def _loop(rt: Runtime, inputs: list[Any], min_runs: int, min_ns: int, max_ns: int,
-          progress: Callable[[float], None] | None) -> tuple[np.ndarray, int, bool]:
+def _loop(
+    rt: Runtime, inputs: list[Any], min_runs: int, min_ns: int, max_ns: int, progress: Callable[[float], None] | None
+) -> tuple[np.ndarray, int, bool]:
     """Run until min_runs and min_ns are both met (or max_ns passes).
 
     Returns (n x 3 stage times in ns, elapsed ns, whether max_ns cut it short).
@@ -127,27 +128,43 @@ def _loop(rt: Runtime, inputs: list[Any], min_runs: int, min_ns: int, max_ns: in
         infer.append(st.infer_ns)
         post.append(st.post_ns)
         i += 1
-    times = np.stack([np.frombuffer(a, dtype=np.int64) if len(a) else np.zeros(0, np.int64)
-                      for a in (pre, infer, post)], axis=1)
+    times = np.stack(
+        [np.frombuffer(a, dtype=np.int64) if len(a) else np.zeros(0, np.int64) for a in (pre, infer, post)], axis=1
+    )
     return times, perf_counter_ns() - start, elapsed >= max_ns and (i < min_runs or elapsed < min_ns)
 
 
-def measure(path: str | Path, config: BenchConfig, profile: Any = None,
-            progress: Progress | None = None) -> Measurement:
+def measure(
+    path: str | Path, config: BenchConfig, profile: Any = None, progress: Progress | None = None
+) -> Measurement:
     """Load the artifact and time it: cold start, warm-up, then the steady-state loop."""
+
     def report(phase: str) -> Callable[[float], None] | None:
         return None if progress is None else (lambda f: progress(phase, f))
 
     if progress:
         progress("load", 0.0)
-    rt = load(path, profile, engine=config.engine, threads=config.threads,
-              providers=config.providers, graph_optimization=config.graph_optimization)
+    rt = load(
+        path,
+        profile,
+        engine=config.engine,
+        threads=config.threads,
+        providers=config.providers,
+        graph_optimization=config.graph_optimization,
+    )
     inputs, source = sample_inputs(rt.artifact, config.seed)
     _, _, first = rt.pipeline(inputs[0])
-    warm, warm_ns, _ = _loop(rt, inputs, config.warmup_runs, int(config.warmup_seconds * 1e9),
-                             int(config.max_seconds * 1e9), report("warmup"))
-    steady, steady_ns, capped = _loop(rt, inputs, config.min_runs, int(config.min_seconds * 1e9),
-                                      int(config.max_seconds * 1e9), report("measure"))
+    warm, warm_ns, _ = _loop(
+        rt,
+        inputs,
+        config.warmup_runs,
+        int(config.warmup_seconds * 1e9),
+        int(config.max_seconds * 1e9),
+        report("warmup"),
+    )
+    steady, steady_ns, capped = _loop(
+        rt, inputs, config.min_runs, int(config.min_seconds * 1e9), int(config.max_seconds * 1e9), report("measure")
+    )
     if progress:
         progress("measure", 1.0)
     arr = steady

@@ -44,8 +44,7 @@ class EngineOptions:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
             raise ValueError(
-                f"graph_optimization must be one of {GRAPH_OPTIMIZATION_LEVELS}, "
-                f"got {self.graph_optimization!r}"
+                f"graph_optimization must be one of {GRAPH_OPTIMIZATION_LEVELS}, got {self.graph_optimization!r}"
             )
 
 
