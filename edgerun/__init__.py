@@ -22,6 +22,7 @@ from edgerun.errors import (
     InferenceError,
     InputError,
     IntegrityError,
+    ProbeUnavailable,
     ProfileError,
     ProviderUnavailable,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "InferenceError",
     "InputError",
     "IntegrityError",
+    "ProbeUnavailable",
     "ProfileError",
     "ProviderUnavailable",
     "Result",

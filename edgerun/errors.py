@@ -14,6 +14,7 @@ is kept for debugging.
     │   ├── ProviderUnavailable  a requested execution provider / delegate is missing
     │   └── InferenceError     the engine raised while running a model
     ├── ProfileError           an unknown or malformed device profile
+    ├── ProbeUnavailable       a power probe the user named cannot be used here (says why)
     └── BenchError             a benchmark could not produce a result
 
 ``InputError`` is also a ``ValueError`` so that generic callers that expect the
@@ -31,6 +32,7 @@ __all__ = [
     "InferenceError",
     "InputError",
     "IntegrityError",
+    "ProbeUnavailable",
     "ProfileError",
     "ProviderUnavailable",
 ]
@@ -70,6 +72,10 @@ class InferenceError(EngineError):
 
 class ProfileError(EdgerunError):
     """A device profile is unknown or malformed."""
+
+
+class ProbeUnavailable(EdgerunError):
+    """A power probe that was asked for by name cannot be used here; the message says why and what to do."""
 
 
 class BenchError(EdgerunError):
