@@ -71,10 +71,23 @@ def _profile_and_budget(args: argparse.Namespace) -> tuple[Any, str, Any]:
     return profile, reason, budget
 
 
+def _bench_in_process(path: Path, config: Any, profile: Any, budget: Any, reason: str, progress: Any) -> dict[str, Any]:
+    """The old path, for debugging: no worker, so a native crash takes edgerun down with it."""
+    from edgerun.bench.result import build_result, error_result
+    from edgerun.bench.runner import measure
+
+    try:
+        m = measure(path, config, profile, progress=progress)
+        return build_result(m, config, budget, profile, reason)
+    except EdgerunError as exc:
+        return error_result(str(path), exc, profile, reason)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgerun.bench.report import side_by_side
-    from edgerun.bench.result import build_result, error_result, result_file
-    from edgerun.bench.runner import BenchConfig, measure
+    from edgerun.bench.result import result_file
+    from edgerun.bench.runner import BenchConfig
+    from edgerun.bench.worker import WorkerRequest, run_in_worker
     from edgerun.demo import demo_artifacts
 
     paths = [Path(p) for p in args.artifacts] or demo_artifacts()
@@ -98,11 +111,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = []
     for path in paths:
         bar = _ProgressLine(path.name)
-        try:
-            m = measure(path, config, profile, progress=None if args.quiet else bar)
-            results.append(build_result(m, config, budget, profile, reason))
-        except EdgerunError as exc:
-            results.append(error_result(str(path), exc, profile, reason))
+        progress = None if args.quiet else bar
+        if args.in_process:
+            results.append(_bench_in_process(path, config, profile, budget, reason, progress))
+        else:
+            request = WorkerRequest(
+                str(path), config.to_dict(), budget.__dict__, str(profile.source or profile.name), reason
+            )
+            timeout = args.timeout or 2 * config.max_seconds + 120
+            results.append(run_in_worker(request, timeout, progress))
         if not args.quiet:
             bar.done(results[-1]["overall"].upper())
     print(side_by_side(results))
@@ -326,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
     b.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
     b.add_argument("--json", metavar="FILE", help="write the versioned JSON result to FILE ('-' for stdout)")
+    b.add_argument("--timeout", type=float, help="kill a worker after this many seconds (default 2*max-seconds+120)")
+    b.add_argument(
+        "--in-process",
+        action="store_true",
+        help="benchmark in this process, not in a crash-isolated worker (for debugging)",
+    )
     b.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     b.set_defaults(func=cmd_bench)
 
