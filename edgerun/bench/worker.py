@@ -17,6 +17,7 @@ stderr; the rest of a multi-artifact run goes on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import selectors
@@ -132,10 +133,8 @@ def _parse(line: bytes) -> dict[str, Any]:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _failure(
