@@ -122,3 +122,24 @@ def test_budget_flags_override_profile(tiny_onnx: Path, tmp_path: Path):
     assert res["budget"]["soft_ms"] == 50 and res["budget"]["percentile"] == 90
     assert res["profile"]["name"] == "wearable-band"
     assert Budget(**res["budget"]).hard_ms == load_profile("wearable-band").budget.hard_ms
+
+
+def test_version_1_results_are_still_readable():
+    from edgerun.bench.result import SCHEMA_VERSION, read_result_file
+
+    path = Path(__file__).parent / "fixtures" / "results" / "bench-v1.json"  # written by edgerun 0.1, schema 1
+    doc = read_result_file(str(path))
+    assert doc["schema_version"] == SCHEMA_VERSION and doc["upgraded_from"] == 1
+    res = doc["results"][0]
+    assert res["stats"]["total"]["percentiles"]["p99"]["ci95_ns"] is None
+    assert res["stability"]["total"]["cv"] > 0
+    jsonschema.validate({**doc, "results": [{**res, "samples_ns": res["samples_ns"]}]}, SCHEMA)
+
+
+def test_unknown_result_versions_are_refused(tmp_path: Path):
+    from edgerun.bench.result import read_result_file
+
+    path = tmp_path / "future.json"
+    path.write_text(json.dumps({"schema": "edgerun.bench", "schema_version": 99, "results": []}))
+    with pytest.raises(ValueError, match="schema_version 99 is not supported"):
+        read_result_file(str(path))

@@ -93,10 +93,10 @@ def test_summarize_one_to_hundred() -> None:
     assert (stats.n, stats.min_ns, stats.max_ns) == (100, 1, 100)
     assert stats.mean_ns == pytest.approx(50.5)
     assert stats.std_ns == pytest.approx(np.std(ONE_TO_HUNDRED, ddof=1))
-    assert stats.get(50) == PercentileValue(50.0, 50, True, 10)
-    assert stats.get(90) == PercentileValue(90.0, 90, True, 64)
-    assert stats.get(99) == PercentileValue(99.0, 99, False, 662)
-    assert stats.get(99.9) == PercentileValue(99.9, 100, False, 6643)
+    assert stats.get(50) == PercentileValue(50.0, 50, True, 10, (40, 60))
+    assert stats.get(90) == PercentileValue(90.0, 90, True, 64, (84, 96))
+    assert stats.get(99) == PercentileValue(99.0, 99, False, 662, None)  # the tail is unseen: no interval
+    assert stats.get(99.9) == PercentileValue(99.9, 100, False, 6643, None)
 
 
 @pytest.mark.parametrize(("n", "valid"), [(63, False), (64, True)])
@@ -142,7 +142,9 @@ def test_to_dict_is_json_ready() -> None:
     assert as_dict["n"] == 100 and as_dict["min_ns"] == 1_000_000
     assert type(as_dict["max_ns"]) is int
     assert list(as_dict["percentiles"]) == ["p50", "p90", "p95", "p99", "p99.9"]
-    assert as_dict["percentiles"]["p90"] == {"value_ns": 1_000_089, "valid": True, "needed": 64}
+    p90 = as_dict["percentiles"]["p90"]
+    assert {k: p90[k] for k in ("value_ns", "valid", "needed")} == {"value_ns": 1_000_089, "valid": True, "needed": 64}
+    assert p90["ci95_ns"][0] <= p90["value_ns"] <= p90["ci95_ns"][1]
     assert as_dict["percentiles"]["p99"]["valid"] is False
 
 
@@ -214,3 +216,34 @@ def test_mean_ci95_rejects_too_few_or_non_finite() -> None:
         mean_ci95([1.0])
     with pytest.raises(ValueError, match="finite"):
         mean_ci95([1.0, float("nan")])
+
+
+def test_quantile_ci95_brackets_the_true_quantile_about_95_percent_of_the_time():
+    from edgerun.measure.stats import quantile_ci95
+
+    rng = np.random.default_rng(0)
+    true_p99 = -np.log(0.01) * 1e6  # exponential, mean 1 ms in ns: P(X > x) = exp(-x / 1e6)
+    hits = trials = 0
+    for _ in range(400):
+        x = np.sort((rng.exponential(size=2000) * 1e6).astype(np.int64))
+        ci = quantile_ci95(x, 99)
+        assert ci is not None and ci[0] <= ci[1]
+        trials += 1
+        hits += ci[0] <= true_p99 <= ci[1]
+    assert 0.90 <= hits / trials <= 0.99
+
+
+def test_quantile_ci95_is_none_when_the_tail_is_unseen():
+    from edgerun.measure.stats import quantile_ci95
+
+    assert quantile_ci95(np.arange(1, 101), 99) is None  # 100 samples cannot bound p99
+    lo, hi = quantile_ci95(np.arange(1, 101), 50)
+    assert lo < 50 < hi
+
+
+def test_stability_warns_over_ten_percent():
+    from edgerun.measure.stats import stability
+
+    assert stability(summarize([1000] * 50 + [1001] * 50))["unstable"] is False
+    noisy = stability(summarize([1000] * 50 + [2000] * 50))
+    assert noisy["unstable"] is True and "50% of the mean" not in noisy["warning"] and "%" in noisy["warning"]

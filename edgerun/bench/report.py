@@ -22,6 +22,11 @@ def _pct(stats: dict[str, Any], key: str) -> str:
     return _ms(p["value_ns"]) + ("" if p["valid"] else _MARK_INVALID)
 
 
+def _ci(stats: dict[str, Any], key: str) -> str:
+    ci = stats["percentiles"].get(key, {}).get("ci95_ns")
+    return "-" if not ci else f"{_ms(ci[0])} .. {_ms(ci[1])}"
+
+
 def _verdict(v: dict[str, Any] | None) -> str:
     if v is None:
         return "-"
@@ -63,6 +68,10 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("total mean ± std (ms)", f"{_ms(tot['mean_ns'])} ± {_ms(tot['std_ns'])}"),
     ]
     rows += [(f"total {k} (ms)", _pct(tot, k)) for k in tot["percentiles"]]
+    rows += [(f"total {k} 95% CI (ms)", _ci(tot, k)) for k in ("p50", "p99")]
+    stab = r.get("stability", {}).get("total")
+    if stab:
+        rows.append(("total CV", f"{stab['cv'] * 100:.1f}%" + (" UNSTABLE" if stab["unstable"] else "")))
     rows += [
         ("total max (ms)", _ms(tot["max_ns"])),
         (f"hard < {b['hard_ms']:g} ms (all)", _verdict(v.get("hard"))),

@@ -9,6 +9,12 @@ and describe it here, like pyperf does):
   warm-up, steady-state stats per stage, raw samples and verdicts, or
   ``status: "error"`` with the error. docs/bench-result.md describes every
   field; edgerun/bench/result.schema.json is the machine-checkable schema.
+- 2 (edgerun 0.1): every percentile gains ``ci95_ns`` (order-statistic 95%
+  interval, null when the tail is unseen); an ``ok`` result gains ``stability``
+  (coefficient of variation per stage, pyperf's 10% warning) and the optional
+  sections ``memory``, ``energy``, ``thermal`` and ``sustained`` (null or absent
+  when not measured). ``read_result_file`` still reads version 1 files,
+  upgrading them in memory.
 """
 
 from __future__ import annotations
@@ -21,10 +27,10 @@ import numpy as np
 from edgerun.bench.environment import environment
 from edgerun.bench.runner import BenchConfig, Measurement
 from edgerun.budget import Budget, Verdict, judge_hard, judge_size, judge_soft, overall
-from edgerun.measure.stats import histogram, summarize
+from edgerun.measure.stats import histogram, stability, summarize
 
 SCHEMA = "edgerun.bench"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STAGES = ("pre", "infer", "post", "total")
 
 
@@ -74,6 +80,7 @@ def build_result(
 ) -> dict[str, Any]:
     samples = _stage_samples(m)
     verdicts = verdicts_for(m, budget, profile)
+    stats = {stage: summarize(samples[stage]) for stage in STAGES}
     # The overall verdict is end-to-end + size; stage verdicts are diagnostic.
     headline = [v for k, v in verdicts.items() if "." not in k]
     li = m.runtime.load_info
@@ -105,7 +112,8 @@ def build_result(
             "throughput_per_s": n / (m.steady_ns / 1e9) if m.steady_ns else None,
             "hit_max_seconds": m.hit_max_seconds,
         },
-        "stats": {stage: summarize(samples[stage]).to_dict() for stage in STAGES},
+        "stats": {stage: stats[stage].to_dict() for stage in STAGES},
+        "stability": {stage: stability(stats[stage]) for stage in STAGES},
         "samples_ns": {stage: samples[stage].tolist() for stage in ("pre", "infer", "post")},
         "histogram_total": histogram(samples["total"]),
         "verdicts": {k: v.to_dict() for k, v in verdicts.items()},
@@ -134,3 +142,36 @@ def result_file(results: list[dict[str, Any]]) -> dict[str, Any]:
         "edgerun_version": __version__,
         "results": results,
     }
+
+
+def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
+    """Bring a result file of any supported schema version up to ``SCHEMA_VERSION`` (in memory)."""
+    if doc.get("schema") != SCHEMA:
+        raise ValueError(f"not an edgerun benchmark result (schema {doc.get('schema')!r}, expected {SCHEMA!r})")
+    version = doc.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return doc
+    if version != 1:
+        raise ValueError(f"result schema_version {version!r} is not supported (this edgerun reads 1..{SCHEMA_VERSION})")
+    for res in doc.get("results", []):
+        if res.get("status") != "ok":
+            continue
+        for stage in res["stats"].values():
+            for pct in stage["percentiles"].values():
+                pct.setdefault("ci95_ns", None)
+        res.setdefault("stability", {stage: _stability_from_dict(st) for stage, st in res["stats"].items()})
+    return {**doc, "schema_version": SCHEMA_VERSION, "upgraded_from": version}
+
+
+def _stability_from_dict(stats: dict[str, Any]) -> dict[str, Any]:
+    from edgerun.measure.stats import Stats
+
+    return stability(Stats(stats["n"], stats["min_ns"], stats["mean_ns"], stats["std_ns"], stats["max_ns"], ()))
+
+
+def read_result_file(path: str) -> dict[str, Any]:
+    """Read a result file written by any edgerun version this one understands."""
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        return upgrade(json.load(fh))

@@ -34,8 +34,13 @@ __all__ = [
     "min_samples",
     "percentile_key",
     "percentile_nearest_rank",
+    "quantile_ci95",
+    "stability",
     "summarize",
 ]
+
+#: pyperf's rule of thumb: a standard deviation above 10% of the mean means an unstable run.
+UNSTABLE_CV = 0.10
 
 #: The percentiles every summary reports (LoadGen's summary list, less p97).
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0, 99.9)
@@ -134,10 +139,12 @@ class PercentileValue:
     value_ns: int
     valid: bool
     needed: int
+    ci95_ns: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: {"value_ns": int, "valid": bool, "needed": int}."""
-        return {"value_ns": self.value_ns, "valid": self.valid, "needed": self.needed}
+        """JSON-ready: {"value_ns": int, "valid": bool, "needed": int, "ci95_ns": [lo, hi] | None}."""
+        ci = None if self.ci95_ns is None else list(self.ci95_ns)
+        return {"value_ns": self.value_ns, "valid": self.valid, "needed": self.needed, "ci95_ns": ci}
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,7 @@ def summarize(
             value_ns=int(percentile_nearest_rank(ordered, p)),
             valid=n >= min_samples(p),
             needed=min_samples(p),
+            ci95_ns=quantile_ci95(ordered, p),
         )
         for p in percentiles
     )
@@ -274,3 +282,36 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
     mean = float(np.mean(array))
     half_width = _t975(n - 1) * float(np.std(array, ddof=1)) / math.sqrt(n)
     return (mean - half_width, mean + half_width)
+
+
+def quantile_ci95(sorted_values: np.ndarray, p: float) -> tuple[int, int] | None:
+    """Distribution-free 95% confidence interval of the p-quantile, from order statistics.
+
+    The number of samples below the true p-quantile is Binomial(n, p/100), so the
+    ranks j = floor(nq - z*sqrt(nq(1-q))) and k = ceil(nq + z*sqrt(nq(1-q))) (1-based,
+    normal approximation to the binomial; Conover, *Practical Nonparametric
+    Statistics*, 3.2) bracket it with ~95% probability. Returns (sorted[j-1],
+    sorted[k-1]) in the samples' unit, or None when n is too small for the interval
+    to stay inside the data (the tail has not been seen often enough to bound it).
+    """
+    n = len(sorted_values)
+    q = float(p) / 100
+    if n == 0 or not 0 < q < 1:
+        return None
+    spread = _Z975 * math.sqrt(n * q * (1 - q))
+    j, k = math.floor(n * q - spread), math.ceil(n * q + spread)
+    if j < 1 or k > n:
+        return None
+    return int(sorted_values[j - 1]), int(sorted_values[k - 1])
+
+
+def stability(stats: Stats) -> dict[str, Any]:
+    """Coefficient of variation (std / mean) and pyperf's warning when it exceeds 10%."""
+    cv = stats.std_ns / stats.mean_ns if stats.mean_ns > 0 else 0.0
+    warning = None
+    if cv > UNSTABLE_CV:
+        warning = (
+            f"unstable: the standard deviation is {cv * 100:.0f}% of the mean (over {UNSTABLE_CV * 100:.0f}%); "
+            "close other programs, pin the CPU frequency or raise --runs"
+        )
+    return {"cv": cv, "unstable": warning is not None, "warning": warning}
