@@ -95,10 +95,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _err("no artifact given and the bundled demo artifacts are missing (run tools/build_demo.py)")
         return EXIT_USAGE
     profile, reason, budget = _profile_and_budget(args)
+    min_seconds, max_seconds = args.min_seconds, args.max_seconds
+    if args.sustained:
+        min_seconds = max(min_seconds, args.sustained * 60)
+        max_seconds = max(max_seconds, min_seconds * 1.5 + 10)
     config = BenchConfig(
         min_runs=args.runs,
-        min_seconds=args.min_seconds,
-        max_seconds=args.max_seconds,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        sustained_minutes=args.sustained,
         warmup_runs=args.warmup,
         warmup_seconds=args.warmup_seconds,
         threads=args.threads,
@@ -343,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
     b.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
     b.add_argument("--json", metavar="FILE", help="write the versioned JSON result to FILE ('-' for stdout)")
+    b.add_argument(
+        "--sustained",
+        type=float,
+        metavar="MINUTES",
+        help="run the steady state this long and report drift between the first and last minute",
+    )
     b.add_argument("--timeout", type=float, help="kill a worker after this many seconds (default 2*max-seconds+120)")
     b.add_argument(
         "--in-process",

@@ -143,3 +143,44 @@ def test_unknown_result_versions_are_refused(tmp_path: Path):
     path.write_text(json.dumps({"schema": "edgerun.bench", "schema_version": 99, "results": []}))
     with pytest.raises(ValueError, match="schema_version 99 is not supported"):
         read_result_file(str(path))
+
+
+def test_sustained_mode_reports_drift_between_first_and_last_window(tiny_onnx: Path, tmp_path: Path):
+    out = tmp_path / "r.json"
+    main(
+        [
+            "bench",
+            str(tiny_onnx),
+            "--sustained",
+            "0.02",
+            "--runs",
+            "10",
+            "--warmup-seconds",
+            "0",
+            "--hard-ms",
+            "1000",
+            "-q",
+            "--json",
+            str(out),
+        ]
+    )
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, SCHEMA)
+    res = doc["results"][0]
+    sus = res["sustained"]
+    assert res["steady"]["duration_ns"] >= 1.2e9
+    assert sus["window_ns"] == sus["duration_ns"] // 4  # shorter than 4 minutes: quarters
+    assert sus["first"]["n"] > 100 and sus["last"]["n"] > 100
+    assert isinstance(sus["p50_drift_pct"], float)
+
+
+def test_sustained_drift_arithmetic():
+    import numpy as np
+
+    from edgerun.bench.result import sustained_drift
+
+    start = np.arange(0, 400) * 1_000_000  # one inference per ms for 0.4 s
+    total = np.where(start < 200_000_000, 1000, 1500).astype(np.int64)  # 50% slower in the second half
+    sus = sustained_drift(start, total, 400_000_000)
+    assert sus["window_ns"] == 100_000_000
+    assert sus["p50_drift_pct"] == pytest.approx(50.0) and sus["p99_drift_pct"] == pytest.approx(50.0)

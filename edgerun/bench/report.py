@@ -77,9 +77,20 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         (f"hard < {b['hard_ms']:g} ms (all)", _verdict(v.get("hard"))),
         (f"soft {p} < {b['soft_ms']:g} ms", _verdict(v.get("soft"))),
         ("model size", _verdict(v.get("model_size"))),
+        *_sustained_rows(r.get("sustained")),
         ("overall", r["overall"].upper()),
     ]
     return rows
+
+
+def _sustained_rows(sus: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if not sus or sus.get("p50_drift_pct") is None:
+        return []
+    window = f"{sus['window_ns'] / 1e9:.0f} s"
+    return [
+        (f"drift p50 (first/last {window})", f"{sus['p50_drift_pct']:+.1f}%"),
+        (f"drift p99 (first/last {window})", f"{sus['p99_drift_pct']:+.1f}%"),
+    ]
 
 
 def side_by_side(results: list[dict[str, Any]]) -> str:

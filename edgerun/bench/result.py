@@ -118,6 +118,7 @@ def build_result(
         "histogram_total": histogram(samples["total"]),
         "verdicts": {k: v.to_dict() for k, v in verdicts.items()},
         "overall": overall(headline),
+        "sustained": sustained_drift(m.start_ns, samples["total"], m.steady_ns) if config.sustained_minutes else None,
     }
 
 
@@ -175,3 +176,23 @@ def read_result_file(path: str) -> dict[str, Any]:
 
     with open(path, encoding="utf-8") as fh:
         return upgrade(json.load(fh))
+
+
+def sustained_drift(start_ns: np.ndarray, total_ns: np.ndarray, duration_ns: int) -> dict[str, Any]:
+    """First vs last window of a sustained run: has latency drifted (heat, throttling, memory)?
+
+    The windows are one minute long, or a quarter of the run when it is shorter than
+    four minutes. Drift is (last - first) / first, in percent, for p50 and p99.
+    """
+    window_ns = min(60_000_000_000, duration_ns // 4)
+    first = total_ns[start_ns < window_ns]
+    last = total_ns[start_ns >= duration_ns - window_ns]
+    out: dict[str, Any] = {"duration_ns": duration_ns, "window_ns": window_ns}
+    for name, part in (("first", first), ("last", last)):
+        out[name] = summarize(part, (50.0, 99.0)).to_dict() if part.size else None
+    if out["first"] and out["last"]:
+        for key in ("p50", "p99"):
+            a = out["first"]["percentiles"][key]["value_ns"]
+            b = out["last"]["percentiles"][key]["value_ns"]
+            out[f"{key}_drift_pct"] = (b - a) / a * 100 if a else None
+    return out

@@ -43,6 +43,7 @@ class BenchConfig:
     engine: str | None = None
     graph_optimization: str = "all"
     seed: int = 0
+    sustained_minutes: float | None = None  # report drift between the first and last minute
 
     def __post_init__(self) -> None:
         if self.min_runs < 1 or self.warmup_runs < 0:
@@ -63,6 +64,7 @@ class Measurement:
     first_ns: tuple[int, int, int]
     warmup_runs: int
     warmup_ns: int
+    start_ns: np.ndarray  # each steady-state inference's start, ns after the loop began
     pre_ns: np.ndarray
     infer_ns: np.ndarray
     post_ns: np.ndarray
@@ -104,12 +106,13 @@ def _loop(
 ) -> tuple[np.ndarray, int, bool]:
     """Run until min_runs and min_ns are both met (or max_ns passes).
 
-    Returns (n x 3 stage times in ns, elapsed ns, whether max_ns cut it short).
-    Times go into array.array buffers: unlike a list of tuples they are not
-    tracked by the garbage collector, so the loop does not grow GC pauses.
+    Returns (n x 4 array: start offset from the loop's start, pre, infer, post, all ns;
+    elapsed ns; whether max_ns cut it short). Times go into array.array buffers: unlike
+    a list of tuples they are not tracked by the garbage collector, so the loop does not
+    grow GC pauses.
     """
     call = rt.pipeline
-    pre, infer, post = array("q"), array("q"), array("q")
+    starts, pre, infer, post = array("q"), array("q"), array("q"), array("q")
     n_inputs = len(inputs)
     gc.collect()
     start = perf_counter_ns()
@@ -124,12 +127,14 @@ def _loop(
             progress(min(1.0, max(i / min_runs, elapsed / max(min_ns, 1))))
             next_report = now + 100_000_000
         _, _, st = call(inputs[i % n_inputs])
+        starts.append(now - start)
         pre.append(st.pre_ns)
         infer.append(st.infer_ns)
         post.append(st.post_ns)
         i += 1
     times = np.stack(
-        [np.frombuffer(a, dtype=np.int64) if len(a) else np.zeros(0, np.int64) for a in (pre, infer, post)], axis=1
+        [np.frombuffer(a, dtype=np.int64) if len(a) else np.zeros(0, np.int64) for a in (starts, pre, infer, post)],
+        axis=1,
     )
     return times, perf_counter_ns() - start, elapsed >= max_ns and (i < min_runs or elapsed < min_ns)
 
@@ -167,16 +172,16 @@ def measure(
     )
     if progress:
         progress("measure", 1.0)
-    arr = steady
     return Measurement(
         runtime=rt,
         input_source=source,
         first_ns=(first.pre_ns, first.infer_ns, first.post_ns),
         warmup_runs=len(warm),
         warmup_ns=warm_ns,
-        pre_ns=arr[:, 0].copy(),
-        infer_ns=arr[:, 1].copy(),
-        post_ns=arr[:, 2].copy(),
+        start_ns=steady[:, 0].copy(),
+        pre_ns=steady[:, 1].copy(),
+        infer_ns=steady[:, 2].copy(),
+        post_ns=steady[:, 3].copy(),
         steady_ns=steady_ns,
         hit_max_seconds=capped,
     )
