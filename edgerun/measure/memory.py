@@ -28,6 +28,7 @@ Every reader takes ``proc_root`` so tests can point it at fixture files.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -168,8 +169,11 @@ def reset_peak(pid: int | None = None, *, proc_root: Path = PROC) -> tuple[bool,
     path = proc_dir / "clear_refs"
     hwm_before, rss_before = _hwm_and_rss(proc_dir / "status")
     try:
-        with open(path, "w", encoding="ascii") as handle:
-            handle.write("5")
+        fd = os.open(path, os.O_WRONLY)  # no O_CREAT, no read: clear_refs is mode 0200
+        try:
+            os.write(fd, b"5")
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         return False, f"{path} does not exist (not Linux, or /proc not mounted)"
     except PermissionError as exc:
