@@ -76,9 +76,20 @@ def _check_covered(t: np.ndarray, start_ns: int, end_ns: int) -> None:
         )
 
 
-def _at(t: np.ndarray, v: np.ndarray, when_ns: int) -> float:
-    # Relative float times: absolute perf_counter_ns values would lose ns precision in float64.
-    return float(np.interp(float(when_ns - t[0]), (t - t[0]).astype(np.float64), v))
+def _at(t: np.ndarray, v: np.ndarray, when_ns: int, side: str) -> float:
+    """Linear interpolation at ``when_ns``; at a repeated timestamp (a step sampled twice) the
+    value seen from inside the window: the right limit at its start, the left limit at its end."""
+    if side == "start":
+        i = min(int(np.searchsorted(t, when_ns, side="right")), t.size - 1)
+        j = i - 1
+    else:
+        i = max(int(np.searchsorted(t, when_ns, side="left")), 1)
+        j = i - 1
+    if t[i] == t[j]:
+        return float(v[j] if side == "start" else v[i])
+    # Integer ns differences first: absolute perf_counter_ns values lose precision in float64.
+    fraction = float(when_ns - t[j]) / float(t[i] - t[j])
+    return float(v[j] + (v[i] - v[j]) * fraction)
 
 
 def integrate_power(
@@ -94,7 +105,7 @@ def integrate_power(
     _check_covered(t, start_ns, end_ns)
     inside = (t > start_ns) & (t < end_ns)
     times = np.concatenate(([start_ns], t[inside], [end_ns])) - start_ns
-    power = np.concatenate(([_at(t, w, start_ns)], w[inside], [_at(t, w, end_ns)]))
+    power = np.concatenate(([_at(t, w, start_ns, "start")], w[inside], [_at(t, w, end_ns, "end")]))
     dt_s = np.diff(times).astype(np.float64) / 1e9
     return float(np.sum(0.5 * (power[1:] + power[:-1]) * dt_s))
 
@@ -133,7 +144,7 @@ def counter_delta(
     t, j = _series(t_ns, joules)
     _check_covered(t, start_ns, end_ns)
     unwrapped = unwrap_counter(j, counter_max_j)
-    return _at(t, unwrapped, end_ns) - _at(t, unwrapped, start_ns)
+    return _at(t, unwrapped, end_ns, "end") - _at(t, unwrapped, start_ns, "start")
 
 
 @dataclass(frozen=True)

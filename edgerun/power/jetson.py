@@ -221,7 +221,10 @@ class TegrastatsProbe(PolledProbe):
     def _open(self) -> None:
         super()._open()
         argv = [*self.command, "--interval", str(self.interval_ms)]
-        self._process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        # tegrastats prints non-ASCII (°, …) on some releases: decode as UTF-8 whatever the locale.
+        self._process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, encoding="utf-8", errors="replace", bufsize=1
+        )
         self._means = _RailMeans()
 
     def _read(self) -> float:
