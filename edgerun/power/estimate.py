@@ -6,7 +6,8 @@ shared/DESIGN.md, "Semantics that matter" (an estimate is always labelled as one
 
 P = idle_w + (busy_w - idle_w) * u, with ``idle_w``/``busy_w`` from the device profile's
 ``[power_model]`` and u the machine's CPU utilisation (busy share of all logical CPUs'
-time, from ``psutil.cpu_times()`` deltas) over each sample interval. The sample is
+time, from ``psutil.cpu_times()`` deltas; or this process's share with
+``cpu_times=process_busy_total_s``) over each sample interval. The sample is
 stamped at the middle of its interval, so a load step is placed where it happened to
 within half a period. The trace is ``measured=False``, scope "estimate"; nothing here
 is a measurement and it must never be compared with one.
@@ -28,7 +29,7 @@ from edgerun.power.base import Availability, Trace
 if TYPE_CHECKING:
     from edgerun.profiles import DeviceProfile
 
-__all__ = ["EstimateProbe", "cpu_busy_total_s"]
+__all__ = ["EstimateProbe", "cpu_busy_total_s", "process_busy_total_s"]
 
 
 def cpu_busy_total_s() -> tuple[float, float]:
@@ -40,6 +41,18 @@ def cpu_busy_total_s() -> tuple[float, float]:
     total_s = float(sum(times)) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
     idle_s = times.idle + getattr(times, "iowait", 0.0)
     return total_s - idle_s, total_s
+
+
+def process_busy_total_s() -> tuple[float, float]:
+    """Cumulative (busy, total) CPU seconds of *this process* (all its threads) against all CPUs' time.
+
+    An alternative to the machine-wide default for shared hosts, where other processes'
+    load would otherwise be attributed to the model.
+    """
+    import os
+
+    cpus = os.cpu_count() or 1
+    return time.process_time(), time.perf_counter() * cpus
 
 
 class EstimateProbe(PolledProbe):
@@ -112,10 +125,17 @@ class EstimateProbe(PolledProbe):
             trace, t_ns=np.append(trace.t_ns, np.int64(end_ns)), values=np.append(trace.values, trace.values[-1])
         )
 
+    def _utilisation_source(self) -> str:
+        if self._cpu_times is cpu_busy_total_s:
+            return "busy share of all logical CPUs of this machine, other processes included (psutil.cpu_times)"
+        if self._cpu_times is process_busy_total_s:
+            return "this process's CPU time over all logical CPUs' time (other processes excluded)"
+        return f"from {getattr(self._cpu_times, '__name__', type(self._cpu_times).__name__)}"
+
     def _notes(self) -> tuple[str, ...]:
         model = self.profile.power_model
         return (
             f"ESTIMATED, not measured: P = {model.idle_w:g} W + ({model.busy_w:g} - {model.idle_w:g}) W x CPU "
             f"utilisation, power model of profile {self.profile.name}",
-            "utilisation is the busy share of all logical CPUs of this machine (psutil.cpu_times deltas)",
+            f"utilisation: {self._utilisation_source()}",
         )
