@@ -202,7 +202,7 @@ class _Ina219:
             self.emu.begin_stream()
             if self.emu.header:
                 self.emu.send(b"t_us,bus_V,current_mA,power_mW\r\n")
-        due = int(self.emu.stream_s() * self.emu.rate_hz)
+        due = int(self.emu.stream_s() * self.emu.rate_hz) + 1  # the sketch prints a line as soon as it stamps it
         for k in range(self.sent, due):
             t_s = k / self.emu.rate_hz
             watts = self.emu.watts_at(t_s)
@@ -211,25 +211,34 @@ class _Ina219:
         self.sent = max(self.sent, due)
 
 
+def um_frame(meter: str, watts: float, volts: float = 5.0) -> bytes:
+    """One 130-byte UM24C/UM25C/UM34C reply for a load of ``watts`` on a ``volts`` bus."""
+    model_id, v_scale, a_scale = UM_IDS[meter]
+    frame = bytearray(130)
+    v_raw, a_raw = round(volts * v_scale), round(watts / volts * a_scale)
+    struct.pack_into(">HHHIHH", frame, 0, model_id, v_raw, a_raw, round(watts * 1000), 25, 77)
+    if meter == "um34c":
+        xor = 0
+        for pos in UM34C_XOR_POSITIONS:
+            xor ^= frame[pos]
+        frame[-1] = xor
+    else:
+        frame[-2:] = b"\xff\xf1"
+    return bytes(frame)
+
+
+def ppk2_metadata() -> str:
+    """The emulated reply to 0x19: ``KEY<range>: value`` lines ending in END."""
+    lines = [f"{k}{r}: {v[r]}" for k, v in PPK2_CAL.items() for r in range(5)]
+    return "Calibrated: 0\n" + "\n".join(lines) + "\nHW: 9173\nIA: 56\nEND\n"
+
+
 class _Um:
     def __init__(self, emu: MeterEmulator) -> None:
-        self.emu, self.volts = emu, 5.0
-        self.model_id, self.v_scale, self.a_scale = UM_IDS[emu.meter]
+        self.emu = emu
 
     def frame(self) -> bytes:
-        watts = self.emu.watts_at(self.emu.stream_s())
-        amps = watts / self.volts
-        frame = bytearray(130)
-        v_raw, a_raw = round(self.volts * self.v_scale), round(amps * self.a_scale)
-        struct.pack_into(">HHHIHH", frame, 0, self.model_id, v_raw, a_raw, round(watts * 1000), 25, 77)
-        if self.emu.meter == "um34c":
-            xor = 0
-            for pos in UM34C_XOR_POSITIONS:
-                xor ^= frame[pos]
-            frame[-1] = xor
-        else:
-            frame[-2:] = b"\xff\xf1"
-        return bytes(frame)
+        return um_frame(self.emu.meter, self.emu.watts_at(self.emu.stream_s()))
 
     def on_input(self, data: bytes) -> None:
         for byte in data:
@@ -260,8 +269,7 @@ class _Ppk2:
 
     def command(self, op: int, args: bytes) -> None:
         if op == 0x19:
-            lines = [f"{k}{r}: {v[r]}" for k, v in PPK2_CAL.items() for r in range(5)]
-            self.emu.send(("Calibrated: 0\n" + "\n".join(lines) + "\nHW: 9173\nIA: 56\nEND\n").encode())
+            self.emu.send(ppk2_metadata().encode())
         elif op == 0x0D:
             self.volts = ((args[0] - 3) * 256 + args[1] - 32 + 800) / 1000
         elif op == 0x0C:

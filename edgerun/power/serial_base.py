@@ -131,7 +131,6 @@ class LineSplitter:
     def __init__(self, max_len: int = 256) -> None:
         self.max_len = max_len
         self.overlong = 0
-        self.undecodable = 0
         self.reset(mid_line=False)
 
     def reset(self, *, mid_line: bool = True) -> None:
@@ -148,13 +147,9 @@ class LineSplitter:
         if complete and self._skip_first:
             complete.pop(0)
             self._skip_first = False
-        lines = []
-        for raw in complete:
-            try:
-                lines.append(raw.decode("ascii").strip())
-            except UnicodeDecodeError:  # a noise byte >= 0x80 inside the line
-                self.undecodable += 1
-        return lines
+        # noise bytes >= 0x80 become U+FFFD: the decoders reject them as garbage, but a status line
+        # ("Acquisition completed") with a noise prefix is still recognised
+        return [raw.decode("ascii", errors="replace").strip() for raw in complete]
 
 
 class SerialMeter:

@@ -113,26 +113,35 @@ class CsvDecoder:
         return (power_mw if power_mw is not None else vi_mw) / 1000.0  # type: ignore[operator]
 
 
+def _runs(t_ns: npt.NDArray[np.float64]) -> list[npt.NDArray[np.intp]]:
+    """Index arrays of the runs of non-decreasing time (t_us going back means the MCU restarted)."""
+    return [seg for seg in np.split(np.arange(t_ns.size), np.flatnonzero(np.diff(t_ns) < 0) + 1) if seg.size]
+
+
 def mcu_to_host_ns(
     t_us: npt.ArrayLike, arrival_ns: npt.ArrayLike
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], int]:
-    """Map MCU microsecond stamps onto perf_counter_ns; returns (t_ns, keep mask, MCU restarts seen)."""
+    """Map MCU microsecond stamps onto perf_counter_ns; returns (t_ns, keep mask, MCU restarts seen).
+
+    Two passes: the first drops corrupt stamps (far from their run's median
+    offset), the second anchors each run on what is left, so a corrupt stamp
+    neither drags an anchor nor counts as a restart.
+    """
     t = np.asarray(t_us, dtype=np.float64)
     arrival = np.asarray(arrival_ns, dtype=np.float64)
-    steps = np.diff(t)
-    t = t + _U32_US * np.concatenate(([0], np.cumsum(steps < -(_U32_US / 2))))  # uint32 micros() wrap
+    t = t + _U32_US * np.concatenate(([0], np.cumsum(np.diff(t) < -(_U32_US / 2))))  # uint32 micros() wrap
     t_ns = t * 1000.0
-    breaks = np.flatnonzero(np.diff(t_ns) < 0) + 1  # t_us went back: the MCU restarted
-    out = np.empty_like(t_ns)
     keep = np.ones(t_ns.shape, dtype=bool)
-    for seg in np.split(np.arange(t_ns.size), breaks):
-        if seg.size == 0:
-            continue
+    for seg in _runs(t_ns):
         offset = arrival[seg] - t_ns[seg]
-        good = np.abs(offset - np.median(offset)) <= TIMESTAMP_TOLERANCE_NS
-        keep[seg] = good
-        out[seg] = t_ns[seg] + offset[good].min()
-    return np.rint(out).astype(np.int64), keep, int(breaks.size)
+        keep[seg] = np.abs(offset - np.median(offset)) <= TIMESTAMP_TOLERANCE_NS
+    out = np.zeros_like(t_ns)
+    kept = np.flatnonzero(keep)
+    runs = _runs(t_ns[kept])
+    for seg in runs:
+        idx = kept[seg]
+        out[idx] = t_ns[idx] + (arrival[idx] - t_ns[idx]).min()  # a line cannot arrive before it was measured
+    return np.rint(out).astype(np.int64), keep, max(0, len(runs) - 1)
 
 
 class Ina219CsvProbe(SerialMeter):
@@ -195,7 +204,7 @@ class Ina219CsvProbe(SerialMeter):
     def _notes(self, bad_stamps: int, restarts: int) -> list[str]:
         d, s = self._decoder, self._splitter
         counts = {
-            "garbage lines skipped": d.garbage + s.overlong + s.undecodable,
+            "garbage lines skipped": d.garbage + s.overlong,
             "lines where power_mW disagreed with bus_V x current_mA skipped": d.inconsistent,
             "lines with a corrupt t_us dropped": bad_stamps,
             "MCU clock restarts (t_us went back)": restarts,

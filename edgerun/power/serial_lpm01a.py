@@ -166,7 +166,7 @@ class Lpm01aProbe(SerialMeter):
         amps = np.asarray(self._amps, dtype=np.float64)
         t_ns = stream_times_ns(np.arange(amps.size), self._chunks, self.freq_hz)
         notes = [f"power = measured current x set supply {self.voltage_mv} mV"]
-        garbage = self._garbage + self._splitter.overlong + self._splitter.undecodable
+        garbage = self._garbage + self._splitter.overlong
         if garbage:
             notes.append(f"{garbage} garbage lines skipped")
         notes += [f"meter said: {m}" for m in self._messages]

@@ -25,8 +25,9 @@ Decoding: the counter must step by 1 (mod 64) from word to word. A stream is
 locked when 8 consecutive words do; bytes scanned while unlocked are counted as
 skipped (noise), and a counter jump after relocking counts lost samples, which
 keeps the sample index, and so the timestamps, right. The word just before a
-break is dropped too: it is where injected noise would hide if it passed the
-counter test by chance (1 in 64). Samples are averaged in blocks of
+break and the first word of a lock are dropped too: that is where injected
+noise would hide if it passed the counter test by chance (1 in 64); with them
+dropped, garbage needs two chance passes in a row (1 in 4096). Samples are averaged in blocks of
 ``block_samples`` (default 100 -> 1 kHz) and stamped on the nominal 100 kS/s
 grid (``stream_times_ns``). Unlike nRF Connect, no spike filter is applied at
 range switches: a block mean spreads those few 10 us samples over the block.
@@ -124,9 +125,10 @@ class Ppk2Decoder:
         self._last_counter: int | None = None  # counter of the last committed word
         self.next_index = 0  # sample index after the last committed word
         self.skipped_bytes = self.lost_samples = self.breaks = 0
-        self._open: tuple[int, float, int] | None = None  # (block id, sum A, count)
+        self._open: tuple[int, float, float, int] | None = None  # (block id, sum A, sum index, count)
         self.block_ids: list[int] = []
         self.block_amps: list[float] = []
+        self.block_index: list[float] = []  # mean sample index: a partial block or lost samples shift it
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -157,9 +159,12 @@ class Ppk2Decoder:
             keep = 4 * LOCK_WORDS - 1
             self.skipped_bytes += max(0, avail - keep)
             return pos + max(0, avail - keep)
+        first = int.from_bytes(self._buf[pos + best : pos + best + 4], "little")
+        if self._last_counter is None:  # the stream's first word is sample 0, used or not
+            self._last_counter, self.next_index = (first >> 18) & 0x3F, 1
         self.skipped_bytes += best
         self._locked = True
-        return pos + best
+        return pos + best + 4  # the first word of a lock may be noise that matched by chance: never use it
 
     def _take_locked(self, pos: int) -> int:
         n = (len(self._buf) - pos) // 4
@@ -190,27 +195,33 @@ class Ppk2Decoder:
         self.lost_samples += int(steps.sum()) - words.size
         index = self.next_index - 1 + np.cumsum(steps)
         self._last_counter, self.next_index = int(counters[-1]), int(index[-1]) + 1
-        self._accumulate(index // self.block, self.cal.current_a(words, self.vdd_v))
+        self._accumulate(index, self.cal.current_a(words, self.vdd_v))
 
-    def _accumulate(self, block_ids: npt.NDArray[np.int64], amps: npt.NDArray[np.float64]) -> None:
+    def _accumulate(self, index: npt.NDArray[np.int64], amps: npt.NDArray[np.float64]) -> None:
+        block_ids = index // self.block
         starts = np.concatenate(([0], np.flatnonzero(np.diff(block_ids)) + 1))
-        sums, counts = np.add.reduceat(amps, starts), np.diff(np.append(starts, amps.size))
-        for bid, total, count in zip(block_ids[starts].tolist(), sums.tolist(), counts.tolist()):
+        sums, index_sums = np.add.reduceat(amps, starts), np.add.reduceat(index.astype(np.float64), starts)
+        counts = np.diff(np.append(starts, amps.size))
+        for bid, amp_sum, idx_sum, count in zip(block_ids[starts].tolist(), sums, index_sums, counts.tolist()):
             if self._open is not None and self._open[0] == bid:
-                total, count = total + self._open[1], count + self._open[2]
+                _, amp0, idx0, count0 = self._open
+                amp_sum, idx_sum, count = amp_sum + amp0, idx_sum + idx0, count + count0
             elif self._open is not None:
                 self._close_block()
-            self._open = (bid, total, count)
+            self._open = (bid, float(amp_sum), float(idx_sum), count)
 
     def _close_block(self) -> None:
         if self._open is not None:
-            bid, total, count = self._open
+            bid, amp_sum, idx_sum, count = self._open
             self.block_ids.append(bid)
-            self.block_amps.append(total / count)
+            self.block_amps.append(amp_sum / count)
+            self.block_index.append(idx_sum / count)
             self._open = None
 
     def finish(self) -> None:
         """Commit the pending word and close the last (possibly partial) block."""
+        self.skipped_bytes += len(self._buf)  # a partial word, or too few bytes to lock on
+        self._buf.clear()
         if self._pending is not None:
             self._commit(np.array([self._pending], dtype=np.uint32))
             self._pending = None
@@ -295,12 +306,11 @@ class Ppk2Probe(SerialMeter):
     def _collect(self) -> tuple[Any, Any, float | None, list[str]]:
         dec = self._decoder
         dec.finish()
-        centers = np.asarray(dec.block_ids, dtype=np.float64) * self.block_samples + (self.block_samples - 1) / 2
-        t_ns = stream_times_ns(centers, self._chunks, SAMPLE_RATE_HZ)
+        t_ns = stream_times_ns(dec.block_index, self._chunks, SAMPLE_RATE_HZ)
         watts = np.asarray(dec.block_amps, dtype=np.float64) * (self.voltage_mv / 1000.0)
         how = "supplied" if self.mode == "source" else "stated (not measured)"
         notes = [f"power = current x {how} {self.voltage_mv} mV; {self.block_samples}-sample block means"]
-        counts = {"stray bytes skipped": dec.skipped_bytes, "samples lost": dec.lost_samples}
+        counts = {"stray bytes skipped": dec.skipped_bytes, "samples lost or dropped at resyncs": dec.lost_samples}
         notes += [f"{n} {what}" for what, n in counts.items() if n]
         notes += self._rate_note()
         return t_ns, watts, SAMPLE_RATE_HZ / self.block_samples, notes

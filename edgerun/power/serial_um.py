@@ -199,6 +199,8 @@ class RdtechUmProbe(SerialMeter):
                 self._t_ns.append(t_req_ns)
                 self._watts.append(readings[-1].watts)
                 return readings[-1]
+        if self._stop_evt.is_set():
+            return None  # stop() cut the wait short: not the meter's fault
         if self._sync.buffered == 0:
             self._timeouts += 1
         ser.reset_input_buffer()  # a late reply must not be stamped with the next request's time
