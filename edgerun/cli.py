@@ -83,23 +83,14 @@ def _bench_in_process(path: Path, config: Any, profile: Any, budget: Any, reason
         return error_result(str(path), exc, profile, reason)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from edgerun.bench.report import side_by_side
-    from edgerun.bench.result import result_file
+def _bench_config(args: argparse.Namespace) -> Any:
     from edgerun.bench.runner import BenchConfig
-    from edgerun.bench.worker import WorkerRequest, run_in_worker
-    from edgerun.demo import demo_artifacts
 
-    paths = [Path(p) for p in args.artifacts] or demo_artifacts()
-    if not paths:
-        _err("no artifact given and the bundled demo artifacts are missing (run tools/build_demo.py)")
-        return EXIT_USAGE
-    profile, reason, budget = _profile_and_budget(args)
     min_seconds, max_seconds = args.min_seconds, args.max_seconds
     if args.sustained:
         min_seconds = max(min_seconds, args.sustained * 60)
         max_seconds = max(max_seconds, min_seconds * 1.5 + 10)
-    config = BenchConfig(
+    return BenchConfig(
         min_runs=args.runs,
         min_seconds=min_seconds,
         max_seconds=max_seconds,
@@ -110,35 +101,78 @@ def cmd_bench(args: argparse.Namespace) -> int:
         providers=tuple(p for p in (args.providers or "").split(",") if p),
         engine=args.engine,
         graph_optimization=args.graph_opt,
+        memory=not args.no_memory,
+        thermal=not args.no_thermal,
+        energy=not args.no_energy,
+        probe=args.probe,
+        energy_windows=args.energy_windows,
+        energy_window_seconds=args.energy_window_seconds,
     )
+
+
+def _cooldown(args: argparse.Namespace) -> None:
+    if args.cooldown_c is None and args.cooldown_s is None:
+        return
+    from edgerun.measure.thermal import cooldown
+
+    done = cooldown(until_c=args.cooldown_c, pause_s=args.cooldown_s, max_wait_s=args.cooldown_max_s)
+    if not args.quiet:
+        print(f"cooldown: {done.reason}", file=sys.stderr)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgerun.bench.report import side_by_side
+    from edgerun.bench.worker import WorkerRequest, run_in_worker
+    from edgerun.demo import demo_artifacts
+
+    paths = [Path(p) for p in args.artifacts] or demo_artifacts()
+    if not paths:
+        _err("no artifact given and the bundled demo artifacts are missing (run tools/build_demo.py)")
+        return EXIT_USAGE
+    profile, reason, budget = _profile_and_budget(args)
+    config = _bench_config(args)
+    if config.energy and config.probe:
+        from edgerun.power import select_probe
+
+        select_probe(config.probe, profile=profile)  # a named probe that is not here: one loud error
     if not args.quiet:
         print(f"profile: {profile.name} ({reason})", file=sys.stderr)
     results = []
-    for path in paths:
-        bar = _ProgressLine(path.name)
-        progress = None if args.quiet else bar
+    for i, path in enumerate(paths):
+        if i:
+            _cooldown(args)
+        progress = None if args.quiet else _ProgressLine(path.name)
         if args.in_process:
             results.append(_bench_in_process(path, config, profile, budget, reason, progress))
         else:
             request = WorkerRequest(
                 str(path), config.to_dict(), budget.__dict__, str(profile.source or profile.name), reason
             )
-            timeout = args.timeout or 2 * config.max_seconds + 120
-            results.append(run_in_worker(request, timeout, progress))
-        if not args.quiet:
-            bar.done(results[-1]["overall"].upper())
+            results.append(run_in_worker(request, args.timeout or 2 * config.max_seconds + 120, progress))
+        if progress is not None:
+            progress.done(results[-1]["overall"].upper())
     print(side_by_side(results))
-    if args.json:
-        text = json.dumps(result_file(results), indent=1)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n", encoding="utf-8")
-            print(f"wrote {args.json}", file=sys.stderr)
+    for r in results:
+        for warning in r.get("warnings", []):
+            print(f"warning: {r['artifact'].get('name', r['artifact']['path'])}: {warning}", file=sys.stderr)
+    _write_json(args.json, results)
     verdicts = {r["overall"] for r in results}
     if verdicts & {"fail", "error"}:
         return EXIT_FAIL
     return EXIT_NOT_VALID if "not-valid" in verdicts else EXIT_PASS
+
+
+def _write_json(target: str | None, results: list[dict[str, Any]]) -> None:
+    from edgerun.bench.result import result_file
+
+    if not target:
+        return
+    text = json.dumps(result_file(results), indent=1)
+    if target == "-":
+        print(text)
+    else:
+        Path(target).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {target}", file=sys.stderr)
 
 
 # --- info -------------------------------------------------------------------------------
@@ -348,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
     b.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
     b.add_argument("--json", metavar="FILE", help="write the versioned JSON result to FILE ('-' for stdout)")
+    b.add_argument("--probe", help="power probe by name (must exist; default: the best one here, else an estimate)")
+    b.add_argument("--no-energy", action="store_true", help="skip the energy windows")
+    b.add_argument("--energy-windows", type=int, default=3, help="energy windows per artifact (default 3)")
+    b.add_argument("--energy-window-seconds", type=float, default=0.5, help="seconds per energy window (default 0.5)")
+    b.add_argument("--no-memory", action="store_true", help="skip memory snapshots")
+    b.add_argument("--no-thermal", action="store_true", help="skip thermal readings")
+    b.add_argument("--cooldown-c", type=float, help="between artifacts, wait until the hottest zone is below this (C)")
+    b.add_argument("--cooldown-s", type=float, help="between artifacts, pause this many seconds")
+    b.add_argument("--cooldown-max-s", type=float, default=300, help="give up cooling down after this (default 300)")
     b.add_argument(
         "--sustained",
         type=float,

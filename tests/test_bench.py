@@ -16,14 +16,14 @@ from edgerun.profiles import load_profile
 
 jsonschema = pytest.importorskip("jsonschema")
 SCHEMA = json.loads(resources.files("edgerun.bench").joinpath("result.schema.json").read_text())
-FAST = ["--runs", "700", "--min-seconds", "0", "--warmup", "5", "--warmup-seconds", "0", "-q"]
+FAST = ["--runs", "700", "--min-seconds", "0", "--warmup", "5", "--warmup-seconds", "0", "--no-energy", "-q"]
 
 
 def test_stop_rule_needs_both_count_and_time(tiny_onnx: Path):
-    m = measure(tiny_onnx, BenchConfig(min_runs=50, min_seconds=0.2, warmup_runs=3, warmup_seconds=0))
+    m = measure(tiny_onnx, BenchConfig(min_runs=50, min_seconds=0.2, warmup_runs=3, warmup_seconds=0, energy=False))
     assert m.infer_ns.size > 50  # a ~10 us model runs far more than 50 times in 0.2 s
     assert m.steady_ns >= 0.2e9
-    m = measure(tiny_onnx, BenchConfig(min_runs=500, min_seconds=0, warmup_runs=0, warmup_seconds=0))
+    m = measure(tiny_onnx, BenchConfig(min_runs=500, min_seconds=0, warmup_runs=0, warmup_seconds=0, energy=False))
     assert m.infer_ns.size == 500 and m.warmup_runs == 0
 
 

@@ -16,7 +16,7 @@ from edgerun.demo import DEMO_DIR
 
 REQUEST = WorkerRequest(
     path="model.onnx",
-    config={"min_runs": 10, "min_seconds": 0, "warmup_runs": 0, "warmup_seconds": 0},
+    config={"min_runs": 10, "min_seconds": 0, "warmup_runs": 0, "warmup_seconds": 0, "energy": False},
     budget={"soft_ms": 100, "hard_ms": 10, "percentile": 99},
     profile="generic-x86_64-linux",
     profile_reason="test",
@@ -29,9 +29,14 @@ def _child(code: str):
 
 
 def test_segfaulting_worker_becomes_a_failed_result_with_its_signal_and_stderr():
-    res = run_in_worker(REQUEST, 30, argv=_child(
-        "import os, signal, sys\nsys.stderr.write('engine: bad tensor offset\\n'); sys.stderr.flush()\n"
-        "os.kill(os.getpid(), signal.SIGSEGV)"))
+    res = run_in_worker(
+        REQUEST,
+        30,
+        argv=_child(
+            "import os, signal, sys\nsys.stderr.write('engine: bad tensor offset\\n'); sys.stderr.flush()\n"
+            "os.kill(os.getpid(), signal.SIGSEGV)"
+        ),
+    )
     assert res["status"] == "error" and res["overall"] == "error"
     assert res["error"]["type"] == "WorkerCrashed"
     assert res["worker"]["signal"] == "SIGSEGV" and res["worker"]["exit_status"] == -11
@@ -57,16 +62,16 @@ def test_hanging_worker_is_killed_at_the_timeout():
 
 
 def test_garbage_on_the_result_pipe_and_no_result():
-    res = run_in_worker(REQUEST, 30, argv=_child(
-        "import os\nos.write(fd, b'\\x00\\xffnot json\\n')\nraise SystemExit(3)"))
+    res = run_in_worker(
+        REQUEST, 30, argv=_child("import os\nos.write(fd, b'\\x00\\xffnot json\\n')\nraise SystemExit(3)")
+    )
     assert res["error"]["type"] == "WorkerCrashed"
     assert res["worker"]["exit_status"] == 3 and "unreadable output" in res["error"]["message"]
 
 
 def test_progress_is_relayed_and_a_real_worker_returns_a_result():
     seen = []
-    req = WorkerRequest(str(DEMO_DIR / "digits-int8.tflite"), REQUEST.config, REQUEST.budget,
-                        REQUEST.profile, "test")
+    req = WorkerRequest(str(DEMO_DIR / "digits-int8.tflite"), REQUEST.config, REQUEST.budget, REQUEST.profile, "test")
     res = run_in_worker(req, 120, progress=lambda phase, f: seen.append(phase))
     assert res["status"] == "ok", res.get("error")
     assert res["stats"]["total"]["n"] == 10 and "measure" in seen
@@ -80,19 +85,26 @@ def _hanging_onnx(path: Path) -> Path:
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "one"], ["v_out"])],
         "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1, 4])],
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1, 4]),
+        ],
         [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
     )
     graph = helper.make_graph(
-        [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)], "hang",
+        [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)],
+        "hang",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor("trips", TensorProto.INT64, [], [10**15]),
-         helper.make_tensor("cond", TensorProto.BOOL, [], [True])],
+        [
+            helper.make_tensor("trips", TensorProto.INT64, [], [10**15]),
+            helper.make_tensor("cond", TensorProto.BOOL, [], [True]),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -103,8 +115,27 @@ def _hanging_onnx(path: Path) -> Path:
 def test_a_model_that_hangs_the_engine_fails_alone(tmp_path: Path, tiny_onnx: Path):
     hang = _hanging_onnx(tmp_path / "hang.onnx")
     out = tmp_path / "r.json"
-    code = main(["bench", str(hang), str(tiny_onnx), "--runs", "700", "--min-seconds", "0",
-                 "--warmup-seconds", "0", "--hard-ms", "1000", "--timeout", "10", "-q", "--json", str(out)])
+    code = main(
+        [
+            "bench",
+            str(hang),
+            str(tiny_onnx),
+            "--runs",
+            "700",
+            "--min-seconds",
+            "0",
+            "--warmup-seconds",
+            "0",
+            "--hard-ms",
+            "1000",
+            "--timeout",
+            "10",
+            "--no-energy",
+            "-q",
+            "--json",
+            str(out),
+        ]
+    )
     results = json.loads(out.read_text())["results"]
     assert [r["status"] for r in results] == ["error", "ok"]
     assert results[0]["error"]["type"] == "WorkerTimeout"
@@ -114,7 +145,24 @@ def test_a_model_that_hangs_the_engine_fails_alone(tmp_path: Path, tiny_onnx: Pa
 
 def test_in_process_mode_still_works(tiny_onnx: Path, tmp_path: Path):
     out = tmp_path / "r.json"
-    main(["bench", str(tiny_onnx), "--in-process", "--runs", "700", "--min-seconds", "0", "--warmup-seconds", "0",
-          "--hard-ms", "1000", "-q", "--json", str(out)])
+    main(
+        [
+            "bench",
+            str(tiny_onnx),
+            "--in-process",
+            "--runs",
+            "700",
+            "--min-seconds",
+            "0",
+            "--warmup-seconds",
+            "0",
+            "--hard-ms",
+            "1000",
+            "--no-energy",
+            "-q",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["results"][0]["status"] == "ok"
     assert np.isfinite(json.loads(out.read_text())["results"][0]["stats"]["total"]["mean_ns"])

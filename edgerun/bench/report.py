@@ -77,9 +77,45 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         (f"hard < {b['hard_ms']:g} ms (all)", _verdict(v.get("hard"))),
         (f"soft {p} < {b['soft_ms']:g} ms", _verdict(v.get("soft"))),
         ("model size", _verdict(v.get("model_size"))),
+        ("peak RSS vs RAM", _verdict(v.get("peak_rss"))),
+        *_measure_rows(r),
         *_sustained_rows(r.get("sustained")),
         ("overall", r["overall"].upper()),
     ]
+    return rows
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f}"
+
+
+def _measure_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    mem = r.get("memory")
+    if mem:
+        rows.append(
+            (
+                "RSS load/first/peak (MiB)",
+                " / ".join(
+                    _mib(mem[k])
+                    for k in ("rss_after_session_bytes", "rss_after_first_inference_bytes", "peak_rss_steady_bytes")
+                ),
+            )
+        )
+    energy = r.get("energy")
+    if energy:
+        label = "energy mJ/inf (est.)" if energy["source"] == "estimated" else f"energy mJ/inf ({energy['scope']})"
+        net, ci = energy.get("net_mj_per_inference"), (energy.get("ci95_mj") or {}).get("net")
+        if net is None:
+            value = "not valid" if not energy["valid"] else "-"
+        else:
+            value = f"{net:.3f} net" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
+        rows.append((label, value))
+    thermal = r.get("thermal")
+    if thermal:
+        rows.append(("thermal", "FLAGGED" if thermal["flags"]["flagged"] else "steady"))
+    if r.get("warnings"):
+        rows.append(("warnings", str(len(r["warnings"]))))
     return rows
 
 

@@ -43,7 +43,7 @@ def _stage_samples(m: Measurement) -> dict[str, np.ndarray]:
 
 
 def verdicts_for(m: Measurement, budget: Budget, profile: Any) -> dict[str, Verdict]:
-    """End-to-end hard/soft verdicts, per-stage ones, and the model-size verdict."""
+    """End-to-end hard/soft verdicts, per-stage ones, model size and peak memory against the profile."""
     samples = _stage_samples(m)
     out = {
         "hard": judge_hard(samples["total"], budget),
@@ -57,6 +57,10 @@ def verdicts_for(m: Measurement, budget: Budget, profile: Any) -> dict[str, Verd
         out["model_size"] = judge_size(
             m.runtime.artifact.size_bytes, lim.model_size_limit_bytes, lim.model_size_ideal_bytes
         )
+        if m.memory is not None:
+            from edgerun.measure.memory import memory_verdicts
+
+            out["peak_rss"] = memory_verdicts(m.memory, profile)["peak_rss"]
     return out
 
 
@@ -73,6 +77,31 @@ def _artifact_block(m: Measurement) -> dict[str, Any]:
         "manifest": str(a.manifest_path) if a.manifest_path else None,
         "accuracy": prov.get("accuracy"),
     }
+
+
+def _thermal_block(m: Measurement) -> dict[str, Any] | None:
+    if m.thermal_before is None or m.thermal_after is None:
+        return None
+    from edgerun.measure.thermal import compare
+
+    flags = compare(m.thermal_before, m.thermal_after)
+    return {"before": m.thermal_before.to_dict(), "after": m.thermal_after.to_dict(), "flags": flags.to_dict()}
+
+
+def _warnings(m: Measurement, stats: dict[str, Any]) -> list[str]:
+    """Things a reader must know before trusting the numbers."""
+    out = []
+    warning = stability(stats["total"])["warning"]
+    if warning:
+        out.append(warning)
+    if m.hit_max_seconds:
+        out.append("max-seconds cut the steady state short of the stop rule")
+    thermal = _thermal_block(m)
+    if thermal and thermal["flags"]["flagged"]:
+        out.extend(f"thermal: {r}" for r in thermal["flags"]["reasons"])
+    if m.energy is not None and m.energy.source == "estimated":
+        out.append(f"energy is an estimate ({m.energy.probe}), not a measurement")
+    return out
 
 
 def build_result(
@@ -118,6 +147,10 @@ def build_result(
         "histogram_total": histogram(samples["total"]),
         "verdicts": {k: v.to_dict() for k, v in verdicts.items()},
         "overall": overall(headline),
+        "memory": m.memory.to_dict() if m.memory is not None else None,
+        "energy": m.energy.to_dict() if m.energy is not None else None,
+        "thermal": _thermal_block(m),
+        "warnings": _warnings(m, stats),
         "sustained": sustained_drift(m.start_ns, samples["total"], m.steady_ns) if config.sustained_minutes else None,
     }
 
@@ -161,6 +194,9 @@ def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
             for pct in stage["percentiles"].values():
                 pct.setdefault("ci95_ns", None)
         res.setdefault("stability", {stage: _stability_from_dict(st) for stage, st in res["stats"].items()})
+        for section in ("memory", "energy", "thermal", "sustained"):
+            res.setdefault(section, None)  # not measured by edgerun versions that wrote schema 1
+        res.setdefault("warnings", [])
     return {**doc, "schema_version": SCHEMA_VERSION, "upgraded_from": version}
 
 

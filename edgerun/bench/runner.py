@@ -44,6 +44,13 @@ class BenchConfig:
     graph_optimization: str = "all"
     seed: int = 0
     sustained_minutes: float | None = None  # report drift between the first and last minute
+    memory: bool = True  # RSS/USS per phase, steady-state peak
+    thermal: bool = True  # thermal state before and after
+    energy: bool = True  # energy per inference (a measured probe if one exists, else a labelled estimate)
+    probe: str | None = None  # a named power probe: must exist (ProbeUnavailable otherwise)
+    energy_windows: int = 3
+    energy_window_seconds: float = 0.5
+    idle_seconds: float = 0.5
 
     def __post_init__(self) -> None:
         if self.min_runs < 1 or self.warmup_runs < 0:
@@ -70,6 +77,10 @@ class Measurement:
     post_ns: np.ndarray
     steady_ns: int
     hit_max_seconds: bool
+    memory: Any = None  # edgerun.measure.memory.MemoryReport
+    energy: Any = None  # edgerun.power.energy.EnergyReport
+    thermal_before: Any = None  # edgerun.measure.thermal.ThermalState
+    thermal_after: Any = None
 
 
 def sample_inputs(artifact: Artifact, seed: int) -> tuple[list[Any], str]:
@@ -139,16 +150,42 @@ def _loop(
     return times, perf_counter_ns() - start, elapsed >= max_ns and (i < min_runs or elapsed < min_ns)
 
 
+def _run_for(rt: Runtime, inputs: list[Any]) -> Callable[[float], int]:
+    """A run_for(seconds) -> inferences callable for the energy windows."""
+
+    def run_for(seconds: float) -> int:
+        end = perf_counter_ns() + int(seconds * 1e9)
+        i = 0
+        while perf_counter_ns() < end:
+            rt.pipeline(inputs[i % len(inputs)])
+            i += 1
+        return i
+
+    return run_for
+
+
 def measure(
     path: str | Path, config: BenchConfig, profile: Any = None, progress: Progress | None = None
 ) -> Measurement:
-    """Load the artifact and time it: cold start, warm-up, then the steady-state loop."""
+    """Load the artifact and time it: cold start, warm-up, the steady-state loop, then energy.
+
+    Memory snapshots bracket each phase; the thermal state is read before loading and after
+    the last window. The energy windows come after the latency loop so that a sampling
+    thread never perturbs the latency figures.
+    """
+    from edgerun.measure.memory import PeakTracker
+    from edgerun.measure.thermal import read_thermal
 
     def report(phase: str) -> Callable[[float], None] | None:
         return None if progress is None else (lambda f: progress(phase, f))
 
+    probe = _select_probe(config, profile)  # fail fast on a named probe that is missing
     if progress:
         progress("load", 0.0)
+    thermal_before = read_thermal() if config.thermal else None
+    mem = PeakTracker(Path(path).stat().st_size if Path(path).is_file() else None) if config.memory else None
+    if mem:
+        mem.before_load()
     rt = load(
         path,
         profile,
@@ -157,8 +194,12 @@ def measure(
         providers=config.providers,
         graph_optimization=config.graph_optimization,
     )
+    if mem:
+        mem.after_session()
     inputs, source = sample_inputs(rt.artifact, config.seed)
     _, _, first = rt.pipeline(inputs[0])
+    if mem:
+        mem.after_first_inference()
     warm, warm_ns, _ = _loop(
         rt,
         inputs,
@@ -167,11 +208,27 @@ def measure(
         int(config.max_seconds * 1e9),
         report("warmup"),
     )
+    if mem:
+        mem.start_steady_state()
     steady, steady_ns, capped = _loop(
         rt, inputs, config.min_runs, int(config.min_seconds * 1e9), int(config.max_seconds * 1e9), report("measure")
     )
+    memory = mem.report() if mem else None
+    energy = None
+    if probe is not None:
+        from edgerun.power import measure_energy
+
+        if progress:
+            progress("energy", 0.0)
+        energy = measure_energy(
+            probe,
+            _run_for(rt, inputs),
+            windows=config.energy_windows,
+            window_s=config.energy_window_seconds,
+            idle_s=config.idle_seconds,
+        )
     if progress:
-        progress("measure", 1.0)
+        progress("done", 1.0)
     return Measurement(
         runtime=rt,
         input_source=source,
@@ -184,4 +241,16 @@ def measure(
         post_ns=steady[:, 3].copy(),
         steady_ns=steady_ns,
         hit_max_seconds=capped,
+        memory=memory,
+        energy=energy,
+        thermal_before=thermal_before,
+        thermal_after=read_thermal() if config.thermal else None,
     )
+
+
+def _select_probe(config: BenchConfig, profile: Any) -> Any:
+    if not config.energy:
+        return None
+    from edgerun.power import select_probe
+
+    return select_probe(config.probe, profile=profile)
