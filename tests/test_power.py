@@ -468,3 +468,33 @@ def test_importing_edgerun_power_loads_no_sensor_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert eval(out) == ["edgerun.power._polled", "edgerun.power.base", "edgerun.power.energy"]
+
+
+# ----------------------------------------------------------------- lifecycle
+
+
+def test_lifecycle_misuse_and_a_sensor_gone_before_start(tmp_path):
+    root = copy_tree("jetson-orin", tmp_path)
+    probe = JetsonIna3221Probe(root=root)
+    with pytest.raises(RuntimeError, match="not started"):
+        probe.stop()
+    probe.start()
+    with pytest.raises(RuntimeError, match="already started"):
+        probe.start()
+    probe.stop()
+    (root / ORIN_HWMON / "curr1_input").unlink()
+    with pytest.raises(ProbeUnavailable, match="unreadable"):
+        probe.start()
+
+
+def test_measure_energy_stops_the_probe_when_the_workload_raises():
+    probe = JetsonIna3221Probe(root=FIX / "jetson-orin")
+
+    def crashing_run_for(seconds: float) -> int:
+        raise RuntimeError("engine crashed")
+
+    with pytest.raises(RuntimeError, match="engine crashed"):
+        measure_energy(probe, crashing_run_for, windows=2, window_s=0.05, idle_s=0.05)
+    assert probe._thread is None  # stopped: no sampling thread left behind
+    probe.start()  # and usable again
+    assert probe.stop().t_ns.size >= 1

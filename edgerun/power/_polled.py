@@ -97,13 +97,17 @@ class PolledProbe:
             raise RuntimeError(f"power probe {self.name!r} is already started")
         self._open()
         self._t_ns, self._values, self._failure = [], [], None
-        self._stop.clear()
+        # A fresh event per run: a thread left over from a run whose stop() timed out still
+        # sees its own (set) event and can never write into this run's samples.
+        self._stop = threading.Event()
         try:
             self._append(*self._sample())
         except READ_ERRORS as exc:
             self._close()
             raise ProbeUnavailable(f"power probe {self.name!r}: the first read failed: {exc}") from exc
-        self._thread = threading.Thread(target=self._loop, name=f"edgerun-power-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._stop,), name=f"edgerun-power-{self.name}", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> Trace:
@@ -117,33 +121,40 @@ class PolledProbe:
         thread.join(timeout=max(2.0, 5.0 / self.rate_hz))
         self._thread = None
         if self.final_read and self._failure is None and not thread.is_alive():
-            self._try_sample()
+            self._try_sample(None)
         return self._trace()
 
-    def _loop(self) -> None:
+    def _loop(self, stop: threading.Event) -> None:
         period_ns = int(1e9 / self.rate_hz)
         next_ns = time.perf_counter_ns() + period_ns
-        while not self._stop.wait(max(0.0, (next_ns - time.perf_counter_ns()) / 1e9)):
-            if not self._try_sample():
+        while not stop.wait(max(0.0, (next_ns - time.perf_counter_ns()) / 1e9)):
+            if not self._try_sample(stop):
                 return
             # A read slower than the period must not make the loop burst to catch up.
             next_ns = max(next_ns + period_ns, time.perf_counter_ns())
 
-    def _try_sample(self) -> bool:
+    def _try_sample(self, stop: threading.Event | None) -> bool:
+        """One read into the trace; ``stop`` is the loop's event, None for stop()'s final read."""
         try:
-            self._append(*self._sample())
+            t_ns, value = self._sample()
         except READ_ERRORS as exc:
-            if self._stop.is_set() and not self.final_read:
-                return False  # the source was closed on purpose (a killed subprocess)
-            with self._lock:
-                count = len(self._t_ns)
-                since_s = (time.perf_counter_ns() - self._t_ns[0]) / 1e9 if count else 0.0
-                self._failure = (
-                    f"{self.name}: sensor read failed {since_s:.3f} s after start, after {count} samples "
-                    f"({type(exc).__name__}: {exc}); the trace ends there"
-                )
+            if stop is not None and stop.is_set():
+                return False  # stopped meanwhile (a killed subprocess): not a sensor failure
+            self._fail(exc)
             return False
+        if stop is not None and stop.is_set():
+            return False  # stop() has taken over; its own final read ends the trace
+        self._append(t_ns, value)
         return True
+
+    def _fail(self, exc: Exception) -> None:
+        with self._lock:
+            count = len(self._t_ns)
+            since_s = (time.perf_counter_ns() - self._t_ns[0]) / 1e9 if count else 0.0
+            self._failure = (
+                f"{self.name}: sensor read failed {since_s:.3f} s after start, after {count} samples "
+                f"({type(exc).__name__}: {exc}); the trace ends there"
+            )
 
     def _append(self, t_ns: int, value: float) -> None:
         with self._lock:

@@ -235,7 +235,12 @@ class WindowResult:
 
 @dataclass(frozen=True)
 class EnergyReport:
-    """Energy per inference over repeated windows, idle-baselined, with its provenance."""
+    """Energy per inference over repeated windows, idle-baselined, with its provenance.
+
+    Means and 95% t-intervals are over the valid windows' per-inference values. Every
+    window's net value subtracts the same idle power, so the net interval does not include
+    the baseline's own uncertainty; compare the two idle windows (``idle``) to judge it.
+    """
 
     probe: str
     scope: str

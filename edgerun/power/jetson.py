@@ -74,9 +74,9 @@ def _hwmon_rails(root: Path) -> list[_Rail]:
         if _skipped(label) or match is None:
             continue
         i = match.group(1)
-        volts, amps = label_path.with_name(f"in{i}_input"), label_path.with_name(f"curr{i}_input")
-        if volts.exists() and amps.exists():
-            rails.append(_Rail(label, (volts, amps)))
+        # A labelled rail whose inputs are missing stays in: check() then says it is unreadable,
+        # rather than the total silently turning into the sum of the remaining rails.
+        rails.append(_Rail(label, (label_path.with_name(f"in{i}_input"), label_path.with_name(f"curr{i}_input"))))
     return rails
 
 
