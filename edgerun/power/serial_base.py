@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from edgerun.errors import EdgerunError, InputError
+from edgerun.errors import EdgerunError, InputError, ProbeUnavailable
 from edgerun.power.base import SCOPES, Availability, Trace
 
 if TYPE_CHECKING:
@@ -73,14 +73,14 @@ def port_error_reason(port: str, exc: BaseException) -> str:
 
 
 def open_port(port: str, baud: int) -> serial.Serial:
-    """Open ``port`` raw at ``baud``; raise EdgerunError with ``port_error_reason`` when it will not open."""
+    """Open ``port`` raw at ``baud``; raise ProbeUnavailable with ``port_error_reason`` when it will not open."""
     import serial  # lazy: only a session that uses a serial meter pays for pyserial
 
     try:
         # exclusive: two edgerun processes must not read one meter and each see half the bytes
         return serial.Serial(port, baud, timeout=READ_TIMEOUT_S, write_timeout=WRITE_TIMEOUT_S, exclusive=True)
     except (OSError, ValueError) as exc:  # ValueError: a baud rate pyserial rejects
-        raise EdgerunError(port_error_reason(port, exc)) from exc
+        raise ProbeUnavailable(port_error_reason(port, exc)) from exc
 
 
 def _close_quietly(ser: serial.Serial | None) -> None:
@@ -157,7 +157,7 @@ class SerialMeter:
 
     Subclasses set ``name`` and ``default_baud`` and implement:
     ``_handshake(ser)`` (for ``check()``: None when the meter answered, else why not),
-    ``_begin(ser)`` (configure and start the meter; raise EdgerunError if it refuses),
+    ``_begin(ser)`` (configure and start the meter; raise ProbeUnavailable if it refuses),
     ``_step(ser)`` (one read/poll, called in a loop on the reader thread),
     ``_end(ser)`` (stop the meter; only called while the port is alive) and
     ``_collect()`` (timestamps, watts, sample rate and notes of the finished run).
@@ -182,7 +182,7 @@ class SerialMeter:
         """Whether ``port`` opens and (for meters with a handshake) the meter answers on it."""
         try:
             ser = open_port(self.port, self.baud)
-        except EdgerunError as exc:
+        except ProbeUnavailable as exc:
             return Availability(False, str(exc))
         try:
             reason = self._handshake(ser)
@@ -195,28 +195,28 @@ class SerialMeter:
         return Availability(True, f"{self.name} answers on {self.port} at {self.baud} baud")
 
     def start(self) -> None:
-        """Open the port, configure the meter and start the reader thread. Raises EdgerunError if it cannot."""
+        """Open the port, configure the meter and start the reader thread. Raises ProbeUnavailable if it cannot."""
         if self._thread is not None:
-            raise EdgerunError(f"{self.name} on {self.port} is already running")
+            raise RuntimeError(f"power probe {self.name!r} on {self.port} is already started")
         ser = open_port(self.port, self.baud)
         try:
             ser.reset_input_buffer()  # bytes from before start() belong to nobody's window
             self._begin(ser)
         except OSError as exc:
             _close_quietly(ser)
-            raise EdgerunError(f"{self.name} on {self.port} failed while starting: {exc}") from exc
+            raise ProbeUnavailable(f"{self.name} on {self.port} failed while starting: {exc}") from exc
         except BaseException:
             _close_quietly(ser)
             raise
         self._ser, self._failure = ser, None
-        self._stop_evt.clear()
+        self._stop_evt = threading.Event()  # fresh per run: a thread left from a timed-out stop() keeps its own
         self._thread = threading.Thread(target=self._run, name=f"edgerun-{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> Trace:
         """Stop the thread and the meter, close the port, return the power trace (W, perf_counter_ns)."""
         if self._thread is None or self._ser is None:
-            raise EdgerunError(f"{self.name}: stop() called before start()")
+            raise RuntimeError(f"power probe {self.name!r} was not started")
         self._stop_evt.set()
         self._thread.join(JOIN_TIMEOUT_S)
         notes = [f"{self.name} on {self.port} at {self.baud} baud"]
@@ -247,17 +247,21 @@ class SerialMeter:
     # -- the reader thread --------------------------------------------------------
 
     def _run(self) -> None:
-        ser = self._ser
+        ser, stop_evt = self._ser, self._stop_evt
         assert ser is not None
-        while not self._stop_evt.is_set():
+        while not stop_evt.is_set():
             try:
                 self._step(ser)
             except OSError as exc:
-                self._failure = f"port {self.port} lost mid-run: {exc}"
-                return
+                failure = f"port {self.port} lost mid-run: {exc}"
+                break
             except Exception as exc:  # a decoder bug must not vanish with the thread: stop() reports it
-                self._failure = f"reader failed: {exc!r}"
-                return
+                failure = f"reader failed: {exc!r}"
+                break
+        else:
+            return
+        if self._thread is threading.current_thread():  # not a leftover of an earlier run
+            self._failure = failure
 
     def _read_available(self, ser: serial.Serial) -> bytes:
         """What the port holds now, or whatever arrives within READ_TIMEOUT_S."""

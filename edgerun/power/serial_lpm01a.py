@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgerun.errors import EdgerunError, InputError
+from edgerun.errors import EdgerunError, InputError, ProbeUnavailable
 from edgerun.power.serial_base import LineSplitter, SerialMeter, stream_times_ns
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Lpm01aProbe(SerialMeter):
         self._completed = False
 
     def _command(self, ser: serial.Serial, command: str) -> list[str]:
-        """Send ``command``; return the lines that followed its ack. Raises EdgerunError on error or silence."""
+        """Send ``command``; return the lines that followed its ack. Raises ProbeUnavailable on error or silence."""
         ser.write(f"{command}\r\n".encode("ascii"))
         deadline = time.monotonic() + COMMAND_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -110,8 +110,8 @@ class Lpm01aProbe(SerialMeter):
                     return lines[i + 1 :]
                 if answer == "error":
                     detail = " ".join(lines[i:]).replace(PROMPT, "").strip()
-                    raise EdgerunError(f"LPM01A on {self.port} refused {command!r}: {detail}")
-        raise EdgerunError(
+                    raise ProbeUnavailable(f"LPM01A on {self.port} refused {command!r}: {detail}")
+        raise ProbeUnavailable(
             f"no 'ack {command}' from {self.port} within {COMMAND_TIMEOUT_S} s: is it an LPM01A at {self.baud} baud "
             "(the firmware help assumes 3686400)?"
         )
@@ -121,7 +121,7 @@ class Lpm01aProbe(SerialMeter):
         try:
             self._command(ser, "htc")
             self._command(ser, "hrc")
-        except EdgerunError as exc:
+        except ProbeUnavailable as exc:
             return str(exc)
         return None
 

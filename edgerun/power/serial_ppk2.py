@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from edgerun.errors import EdgerunError, InputError
+from edgerun.errors import InputError, ProbeUnavailable
 from edgerun.power.serial_base import SerialMeter, read_until, stream_times_ns
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ class Ppk2Probe(SerialMeter):
     def _begin(self, ser: serial.Serial) -> None:
         text = self._metadata(ser)
         if text is None:
-            raise EdgerunError(f"{self.port} did not answer the PPK2 metadata request (0x19 ... END)")
+            raise ProbeUnavailable(f"{self.port} did not answer the PPK2 metadata request (0x19 ... END)")
         self.calibration = Ppk2Calibration.from_metadata(text)
         self._reset()
         b1, b2 = source_voltage_bytes(self.voltage_mv)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgerun.errors import EdgerunError, InputError
+from edgerun.errors import InputError, ProbeUnavailable
 from edgerun.power.serial_base import SerialMeter
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class RdtechUmProbe(SerialMeter):
         self._reset()
         reason = self._identify(ser)
         if reason is not None:
-            raise EdgerunError(reason)
+            raise ProbeUnavailable(reason)
 
     def _step(self, ser: serial.Serial) -> None:
         t0 = time.perf_counter()
