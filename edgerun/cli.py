@@ -4,6 +4,7 @@
     edgerun info ARTIFACT           what an artifact is: format, precision, IO, ops, provenance
     edgerun run ARTIFACT            one inference on an input file (or a bundled sample)
     edgerun profiles                list device profiles; --detect says which one this machine is
+    edgerun doctor                  what this machine offers: engines, providers, probes, thermal
 
 Exit codes: 0 every verdict passed; 1 a verdict failed or an artifact errored;
 2 usage error; 3 nothing failed but some verdict was not valid (too few samples).
@@ -337,6 +338,17 @@ def _profile_dict(p: Any) -> dict[str, Any]:
     }
 
 
+# --- doctor -----------------------------------------------------------------------------
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edgerun.doctor import diagnose, render
+
+    report = diagnose()
+    print(json.dumps(report, indent=1) if args.json else render(report))
+    return EXIT_PASS
+
+
 # --- parser -----------------------------------------------------------------------------
 
 
@@ -438,6 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect", action="store_true", help="detect this machine's profile")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_profiles)
+    d = sub.add_parser(
+        "doctor",
+        help="what this machine offers: engines, providers, probes, thermal",
+        description="List engines and providers, power probes (available or why not), thermal "
+        "sources, memory-peak support and the detected device profile.",
+    )
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.set_defaults(func=cmd_doctor)
     return parser
 
 

@@ -79,3 +79,18 @@ def test_errors_exit_nonzero_with_a_message(tmp_path: Path):
     assert proc.stderr.startswith("edgerun: error: ") and "no such file" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "edgerun.cli", "bench", "--runs", "x"], capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid int value" in proc.stderr
+
+
+def test_doctor_lists_engines_probes_and_reasons(capsys):
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    engines = {e["engine"]: e for e in report["engines"]}
+    assert engines["onnx"]["available"] and "CPUExecutionProvider" in engines["onnx"]["providers"]
+    assert engines["litert"]["available"]
+    probes = {p["name"]: p for p in report["probes"]}
+    assert probes["estimate"]["available"] and "estimate" in probes["estimate"]["reason"]
+    for p in probes.values():  # every probe that is not available says why
+        assert p["available"] or len(p["reason"]) > 10
+    assert report["profile"]["name"] and report["profile"]["reason"]
+    assert main(["doctor"]) == 0
+    assert "power probes" in capsys.readouterr().out
