@@ -127,6 +127,30 @@ PROBES: list[ProbeFactory] = [
 ]
 
 
+# Serial meters: named "<meter>:<port>[@baud]" (e.g. "ppk2:/dev/ttyACM0", "ina219-csv:/dev/ttyUSB0@115200").
+SERIAL_METERS = {
+    "ina219-csv": ("edgerun.power.serial_ina219", "Ina219CsvProbe"),
+    "rdtech-um": ("edgerun.power.serial_um", "RdtechUmProbe"),
+    "ppk2": ("edgerun.power.serial_ppk2", "Ppk2Probe"),
+    "lpm01a": ("edgerun.power.serial_lpm01a", "Lpm01aProbe"),
+}
+
+
+def _serial_probe(spec: str) -> PowerProbe | None:
+    """Build a serial meter probe from "<meter>:<port>[@baud]", or None if spec names no meter."""
+    meter, sep, rest = spec.partition(":")
+    if not sep or meter not in SERIAL_METERS:
+        return None
+    port, _, baud = rest.partition("@")
+    if not port:
+        raise ProbeUnavailable(f"serial meter {meter!r} needs a port: {meter}:/dev/ttyUSB0[@baud]")
+    import importlib
+
+    module, cls = SERIAL_METERS[meter]
+    probe: PowerProbe = getattr(importlib.import_module(module), cls)(port, int(baud) if baud else None)
+    return probe
+
+
 def probe_names() -> list[str]:
     """The names select_probe() accepts, in discovery order."""
     return [factory.name for factory in PROBES]
@@ -168,9 +192,11 @@ def select_probe(
     factories = {f.name: f for f in PROBES}
     if name is not None:
         factory = factories.get(name)
-        if factory is None:
-            raise ProbeUnavailable(f"unknown power probe {name!r}; known: {', '.join(factories)}")
-        probe = factory.build(Path(root), run, profile)
+        serial = _serial_probe(name) if factory is None else None
+        if factory is None and serial is None:
+            known = ", ".join([*factories, *(f"{m}:PORT" for m in SERIAL_METERS)])
+            raise ProbeUnavailable(f"unknown power probe {name!r}; known: {known}")
+        probe = serial if serial is not None else factories[name].build(Path(root), run, profile)
         availability = _check(probe)
         if not availability.available:
             raise ProbeUnavailable(f"power probe {name!r} is not available here: {availability.reason}")

@@ -403,8 +403,14 @@ def measure_energy(
     """
     if windows < 1 or window_s <= 0 or idle_s <= 0:
         raise ValueError(f"need windows >= 1, window_s > 0, idle_s > 0; got {windows}, {window_s}, {idle_s}")
+    # A probe's first sample arrives a moment after start() (a thread's first poll, a meter's
+    # first line), and its last one a moment before stop(): settle for a few sample periods
+    # on both sides so the measured windows lie inside the trace instead of overhanging it.
+    rate_hz = getattr(probe, "rate_hz", None) or getattr(probe, "sample_rate_hz", None) or 10.0
+    settle_s = max(0.1, 3.0 / float(rate_hz))
     probe.start()
     try:
+        time.sleep(settle_s)
         idle_spans = [_idle_span(idle_s)]
         run_spans = []
         for _ in range(windows):
@@ -412,6 +418,7 @@ def measure_energy(
             inferences = int(run_for(window_s))
             run_spans.append((start_ns, time.perf_counter_ns(), inferences))
         idle_spans.append(_idle_span(idle_s))
+        time.sleep(settle_s)
     finally:
         trace = probe.stop()
     return report_from_trace(trace, idle_spans, run_spans)
