@@ -13,6 +13,7 @@ Exit codes: 0 every verdict passed; 1 a verdict failed or an artifact errored;
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -21,6 +22,10 @@ from typing import Any
 from edgerun.errors import EdgerunError
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_VALID = 0, 1, 2, 3
+
+# Subsystems that add their own subcommands: each module has ``register(subparsers)``
+# and imports nothing heavy at module level (its command functions import lazily).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _err(msg: str) -> None:
@@ -458,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.set_defaults(func=cmd_doctor)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
