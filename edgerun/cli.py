@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="edgerun",
-        description=__doc__.split("\n\n")[0],
+        description="edgerun: on-device inference runtime and benchmark harness for edge medical AI.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run `edgerun COMMAND --help` for a command's options.",
     )
