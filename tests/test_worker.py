@@ -112,34 +112,18 @@ def _hanging_onnx(path: Path) -> Path:
     return path
 
 
-def test_a_model_that_hangs_the_engine_fails_alone(tmp_path: Path, tiny_onnx: Path):
+def test_a_model_that_hangs_the_engine_fails_alone_among_five(tmp_path: Path):
+    """Five artifacts, one of which never returns from the engine: four results and one clear failure."""
     hang = _hanging_onnx(tmp_path / "hang.onnx")
+    names = ["digits-fp32.onnx", "digits-int8.onnx", None, "digits-fp32.tflite", "digits-int8.tflite"]
+    paths = [str(hang) if n is None else str(DEMO_DIR / n) for n in names]
     out = tmp_path / "r.json"
-    code = main(
-        [
-            "bench",
-            str(hang),
-            str(tiny_onnx),
-            "--runs",
-            "700",
-            "--min-seconds",
-            "0",
-            "--warmup-seconds",
-            "0",
-            "--hard-ms",
-            "1000",
-            "--timeout",
-            "10",
-            "--no-energy",
-            "-q",
-            "--json",
-            str(out),
-        ]
-    )
+    fast = ["--runs", "100", "--min-seconds", "0", "--warmup-seconds", "0", "--percentile", "90", "--hard-ms", "1000"]
+    code = main(["bench", *paths, *fast, "--timeout", "8", "--no-energy", "-q", "--json", str(out)])
     results = json.loads(out.read_text())["results"]
-    assert [r["status"] for r in results] == ["error", "ok"]
-    assert results[0]["error"]["type"] == "WorkerTimeout"
-    assert results[1]["overall"] == "pass"
+    assert [r["status"] for r in results] == ["ok", "ok", "error", "ok", "ok"]
+    assert results[2]["error"]["type"] == "WorkerTimeout" and "8 s" in results[2]["error"]["message"]
+    assert all(r["overall"] == "pass" for i, r in enumerate(results) if i != 2)
     assert code == EXIT_FAIL
 
 
