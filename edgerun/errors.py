@@ -15,7 +15,13 @@ is kept for debugging.
     │   └── InferenceError     the engine raised while running a model
     ├── ProfileError           an unknown or malformed device profile
     ├── ProbeUnavailable       a power probe the user named cannot be used here (says why)
-    └── BenchError             a benchmark could not produce a result
+    ├── BenchError             a benchmark could not produce a result
+    ├── PolicyError            a fallback policy is invalid: names the field and what was expected
+    ├── DeadlineExceeded       a call ran out of budget: a hard-budget miss, or the remote cut at the deadline
+    └── RemoteError            the remote (cloud) route failed: error status, transport error
+        ├── RemoteUnavailable  no request was sent: circuit open, auth latched off, no slot or budget left
+        ├── RemoteAuthError    the server refused the credentials (401/403); remote stays off until reconfigured
+        └── ProtocolError      the server's answer broke the protocol or the local model's output signature
 
 ``InputError`` is also a ``ValueError`` so that generic callers that expect the
 numpy convention keep working.
@@ -26,15 +32,21 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "BenchError",
+    "DeadlineExceeded",
     "EdgerunError",
     "EngineError",
     "EngineUnavailable",
     "InferenceError",
     "InputError",
     "IntegrityError",
+    "PolicyError",
     "ProbeUnavailable",
     "ProfileError",
+    "ProtocolError",
     "ProviderUnavailable",
+    "RemoteAuthError",
+    "RemoteError",
+    "RemoteUnavailable",
 ]
 
 
@@ -80,3 +92,31 @@ class ProbeUnavailable(EdgerunError):
 
 class BenchError(EdgerunError):
     """A benchmark could not produce a result."""
+
+
+class PolicyError(EdgerunError, ValueError):
+    """A fallback policy is invalid; the message names the field and what was expected."""
+
+
+class DeadlineExceeded(EdgerunError, TimeoutError):
+    """A call ran out of budget: a hard-budget miss, or a remote call cut at the call's deadline."""
+
+
+class RemoteError(EdgerunError):
+    """The remote (cloud) route failed. ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteUnavailable(RemoteError):
+    """No request was sent: circuit open, auth latched off, no concurrency slot or budget left."""
+
+
+class RemoteAuthError(RemoteError):
+    """The server refused the credentials (401/403); the remote route stays off until reconfigured."""
+
+
+class ProtocolError(RemoteError):
+    """The server's answer broke the Open Inference Protocol or the local model's output signature."""

@@ -1,0 +1,409 @@
+"""RemoteClient: Open Inference Protocol (KServe V2) REST client for one model on one endpoint.
+
+Works against Triton, KServe, Seldon MLServer, OpenVINO Model Server and
+``edgerun serve``. JSON tensors always; Triton's binary tensors when the server
+lists ``binary_tensor_data`` in ``GET v2`` (policy ``binary_data="auto"``). Every
+answer is checked against the local model's output signature before anyone sees it.
+
+Deadlines: the caller passes an absolute deadline (``time.perf_counter_ns``); every
+wait (a concurrency slot, a connection, the exchange, a backoff) is bounded by
+what is left of it, so a call never runs past it, however the server misbehaves.
+
+Retries: only connect errors, 502/503/504 and 429 (Retry-After honoured), at most
+``max_attempts`` tries, full-jitter backoff capped at ``backoff_cap_ms``, and only
+when the time left after the pause still covers the remote's recent p95 plus the
+headroom. In house: the stop rule is about the caller's deadline and the measured
+remote latency, which is most of what a retry library would be configured with.
+
+The I/O runs on one event-loop thread per client; the sync methods hand work to
+it and wait at most the time left. 401/403 latch the remote off until
+``reconfigure``/a new client: retrying bad credentials only leaks attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import random
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from time import perf_counter_ns
+from typing import Any
+
+import numpy as np
+
+from edgerun.artifact import TensorSpec
+from edgerun.errors import DeadlineExceeded, InputError, ProtocolError, RemoteAuthError, RemoteError, RemoteUnavailable
+from edgerun.fallback import oip, transport
+from edgerun.fallback.audit import AuditRecord
+from edgerun.fallback.breaker import CircuitBreaker
+from edgerun.fallback.discovery import ServerInfo, discover
+from edgerun.fallback.metrics import FallbackMetrics, LatencyWindow
+from edgerun.fallback.policy import FallbackPolicy, is_loopback_url
+
+__all__ = ["RemoteClient"]
+
+_RETRY_STATUS = (429, 502, 503, 504)
+_OUTER_GRACE_S = 0.05  # the loop thread enforces the deadline; this only guards a starved loop
+
+
+@dataclass(frozen=True)
+class _Request:
+    request_id: str
+    body: bytes
+    header_length: int | None
+    sha256: str
+    reason: str
+
+
+class _Retry(Exception):
+    def __init__(self, error: RemoteError, retry_after_s: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error, self.retry_after_s = error, retry_after_s
+
+
+class RemoteClient:
+    """Thread-safe; owns an event-loop thread and a connection pool. ``close()`` when done."""
+
+    def __init__(
+        self,
+        policy: FallbackPolicy,
+        inputs: Sequence[TensorSpec],
+        outputs: Sequence[TensorSpec],
+        metrics: FallbackMetrics | None = None,
+    ) -> None:
+        if not policy.remote_enabled or policy.endpoint is None:
+            raise RemoteUnavailable(f"fallback policy mode {policy.mode!r} allows no remote calls")
+        self.policy = policy
+        self.endpoint = policy.endpoint.rstrip("/")
+        self.inputs, self.outputs = tuple(inputs), tuple(outputs)
+        known = {t.name for t in self.inputs}
+        unknown = sorted(set(policy.allowed_inputs or ()) - known)
+        if unknown:
+            raise InputError(f"allowed_inputs names {unknown}, which the model lacks; its inputs are {sorted(known)}")
+        self.metrics = metrics or FallbackMetrics()
+        self.breaker = CircuitBreaker(policy.breaker_failure_threshold, policy.breaker_reset_s)
+        self.metrics.breaker_state = lambda: self.breaker.state
+        self.latency = LatencyWindow(policy.latency_window, policy.latency_max_age_s)
+        self.latched: str | None = None  # why the remote is off until reconfigured
+        self.info: ServerInfo | None = None
+        self._ssl = transport.ssl_context(policy.ca_bundle, policy.client_cert, policy.client_key)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="edgerun-fallback-io", daemon=True)
+        self._thread.start()
+        self._submit(self._open()).result(timeout=10)
+
+    async def _open(self) -> None:
+        from edgerun import __version__
+
+        cap = self.policy.max_concurrent_remote
+        self._http = transport.make_client(self._ssl, cap, f"edgerun/{__version__}")
+        self._slots = asyncio.Semaphore(cap)
+
+    def _submit(self, coro: Any) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self._submit(self._http.aclose()).result(timeout=2)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=2)
+
+    def __enter__(self) -> RemoteClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- what the router asks before it tries ------------------------------------------
+
+    def unavailable(self) -> str | None:
+        """Why no request may go out now (latched off, circuit open), or None."""
+        if self.latched:
+            return f"remote off: {self.latched}"
+        if self.breaker.state == "open":
+            return f"circuit open (retry in {self.breaker.retry_in_s():.1f} s)"
+        return None
+
+    def expected_ns(self) -> int:
+        """The remote's recent p95 round trip (0 when nothing is known yet)."""
+        return self.latency.quantile_ns(0.95) or 0
+
+    # --- sync API ------------------------------------------------------------------------
+
+    def probe(self, timeout_s: float = 2.0) -> ServerInfo:
+        """Ask the server once, outside the request path: extensions, the model's name and signature."""
+        deadline_ns = perf_counter_ns() + int(timeout_s * 1e9)
+        return self._wait(self._ensure_info(deadline_ns), deadline_ns, "probe")
+
+    def infer(self, feeds: Mapping[str, np.ndarray], deadline_ns: int, reason: str) -> dict[str, np.ndarray]:
+        """Send the model inputs; return the outputs, validated against the local signature."""
+        why = self.unavailable()
+        if why is not None:  # before encoding anything: an open circuit answers at once
+            raise RemoteUnavailable(f"not sent: {why}")
+        return self._wait(self._call(feeds, deadline_ns, reason, 0.0), deadline_ns, "infer")
+
+    def start(
+        self, feeds: Mapping[str, np.ndarray], deadline_ns: int, reason: str, delay_s: float = 0.0
+    ) -> concurrent.futures.Future[dict[str, np.ndarray]]:
+        """Like infer, but returns a future at once; the request leaves after ``delay_s`` (a hedge)."""
+        return self._submit(self._call(feeds, deadline_ns, reason, delay_s))
+
+    def _wait(self, coro: Any, deadline_ns: int, what: str) -> Any:
+        fut = self._submit(coro)
+        remaining_s = max(0.0, (deadline_ns - perf_counter_ns()) / 1e9)
+        try:
+            return fut.result(timeout=remaining_s + _OUTER_GRACE_S)
+        except concurrent.futures.TimeoutError as exc:
+            fut.cancel()
+            raise DeadlineExceeded(f"remote {what} to {self.endpoint} still running at the deadline") from exc
+
+    # --- the call ----------------------------------------------------------------------
+
+    async def _call(self, feeds: Mapping[str, np.ndarray], deadline_ns: int, reason: str, delay_s: float) -> Any:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        info = await self._ensure_info(deadline_ns)
+        req = self._encode(feeds, info.binary, reason)
+        t0 = perf_counter_ns()
+        outputs = await self._attempts(req, info, deadline_ns)
+        self.latency.add(perf_counter_ns() - t0)
+        return outputs
+
+    async def _ensure_info(self, deadline_ns: int) -> ServerInfo:
+        if self.latched:
+            raise RemoteUnavailable(f"remote off: {self.latched}")
+        if self.info is None:
+            try:
+                self.info = await discover(self, deadline_ns)
+            except RemoteAuthError as exc:
+                self.latched = f"the server refused the credentials ({exc})"
+                raise
+        return self.info
+
+    def _encode(self, feeds: Mapping[str, np.ndarray], binary: bool, reason: str) -> _Request:
+        allowed = self.policy.allowed_inputs
+        chosen: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            if allowed is not None and spec.name not in allowed:
+                continue  # minimisation: never sent, whatever the caller passed
+            array = np.asarray(feeds[spec.name])
+            if self.policy.redactor is not None:
+                redacted = np.asarray(self.policy.redactor(spec.name, array))
+                if redacted.shape != array.shape or redacted.dtype != array.dtype:
+                    raise InputError(
+                        f"redactor changed input {spec.name!r} from {array.dtype}{list(array.shape)} to "
+                        f"{redacted.dtype}{list(redacted.shape)}; it must keep shape and dtype"
+                    )
+                array = redacted
+            chosen[spec.name] = array
+        request_id = uuid.uuid4().hex
+        outputs = [{"name": t.name, "parameters": {"binary_data": True}} for t in self.outputs] if binary else None
+        head: dict[str, Any] = {"id": request_id, **({"outputs": outputs} if outputs else {})}
+        body, header_length = oip.encode_body(head, chosen, "inputs", binary)
+        if len(body) > self.policy.max_payload_bytes:
+            raise RemoteUnavailable(
+                f"not sent: the request is {len(body)} bytes, over max_payload_bytes {self.policy.max_payload_bytes}"
+            )
+        return _Request(request_id, body, header_length, hashlib.sha256(body).hexdigest(), reason)
+
+    async def _attempts(self, req: _Request, info: ServerInfo, deadline_ns: int) -> dict[str, np.ndarray]:
+        last: _Retry | None = None
+        for attempt in range(1, self.policy.max_attempts + 1):
+            if last is not None:
+                pause_s = self._backoff_s(attempt, last.retry_after_s)
+                left_ns = deadline_ns - perf_counter_ns() - int(pause_s * 1e9)
+                if left_ns < self.expected_ns() + self.policy.min_remote_headroom_ms * 1e6:
+                    break  # a retry could not finish in time: never past the deadline
+                self.metrics.count("retries")
+                await asyncio.sleep(pause_s)
+            headers = self.headers()
+            await self._take_slot(deadline_ns)
+            try:
+                if not self.breaker.allow():
+                    if last is not None:
+                        break
+                    raise RemoteUnavailable(f"not sent: {self.unavailable() or 'circuit half-open, probe in flight'}")
+                return await self._attempt(req, info, attempt, headers, deadline_ns)
+            except _Retry as exc:
+                last = exc
+            finally:
+                self._slots.release()
+        assert last is not None
+        raise last.error
+
+    async def _take_slot(self, deadline_ns: int) -> None:
+        """The bulkhead: wait for one of max_concurrent_remote slots, never past the deadline."""
+        left_s = (deadline_ns - perf_counter_ns()) / 1e9
+        try:
+            if left_s <= 0:
+                raise asyncio.TimeoutError
+            await asyncio.wait_for(self._slots.acquire(), left_s)
+        except asyncio.TimeoutError:
+            self.metrics.attempt("no-slot", 0)
+            raise RemoteUnavailable(
+                f"not sent: all {self.policy.max_concurrent_remote} remote slots stayed busy until the deadline"
+            ) from None
+
+    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
+        cap_ms = min(self.policy.backoff_cap_ms, self.policy.backoff_base_ms * 2 ** (attempt - 2))
+        pause_s = random.uniform(0, cap_ms) / 1e3  # full jitter (AWS Builders' Library)
+        return max(pause_s, retry_after_s or 0.0)
+
+    async def _attempt(
+        self, req: _Request, info: ServerInfo, attempt: int, headers: dict[str, str], deadline_ns: int
+    ) -> dict[str, np.ndarray]:
+        t0, stamp = perf_counter_ns(), datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        outcome, status, sent = "transport-error", None, 0
+        try:
+            reply = await self._exchange(req, info, headers, deadline_ns)
+            sent, status = len(req.body), reply.status
+            outcome = "ok" if status == 200 else f"http-{status}"
+            outputs = self._judge(reply, req)
+            self.breaker.success()
+            return outputs
+        except ProtocolError:
+            outcome = "protocol-error"
+            self.breaker.failure()
+            raise
+        except (_Retry, RemoteError):
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            self.breaker.release()
+            raise
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            outcome, sent = "deadline", len(req.body)
+            self.breaker.failure()
+            raise DeadlineExceeded(f"remote call to {self.endpoint} cut at the deadline (attempt {attempt})") from exc
+        except Exception as exc:
+            outcome = transport.classify(exc) or "transport-error"
+            raise self._transport_failure(outcome, exc, req) from exc
+        finally:
+            self._audit(req, info, attempt, outcome, status, sent, stamp, t0)
+
+    def _transport_failure(self, outcome: str, exc: Exception, req: _Request) -> Exception:
+        self.breaker.failure()
+        if outcome == "deadline":
+            return DeadlineExceeded(f"remote call to {self.endpoint} timed out at the deadline")
+        error = RemoteError(f"{outcome} talking to {self.endpoint}: {transport.describe(exc)}")
+        return _Retry(error) if outcome == "connect-error" else error
+
+    async def _exchange(
+        self, req: _Request, info: ServerInfo, headers: dict[str, str], deadline_ns: int
+    ) -> transport.Reply:
+        left_s = (deadline_ns - perf_counter_ns()) / 1e9
+        if left_s <= 0:
+            raise asyncio.TimeoutError
+        headers = dict(headers)
+        if req.header_length is None:
+            headers["Content-Type"] = "application/json"
+        else:
+            headers["Content-Type"] = "application/octet-stream"
+            headers[oip.HEADER_LENGTH] = str(req.header_length)
+        coro = transport.request(
+            self._http,
+            "POST",
+            info.infer_url,
+            body=req.body,
+            headers=headers,
+            timeout_s=left_s,
+            connect_timeout_s=self.policy.connect_timeout_ms / 1e3,
+        )
+        return await asyncio.wait_for(coro, left_s)
+
+    def headers(self) -> dict[str, str]:
+        """Request headers: the bearer token only over https or to this machine; nothing else identifying."""
+        headers: dict[str, str] = {}
+        provider = self.policy.token_provider
+        if provider is not None and (self.endpoint.startswith("https://") or is_loopback_url(self.endpoint)):
+            try:
+                token = provider()
+            except Exception as exc:  # the provider is the integrator's code; never echo what it said
+                raise RemoteUnavailable(f"not sent: the token provider raised {type(exc).__name__}") from None
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _judge(self, reply: transport.Reply, req: _Request) -> dict[str, np.ndarray]:
+        status = reply.status
+        if status == 200:
+            length = reply.headers.get(oip.HEADER_LENGTH.lower())
+            try:
+                header_length = None if length is None else int(length)
+            except ValueError as exc:
+                raise ProtocolError(f"{oip.HEADER_LENGTH} is {length!r}, expected an integer") from exc
+            head, binary = oip.parse_body(reply.body, header_length)
+            if head.get("id") not in (None, req.request_id):
+                raise ProtocolError(f"response id {head.get('id')!r} does not echo request id {req.request_id!r}")
+            return oip.check_outputs(oip.decode_tensors(head.get("outputs"), binary, "outputs"), self.outputs)
+        message = f"{self.endpoint} answered {status}: {_error_text(reply.body)}"
+        if status in (401, 403):
+            self.breaker.release()
+            self.latched = f"the server refused the credentials ({status}); reconfigure to retry"
+            raise RemoteAuthError(message, status)
+        if status >= 500:
+            self.breaker.failure()
+        else:
+            self.breaker.release()  # a client error says nothing about the server's health
+        if status in _RETRY_STATUS:
+            raise _Retry(RemoteError(message, status), _retry_after_s(reply.headers.get("retry-after")))
+        raise RemoteError(message, status)
+
+    def _audit(
+        self,
+        req: _Request,
+        info: ServerInfo,
+        attempt: int,
+        outcome: str,
+        status: int | None,
+        sent: int,
+        stamp: str,
+        t0: int,
+    ) -> None:
+        self.metrics.attempt(outcome, sent)
+        sink = self.policy.audit_sink
+        if sink is None:
+            return
+        sink(
+            AuditRecord(
+                time_utc=stamp,
+                endpoint=self.endpoint,
+                model=info.model,
+                model_version=self.policy.model_version,
+                request_id=req.request_id,
+                reason=req.reason,
+                attempt=attempt,
+                outcome=outcome,
+                status=status,
+                bytes_sent=sent,
+                payload_sha256=req.sha256,
+                duration_ms=round((perf_counter_ns() - t0) / 1e6, 3),
+            )
+        )
+
+
+def _error_text(body: bytes) -> str:
+    """The server's {"error": ...} message, shortened; never more than 200 characters of anything."""
+    import json
+
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        message = None
+    text = str(message) if message is not None else body[:200].decode("utf-8", "replace")
+    return text[:200] or "(empty body)"
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is ignored: a clock skew could make it anything)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

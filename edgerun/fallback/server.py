@@ -1,0 +1,358 @@
+"""``edgerun serve``: a reference Open Inference Protocol server for edgerun artifacts.
+
+The development stand-in for Triton / KServe / MLServer / OVMS, and the target of
+the fallback tests. Starlette + uvicorn (the ``serve`` extra). It serves the
+*model* (the engine session: inputs and outputs as the model file has them), not
+the manifest's pre/post-processing, exactly as a serving engine hosting the same
+ONNX or TFLite file would; the client pre- and post-processes on the device.
+
+Endpoints (OIP REST): ``GET v2/health/live``, ``GET v2/health/ready``, ``GET v2``,
+``GET v2/models/{m}[/versions/{v}]``, ``GET .../ready``, ``POST .../infer``, and
+Triton's ``POST v2/repository/index`` so a client can find the one model served.
+JSON and binary tensors both ways; ``{"error": ...}`` bodies with 400 (bad
+request), 401 (token), 404 (unknown model), 413 (too large), 500 (the engine
+failed); bearer-token auth on everything but health; TLS and mTLS through
+uvicorn. Requests run concurrently; inference runs in worker threads.
+
+``faults`` is a test hook set from Python (never from a request): delay, status,
+and corrupt answers (wrong shape, dtype or name, bad JSON, wrong binary header
+length). ``stats`` counts requests and the most in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgerun.errors import EdgerunError, ProtocolError
+from edgerun.fallback import oip
+
+__all__ = ["Faults", "ReferenceServer", "ServerStats", "serve_in_thread"]
+
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Misbehaviour for tests; replace ``server.faults`` whole to change it."""
+
+    delay_s: float = 0.0
+    status: int | None = None  # answer every infer with this status and an {"error"} body
+    retry_after_s: float | None = None
+    corrupt: str | None = None  # "shape" | "dtype" | "name" | "json" | "header-length"
+
+
+@dataclass
+class ServerStats:
+    requests: int = 0
+    infer_requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    auth_headers_seen: list[str] = field(default_factory=list)  # "present"/"absent", never the value
+    body_sha256: list[str] = field(default_factory=list)  # what arrived, to check the client's audit
+    input_names: list[list[str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Model:
+    name: str
+    version: str
+    platform: str
+    runtime: Any  # edgerun.runtime.Runtime: its session runs the model
+
+    def metadata(self) -> dict[str, Any]:
+        def spec(t: Any) -> dict[str, Any]:
+            return {
+                "name": t.name,
+                "datatype": oip.datatype_of(t.dtype),
+                "shape": [-1 if d is None else d for d in t.shape],
+            }
+
+        art = self.runtime.artifact
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.platform,
+            "inputs": [spec(t) for t in art.inputs],
+            "outputs": [spec(t) for t in art.outputs],
+        }
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers or {}
+
+
+class ReferenceServer:
+    """Loads artifacts and builds the ASGI app (``self.app``)."""
+
+    def __init__(
+        self,
+        artifacts: Sequence[str | Path],
+        token: str | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        threads: int | None = None,
+    ) -> None:
+        from edgerun import __version__
+        from edgerun.runtime import load
+
+        self.version = __version__
+        self.models: dict[str, _Model] = {}
+        for path in artifacts:
+            rt = load(path, threads=threads)
+            platform = "onnxruntime_onnx" if rt.artifact.format == "onnx" else "litert_tflite"
+            self.models[rt.artifact.name] = _Model(rt.artifact.name, "1", platform, rt)
+        self.token = token
+        self.max_request_bytes = max_request_bytes
+        self.faults = Faults()
+        self.stats = ServerStats()
+        self.app = self._build_app()
+
+    # --- app -------------------------------------------------------------------------------
+
+    def _build_app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        m, v = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
+        routes = [
+            Route("/v2/health/live", self._wrap(self._live, auth=False)),
+            Route("/v2/health/ready", self._wrap(self._live, auth=False)),
+            Route("/v2", self._wrap(self._server_meta)),
+            Route("/v2/repository/index", self._wrap(self._index), methods=["POST"]),
+        ]
+        for prefix in (m, v):
+            routes += [
+                Route(prefix, self._wrap(self._model_meta)),
+                Route(prefix + "/ready", self._wrap(self._model_ready)),
+                Route(prefix + "/infer", self._wrap(self._infer), methods=["POST"]),
+            ]
+        return Starlette(routes=routes)
+
+    def _wrap(self, handler: Any, auth: bool = True) -> Any:
+        from starlette.responses import JSONResponse
+
+        async def endpoint(request: Any) -> Any:
+            self.stats.requests += 1
+            try:
+                if auth:
+                    self._authorize(request.headers.get("authorization"))
+                return await handler(request)
+            except _HTTPError as exc:
+                return JSONResponse({"error": str(exc)}, exc.status, headers=exc.headers)
+
+        return endpoint
+
+    def _authorize(self, header: str | None) -> None:
+        self.stats.auth_headers_seen.append("present" if header else "absent")
+        if self.token is None:
+            return
+        scheme, _, given = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise _HTTPError(401, "missing or invalid bearer token", {"WWW-Authenticate": 'Bearer realm="edgerun"'})
+
+    def _model(self, request: Any) -> _Model:
+        name, version = request.path_params["model"], request.path_params.get("version")
+        model = self.models.get(name)
+        if model is None or version not in (None, model.version):
+            raise _HTTPError(404, f"unknown model {name!r} version {version!r}; served: {sorted(self.models)}")
+        return model
+
+    async def _live(self, request: Any) -> Any:
+        from starlette.responses import Response
+
+        return Response(status_code=200)
+
+    async def _server_meta(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(
+            {"name": "edgerun", "version": self.version, "extensions": ["binary_tensor_data", "model_repository"]}
+        )
+
+    async def _index(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse([{"name": m.name, "version": m.version, "state": "READY"} for m in self.models.values()])
+
+    async def _model_meta(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self._model(request).metadata())
+
+    async def _model_ready(self, request: Any) -> Any:
+        from starlette.responses import Response
+
+        self._model(request)
+        return Response(status_code=200)
+
+    # --- infer -----------------------------------------------------------------------------
+
+    async def _infer(self, request: Any) -> Any:
+        model = self._model(request)
+        self.stats.infer_requests += 1
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            faults = self.faults
+            if faults.delay_s:
+                await asyncio.sleep(faults.delay_s)
+            if faults.status is not None:
+                extra = {} if faults.retry_after_s is None else {"Retry-After": f"{faults.retry_after_s:g}"}
+                raise _HTTPError(faults.status, f"injected fault: status {faults.status}", extra)
+            body = await self._read_body(request)
+            self.stats.body_sha256.append(hashlib.sha256(body).hexdigest())
+            head, feeds, binary_out = _parse_infer(model, body, request.headers.get(oip.HEADER_LENGTH), self.stats)
+            outputs = await _run(model, feeds)
+            return _answer(model, head.get("id"), outputs, binary_out, faults.corrupt)
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _read_body(self, request: Any) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_request_bytes:
+            raise _HTTPError(413, f"request of {declared} bytes is over the {self.max_request_bytes}-byte limit")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_request_bytes:
+                raise _HTTPError(413, f"request is over the {self.max_request_bytes}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _parse_infer(
+    model: _Model, body: bytes, header_length: str | None, stats: ServerStats
+) -> tuple[dict[str, Any], list[Any], bool]:
+    """(request header, feeds in the model's input order, whether to answer with binary tensors)."""
+    try:
+        length = None if header_length is None else int(header_length)
+        head, binary = oip.parse_body(body, length)
+        tensors = {t.name: t for t in oip.decode_tensors(head.get("inputs"), binary, "inputs")}
+    except (ValueError, ProtocolError) as exc:
+        raise _HTTPError(400, f"bad request: {exc}") from exc
+    stats.input_names.append(sorted(tensors))
+    specs = model.runtime.artifact.inputs
+    if sorted(tensors) != sorted(t.name for t in specs):
+        raise _HTTPError(400, f"inputs are {sorted(tensors)}, model {model.name!r} takes {[t.name for t in specs]}")
+    feeds = []
+    for spec in specs:
+        t = tensors[spec.name]
+        expected = oip.datatype_of(spec.dtype)
+        shape_ok = len(t.shape) == len(spec.shape) and all(s is None or s == d for d, s in zip(t.shape, spec.shape))
+        if t.datatype != expected or not shape_ok:
+            raise _HTTPError(400, f"input {spec.name!r} is {t.datatype}{list(t.shape)}, expected {spec.describe()}")
+        array = t.array
+        if spec.dtype == "str":  # the engine takes str objects
+            array = np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(array)
+        feeds.append(array)
+    wanted = head.get("outputs") or []
+    params = head.get("parameters") or {}
+    binary_out = bool(params.get("binary_data_output")) or any(
+        isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data") for o in wanted
+    )
+    return head, feeds, binary_out
+
+
+async def _run(model: _Model, feeds: list[Any]) -> dict[str, np.ndarray]:
+    from starlette.concurrency import run_in_threadpool
+
+    session = model.runtime.pipeline.session
+    try:
+        outs = await run_in_threadpool(session.run, feeds)
+    except EdgerunError as exc:
+        raise _HTTPError(500, f"inference failed: {exc}") from exc
+    return {t.name: np.asarray(o) for t, o in zip(session.outputs, outs)}
+
+
+def _answer(model: _Model, request_id: Any, outputs: dict[str, np.ndarray], binary: bool, corrupt: str | None) -> Any:
+    from starlette.responses import Response
+
+    if corrupt == "shape":
+        outputs = {k: v.reshape(1, *v.shape) for k, v in outputs.items()}
+    elif corrupt == "dtype":
+        outputs = {k: v.astype(np.float64) if v.dtype.kind == "f" else v.astype(np.int64) for k, v in outputs.items()}
+    elif corrupt == "name":
+        outputs = {f"{k}_renamed": v for k, v in outputs.items()}
+    head: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if request_id is not None:
+        head["id"] = request_id
+    body, header_length = oip.encode_body(head, outputs, "outputs", binary)
+    headers = {}
+    if header_length is not None:
+        headers[oip.HEADER_LENGTH] = str(header_length + (3 if corrupt == "header-length" else 0))
+    if corrupt == "json":
+        body = b'{"model_name": "' + body[:20]
+    media = "application/octet-stream" if binary else "application/json"
+    return Response(body, 200, headers=headers, media_type=media)
+
+
+# --- running it ------------------------------------------------------------------------------
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket; port 0 picks a free one (read it back with getsockname)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must say TCP: asyncio sets TCP_NODELAY only on sockets that do, and without it
+    # Nagle plus delayed ACKs add 40 ms to every keep-alive response on Linux.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_server(app: Any, tls: dict[str, Any] | None = None, log_level: str = "warning") -> Any:
+    import ssl
+
+    import uvicorn
+
+    tls = dict(tls or {})
+    if tls.get("ssl_ca_certs"):
+        tls["ssl_cert_reqs"] = ssl.CERT_REQUIRED  # mTLS: a client without a certificate is refused
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=1, **tls
+    )
+    return uvicorn.Server(config)
+
+
+@contextmanager
+def serve_in_thread(
+    server: ReferenceServer, host: str = "127.0.0.1", port: int = 0, tls: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """Run the server on a thread for the ``with`` block; yields its base URL."""
+    sock = bind(host, port)
+    srv = uvicorn_server(server.app, tls)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, name="edgerun-serve", daemon=True)
+    thread.start()
+    t_end = time.monotonic() + 10
+    while not srv.started and thread.is_alive() and time.monotonic() < t_end:
+        time.sleep(0.005)
+    if not srv.started:
+        raise RuntimeError("the reference server did not start within 10 s")
+    scheme = "https" if tls else "http"
+    where = f"[{host}]" if ":" in host else host
+    try:
+        yield f"{scheme}://{where}:{sock.getsockname()[1]}"
+    finally:
+        server.faults = Faults()
+        srv.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+
+
+def metadata_json(server: ReferenceServer) -> str:
+    return json.dumps({name: m.metadata() for name, m in server.models.items()}, indent=1)

@@ -1,0 +1,117 @@
+"""The HTTP layer: the one module that imports the HTTP client library.
+
+httpx2 (pydantic's maintained fork of httpx, same API): an ``AsyncClient`` with
+our own ``ssl.SSLContext`` (verification always on, TLS >= 1.2, optional CA
+bundle and client certificate for mTLS), no redirects (a redirect could carry a
+bearer token somewhere else), no proxies or certificates from the environment
+(``trust_env=False``: where medical inputs go is the policy's decision alone),
+and a connection pool no larger than the concurrency cap.
+
+httpx timeouts are per phase, not per call (encode/httpx#1450), so callers bound
+each request with ``asyncio.wait_for`` as well; ``classify`` turns the library's
+exceptions into the outcome words that the audit record and the breaker use.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2 as httpx
+
+from edgerun.errors import PolicyError, ProtocolError
+
+__all__ = ["MAX_RESPONSE_BYTES", "Reply", "classify", "make_client", "request", "ssl_context"]
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a server cannot make us buffer more than this
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def ssl_context(ca_bundle: str | None, client_cert: str | None, client_key: str | None) -> ssl.SSLContext:
+    """Verification on, hostname checked, TLS 1.2 or newer (NIST SP 800-52r2)."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca_bundle)
+        if client_cert is not None:
+            ctx.load_cert_chain(client_cert, client_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise PolicyError(
+            f"fallback policy: cannot load TLS files (ca_bundle={ca_bundle!r}, client_cert={client_cert!r}, "
+            f"client_key={client_key!r}): {exc}; expected PEM files"
+        ) from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def make_client(ctx: ssl.SSLContext, max_connections: int, user_agent: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        verify=ctx,
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        headers={"User-Agent": user_agent},
+    )
+
+
+async def request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    body: bytes | None,
+    headers: dict[str, str],
+    timeout_s: float,
+    connect_timeout_s: float,
+) -> Reply:
+    """One HTTP exchange; the response body is read whole, up to MAX_RESPONSE_BYTES."""
+    timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+    req = client.build_request(method, url, content=body, headers=headers, timeout=timeout)
+    resp = await client.send(req, stream=True)
+    try:
+        chunks, size = [], 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise ProtocolError(f"response from {url} is larger than {MAX_RESPONSE_BYTES} bytes")
+            chunks.append(chunk)
+        return Reply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, b"".join(chunks))
+    finally:
+        await resp.aclose()
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in type(exc).__name__
+
+
+def classify(exc: Exception) -> str | None:
+    """Outcome word for a library exception, or None when it is not an HTTP-layer error.
+
+    connect-error: retryable (the request never left). tls-error: a certificate or
+    handshake failure, never retried. deadline: a timeout, which here means the
+    call's budget ran out. transport-error: the connection broke mid-exchange.
+    """
+    if not isinstance(exc, httpx.HTTPError):
+        return None
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and _tls_failure(exc):
+        return "tls-error"
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return "connect-error"
+    if isinstance(exc, httpx.TimeoutException):
+        return "deadline"
+    return "transport-error"
+
+
+def describe(exc: Any) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 300 else text[:297] + "..."
