@@ -4,10 +4,12 @@
     res = rt.run(x)          # Result(outputs, top, times, route)
 
 ``Runtime.run`` validates the raw input, runs pre -> infer -> post through the
-Pipeline (each stage timed) and returns the route the inference took. Today the
-route is always ``"local"``. The cloud fallback plugs in here: a ``Router``
-decides, per call, between the local pipeline and a remote endpoint, and only
-when the integrator opted in (medical data stays on the device by default).
+Pipeline (each stage timed) and returns the route the inference took. Without a
+fallback policy the route is always ``"local"`` and nothing leaves the device.
+With one (``load(..., fallback=FallbackPolicy(...))``), a ``Router``
+(edgerun.fallback.router) decides per call between the local pipeline and a
+remote Open Inference Protocol endpoint, as far as the policy allows, and the
+Result says the route and why (``reason``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from edgerun.pipeline import Pipeline, Prediction, StageTimes
 if TYPE_CHECKING:
     import numpy as np
 
+    from edgerun.fallback.policy import FallbackPolicy
+    from edgerun.fallback.router import Router
     from edgerun.profiles import DeviceProfile
 
 ROUTE_LOCAL = "local"
@@ -32,12 +36,17 @@ ROUTE_LOCAL = "local"
 
 @dataclass(frozen=True)
 class Result:
-    """One inference: post-processed outputs, top classes (if the manifest asks), stage times, route."""
+    """One inference: post-processed outputs, top classes (if the manifest asks), stage times, route.
+
+    With a fallback policy, ``route`` is "local", "remote" or "local-variant" and ``reason``
+    is "<code>: <why>"; on the remote route ``times.infer_ns`` is the whole remote call.
+    """
 
     outputs: dict[str, np.ndarray]
     top: tuple[Prediction, ...]
     times: StageTimes
     route: str = ROUTE_LOCAL
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ class Runtime:
         self.pipeline = pipeline
         self.profile = profile
         self.load_info = load_info
+        self.fallback: Router | None = None  # set by load(..., fallback=policy)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -72,10 +82,24 @@ class Runtime:
         """One inference on one raw input (an array, or a list/dict of arrays for multi-input models).
 
         Raises InputError for a wrong shape, dtype or non-finite value, InferenceError when
-        the engine fails.
+        the engine fails. With a fallback policy also DeadlineExceeded (a hard-budget miss, or
+        no route answered in time) and RemoteError (the remote route failed, none left to try).
         """
+        if self.fallback is not None:
+            return self.fallback.run(x)
         outputs, top, times = self.pipeline(x)
         return Result(outputs, top, times, ROUTE_LOCAL)
+
+    def close(self) -> None:
+        """Stop the fallback client's connections and thread, if there is one."""
+        if self.fallback is not None:
+            self.fallback.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         li = self.load_info
@@ -104,6 +128,7 @@ def load(
     threads: int | None = None,
     providers: tuple[str, ...] | list[str] | None = None,
     graph_optimization: str = "all",
+    fallback: FallbackPolicy | None = None,
 ) -> Runtime:
     """Load, verify and open an artifact.
 
@@ -111,6 +136,7 @@ def load(
     Threads default to the profile's (capped at this machine's usable CPUs). Providers:
     explicitly requested ones must exist (``ProviderUnavailable`` otherwise); None takes
     the profile's preferred providers that this build offers, else the engine's default.
+    ``fallback``: a FallbackPolicy (edgerun.fallback); None keeps every inference on the device.
     """
     prof = _resolve_profile(profile)
     t0 = perf_counter_ns()
@@ -130,4 +156,10 @@ def load(
     pipeline = Pipeline(artifact, session)
     t2 = perf_counter_ns()
     info = LoadInfo(t1 - t0, t2 - t1, eng.name, eng.version(), session.providers, threads)
-    return Runtime(artifact, pipeline, prof, info)
+    runtime = Runtime(artifact, pipeline, prof, info)
+    if fallback is not None:
+        from edgerun.fallback.router import Router
+
+        options = {"engine": engine, "threads": threads, "graph_optimization": graph_optimization}
+        runtime.fallback = Router(runtime, fallback, **options)
+    return runtime

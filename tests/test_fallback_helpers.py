@@ -208,3 +208,33 @@ def make_tls(tmp: Path, server_names: tuple[str, ...] = ("localhost", "127.0.0.1
 
 def deadline_in(ms: float) -> int:
     return time.perf_counter_ns() + int(ms * 1e6)
+
+
+def chain_model(path: Path, matmuls: int) -> Path:
+    """input [1,1,64,64] -> ``matmuls`` chained 64x64 MatMuls -> logits [1,10]: as slow as you like.
+
+    The same signature as the demo model, so the demo can stand in for it on a server.
+    """
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    weight = numpy_helper.from_array((np.eye(64, dtype=np.float32) * 0.999), "w")
+    shape = numpy_helper.from_array(np.array([64, 64], dtype=np.int64), "hw")
+    out_shape = numpy_helper.from_array(np.array([1, 10], dtype=np.int64), "out_shape")
+    starts = numpy_helper.from_array(np.array([0, 0], dtype=np.int64), "starts")
+    ends = numpy_helper.from_array(np.array([1, 10], dtype=np.int64), "ends")
+    nodes = [helper.make_node("Reshape", ["input", "hw"], ["h0"])]
+    for i in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("Slice", [f"h{matmuls}", "starts", "ends"], ["cut"]))
+    nodes.append(helper.make_node("Reshape", ["cut", "out_shape"], ["logits"]))
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        [weight, shape, out_shape, starts, ends],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, str(path))
+    return path

@@ -1,0 +1,162 @@
+"""Runtime.run with a fallback policy: routes, reasons, budgets, hedging, the default that sends nothing."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from test_fallback_helpers import FP32, INT8, chain_model, flaky_model, refused_url
+
+import edgerun
+from edgerun.errors import DeadlineExceeded, InferenceError, PolicyError, RemoteError
+from edgerun.fallback import FallbackPolicy, MemoryAudit
+from edgerun.fallback.server import ReferenceServer, serve_in_thread
+
+DIGIT = np.load(FP32.parent / "digits-test.npz")["x"][0].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("models")
+    return {
+        "flaky": flaky_model(tmp / "flaky.onnx"),
+        "slow": chain_model(tmp / "slow.onnx", 4000),  # ~30 ms on one core
+        "fast": chain_model(tmp / "fast.onnx", 1),
+    }
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    srv = ReferenceServer([FP32, models["fast"]], threads=1)
+    with serve_in_thread(srv) as url:
+        srv.url = url
+        yield srv
+
+
+def policy(url: str | None = None, **kw) -> FallbackPolicy:
+    if url is not None:
+        kw.setdefault("mode", "prefer-local")
+        kw.update(endpoint=url, audit_sink=kw.get("audit_sink", MemoryAudit()))
+    return FallbackPolicy(**kw)
+
+
+def feeds_of(rt, x):
+    return rt.pipeline.preprocess(x)[0]
+
+
+def test_no_policy_and_the_default_policy_send_zero_bytes_even_when_local_fails(server, models):
+    before = server.stats.requests
+    for fallback in (None, FallbackPolicy()):
+        rt = edgerun.load(models["flaky"], fallback=fallback)
+        x = np.ones((1, 1, 64, 64), np.float32)
+        with pytest.raises(InferenceError):
+            rt.run(x)
+        ok = rt.run(np.zeros((1, 1, 64, 64), np.float32))
+        assert ok.route == "local"
+        assert (rt.fallback is None) == (fallback is None)
+        if rt.fallback is not None:
+            assert rt.fallback.client is None and ok.reason.startswith("local-only")
+        else:
+            assert ok.reason == ""
+        rt.close()
+    assert server.stats.requests == before
+
+
+def test_local_failure_goes_remote_and_says_why(server, models):
+    with edgerun.load(models["flaky"], fallback=policy(server.url, model_name="digits-cnn-fp32-onnx")) as rt:
+        res = rt.run(np.ones((1, 1, 64, 64), np.float32))
+        assert res.route == "remote" and res.reason.startswith("local-error: local failed: onnxruntime failed")
+        assert res.outputs["logits"].shape == (1, 10)
+        assert rt.run(np.zeros((1, 1, 64, 64), np.float32)).route == "local"
+        stats = rt.fallback.metrics.to_dict()
+    assert stats["routes"] == {"remote": 1, "local": 1}
+    assert stats["route_reasons"]["remote:local-error"] == 1
+    assert stats["remote_attempts"] == {"ok": 1} and stats["remote_bytes_sent"] > 16384
+
+
+def test_local_p99_over_the_soft_budget_routes_remote_and_the_answer_matches(server):
+    with edgerun.load(INT8, fallback=policy(server.url, soft_budget_ms=0.001, model_name="digits-cnn-fp32-onnx")) as rt:
+        rt.fallback.client.probe()
+        first = rt.run(DIGIT)  # nothing known yet: local, late
+        assert first.route == "local" and "missed the soft budget" in first.reason
+        second = rt.run(DIGIT)
+        assert second.route == "remote"
+        assert second.reason.startswith("soft-budget-miss: local p99") and "> soft budget 0.001 ms" in second.reason
+        assert [p.index for p in second.top] == [p.index for p in first.top]
+        np.testing.assert_allclose(second.outputs["logits"], first.outputs["logits"], atol=0.02)
+        assert second.times.infer_ns > 0 and rt.fallback.metrics.counters["soft_budget_misses"] == 1
+
+
+def test_trigger_off_keeps_a_slow_device_local(server):
+    pol = policy(server.url, soft_budget_ms=0.001, fallback_on=frozenset({"local-error"}))
+    with edgerun.load(INT8, fallback=pol) as rt:
+        rt.fallback.warm_up(DIGIT, 2)
+        assert rt.run(DIGIT).route == "local"
+
+
+def test_prefer_remote_runs_here_when_the_server_is_down():
+    pol = policy(refused_url(), mode="prefer-remote", model_name="m", binary_data="never")
+    with edgerun.load(INT8, fallback=pol) as rt:
+        res = rt.run(DIGIT)
+    assert res.route == "local" and res.reason.startswith("remote-failed: remote failed: connect-error")
+    assert [r.outcome for r in pol.audit_sink] == ["connect-error", "connect-error"]  # one retry
+
+
+def test_remote_only_fails_loudly_and_never_runs_here():
+    pol = policy(refused_url(), mode="remote-only", model_name="m", binary_data="never", max_attempts=1)
+    with edgerun.load(INT8, fallback=pol) as rt, pytest.raises(RemoteError):
+        rt.run(DIGIT)
+    assert rt.fallback.metrics.to_dict()["local_latency_ms"]["count"] == 0
+
+
+def test_hard_budget_miss_raises_a_deadline_error_never_a_cloud_call(models):
+    with pytest.raises(PolicyError, match="cannot be met over a network"):
+        FallbackPolicy(mode="prefer-local", endpoint="http://127.0.0.1:1", hard_budget_ms=10, audit_sink=print)
+    with edgerun.load(models["slow"], threads=1, fallback=FallbackPolicy(hard_budget_ms=15)) as rt:
+        with pytest.raises(DeadlineExceeded, match="hard budget missed: slow took"):
+            rt.run(np.ones((1, 1, 64, 64), np.float32))
+        assert rt.fallback.metrics.counters["hard_budget_misses"] == 1
+
+
+def test_hard_budget_miss_runs_the_smaller_variant_and_later_calls_start_there(models):
+    pol = FallbackPolicy(hard_budget_ms=15, local_variants=(str(models["fast"]),))
+    x = np.ones((1, 1, 64, 64), np.float32)
+    with edgerun.load(models["slow"], threads=1, fallback=pol) as rt:
+        res = rt.run(x)
+        assert res.route == "local-variant" and res.reason.startswith("hard-budget-miss: slow took")
+        assert rt.fallback.level == 1
+        again = rt.run(x)
+        assert again.route == "local-variant" and "hard budget" not in again.reason.split("ran smaller")[0]
+        assert rt.fallback.metrics.counters["hard_budget_misses"] == 1
+
+
+def test_variants_need_a_hard_budget(models):
+    with pytest.raises(PolicyError, match="local_variants"):
+        edgerun.load(models["fast"], fallback=FallbackPolicy(local_variants=(str(models["fast"]),)))
+
+
+def test_hedge_answers_from_the_remote_when_local_is_slow(server, models):
+    pol = policy(server.url, model_name="fast", hedge_after_ms=1, binary_data="always")
+    x = np.ones((1, 1, 64, 64), np.float32)
+    with edgerun.load(models["slow"], threads=1, fallback=pol) as rt:
+        res = rt.run(x)
+        assert res.route == "remote" and res.reason.startswith("hedge: no local answer after 1 ms")
+        assert rt.fallback.metrics.counters["hedges"] == 1
+
+
+def test_hedge_never_sends_when_local_answers_first(server, models):
+    pol = policy(server.url, model_name="fast", hedge_after_ms=300, binary_data="always")
+    before = server.stats.infer_requests
+    with edgerun.load(models["fast"], fallback=pol) as rt:
+        res = rt.run(np.ones((1, 1, 64, 64), np.float32))
+        time.sleep(0.4)
+    assert res.route == "local" and "hedge cancelled" in res.reason
+    assert server.stats.infer_requests == before and not pol.audit_sink
+
+
+def test_remote_skipped_when_too_little_budget_is_left(server, models):
+    pol = policy(server.url, model_name="digits-cnn-fp32-onnx", deadline_ms=100, min_remote_headroom_ms=500)
+    with edgerun.load(models["flaky"], fallback=pol) as rt, pytest.raises(InferenceError, match="no remote fallback"):
+        rt.run(np.ones((1, 1, 64, 64), np.float32))
+    assert not pol.audit_sink
