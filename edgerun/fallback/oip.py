@@ -176,28 +176,28 @@ def _shape(entry: Mapping[str, Any], name: str) -> tuple[int, ...]:
 
 
 def _from_json(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
+    flat = _flatten(data, name)
+    if len(flat) != count:
+        raise ProtocolError(f"tensor {name!r}: shape needs {count} elements, data has {len(flat)}")
     if datatype == "BYTES":
-        flat = _flatten(data, name)
         if not all(isinstance(s, str) for s in flat):
             raise ProtocolError(f"tensor {name!r}: BYTES data must be strings")
         return _objects([s.encode("utf-8") for s in flat])
+    # Element types checked one by one: numpy would quietly turn 1.5 into an integer, or a
+    # UINT64 maximum next to a 0 into a float.
+    if datatype == "BOOL":
+        kinds, words = (bool,), "true/false"
+    elif datatype in ("FP16", "FP32", "FP64"):
+        kinds, words = (int, float), "numbers"
+    else:
+        kinds, words = (int,), "integers"
+    if not all(type(v) in kinds for v in flat):
+        bad = next(v for v in flat if type(v) not in kinds)
+        raise ProtocolError(f"tensor {name!r}: {datatype} data must be {words}, got {bad!r}")
     try:
-        loose = np.asarray(data)
-    except ValueError as exc:  # ragged nesting
-        raise ProtocolError(f"tensor {name!r}: data is not a regular nested list ({exc})") from exc
-    kind = loose.dtype.kind
-    allowed = {"BOOL": "b", "FP16": "fiu", "FP32": "fiu", "FP64": "fiu"}.get(datatype, "iu")
-    if loose.size and kind not in allowed:
-        raise ProtocolError(f"tensor {name!r}: {datatype} data must be {_KIND_WORDS[allowed]}, got {loose.dtype}")
-    if loose.size != count:
-        raise ProtocolError(f"tensor {name!r}: shape needs {count} elements, data has {loose.size}")
-    try:
-        return loose.astype(numpy_dtype(datatype).newbyteorder("="), casting="unsafe").reshape(-1)
+        return np.array(flat, dtype=numpy_dtype(datatype).newbyteorder("="))
     except OverflowError as exc:
         raise ProtocolError(f"tensor {name!r}: a value does not fit {datatype}") from exc
-
-
-_KIND_WORDS = {"b": "true/false", "fiu": "numbers", "iu": "integers"}
 
 
 def _objects(items: list[Any]) -> np.ndarray:

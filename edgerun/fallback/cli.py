@@ -1,0 +1,71 @@
+"""``edgerun serve``: registered through ``edgerun.cli.COMMAND_MODULES``.
+
+Nothing heavy at import: the server module (starlette, uvicorn, the engines) is
+imported inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser(
+        "serve",
+        help="serve artifacts over the Open Inference Protocol (cloud-fallback stand-in)",
+        description="Serve edgerun artifacts over the Open Inference Protocol (KServe V2 REST): JSON and "
+        "binary tensors, bearer-token auth, TLS. The development stand-in for Triton / KServe / MLServer / "
+        "OVMS and the target of `edgerun run --fallback-url`. Needs the serve extra: pip install 'edgerun[serve]'.",
+    )
+    s.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="model file, manifest or bundle folder")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    s.add_argument("--token", help="require this bearer token (visible in `ps`: prefer --token-file)")
+    s.add_argument("--token-file", help="read the required bearer token from this file")
+    s.add_argument("--tls-cert", help="PEM certificate chain: serve https")
+    s.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    s.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates signed by it (mTLS)")
+    s.add_argument(
+        "--max-request-bytes", type=int, default=16 * 1024 * 1024, help="refuse larger requests with 413 (16 MiB)"
+    )
+    s.add_argument("--threads", type=int, help="intra-op threads per model")
+    s.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    s.set_defaults(func=cmd_serve)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file:
+        return Path(args.token_file).read_text(encoding="utf-8").strip()
+    return args.token or os.environ.get("EDGERUN_SERVE_TOKEN")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("edgerun: error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    try:
+        from edgerun.fallback.server import ReferenceServer, bind, uvicorn_server
+    except ImportError as exc:
+        print(
+            f"edgerun: error: edgerun serve needs the serve extra ({exc}): pip install 'edgerun[serve]'",
+            file=sys.stderr,
+        )
+        return 2
+    server = ReferenceServer(args.artifacts, _token(args), args.max_request_bytes, args.threads)
+    tls = None
+    if args.tls_cert:
+        tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key, "ssl_ca_certs": args.tls_client_ca}
+    sock = bind(args.host, args.port)
+    scheme = "https" if tls else "http"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    base = f"{scheme}://{host}:{sock.getsockname()[1]}"
+    for name in server.models:
+        print(f"serving {name} at {base}/v2/models/{name}", flush=True)
+    if tls is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("edgerun: warning: plain http on a non-loopback address; clients will refuse it", file=sys.stderr)
+    uvicorn_server(server.app, tls, args.log_level).run(sockets=[sock])
+    return 0
