@@ -16,6 +16,10 @@ is kept for debugging.
     ├── ProfileError           an unknown or malformed device profile
     ├── ProbeUnavailable       a power probe the user named cannot be used here (says why)
     ├── BenchError             a benchmark could not produce a result
+    ├── SerialError            a serial-attached device (wearable firmware, MLPerf Tiny DUT) failed us
+    │   ├── PortUnavailable    the serial port is missing, busy or not permitted (says which and what to do)
+    │   ├── HandshakeError     the firmware's handshake is missing or incompatible (version, sample format)
+    │   └── DutError           a DUT's reply was malformed, an ``e-[...]`` error, or never came
     ├── PolicyError            a fallback policy is invalid: names the field and what was expected
     ├── DeadlineExceeded       a call ran out of budget: a hard-budget miss, or the remote cut at the deadline
     └── RemoteError            the remote (cloud) route failed: error status, transport error
@@ -33,13 +37,16 @@ __all__ = [
     "ArtifactError",
     "BenchError",
     "DeadlineExceeded",
+    "DutError",
     "EdgerunError",
     "EngineError",
     "EngineUnavailable",
+    "HandshakeError",
     "InferenceError",
     "InputError",
     "IntegrityError",
     "PolicyError",
+    "PortUnavailable",
     "ProbeUnavailable",
     "ProfileError",
     "ProtocolError",
@@ -47,6 +54,7 @@ __all__ = [
     "RemoteAuthError",
     "RemoteError",
     "RemoteUnavailable",
+    "SerialError",
 ]
 
 
@@ -120,3 +128,19 @@ class RemoteAuthError(RemoteError):
 
 class ProtocolError(RemoteError):
     """The server's answer broke the Open Inference Protocol or the local model's output signature."""
+
+
+class SerialError(EdgerunError):
+    """A serial-attached device (wearable firmware in host mode, an MLPerf Tiny DUT) failed us."""
+
+
+class PortUnavailable(SerialError):
+    """A serial port would not open: missing, busy, not permitted or not a tty; the message says what to do."""
+
+
+class HandshakeError(SerialError):
+    """The firmware's version handshake is missing or incompatible with the host or the model."""
+
+
+class DutError(SerialError):
+    """An EEMBC / MLPerf Tiny DUT replied malformed, answered ``e-[...]``, or did not answer in time."""
