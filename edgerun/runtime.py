@@ -160,6 +160,7 @@ def load(
     if fallback is not None:
         from edgerun.fallback.router import Router
 
-        options = {"engine": engine, "threads": threads, "graph_optimization": graph_optimization}
-        runtime.fallback = Router(runtime, fallback, **options)
+        runtime.fallback = Router(
+            runtime, fallback, engine=engine, threads=threads, graph_optimization=graph_optimization
+        )
     return runtime

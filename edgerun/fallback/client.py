@@ -343,7 +343,7 @@ class RemoteClient:
             if head.get("id") not in (None, req.request_id):
                 raise ProtocolError(f"response id {head.get('id')!r} does not echo request id {req.request_id!r}")
             return oip.check_outputs(oip.decode_tensors(head.get("outputs"), binary, "outputs"), self.outputs)
-        message = f"{self.endpoint} answered {status}: {_error_text(reply.body)}"
+        message = f"{self.endpoint} answered {status}: {transport.error_text(reply.body)}"
         if status in (401, 403):
             self.breaker.release()
             self.latched = f"the server refused the credentials ({status}); reconfigure to retry"
@@ -353,7 +353,7 @@ class RemoteClient:
         else:
             self.breaker.release()  # a client error says nothing about the server's health
         if status in _RETRY_STATUS:
-            raise _Retry(RemoteError(message, status), _retry_after_s(reply.headers.get("retry-after")))
+            raise _Retry(RemoteError(message, status), transport.retry_after_s(reply.headers.get("retry-after")))
         raise RemoteError(message, status)
 
     def _audit(
@@ -387,23 +387,3 @@ class RemoteClient:
                 duration_ms=round((perf_counter_ns() - t0) / 1e6, 3),
             )
         )
-
-
-def _error_text(body: bytes) -> str:
-    """The server's {"error": ...} message, shortened; never more than 200 characters of anything."""
-    import json
-
-    try:
-        message = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        message = None
-    text = str(message) if message is not None else body[:200].decode("utf-8", "replace")
-    return text[:200] or "(empty body)"
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    """Retry-After in seconds (the HTTP-date form is ignored: a clock skew could make it anything)."""
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None

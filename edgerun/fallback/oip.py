@@ -185,6 +185,7 @@ def _from_json(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
         return _objects([s.encode("utf-8") for s in flat])
     # Element types checked one by one: numpy would quietly turn 1.5 into an integer, or a
     # UINT64 maximum next to a 0 into a float.
+    kinds: tuple[type, ...]
     if datatype == "BOOL":
         kinds, words = (bool,), "true/false"
     elif datatype in ("FP16", "FP32", "FP64"):

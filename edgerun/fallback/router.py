@@ -147,15 +147,17 @@ class Router:
         assert self._pool is not None and self.policy.hedge_after_ms is not None
         remote = self.client.start(self._named(feeds), deadline_ns, "hedge", self.policy.hedge_after_ms / 1e3)
         local = self._pool.submit(pipe.timed_infer, feeds)
-        pending, failed = {local, remote}, {}
+        pending: set[concurrent.futures.Future[Any]] = {local, remote}
+        failed: dict[concurrent.futures.Future[Any], BaseException] = {}
         while pending:
             left_s = max(0.0, (deadline_ns - perf_counter_ns()) / 1e9)
             done, pending = concurrent.futures.wait(pending, left_s, concurrent.futures.FIRST_COMPLETED)
             if not done:
                 break
             for fut in done:
-                if fut.exception() is not None:
-                    failed[fut] = fut.exception()
+                error = fut.exception()
+                if error is not None:
+                    failed[fut] = error
                 elif fut is local:
                     sent = not remote.cancel()  # cancel() is False once the remote request has finished
                     outs, infer_ns = local.result()

@@ -14,6 +14,7 @@ exceptions into the outcome words that the audit record and the breaker use.
 
 from __future__ import annotations
 
+import json
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,17 @@ import httpx2 as httpx
 
 from edgerun.errors import PolicyError, ProtocolError
 
-__all__ = ["MAX_RESPONSE_BYTES", "Reply", "classify", "make_client", "request", "ssl_context"]
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "Reply",
+    "classify",
+    "describe",
+    "error_text",
+    "make_client",
+    "request",
+    "retry_after_s",
+    "ssl_context",
+]
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a server cannot make us buffer more than this
 
@@ -115,3 +126,21 @@ def classify(exc: Exception) -> str | None:
 def describe(exc: Any) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) < 300 else text[:297] + "..."
+
+
+def error_text(body: bytes) -> str:
+    """The server's {"error": ...} message, shortened; never more than 200 characters of anything."""
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        message = None
+    text = str(message) if message is not None else body[:200].decode("utf-8", "replace")
+    return text[:200] or "(empty body)"
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is ignored: a clock skew could make it anything)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

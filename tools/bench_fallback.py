@@ -1,0 +1,171 @@
+"""What the fallback client adds over a bare HTTP request, and what the reference server sustains.
+
+    python tools/bench_fallback.py [--requests 1000] [--seconds 3] [--concurrency 8] [--binary always|never]
+
+Starts ``edgerun serve`` on the bundled FP32 demo model in a subprocess on loopback,
+then:
+
+1. overhead: the same inference request, alternately as a bare ``httpx2.Client``
+   POST of pre-encoded bytes (nothing else) and as ``RemoteClient.infer`` (encode,
+   request id, breaker, bulkhead, deadline, event-loop hand-off, decode, validation
+   against the local signature, audit record), ``--requests`` of each, interleaved so
+   that drift hits both alike. Prints median and p99 of each and of the difference.
+2. throughput: ``--concurrency`` async connections posting pre-encoded requests for
+   ``--seconds``; prints requests per second and the latency the server gave them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgerun.artifact import load_artifact  # noqa: E402
+from edgerun.fallback import FallbackPolicy, oip  # noqa: E402
+from edgerun.fallback.client import RemoteClient  # noqa: E402
+
+FP32 = ROOT / "edgerun" / "demo" / "digits-fp32.onnx"
+MODEL = "digits-cnn-fp32-onnx"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, int(np.ceil(q / 100 * len(ordered))) - 1)]
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgerun.cli", "serve", str(FP32), "--port", "0", "--threads", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"at (http://127\.0\.0\.1:\d+)/", line)
+    if not match:
+        proc.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return proc, match.group(1)
+
+
+def wait_ready(url: str) -> None:
+    import httpx2
+
+    for _ in range(200):
+        try:
+            if httpx2.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            time.sleep(0.05)
+    raise SystemExit("server never became ready")
+
+
+def request_bytes(x: np.ndarray, binary: bool) -> tuple[bytes, dict[str, str]]:
+    outputs = [{"name": "logits", "parameters": {"binary_data": True}}] if binary else None
+    head = {"id": "bench", **({"outputs": outputs} if outputs else {})}
+    body, header_length = oip.encode_body(head, {"input": x}, "inputs", binary)
+    headers = {"Content-Type": "application/octet-stream" if binary else "application/json"}
+    if header_length is not None:
+        headers[oip.HEADER_LENGTH] = str(header_length)
+    return body, headers
+
+
+def overhead(url: str, x: np.ndarray, n: int, binary: bool) -> dict[str, list[float]]:
+    import httpx2
+
+    art = load_artifact(ROOT / "edgerun" / "demo" / "digits-int8.onnx")
+    policy = FallbackPolicy(
+        mode="remote-only",
+        endpoint=url,
+        model_name=MODEL,
+        binary_data="always" if binary else "never",
+        audit_sink=lambda record: None,
+        deadline_ms=5000,
+    )
+    body, headers = request_bytes(x, binary)
+    infer_url = f"{url}/v2/models/{MODEL}/infer"
+    times: dict[str, list[float]] = {"bare": [], "client": []}
+    with httpx2.Client(trust_env=False) as bare, RemoteClient(policy, art.inputs, art.outputs) as client:
+        for _ in range(20):  # warm both connections and the server's session
+            bare.post(infer_url, content=body, headers=headers).read()
+            client.infer({"input": x}, time.perf_counter_ns() + int(5e9), "bench")
+        for i in range(2 * n):
+            t0 = time.perf_counter_ns()
+            if i % 2 == 0:
+                response = bare.post(infer_url, content=body, headers=headers)
+                response.read()
+                assert response.status_code == 200
+            else:
+                client.infer({"input": x}, time.perf_counter_ns() + int(5e9), "bench")
+            times["bare" if i % 2 == 0 else "client"].append((time.perf_counter_ns() - t0) / 1e6)
+    return times
+
+
+async def throughput(
+    url: str, x: np.ndarray, seconds: float, concurrency: int, binary: bool
+) -> tuple[int, list[float]]:
+    import httpx2
+
+    body, headers = request_bytes(x, binary)
+    infer_url = f"{url}/v2/models/{MODEL}/infer"
+    latencies: list[float] = []
+    limits = httpx2.Limits(max_connections=concurrency)
+    async with httpx2.AsyncClient(limits=limits, trust_env=False, timeout=10) as client:
+        end = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < end:
+                t0 = time.perf_counter_ns()
+                response = await client.post(infer_url, content=body, headers=headers)
+                assert response.status_code == 200
+                latencies.append((time.perf_counter_ns() - t0) / 1e6)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies), latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=1000, help="requests per side for the overhead (default 1000)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="throughput run length (default 3 s)")
+    ap.add_argument("--concurrency", type=int, default=8, help="throughput connections (default 8)")
+    ap.add_argument("--binary", choices=("always", "never"), default="always", help="tensor encoding")
+    args = ap.parse_args()
+    binary = args.binary == "always"
+    x = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
+    proc, url = start_server()
+    try:
+        wait_ready(url)
+        times = overhead(url, x, args.requests, binary)
+        diff = [c - b for b, c in zip(times["bare"], times["client"])]
+        print(f"loopback {url}, model {MODEL}, {'binary' if binary else 'JSON'} tensors, n={args.requests} each")
+        for name, values in (("bare httpx2 POST", times["bare"]), ("RemoteClient.infer", times["client"])):
+            print(f"  {name:<20} median {statistics.median(values):7.3f} ms   p99 {pct(values, 99):7.3f} ms")
+        overhead_p99 = pct(times["client"], 99) - pct(times["bare"], 99)
+        print(
+            f"  {'client overhead':<20} median {statistics.median(diff):7.3f} ms   "
+            f"p99 {overhead_p99:7.3f} ms  (median of paired differences; difference of p99s)"
+        )
+        count, lat = asyncio.run(throughput(url, x, args.seconds, args.concurrency, binary))
+        print(
+            f"server throughput     {count / args.seconds:7.1f} req/s with {args.concurrency} connections "
+            f"for {args.seconds:g} s (latency median {statistics.median(lat):.2f} ms, p99 {pct(lat, 99):.2f} ms)"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
