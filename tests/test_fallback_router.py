@@ -160,3 +160,24 @@ def test_remote_skipped_when_too_little_budget_is_left(server, models):
     with edgerun.load(models["flaky"], fallback=pol) as rt, pytest.raises(InferenceError, match="no remote fallback"):
         rt.run(np.ones((1, 1, 64, 64), np.float32))
     assert not pol.audit_sink
+
+
+def test_when_both_routes_fail_the_error_names_both(models):
+    pol = policy(refused_url(), model_name="m", binary_data="never", max_attempts=1)
+    with edgerun.load(models["flaky"], fallback=pol) as rt, pytest.raises(RemoteError) as err:
+        rt.run(np.ones((1, 1, 64, 64), np.float32))
+    assert "connect-error" in str(err.value) and "after the local run failed: onnxruntime failed" in str(err.value)
+
+
+def test_silent_server_on_a_predicted_miss_still_gets_a_local_answer():
+    from test_fallback_helpers import silent_listener
+
+    with silent_listener() as listener:
+        pol = policy(listener.url, model_name="m", binary_data="never", soft_budget_ms=0.001, deadline_ms=50)
+        with edgerun.load(INT8, fallback=pol) as rt:
+            rt.fallback.warm_up(DIGIT)
+            t0 = time.perf_counter()
+            res = rt.run(DIGIT)
+            elapsed_ms = (time.perf_counter() - t0) * 1e3
+    assert res.route == "local" and "at the deadline" in res.reason
+    assert 45 < elapsed_ms < 200 and listener.accepted == 1

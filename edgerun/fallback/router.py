@@ -113,8 +113,8 @@ class Router:
             if why_not is None:
                 try:
                     return self._remote(pipe, feeds, t0, t_pre, deadline_ns, "soft-budget-miss", detail)
-                except RemoteError as exc:
-                    why_not = f"remote failed: {exc}"
+                except (RemoteError, DeadlineExceeded) as exc:
+                    why_not = f"remote failed: {exc}"  # a late local answer beats none
             return self._local(pipe, feeds, t0, t_pre, "remote-failed", f"{detail}; {why_not}; ran here")
         if self._pool is not None and self._remote_blocked(deadline_ns) is None:
             return self._hedged(pipe, feeds, t0, t_pre, deadline_ns)
@@ -131,7 +131,10 @@ class Router:
         why_not = self._remote_blocked(deadline_ns)
         if why_not is not None:
             raise type(exc)(f"{exc} (no remote fallback: {why_not})") from exc
-        return self._remote(pipe, feeds, t0, t_pre, deadline_ns, "local-error", f"local failed: {exc}")
+        try:
+            return self._remote(pipe, feeds, t0, t_pre, deadline_ns, "local-error", f"local failed: {exc}")
+        except (RemoteError, DeadlineExceeded) as remote_exc:
+            raise type(remote_exc)(f"{remote_exc} (after the local run failed: {exc})") from remote_exc
 
     def _prefer_remote(self, pipe: Pipeline, feeds: list[Any], t0: int, t_pre: int, deadline_ns: int) -> Result:
         why_not = self._remote_blocked(deadline_ns)
