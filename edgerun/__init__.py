@@ -14,8 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edgerun.errors import (
+    AccuracyGateError,
     ArtifactError,
     BenchError,
+    CompressError,
     DeadlineExceeded,
     DutError,
     EdgerunError,
@@ -31,6 +33,7 @@ from edgerun.errors import (
     ProfileError,
     ProtocolError,
     ProviderUnavailable,
+    RecipeError,
     RemoteAuthError,
     RemoteError,
     RemoteUnavailable,
@@ -40,9 +43,11 @@ from edgerun.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccuracyGateError",
     "ArtifactError",
     "BenchError",
     "Budget",
+    "CompressError",
     "DeadlineExceeded",
     "DutError",
     "EdgerunError",
@@ -58,6 +63,7 @@ __all__ = [
     "ProfileError",
     "ProtocolError",
     "ProviderUnavailable",
+    "RecipeError",
     "RemoteAuthError",
     "RemoteError",
     "RemoteUnavailable",

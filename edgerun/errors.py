@@ -22,10 +22,13 @@ is kept for debugging.
     │   └── DutError           a DUT's reply was malformed, an ``e-[...]`` error, or never came
     ├── PolicyError            a fallback policy is invalid: names the field and what was expected
     ├── DeadlineExceeded       a call ran out of budget: a hard-budget miss, or the remote cut at the deadline
-    └── RemoteError            the remote (cloud) route failed: error status, transport error
-        ├── RemoteUnavailable  no request was sent: circuit open, auth latched off, no slot or budget left
-        ├── RemoteAuthError    the server refused the credentials (401/403); remote stays off until reconfigured
-        └── ProtocolError      the server's answer broke the protocol or the local model's output signature
+    ├── RemoteError            the remote (cloud) route failed: error status, transport error
+    │   ├── RemoteUnavailable  no request was sent: circuit open, auth latched off, no slot or budget left
+    │   ├── RemoteAuthError    the server refused the credentials (401/403); remote stays off until reconfigured
+    │   └── ProtocolError      the server's answer broke the protocol or the local model's output signature
+    └── CompressError          a compression run failed (edgerun.compress)
+        ├── RecipeError        a recipe is malformed: names the bad key and what was expected
+        └── AccuracyGateError  an exported variant lost more accuracy than the recipe's gate allows
 
 ``InputError`` is also a ``ValueError`` so that generic callers that expect the
 numpy convention keep working.
@@ -34,8 +37,10 @@ numpy convention keep working.
 from __future__ import annotations
 
 __all__ = [
+    "AccuracyGateError",
     "ArtifactError",
     "BenchError",
+    "CompressError",
     "DeadlineExceeded",
     "DutError",
     "EdgerunError",
@@ -51,6 +56,7 @@ __all__ = [
     "ProfileError",
     "ProtocolError",
     "ProviderUnavailable",
+    "RecipeError",
     "RemoteAuthError",
     "RemoteError",
     "RemoteUnavailable",
@@ -144,3 +150,15 @@ class HandshakeError(SerialError):
 
 class DutError(SerialError):
     """An EEMBC / MLPerf Tiny DUT replied malformed, answered ``e-[...]``, or did not answer in time."""
+
+
+class CompressError(EdgerunError):
+    """A compression run (``edgerun compress``) failed."""
+
+
+class RecipeError(CompressError):
+    """A compression recipe is malformed; the message names the bad key and what was expected."""
+
+
+class AccuracyGateError(CompressError):
+    """An exported variant lost more accuracy than the recipe's gate allows."""

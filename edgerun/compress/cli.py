@@ -1,0 +1,64 @@
+"""``edgerun compress RECIPE``: registered through edgerun.cli.COMMAND_MODULES.
+
+Imports nothing heavy at module level: torch and the converters load inside the
+command, and a missing ``compress`` extra is a one-line message saying what to install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+from edgerun.errors import CompressError
+
+EXTRA_HINT = 'edgerun compress needs the compress extra: pip install "edgerun[compress]"'
+NEEDED = ("torch", "torch_pruning", "onnx", "sklearn")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compress",
+        help="run a compression recipe: distill, prune, quantize, export, gate, Pareto report",
+        description="Run a TOML compression recipe (grammar: docs/compress.md). Every exported artifact is "
+        "measured through edgerun's runtime and must pass the recipe's accuracy gate; the run ends with "
+        "the size / accuracy / latency table and a Pareto plot.",
+    )
+    p.add_argument("recipe", type=Path, help="the recipe TOML file")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: the recipe's out_dir)")
+    p.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="also write artifacts that fail the accuracy gate (marked failed in their manifests)",
+    )
+    p.add_argument("--check", action="store_true", help="only validate the recipe, run nothing")
+    p.set_defaults(func=cmd_compress)
+
+
+def missing_modules() -> list[str]:
+    return [m for m in NEEDED if importlib.util.find_spec(m) is None]
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from edgerun.compress.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)  # a RecipeError is reported by edgerun.cli.main
+    if args.check:
+        print(f"{args.recipe}: valid recipe {recipe.name!r}: {len(recipe.steps)} steps, {len(recipe.exports)} exports")
+        return 0
+    missing = missing_modules()
+    if missing:
+        raise CompressError(f"{EXTRA_HINT} (missing: {', '.join(missing)})")
+    from edgerun.compress.runner import run_recipe
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    result = run_recipe(recipe, args.out, keep_failed=args.keep_failed, check=False, progress=progress)
+    print(result.table)
+    if result.plot_path:
+        print(f"Pareto plot: {result.plot_path}")
+    print(f"report: {result.out_dir / 'report.json'}")
+    result.raise_for_gate()
+    return 0

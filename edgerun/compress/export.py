@@ -1,0 +1,138 @@
+"""FP32 export of a trained torch model (ONNX, TFLite) and the edgerun manifest beside it.
+
+Exports are batch 1 with BatchNorm folded: what an edge device runs. The manifest
+(docs/manifest.md) carries the pre/post-processing that edgerun's runtime applies, and
+provenance: the recipe, the parent model, and every metric the run measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgerun.artifact import Manifest, TensorSpec, inspect_model, sha256_file, write_manifest
+from edgerun.compress.data import LABELS, RAW_HW, Dataset, manifest_pipeline
+
+ONNX_OPSET = 17
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Mute the converters' Python warnings, INFO/WARNING records and tqdm bars / prints."""
+    logging.disable(logging.WARNING)
+    try:
+        with (
+            warnings.catch_warnings(),
+            open(os.devnull, "w") as null,
+            contextlib.redirect_stdout(null),
+            contextlib.redirect_stderr(null),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def export_onnx(model: nn.Module, size_px: int, path: Path) -> Path:
+    """TorchScript exporter (dynamo=False): a plain opset-17 graph, fixed batch 1."""
+    sample = torch.zeros(1, 1, size_px, size_px)
+    with quiet():
+        torch.onnx.export(
+            model.eval(),
+            (sample,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    strip_onnx_noise(path)
+    return path
+
+
+def strip_onnx_noise(path: Path) -> None:
+    """Drop exporter metadata that varies between runs, so rebuilds are byte-stable."""
+    import onnx
+
+    m = onnx.load(str(path))
+    m.producer_version = ""
+    del m.metadata_props[:]
+    onnx.save(m, str(path))
+
+
+def export_tflite(model: nn.Module, size_px: int, path: Path) -> Path:
+    """litert-torch conversion (it lays the graph out NHWC internally)."""
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # our own progress lines report it
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines bypass Python logging
+    with quiet():
+        import litert_torch
+
+        edge = litert_torch.convert(model.eval(), (torch.zeros(1, 1, size_px, size_px),))
+        edge.export(str(path))
+    return path
+
+
+def created_utc() -> str:
+    """Now, or SOURCE_DATE_EPOCH when set (reproducible builds convention)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    t = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_manifest(
+    path: Path, name: str, data: Dataset, provenance: dict[str, Any], samples: str | None, precision: str = ""
+) -> Manifest:
+    """A manifest for the model file at ``path``: IO specs (and precision, unless given) read from the file.
+
+    ``precision`` is passed for TFLite int4: LiteRT reports int4 weight tensors as int8, so
+    only the producer knows.
+    """
+    info = inspect_model(path)
+    pre, post = manifest_pipeline(data)
+    if info.inputs[0].quant is not None:
+        pre.append({"op": "quantize"})
+    if info.outputs[0].quant is not None:
+        post.insert(0, {"op": "dequantize"})
+    return Manifest(
+        name=name,
+        format=info.format,
+        model_file=path.name,
+        sha256=sha256_file(path),
+        precision=precision or info.precision,
+        inputs=info.inputs,
+        outputs=info.outputs,
+        raw_inputs=(TensorSpec("image", (RAW_HW, RAW_HW), "float32"),),
+        preprocess=tuple(pre),
+        postprocess=tuple(post),
+        labels=LABELS,
+        provenance=provenance,
+        samples=samples,
+    )
+
+
+def save_manifest(manifest: Manifest, model_path: Path) -> Path:
+    return write_manifest(manifest, model_path)
+
+
+def write_samples(path: Path, x: Any, y: Any) -> None:
+    """The manifests' ``samples``: an .npz of raw inputs ``x`` and labels ``y``, byte-stable."""
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, arr in (("x", x.astype(np.float32)), ("y", y.astype(np.int64))):
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w") as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)

@@ -1,0 +1,116 @@
+"""Model zoo for compression recipes: a MobileNet-style CNN whose width and depth are knobs.
+
+``digits-cnn`` at width 1.0, depth 6 is the network of the original demo (~271k
+parameters at 64x64 input). Teachers, assistants and students of a recipe are the same
+family at different widths, which keeps layer names aligned for feature distillation
+(``features.<i>``) and lets torch-pruning remove channels from any of them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from edgerun.compress.recipe import ModelConfig
+
+# (cin, cout, stride) of the depthwise-separable blocks at width 1.0: the stem halves the
+# input, two blocks halve it again. About 35M MACs at 64x64, a millisecond per FP32
+# inference on one desktop core, so latency differences between variants are visible.
+BLOCKS = ((32, 64, 1), (64, 128, 1), (128, 128, 2), (128, 256, 1), (256, 256, 2), (256, 512, 1))
+
+
+def _fold_bn(layer: nn.Module, bn: nn.BatchNorm2d) -> None:
+    """Fold an eval-mode BatchNorm into the preceding conv/linear (output axis 0)."""
+    s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    w = layer.weight.detach()
+    b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    layer.weight = nn.Parameter(w * s.reshape(-1, *([1] * (w.dim() - 1))))
+    layer.bias = nn.Parameter((b - bn.running_mean) * s + bn.bias.detach())
+
+
+class ConvBN(nn.Module):
+    """Conv (stem or depthwise 3x3) + BatchNorm + ReLU6."""
+
+    def __init__(self, cin: int, cout: int, stride: int, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+    def fuse(self) -> None:
+        if isinstance(self.bn, nn.BatchNorm2d):
+            _fold_bn(self.conv, self.bn)
+            self.bn = nn.Identity()
+
+
+class Pointwise(nn.Module):
+    """1x1 conv written as a Linear over the channel axis of an NHWC view.
+
+    Why: the ONNX export is then a MatMul, the op onnxruntime's MatMulNBits INT4
+    quantizer handles (it skips Conv). Numerically it is a 1x1 convolution.
+    """
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.fc = nn.Linear(cin, cout, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.act(self.bn(x))
+
+    def fuse(self) -> None:
+        if isinstance(self.bn, nn.BatchNorm2d):
+            _fold_bn(self.fc, self.bn)
+            self.bn = nn.Identity()
+
+
+class DigitsNet(nn.Module):
+    """MobileNet-v1-style CNN for (N, 1, S, S) inputs; ``features.<i>`` are its layers."""
+
+    def __init__(self, cfg: ModelConfig | None = None, n_classes: int = 10):
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        blocks = [(_w(cin, cfg.width), _w(cout, cfg.width), s) for cin, cout, s in BLOCKS[: cfg.depth]]
+        layers: list[nn.Module] = [ConvBN(1, blocks[0][0], stride=2)]
+        for cin, cout, stride in blocks:
+            layers += [ConvBN(cin, cin, stride, groups=cin), Pointwise(cin, cout)]
+        self.features = nn.Sequential(*layers)
+        self.drop = nn.Dropout(0.2)
+        # 2-D Linear: exported as Gemm, which the INT4 path rewrites to MatMul + Add.
+        self.classifier = nn.Linear(blocks[-1][1], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.drop(self.features(x).mean(dim=(2, 3))))
+
+    def fused(self) -> DigitsNet:
+        """An eval-mode copy with every BatchNorm folded into its conv/linear (what gets exported)."""
+        m = copy.deepcopy(self).eval()
+        for layer in m.features:
+            layer.fuse()
+        return m
+
+
+def _w(channels: int, width: float) -> int:
+    # Multiples of 4 keep depthwise/pointwise shapes friendly to int8 kernels.
+    return max(4, int(round(channels * width / 4)) * 4)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    if cfg.arch != "digits-cnn":
+        raise ValueError(f"unknown model arch {cfg.arch!r}; expected 'digits-cnn'")
+    return DigitsNet(cfg)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero(model: nn.Module) -> int:
+    return sum(int((p != 0).sum()) for p in model.parameters())

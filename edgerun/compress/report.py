@@ -1,0 +1,108 @@
+"""The Pareto report of a compression run: one row per model (torch steps and exported files).
+
+A row is on the frontier when no other exported row is at least as good on size,
+accuracy and latency and strictly better on one: the lecture's large / medium / small /
+tiny picture, measured on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    kind: str  # "torch" (a step's model, PyTorch accuracy) or "onnx" / "tflite" (an exported file)
+    precision: str
+    parent: str
+    params: int
+    nonzero_params: int
+    size_bytes: int | None  # file size; None for torch rows
+    accuracy: float  # top-1, 0..1
+    drop_points: float | None  # vs the FP32 baseline (exports) or vs the first model (torch rows)
+    latency_p50_ms: float | None
+    gate: str  # "pass" / "FAIL" / "-"
+    kept: bool = True
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzero_params / self.params if self.params else 0.0
+
+
+def pareto(rows: list[Row]) -> set[str]:
+    """Names of the exported rows no other exported row dominates (smaller, more accurate, faster)."""
+    pts = [r for r in rows if r.kept and r.size_bytes is not None and r.latency_p50_ms is not None]
+
+    def dominates(a: Row, b: Row) -> bool:
+        ka = (a.size_bytes, -a.accuracy, a.latency_p50_ms)
+        kb = (b.size_bytes, -b.accuracy, b.latency_p50_ms)
+        return all(x <= y for x, y in zip(ka, kb)) and ka != kb  # type: ignore[operator]
+
+    return {b.name for b in pts if not any(dominates(a, b) for a in pts if a is not b)}
+
+
+def format_table(rows: list[Row]) -> str:
+    front = pareto(rows)
+    head = ("model", "kind", "prec", "params", "sparsity", "size KB", "top-1", "drop pt", "p50 ms", "gate", "pareto")
+    lines = []
+    for r in rows:
+        lines.append(
+            (
+                r.name + ("" if r.kept else " (not kept)"),
+                r.kind,
+                r.precision,
+                str(r.params),
+                f"{r.sparsity:.1%}",
+                "-" if r.size_bytes is None else f"{r.size_bytes / 1024:.1f}",
+                f"{r.accuracy:.2%}",
+                "-" if r.drop_points is None else f"{r.drop_points:+.2f}",
+                "-" if r.latency_p50_ms is None else f"{r.latency_p50_ms:.3f}",
+                r.gate,
+                "*" if r.name in front else "",
+            )
+        )
+    widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*x) for x in lines]
+    out.append(
+        "drop pt: accuracy points lost vs the source's FP32 ONNX (exports) or vs the first step (torch rows); "
+        "p50 ms: inference stage via edgerun's runtime, batch 1, 1 thread; * = on the Pareto frontier"
+    )
+    return "\n".join(out)
+
+
+def write_json(rows: list[Row], path: Path) -> None:
+    front = pareto(rows)
+    data = [asdict(r) | {"sparsity": round(r.sparsity, 4), "pareto": r.name in front} for r in rows]
+    path.write_text(json.dumps({"schema": "edgerun.compress.report", "schema_version": 1, "rows": data}, indent=2))
+
+
+def plot(rows: list[Row], path: Path, title: str) -> Path | None:
+    """Size vs accuracy scatter (marker area ~ latency), frontier drawn; None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # headless: CI and SSH sessions have no display
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    pts = [r for r in rows if r.size_bytes is not None and r.latency_p50_ms is not None]
+    front = sorted((r for r in pts if r.name in pareto(rows)), key=lambda r: r.size_bytes or 0)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in pts:
+        size_kb = (r.size_bytes or 0) / 1024
+        ax.scatter(size_kb, r.accuracy * 100, s=40 + 60 * (r.latency_p50_ms or 0), alpha=0.6)
+        ax.annotate(f"{r.name}\n{r.latency_p50_ms:.2f} ms", (size_kb, r.accuracy * 100), fontsize=7)
+    ax.plot([(r.size_bytes or 0) / 1024 for r in front], [r.accuracy * 100 for r in front], "k--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (KB, log)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{title}: Pareto frontier (marker area ~ latency)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

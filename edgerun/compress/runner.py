@@ -1,0 +1,300 @@
+"""Run a recipe end to end: steps -> exports -> runtime measurement -> gate -> write -> Pareto report.
+
+Everything is built in a staging folder first. An artifact is copied to the output
+folder only when it passes the gate (or with ``keep_failed``, marked as failed in its
+manifest), so a broken gate never leaves a usable-looking file behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgerun.errors import AccuracyGateError, CompressError
+
+from . import export as ex
+from . import quantize as q
+from .data import Dataset, load_dataset
+from .gate import GateVerdict, Measured, judge, measure_artifact
+from .recipe import ExportSpec, Recipe
+from .report import Row, format_table, plot, write_json
+from .steps import Trained, run_step
+from .train import seed_everything
+
+SAMPLES_FILE = "reference-test.npz"
+
+
+@dataclass(frozen=True)
+class Produced:
+    spec: ExportSpec
+    path: Path  # in the output folder when kept, else in the (deleted) staging folder
+    measured: Measured
+    verdict: GateVerdict
+    kept: bool
+    row: Row
+
+
+@dataclass(frozen=True)
+class RunResult:
+    out_dir: Path
+    rows: tuple[Row, ...]
+    produced: tuple[Produced, ...]
+    table: str
+    plot_path: Path | None
+
+    @property
+    def failed(self) -> tuple[Produced, ...]:
+        return tuple(p for p in self.produced if not p.verdict.passed)
+
+    def raise_for_gate(self) -> None:
+        if self.failed:
+            lines = [f"  {p.spec.file_name}: {p.verdict.reason}" for p in self.failed]
+            kept = any(p.kept for p in self.failed)
+            if kept:
+                tail = "written anyway (--keep-failed), marked failed in their manifests"
+            else:
+                tail = "not written (rerun with --keep-failed to keep them for inspection)"
+            head = f"accuracy gate failed for {len(self.failed)} artifact(s), {tail}:\n"
+            raise AccuracyGateError(head + "\n".join(lines))
+
+
+def default_out_dir(recipe: Recipe) -> Path:
+    return Path(recipe.out_dir or f"build/compress/{recipe.name}")
+
+
+def run_recipe(
+    recipe: Recipe,
+    out_dir: Path | None = None,
+    *,
+    keep_failed: bool = False,
+    check: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run every step and export; raise AccuracyGateError (after writing what passed) when ``check``."""
+    t0 = time.perf_counter()
+    log = (lambda msg: progress(f"[{time.perf_counter() - t0:7.1f}s] {msg}")) if progress else (lambda msg: None)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(recipe)
+    rng = seed_everything(recipe.seed)
+    data = load_dataset(recipe.data)
+    log(f"data: {data.description}; train {len(data.train_x)}; input {data.size_px}x{data.size_px}")
+    done: dict[str, Trained] = {}
+    for i, step in enumerate(recipe.steps, 1):
+        log(f"step {i}/{len(recipe.steps)}: {step.kind} {step.name!r}")
+        done[step.name] = run_step(step, done, data, rng, log)
+        t = done[step.name]
+        log(f"  {step.name}: {t.params} parameters, torch top-1 {t.accuracy:.2%}")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as tmp:
+        produced = _export_all(recipe, done, data, Path(tmp), out, keep_failed, log)
+    rows = _torch_rows(recipe, done) + [p.row for p in produced]
+    table = format_table(rows)
+    write_json(rows, out / "report.json")
+    png = plot(rows, out / "pareto.png", recipe.name)
+    (out / "report.txt").write_text(table + "\n")
+    log(f"done: {sum(p.kept for p in produced)} artifact(s) in {out}")
+    result = RunResult(out, tuple(rows), tuple(produced), table, png)
+    if check:
+        result.raise_for_gate()
+    return result
+
+
+def _export_all(
+    recipe: Recipe,
+    done: dict[str, Trained],
+    data: Dataset,
+    stage: Path,
+    out: Path,
+    keep_failed: bool,
+    log: Callable[[str], None],
+) -> list[Produced]:
+    ex.write_samples(stage / SAMPLES_FILE, data.test_x, data.test_y)
+    built: dict[str, tuple[Path, Measured]] = {}
+    produced = []
+    for i, spec in enumerate(recipe.exports, 1):
+        log(f"export {i}/{len(recipe.exports)}: {spec.file_name}")
+        base_path, base = _baseline(spec.source, recipe, done, data, stage, built, log)
+        path, measured = _build_measured(spec, recipe, done, data, stage, built)
+        verdict = judge(spec, recipe.gate, measured.accuracy, base.accuracy)
+        _finish_manifest(path, spec, recipe, done, data, measured, verdict, base_path)
+        log(
+            f"  {spec.file_name}: top-1 {measured.accuracy:.2%}, p50 {measured.latency_p50_ms:.3f} ms, "
+            f"gate {'pass' if verdict.passed else 'FAIL'} ({verdict.reason})"
+        )
+        kept = verdict.passed or keep_failed
+        if kept:
+            for f in (path, path.with_name(path.name + ".edgerun.json")):
+                shutil.copy2(f, out / f.name)
+            shutil.copy2(stage / SAMPLES_FILE, out / SAMPLES_FILE)
+        row = _export_row(spec, path, measured, verdict, kept, done)
+        produced.append(Produced(spec, out / path.name if kept else path, measured, verdict, kept, row))
+    return produced
+
+
+def _baseline(
+    source: str,
+    recipe: Recipe,
+    done: dict[str, Trained],
+    data: Dataset,
+    stage: Path,
+    built: dict[str, tuple[Path, Measured]],
+    log: Callable[[str], None],
+) -> tuple[Path, Measured]:
+    """The source model's FP32 ONNX export, measured through the runtime: every gate's reference."""
+    spec = ExportSpec(source=source, format="onnx", precision="fp32")
+    if spec.file_name not in built:
+        log(f"  baseline {spec.file_name}")
+        _build_measured(spec, recipe, done, data, stage, built)
+    return built[spec.file_name]
+
+
+def _build_measured(
+    spec: ExportSpec,
+    recipe: Recipe,
+    done: dict[str, Trained],
+    data: Dataset,
+    stage: Path,
+    built: dict[str, tuple[Path, Measured]],
+) -> tuple[Path, Measured]:
+    if spec.file_name in built:
+        return built[spec.file_name]
+    path = stage / spec.file_name
+    _produce(spec, recipe, done, data, stage, built, path)
+    # A first manifest so the runtime applies the right pre/post-processing; metrics come after.
+    ex.save_manifest(ex.build_manifest(path, spec.stem, data, {}, SAMPLES_FILE), path)
+    measured = measure_artifact(path, data.test_x, data.test_y)
+    built[spec.file_name] = (path, measured)
+    return path, measured
+
+
+def _produce(
+    spec: ExportSpec,
+    recipe: Recipe,
+    done: dict[str, Trained],
+    data: Dataset,
+    stage: Path,
+    built: dict[str, tuple[Path, Measured]],
+    path: Path,
+) -> None:
+    fused = getattr(done[spec.source].model, "fused", lambda: done[spec.source].model)()
+    calib = data.calibration(recipe.data.calibration_samples)
+    if spec.precision == "fp32":
+        (ex.export_onnx if spec.format == "onnx" else ex.export_tflite)(fused, data.size_px, path)
+        return
+    fp32_spec = ExportSpec(source=spec.source, format=spec.format, precision="fp32")
+    fp32, _ = _build_measured(fp32_spec, recipe, done, data, stage, built)
+    key = (spec.format, spec.precision, spec.resolved_mode)
+    makers: dict[tuple[str, str, str], Callable[[], Any]] = {
+        ("onnx", "int8", "static"): lambda: q.onnx_int8_static(fp32, path, calib),
+        ("onnx", "int8", "dynamic"): lambda: q.onnx_int8_dynamic(fp32, path),
+        ("onnx", "int4", "weight-only"): lambda: q.onnx_int4(fp32, path),
+        ("tflite", "int8", "static"): lambda: q.tflite_int8(fp32, path, calib),
+        ("tflite", "int4", "weight-only"): lambda: q.tflite_int4(fp32, path),
+    }
+    if key not in makers:
+        raise CompressError(f"[[export]] {spec.file_name}: {key} is not one of {sorted(makers)}")
+    makers[key]()
+
+
+def lineage(name: str, done: dict[str, Trained]) -> list[str]:
+    """Step names from the first ancestor to ``name`` (distillation follows its first teacher)."""
+    chain = [name]
+    while (parent := done[chain[0]].parent) is not None:
+        chain.insert(0, parent.split(",")[0])
+    return chain
+
+
+def _finish_manifest(
+    path: Path,
+    spec: ExportSpec,
+    recipe: Recipe,
+    done: dict[str, Trained],
+    data: Dataset,
+    measured: Measured,
+    verdict: GateVerdict,
+    baseline: Path,
+) -> None:
+    """Rewrite the manifest with provenance: recipe, lineage, parent, every measured metric, the gate."""
+    from edgerun.artifact import inspect_model, sha256_file
+
+    src = done[spec.source]
+    info = inspect_model(path)
+    prov: dict[str, Any] = {
+        "source_model": f"{spec.source}: {src.how}",
+        "recipe": f"{recipe.name}: {' -> '.join(lineage(spec.source, done))} -> {spec.format} {spec.precision} "
+        f"{spec.resolved_mode}".rstrip(),
+        "recipe_file": recipe.source_path or None,
+        "recipe_sha256": recipe.source_sha256 or None,
+        "tool": "edgerun compress",
+        "created_utc": ex.created_utc(),
+        "accuracy": {
+            "reference_set": data.description,
+            "metric": "top1",
+            "value": round(measured.accuracy, 4),
+            "n": measured.n,
+            "measured_with": f"edgerun runtime ({measured.engine})",
+        },
+        "metrics": {
+            "size_bytes": path.stat().st_size,
+            "parameters": info.parameter_count,
+            "parameter_dtypes": info.parameter_dtypes,
+            "weight_sparsity": round(1 - src.nonzero_params / src.params, 4),
+            "latency_p50_ms": round(measured.latency_p50_ms, 4),
+            "torch_top1": round(src.accuracy, 4),
+        },
+        "gate": verdict.to_dict(),
+    }
+    if spec.precision != "fp32" or path != baseline:
+        prov["parent_sha256"] = sha256_file(baseline)
+    name = f"{recipe.name}-{spec.stem}-{spec.format}"
+    manifest = ex.build_manifest(path, name, data, prov, SAMPLES_FILE, precision=spec.precision)
+    ex.save_manifest(manifest, path)
+
+
+def _torch_rows(recipe: Recipe, done: dict[str, Trained]) -> list[Row]:
+    first = done[recipe.steps[0].name].accuracy
+    return [
+        Row(
+            t.name,
+            "torch",
+            "fp32",
+            t.parent or "-",
+            t.params,
+            t.nonzero_params,
+            None,
+            t.accuracy,
+            (first - t.accuracy) * 100,
+            None,
+            "-",
+        )
+        for t in done.values()
+    ]
+
+
+def _export_row(
+    spec: ExportSpec, path: Path, measured: Measured, verdict: GateVerdict, kept: bool, done: dict[str, Trained]
+) -> Row:
+    from edgerun.artifact import inspect_model
+
+    info = inspect_model(path)
+    src = done[spec.source]
+    # Quantization keeps zeros zero, so the source's weight sparsity carries over to the file.
+    nonzero = info.parameter_count - round((1 - src.nonzero_params / src.params) * info.parameter_count)
+    return Row(
+        spec.file_name,
+        spec.format,
+        spec.precision,
+        spec.source,
+        info.parameter_count,
+        nonzero,
+        path.stat().st_size,
+        measured.accuracy,
+        verdict.drop_points,
+        measured.latency_p50_ms,
+        "pass" if verdict.passed else "FAIL",
+        kept,
+    )

@@ -1,0 +1,182 @@
+"""Run one recipe step (train, distill, prune, lottery, sparse-train) and return its torch model."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgerun.compress import distill as kd
+from edgerun.compress import prune as pr
+from edgerun.compress.data import Dataset
+from edgerun.compress.models import build_model, count_nonzero, count_params
+from edgerun.compress.recipe import DistillStep, LotteryStep, PruneStep, SparseTrainStep, Step, TrainStep
+from edgerun.compress.train import Progress, cross_entropy, fit, logits_of, torch_accuracy
+
+
+@dataclass
+class Trained:
+    """A step's result. Mutable on purpose: it holds a torch module."""
+
+    name: str
+    model: nn.Module
+    parent: str | None
+    accuracy: float  # PyTorch top-1 on the test split (the report's torch rows)
+    params: int
+    nonzero_params: int
+    how: str  # one line for the manifest's provenance
+
+
+def run_step(
+    step: Step, done: dict[str, Trained], data: Dataset, rng: np.random.Generator, progress: Progress
+) -> Trained:
+    if isinstance(step, TrainStep):
+        model = build_model(step.model)
+        fit(
+            model,
+            data,
+            step.train,
+            cross_entropy(model, step.train.label_smoothing),
+            rng,
+            progress=progress,
+            label=step.name,
+        )
+        how, parent = f"trained from scratch ({step.train.epochs} epochs), {step.model}", None
+    elif isinstance(step, DistillStep):
+        model, how = _distill(step, done, data, rng, progress)
+        parent = ",".join(step.teachers)
+    elif isinstance(step, PruneStep):
+        model, how = _prune(step, done[step.source].model, data, rng, progress)
+        parent = step.source
+    elif isinstance(step, LotteryStep):
+        model, parent = _lottery(step, data, rng, progress), None
+        how = (
+            f"lottery ticket: {step.rounds} rounds of {step.amount_per_round:.0%} global magnitude pruning, "
+            f"rewind to epoch {step.rewind_epoch}"
+        )
+    else:
+        model, parent = _sparse_train(step, data, rng, progress), None
+        how = (
+            f"dynamic sparse training ({step.method}, sparsity {step.sparsity:.0%}, "
+            f"update every {step.update_every_steps} steps)"
+        )
+    model.eval()
+    return Trained(
+        step.name, model, parent, torch_accuracy(model, data), count_params(model), count_nonzero(model), how
+    )
+
+
+def _distill(step: DistillStep, done: dict[str, Trained], data: Dataset, rng: np.random.Generator, progress: Progress):
+    student = build_model(step.model)
+    teachers = [done[t].model.eval() for t in step.teachers]
+    pairs = list(step.features) + list(step.attention)
+    t_tap = kd.FeatureTap(teachers[0], [p.teacher for p in pairs]) if pairs else None
+    s_tap = kd.FeatureTap(student, [p.student for p in pairs]) if pairs else None
+    adapters = _adapters(step, teachers[0], student, t_tap, s_tap, data) if step.features else nn.ModuleList()
+
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        probs = kd.aggregate_teachers(
+            [logits_of(t, x) for t in teachers], step.temperature, step.aggregation, step.teacher_weights
+        )
+        total = kd.kd_loss(student(x), probs, y, step.temperature, step.alpha_soft)
+        if not pairs:
+            return total
+        s_out, t_out = s_tap.outputs, t_tap.outputs  # type: ignore[union-attr]
+        for adapter, pair in zip(adapters, step.features):
+            total = total + pair.weight * kd.feature_loss(s_out[pair.student], t_out[pair.teacher].detach(), adapter)
+        for pair in step.attention:
+            total = total + pair.weight * kd.attention_loss(s_out[pair.student], t_out[pair.teacher].detach())
+        return total
+
+    try:
+        fit(
+            student, data, step.train, loss, rng, extra_params=adapters.parameters(), progress=progress, label=step.name
+        )
+    finally:
+        for tap in (t_tap, s_tap):
+            if tap is not None:
+                tap.close()
+    how = (
+        f"distilled from {list(step.teachers)} ({step.aggregation}), T={step.temperature:g}, "
+        f"alpha_soft={step.alpha_soft:g}, {len(step.features)} feature pairs, {len(step.attention)} attention pairs, "
+        f"{step.train.epochs} epochs, {step.model}"
+    )
+    return student, how
+
+
+def _adapters(step: DistillStep, teacher: nn.Module, student: nn.Module, t_tap, s_tap, data: Dataset) -> nn.ModuleList:
+    """One FeatureAdapter per feature pair, sized from one probe forward pass."""
+    x = torch.from_numpy(data.model_input(data.train_x[:2]))
+    with torch.no_grad():
+        teacher.eval()(x)
+        student.eval()(x)
+    return nn.ModuleList(
+        kd.FeatureAdapter(s_tap.outputs[p.student].shape[1], t_tap.outputs[p.teacher].shape[1]) for p in step.features
+    )
+
+
+def _prune(step: PruneStep, source: nn.Module, data: Dataset, rng: np.random.Generator, progress: Progress):
+    model = copy.deepcopy(source)
+    if step.method == "channels":
+        example = torch.from_numpy(data.model_input(data.train_x[:1]))
+        before = count_params(model)
+        pr.channel_prune(model.eval(), example, step.amount, step.scope)
+        how = (
+            f"channel pruning ({step.scope}, {step.amount:.0%} of channels, torch-pruning): "
+            f"{before} -> {count_params(model)} parameters"
+        )
+    else:
+        pr.magnitude_prune(model, amount=step.amount, threshold=step.threshold, scope=step.scope)
+        what = f"|w| < {step.threshold:g}" if step.threshold else f"{step.amount:.0%} ({step.scope})"
+        how = f"magnitude pruning {what}"
+    fit(model, data, step.finetune, cross_entropy(model), rng, progress=progress, label=f"{step.name} fine-tune")
+    pr.make_permanent(model)
+    return model, f"{how}, fine-tuned {step.finetune.epochs} epochs; weight sparsity {pr.weight_sparsity(model):.1%}"
+
+
+def _lottery(step: LotteryStep, data: Dataset, rng: np.random.Generator, progress: Progress) -> nn.Module:
+    model = build_model(step.model)
+    saved = {0: pr.snapshot(model)}
+
+    def keep(epoch: int) -> None:
+        if epoch == step.rewind_epoch and epoch not in saved:  # the first round's weights only
+            saved[epoch] = pr.snapshot(model)
+
+    for r in range(1, step.rounds + 1):
+        fit(
+            model,
+            data,
+            step.train,
+            cross_entropy(model),
+            rng,
+            after_epoch=keep,
+            progress=progress,
+            label=f"{step.name} round {r}",
+        )
+        pr.magnitude_prune(model, amount=step.amount_per_round, scope="global")
+        pr.rewind(model, saved[step.rewind_epoch])
+        sparsity = pr.weight_sparsity(model)
+        progress(f"{step.name}: round {r}: pruned to {sparsity:.1%} sparsity, rewound to epoch {step.rewind_epoch}")
+    fit(model, data, step.train, cross_entropy(model), rng, progress=progress, label=f"{step.name} winning ticket")
+    return pr.make_permanent(model)
+
+
+def _sparse_train(step: SparseTrainStep, data: Dataset, rng: np.random.Generator, progress: Progress) -> nn.Module:
+    model = build_model(step.model)
+    total = step.train.epochs * int(np.ceil(len(data.train_x) / step.train.batch_size))
+    dyn = pr.DynamicSparsity(model, step.sparsity, step.method, step.drop_fraction, step.update_every_steps, total, rng)
+    fit(
+        model,
+        data,
+        step.train,
+        cross_entropy(model),
+        rng,
+        after_step=dyn.after_step,
+        progress=progress,
+        label=step.name,
+    )
+    progress(f"{step.name}: {dyn.updates} {step.method} updates, sparsity held at {dyn.sparsity():.1%}")
+    return model

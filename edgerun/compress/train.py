@@ -1,0 +1,97 @@
+"""The one training loop every step uses (train, distill, fine-tune, lottery, sparse training).
+
+AdamW with a one-cycle schedule and a shift augmentation of the raw images. What
+differs between steps is the loss (``LossFn``) and what happens after each optimizer
+step (re-applying a sparsity mask, a RigL/SET update), passed in as callables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgerun.compress.data import Dataset, shift_augment
+from edgerun.compress.recipe import TrainConfig
+
+Progress = Callable[[str], None]
+
+
+class LossFn(Protocol):
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    torch.manual_seed(seed)
+    # Deterministic kernels: a recipe rerun with the same seed gives the same model.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return np.random.default_rng(seed)
+
+
+def cross_entropy(model: nn.Module, label_smoothing: float = 0.0) -> LossFn:
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+
+    return loss
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    loss_fn: LossFn,
+    rng: np.random.Generator,
+    *,
+    extra_params: Iterable[nn.Parameter] = (),
+    after_step: Callable[[int], None] | None = None,
+    after_epoch: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+    label: str = "train",
+) -> nn.Module:
+    """Train ``model`` in place for cfg.epochs; ``after_step(global_step)`` runs after each update."""
+    if cfg.epochs == 0:
+        return model.eval()
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    n = len(data.train_x)
+    steps = cfg.epochs * int(np.ceil(n / cfg.batch_size))
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+    y_all = torch.from_numpy(data.train_y)
+    step = 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        x_all = torch.from_numpy(data.model_input(shift_augment(data.train_x, rng, cfg.augment_shift_px)))
+        order = torch.from_numpy(rng.permutation(n))
+        total = 0.0
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            loss = loss_fn(x_all[idx], y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if after_step is not None:
+                after_step(step)
+            total += float(loss.item()) * len(idx)
+        if after_epoch is not None:
+            after_epoch(epoch)
+        if progress is not None:
+            progress(f"{label}: epoch {epoch}/{cfg.epochs} loss {total / n:.4f}")
+    return model.eval()
+
+
+@torch.no_grad()
+def torch_accuracy(model: nn.Module, data: Dataset) -> float:
+    """Top-1 of the PyTorch model on the test split (for the report; the gate uses exported files)."""
+    logits = model.eval()(torch.from_numpy(data.model_input(data.test_x)))
+    return float((logits.argmax(1).numpy() == data.test_y).mean())
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.eval()(x)
