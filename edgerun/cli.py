@@ -25,7 +25,12 @@ EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_VALID = 0, 1, 2, 3
 
 # Subsystems that add their own subcommands: each module has ``register(subparsers)``
 # and imports nothing heavy at module level (its command functions import lazily).
-COMMAND_MODULES: tuple[str, ...] = ("edgerun.compress.cli", "edgerun.fallback.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "edgerun.compress.cli",
+    "edgerun.fallback.cli",
+    "edgerun.targets.cli",
+    "edgerun.lab.cli",
+)
 
 
 def _err(msg: str) -> None:
@@ -127,7 +132,6 @@ def _cooldown(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edgerun.bench.report import side_by_side
     from edgerun.bench.worker import WorkerRequest, run_in_worker
     from edgerun.demo import demo_artifacts
 
@@ -135,6 +139,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not paths:
         _err("no artifact given and the bundled demo artifacts are missing (run tools/build_demo.py)")
         return EXIT_USAGE
+    if args.target:  # on a device: its own edgerun (or native binaries) makes the results
+        from edgerun.targets.cli import bench_on_target_cli, results_table
+
+        return _report_bench(args, bench_on_target_cli(args, paths), results_table)
     profile, reason, budget = _profile_and_budget(args)
     config = _bench_config(args)
     if config.energy and config.probe:
@@ -157,7 +165,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             results.append(run_in_worker(request, args.timeout or 2 * config.max_seconds + 120, progress))
         if progress is not None:
             progress.done(results[-1]["overall"].upper())
-    print(side_by_side(results))
+    return _report_bench(args, results)
+
+
+def _report_bench(args: argparse.Namespace, results: list[dict[str, Any]], table: Any = None) -> int:
+    """Print the side-by-side table (or ``table(results)``) and warnings, write --json, pick the exit code."""
+    from edgerun.bench.report import side_by_side
+
+    print((table or side_by_side)(results))
     for r in results:
         for warning in r.get("warnings", []):
             print(f"warning: {r['artifact'].get('name', r['artifact']['path'])}: {warning}", file=sys.stderr)
@@ -541,6 +556,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-process",
         action="store_true",
         help="benchmark in this process, not in a crash-isolated worker (for debugging)",
+    )
+    b.add_argument(
+        "--target",
+        metavar="URL",
+        help="benchmark on a device: ssh://[user@]host[:port] or adb://[serial] (docs/lab.md); default: here",
+    )
+    b.add_argument(
+        "--remote-python",
+        metavar="PATH",
+        help="with --target: the device's Python that has edgerun (default: the venv `target setup` made)",
     )
     b.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     b.set_defaults(func=cmd_bench)

@@ -26,6 +26,12 @@ is kept for debugging.
     │   ├── RemoteUnavailable  no request was sent: circuit open, auth latched off, no slot or budget left
     │   ├── RemoteAuthError    the server refused the credentials (401/403); remote stays off until reconfigured
     │   └── ProtocolError      the server's answer broke the protocol or the local model's output signature
+    ├── TargetError            a device target (local, ssh, adb) failed a job
+    │   ├── TargetUnreachable  cannot connect, or the link dropped mid-call (host down, cable out)
+    │   ├── TargetAuthError    connected, but refused: wrong key, unknown or changed host key
+    │   ├── TargetTimeout      a remote call ran past its timeout and was stopped
+    │   └── TargetSetupError   the device lacks what the job needs (Python, edgerun, a binary)
+    ├── LabError               a lab plan or result database is unusable
     └── CompressError          a compression run failed (edgerun.compress)
         ├── RecipeError        a recipe is malformed: names the bad key and what was expected
         └── AccuracyGateError  an exported variant lost more accuracy than the recipe's gate allows
@@ -50,6 +56,7 @@ __all__ = [
     "InferenceError",
     "InputError",
     "IntegrityError",
+    "LabError",
     "PolicyError",
     "PortUnavailable",
     "ProbeUnavailable",
@@ -61,6 +68,11 @@ __all__ = [
     "RemoteError",
     "RemoteUnavailable",
     "SerialError",
+    "TargetAuthError",
+    "TargetError",
+    "TargetSetupError",
+    "TargetTimeout",
+    "TargetUnreachable",
 ]
 
 
@@ -162,3 +174,27 @@ class RecipeError(CompressError):
 
 class AccuracyGateError(CompressError):
     """An exported variant lost more accuracy than the recipe's gate allows."""
+
+
+class TargetError(EdgerunError):
+    """A device target failed a job; the message names the target and what to check."""
+
+
+class TargetUnreachable(TargetError):
+    """The target cannot be reached, or the link dropped in the middle of a call."""
+
+
+class TargetAuthError(TargetError):
+    """The target answered but refused us: a wrong key, or a host key that is unknown or changed."""
+
+
+class TargetTimeout(TargetError):
+    """A remote call ran past its timeout; it was stopped so the job fails instead of hanging."""
+
+
+class TargetSetupError(TargetError):
+    """The device lacks what the job needs (Python, edgerun, a benchmark binary); the message says how to fix it."""
+
+
+class LabError(EdgerunError):
+    """A lab plan or a lab result database cannot be used (malformed, or from an unknown schema)."""

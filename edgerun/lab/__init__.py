@@ -1,0 +1,9 @@
+"""The device lab: a plan of artifacts x targets x options, run resumably into one SQLite file.
+
+    edgerun lab run PLAN.toml       jobs in parallel across devices, one at a time per device
+    edgerun lab report [DB]         static HTML (plots embedded) and a Markdown summary
+    edgerun lab compare BASE CAND   p50/p99 changes with a test on the raw samples; CI exit code
+
+``plan`` (TOML -> jobs), ``store`` (SQLite), ``scheduler`` (threads per device),
+``report`` + ``plots`` (matplotlib, the ``lab`` extra, imported lazily), ``compare``.
+"""

@@ -1,0 +1,199 @@
+"""Lab plans: a TOML file naming artifacts, targets, option axes and repetitions (docs/lab.md).
+
+    [lab]                 name, database (relative to the plan), repetitions
+    [bench]               ``edgerun bench`` options for every job (``BenchOptions`` names)
+    [matrix]              optional axes: threads = [1, 4], providers = ["CPU", "XNNPACK"], engines = ["onnx"]
+    [[artifact]]          path = "models/ecg-int8.onnx" (relative to the plan)
+    [targets.NAME]        url = "ssh://pi@pi5.local", any target option, cooldown_s, cooldown_c, cooldown_max_s
+
+Jobs are the product artifacts x targets x threads x providers x engines x repetitions
+(an engine axis skips artifacts of the other format). A job's key is a hash of
+everything that makes its measurement what it is (plan name, the artifact's sha256,
+target name and address, options, repetition), so a resumed run recognises finished
+jobs, and changing an option makes new jobs instead of reusing old results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgerun.errors import LabError
+from edgerun.targets.options import BenchOptions
+from edgerun.targets.spec import TargetSpec, parse_target
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["Job", "Plan", "PlanTarget", "load_plan"]
+
+_ENGINE_FORMAT = {"onnx": ".onnx", "litert": ".tflite"}
+_COOLDOWN_KEYS = ("cooldown_s", "cooldown_c", "cooldown_max_s")
+
+
+@dataclass(frozen=True)
+class PlanTarget:
+    """A target of the plan and how long it rests between jobs (seconds, degrees C)."""
+
+    spec: TargetSpec
+    cooldown_s: float | None = None
+    cooldown_c: float | None = None
+    cooldown_max_s: float = 300.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class Job:
+    """One benchmark of one artifact on one target with one option set (one repetition)."""
+
+    key: str
+    plan: str
+    artifact: Path
+    artifact_sha256: str
+    target: str
+    threads: int | None
+    providers: str | None
+    engine: str | None
+    repetition: int
+    options: BenchOptions
+
+    def describe(self) -> str:
+        parts = [self.artifact.name]
+        parts += [f"threads={self.threads}"] if self.threads is not None else []
+        parts += [f"providers={self.providers}"] if self.providers else []
+        parts += [f"engine={self.engine}"] if self.engine else []
+        return " ".join([*parts, f"rep {self.repetition}"])
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    path: Path
+    database: Path
+    repetitions: int
+    bench: BenchOptions
+    artifacts: tuple[Path, ...]
+    targets: tuple[PlanTarget, ...]
+    threads: tuple[int | None, ...] = (None,)
+    providers: tuple[str | None, ...] = (None,)
+    engines: tuple[str | None, ...] = (None,)
+
+    def jobs(self) -> list[Job]:
+        """Every job of the plan, in a stable order (target, artifact, options, repetition)."""
+        from edgerun.artifact import sha256_file
+
+        digests = {a: sha256_file(a) for a in self.artifacts}
+        out = []
+        axes = itertools.product(self.targets, self.artifacts, self.threads, self.providers, self.engines)
+        for target, artifact, threads, providers, engine in axes:
+            if engine is not None and artifact.suffix != _ENGINE_FORMAT[engine]:
+                continue
+            axes_set = {"threads": threads, "providers": providers, "engine": engine}
+            options = self.bench.replace(**{k: v for k, v in axes_set.items() if v is not None})
+            for rep in range(1, self.repetitions + 1):
+                out.append(self._job(target, artifact, digests[artifact], options, rep))
+        return out
+
+    def _job(self, target: PlanTarget, artifact: Path, sha: str, options: BenchOptions, rep: int) -> Job:
+        identity = {
+            "plan": self.name, "artifact_sha256": sha, "target": target.name, "url": target.spec.url,
+            "options": options.argv(), "repetition": rep,
+        }  # fmt: skip
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return Job(
+            key, self.name, artifact, sha, target.name, options.threads, options.providers, options.engine, rep, options
+        )
+
+
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise LabError(f"{where}: [{key}] must be a table, got {type(value).__name__}")
+    return value
+
+
+def _axis(matrix: dict[str, Any], key: str, kind: type, where: str) -> tuple[Any, ...]:
+    values = matrix.get(key)
+    if values is None:
+        return (None,)
+    if not isinstance(values, list) or not values or not all(isinstance(v, kind) for v in values):
+        raise LabError(f"{where}: [matrix] {key} must be a non-empty list of {kind.__name__}, got {values!r}")
+    if key == "engines" and not set(values) <= set(_ENGINE_FORMAT):
+        raise LabError(f"{where}: [matrix] engines must be among {sorted(_ENGINE_FORMAT)}, got {values}")
+    return tuple(values)
+
+
+def _targets(data: dict[str, Any], where: str) -> tuple[PlanTarget, ...]:
+    tables = _table(data, "targets", where)
+    if not tables:
+        raise LabError(f'{where}: no [targets.NAME] table; add e.g. [targets.here] with url = "local"')
+    out = []
+    for name, table in tables.items():
+        if not isinstance(table, dict) or "url" not in table:
+            raise LabError(f'{where}: [targets.{name}] needs url = "local" | "ssh://..." | "adb://..."')
+        options = {k: v for k, v in table.items() if k != "url" and k not in _COOLDOWN_KEYS}
+        cooldown = {k: float(table[k]) for k in _COOLDOWN_KEYS if k in table}
+        try:
+            spec = parse_target(str(table["url"]), name=name, extra=options)
+        except ValueError as exc:
+            raise LabError(f"{where}: [targets.{name}]: {exc}") from exc
+        out.append(PlanTarget(spec, **cooldown))
+    return tuple(out)
+
+
+def _artifacts(data: dict[str, Any], base: Path, where: str) -> tuple[Path, ...]:
+    entries = data.get("artifact", [])
+    if not isinstance(entries, list) or not entries:
+        raise LabError(f'{where}: no [[artifact]] entries; add one with path = "model.onnx"')
+    paths = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise LabError(f'{where}: each [[artifact]] needs path = "...", got {entry!r}')
+        path = (base / entry["path"]).resolve()
+        if not path.is_file():
+            raise LabError(f"{where}: artifact {entry['path']!r} not found (looked at {path})")
+        paths.append(path)
+    return tuple(paths)
+
+
+def load_plan(path: str | Path, database: str | Path | None = None) -> Plan:
+    """Read and check a plan; LabError naming the file, the key and what was expected."""
+    where = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise LabError(f"{where}: cannot read the plan: {exc}") from exc
+    base = Path(path).resolve().parent
+    lab, matrix = _table(data, "lab", where), _table(data, "matrix", where)
+    unknown = sorted(set(data) - {"lab", "bench", "matrix", "artifact", "targets"})
+    if unknown:
+        raise LabError(f"{where}: unknown table(s) {unknown}; expected lab, bench, matrix, artifact, targets")
+    try:
+        bench = BenchOptions.from_mapping(_table(data, "bench", where), f"{where}: [bench]")
+    except (TypeError, ValueError) as exc:
+        raise LabError(str(exc)) from exc
+    repetitions = lab.get("repetitions", 1)
+    if not isinstance(repetitions, int) or repetitions < 1:
+        raise LabError(f"{where}: [lab] repetitions must be a whole number >= 1, got {repetitions!r}")
+    return Plan(
+        name=str(lab.get("name", Path(path).stem)),
+        path=Path(path).resolve(),
+        database=Path(database) if database else base / str(lab.get("database", "lab.sqlite")),
+        repetitions=repetitions,
+        bench=bench,
+        artifacts=_artifacts(data, base, where),
+        targets=_targets(data, where),
+        threads=_axis(matrix, "threads", int, where),
+        providers=_axis(matrix, "providers", str, where),
+        engines=_axis(matrix, "engines", str, where),
+    )

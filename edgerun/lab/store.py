@@ -1,0 +1,227 @@
+"""The lab's result store: one SQLite file (stdlib ``sqlite3``), WAL journal, one transaction per job.
+
+Why this survives ``kill -9`` at any moment: a job's result is written by one
+``INSERT`` in its own transaction; SQLite's journal (WAL) makes a transaction all or
+nothing, so after a crash a result is either complete or absent, never half there.
+``synchronous=FULL`` also makes committed results survive a power cut. The full JSON
+result is kept, and the columns reports and comparisons select by are copied out and
+indexed. Schema: docs/lab.md; ``SCHEMA_VERSION`` below, history in this docstring:
+
+- 1: tables ``meta``, ``runs``, ``results`` (``job_key`` primary key), ``failures``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgerun.errors import LabError
+
+__all__ = ["SCHEMA_VERSION", "LabStore", "StoredResult", "index_columns"]
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT, plan TEXT NOT NULL, plan_path TEXT, started_utc TEXT NOT NULL,
+    finished_utc TEXT, host TEXT, edgerun_version TEXT, jobs_total INTEGER, jobs_skipped INTEGER);
+CREATE TABLE IF NOT EXISTS results (
+    job_key TEXT PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(run_id), plan TEXT NOT NULL,
+    created_utc TEXT NOT NULL, target TEXT NOT NULL, target_url TEXT, device_model TEXT,
+    artifact TEXT NOT NULL, artifact_sha256 TEXT NOT NULL, format TEXT, precision TEXT, size_bytes INTEGER,
+    accuracy REAL, threads INTEGER, providers TEXT, engine TEXT, repetition INTEGER NOT NULL,
+    runner TEXT, status TEXT NOT NULL, overall TEXT NOT NULL, hard TEXT, soft TEXT,
+    n INTEGER, p50_ns INTEGER, p99_ns INTEGER, mean_ns REAL, energy_mj REAL, energy_source TEXT,
+    result_json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS results_by_artifact_target ON results (artifact, target);
+CREATE INDEX IF NOT EXISTS results_by_plan ON results (plan);
+CREATE TABLE IF NOT EXISTS failures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL, plan TEXT NOT NULL, job_key TEXT NOT NULL,
+    target TEXT NOT NULL, artifact TEXT NOT NULL, error_type TEXT NOT NULL, message TEXT NOT NULL,
+    created_utc TEXT NOT NULL);
+"""
+_COLUMNS = (
+    "artifact", "format", "precision", "size_bytes", "accuracy", "runner", "status", "overall", "hard", "soft",
+    "n", "p50_ns", "p99_ns", "mean_ns", "energy_mj", "energy_source", "device_model", "target_url",
+)  # fmt: skip
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _percentile(stats: dict[str, Any] | None, key: str) -> int | None:
+    pct = (stats or {}).get("percentiles", {}).get(key)
+    return pct["value_ns"] if pct else None
+
+
+def index_columns(result: dict[str, Any]) -> dict[str, Any]:
+    """The indexed copy of a result's headline figures (None where the result has no such figure)."""
+    art, total = result.get("artifact", {}), (result.get("stats") or {}).get("total")
+    verdicts, energy = result.get("verdicts", {}), result.get("energy") or {}
+    accuracy = art.get("accuracy")
+    net = energy.get("net_mj_per_inference")
+    return {
+        "artifact": art.get("name") or Path(art.get("path", "?")).name,
+        "format": art.get("format"),
+        "precision": art.get("precision"),
+        "size_bytes": art.get("size_bytes"),
+        "accuracy": accuracy.get("value") if isinstance(accuracy, dict) else None,
+        "runner": (result.get("runner") or {}).get("kind") or (result.get("target") or {}).get("runner", "edgerun"),
+        "status": result.get("status", "error"),
+        "overall": result.get("overall", "error"),
+        "hard": verdicts.get("hard", {}).get("status"),
+        "soft": verdicts.get("soft", {}).get("status"),
+        "n": total.get("n") if total else None,
+        "p50_ns": _percentile(total, "p50"),
+        "p99_ns": _percentile(total, "p99"),
+        "mean_ns": total.get("mean_ns") if total else None,
+        "energy_mj": net if net is not None else energy.get("gross_mj_per_inference"),
+        "energy_source": energy.get("source"),
+        "device_model": (result.get("target") or {}).get("model"),
+        "target_url": (result.get("target") or {}).get("url"),
+    }
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """One stored job: its indexed columns and the full result."""
+
+    job_key: str
+    plan: str
+    target: str
+    repetition: int
+    threads: int | None
+    providers: str | None
+    engine: str | None
+    created_utc: str
+    columns: dict[str, Any]
+    result: dict[str, Any]
+
+    @property
+    def options(self) -> str:
+        parts = [f"threads={self.threads}"] if self.threads is not None else []
+        parts += [f"providers={self.providers}"] if self.providers else []
+        return " ".join(parts + ([f"engine={self.engine}"] if self.engine else []))
+
+
+class LabStore:
+    """A lab database. Safe to share between the lab's threads (one connection, one lock)."""
+
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise LabError(f"{self.path}: no lab database here (run `edgerun lab run PLAN.toml` first)")
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            raise LabError(f"{self.path}: not a usable lab database: {exc}") from exc
+
+    def _init_schema(self) -> None:
+        with self._tx() as db:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise LabError(f"{self.path}: lab database schema {row[0]}, this edgerun reads {SCHEMA_VERSION}")
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+    def begin_run(self, plan: str, plan_path: str, jobs_total: int, jobs_skipped: int) -> int:
+        from edgerun import __version__
+
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO runs (plan, plan_path, started_utc, host, edgerun_version, jobs_total, jobs_skipped) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (plan, plan_path, utc_now(), platform.node(), __version__, jobs_total, jobs_skipped),
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET finished_utc = ? WHERE run_id = ?", (utc_now(), run_id))
+
+    def done_keys(self, plan: str) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT job_key FROM results WHERE plan = ?", (plan,))}
+
+    def record(self, run_id: int, job: Any, result: dict[str, Any]) -> None:
+        """Store one finished job (a whole row or nothing). A job already stored is kept, not duplicated."""
+        cols = index_columns(result)
+        row = {
+            "job_key": job.key, "run_id": run_id, "plan": job.plan, "created_utc": utc_now(), "target": job.target,
+            "artifact_sha256": job.artifact_sha256, "threads": job.threads, "providers": job.providers,
+            "engine": job.engine, "repetition": job.repetition, **cols, "result_json": json.dumps(result),
+        }  # fmt: skip
+        names = ", ".join(row)
+        with self._tx() as db:
+            db.execute(
+                f"INSERT OR IGNORE INTO results ({names}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
+            )
+
+    def record_failure(self, run_id: int, job: Any, error: BaseException) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO failures (run_id, plan, job_key, target, artifact, error_type, message, created_utc) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, job.plan, job.key, job.target, job.artifact.name, type(error).__name__, str(error), utc_now()),
+            )
+
+    def results(self, plan: str | None = None) -> list[StoredResult]:
+        query = "SELECT job_key, plan, target, repetition, threads, providers, engine, created_utc, result_json, "
+        query += ", ".join(_COLUMNS) + " FROM results" + (" WHERE plan = ?" if plan else "") + " ORDER BY rowid"
+        with self._lock:
+            rows = self._db.execute(query, (plan,) if plan else ()).fetchall()
+        return [
+            StoredResult(*r[:8], columns=dict(zip(_COLUMNS, r[9:])), result=json.loads(r[8]))  # type: ignore[misc]
+            for r in rows
+        ]
+
+    def failures(self, plan: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT run_id, plan, target, artifact, error_type, message, created_utc, job_key FROM failures"
+        with self._lock:
+            rows = self._db.execute(query + (" WHERE plan = ?" if plan else ""), (plan,) if plan else ()).fetchall()
+        keys = ("run_id", "plan", "target", "artifact", "error_type", "message", "created_utc", "job_key")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def runs(self) -> list[dict[str, Any]]:
+        keys = ("run_id", "plan", "plan_path", "started_utc", "finished_utc", "host", "edgerun_version", "jobs_total")
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(keys)} FROM runs ORDER BY run_id").fetchall()
+        return [dict(zip(keys, r)) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class _Transaction:
+    """``with store._tx() as db``: BEGIN IMMEDIATE ... COMMIT under the store's lock (ROLLBACK on error)."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.db, self.lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        try:
+            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self.lock.release()
