@@ -15,7 +15,7 @@ after it), --crc-every (one byte flipped), --truncate-every (cut in half), --dro
 (never sent, sequence number consumed), --reorder-every (swapped with the next); at a
 time after streaming starts: --reset-at S (reboot: new boot id, seq and index from 0),
 --stall-at S --stall-s D (silence), --unplug-at S --unplug-s D (the pty vanishes, then
-comes back behind the same --link). DUT mode: --fault no-name | garbled-results |
+comes back behind the same --link), --stop-at S (silent from then on). DUT mode: --fault no-name | garbled-results |
 no-ready | infer-error | one-timestamp | energy-mode, --wrong-every N (every N-th
 results% reply names a wrong class).
 
@@ -67,6 +67,7 @@ class FirmwareEmulator:
         self.firmware, self.link, self.uart_drop_s = firmware, link, uart_drop_s
         self.path = ""
         self.tx_bytes = self.tx_dropped_bytes = 0
+        self._overflowing = False
         self._master = self._slave = -1
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -94,16 +95,16 @@ class FirmwareEmulator:
             self._master, self._slave = master, slave
 
     def unplug(self) -> None:
-        """The device vanishes: the master closes (the host's reads fail) and the link goes."""
+        """The device vanishes: the link goes, then the master closes (the host's reads fail)."""
+        if self.link:  # first, so a host that notices the loss cannot reopen the dying pty through it
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.link)
         with self._lock:
             for fd in (self._master, self._slave):
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
             self._master = self._slave = -1
-        if self.link:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.link)
 
     def replug(self) -> None:
         self._plug()
@@ -113,8 +114,12 @@ class FirmwareEmulator:
         return self._master >= 0
 
     def send(self, data: bytes, wait: bool = False) -> None:
-        """Write all of ``data``; unless ``wait``, bytes nobody reads within uart_drop_s are lost, as on a UART."""
-        view, deadline = memoryview(data), time.monotonic() + self.uart_drop_s
+        """Write all of ``data``; unless ``wait``, bytes nobody reads within uart_drop_s are lost, as on a UART.
+
+        Once bytes were lost, later sends do not wait at all until the reader drains again
+        (a UART does not slow down for a host that is gone)."""
+        grace = 0.0 if self._overflowing else self.uart_drop_s
+        view, deadline = memoryview(data), time.monotonic() + grace
         while view:
             with self._lock:
                 fd = self._master
@@ -128,9 +133,12 @@ class FirmwareEmulator:
                     return
             self.tx_bytes += n
             view = view[n:]
+            if n:
+                self._overflowing = False
             if view and not n:
-                if not wait and time.monotonic() > deadline:
+                if not wait and time.monotonic() >= deadline:
                     self.tx_dropped_bytes += len(view)
+                    self._overflowing = True
                     return
                 select.select([], [fd], [], 0.005)
 
@@ -174,7 +182,7 @@ def corrupt_frame(frame_type: int, seq: int, payload: bytes) -> bytes:
     crc = struct.pack("<I", zlib.crc32(body))
     flipped = bytearray(body)
     flipped[-1] ^= 0x01
-    return cobs.encode(bytes(flipped) + crc) + b"\x00"
+    return b"\x00" + cobs.encode(bytes(flipped) + crc) + b"\x00"
 
 
 class HostFirmware:
@@ -203,6 +211,7 @@ class HostFirmware:
         self.results: list[tuple[float, fr.ResultMsg]] = []
         self.errors: list[fr.ErrorMsg] = []
         self.host_heartbeats = self.boots = self.frames_sent = self.chunks_sent = 0
+        self.injected = {"crc": 0, "drop": 0, "truncate": 0, "reorder": 0, "noise": 0}
         self.truth: dict[int, bytearray] = {}  # boot id -> rhythm index of every sample sent
         self.emu: FirmwareEmulator | None = None
         self._events_done: set[str] = set()
@@ -213,7 +222,7 @@ class HostFirmware:
         self.emu = emu
 
     def boot(self) -> None:
-        """Power-on: a new boot id, counters from zero, a HELLO (after a 0x00 that flushes a half frame)."""
+        """Power-on: a new boot id, counters from zero, a HELLO."""
         self.boots += 1
         self.boot_id = int(self.rng.integers(1, 2**32))
         self.seq = self.index = self.samples_sent_bytes = 0
@@ -231,7 +240,7 @@ class HostFirmware:
         self._hello_at = now
         rate_mhz = round(self.rate_hz * 1000)
         hello = fr.Hello(self.version, 1, 1, rate_mhz, SCALE_MV, self.boot_id, "edgerun-emu-ecg")
-        self._emit(b"\x00" + self._frame(fr.HELLO, hello.pack()))
+        self._emit(self._frame(fr.HELLO, hello.pack()))
 
     def _frame(self, frame_type: int, payload: bytes) -> bytes:
         wire = fr.encode_frame(frame_type, self.seq, payload)
@@ -250,7 +259,9 @@ class HostFirmware:
                 ack = fr.HelloAck.unpack(frame.payload)
                 self.acks.append(ack)
                 if ack.status == fr.ACK_OK and not self.session:
-                    self.session, self._stream_t0 = True, now
+                    self.session = True
+                    if self._stream_t0 is None:  # the sensor's clock starts once per boot
+                        self._stream_t0 = now
             elif frame.type == fr.RESULT:
                 self.results.append((now, fr.ResultMsg.unpack(frame.payload)))
             elif frame.type == fr.ERROR:
@@ -286,6 +297,8 @@ class HostFirmware:
             self._events_done.add("reset")
             self.boot()
             return True
+        if f.get("stop_at") is not None and t >= f["stop_at"]:
+            return True  # the sensor went quiet for good (tests compare exact counts after it)
         stall_at, stall_s = f.get("stall_at"), f.get("stall_s", 0.0)
         if stall_at is not None and stall_at <= t < stall_at + stall_s:
             return True
@@ -294,10 +307,20 @@ class HostFirmware:
             if self.emu.plugged:
                 self.emu.unplug()
             return True
-        if unplug_at is not None and t >= unplug_at + unplug_s and not self.emu.plugged:
+        if unplug_at is not None and t >= unplug_at + unplug_s and "replug" not in self._events_done:
+            self._events_done.add("replug")
             self.emu.replug()
-            self._stream_t0 += unplug_s  # the sensor kept its clock; we do not replay the outage
+            self._skip_backlog()
         return False
+
+    def _skip_backlog(self) -> None:
+        """The sensor kept sampling while unplugged: those samples are gone (the host sees a gap)."""
+        assert self._stream_t0 is not None
+        due = int((time.monotonic() - self._stream_t0) * self.rate_hz * self.speed)
+        while self.index + self.chunk <= due:
+            _, labels = self._next_samples()
+            self.truth[self.boot_id] += labels.astype(np.int8).tobytes()
+            self.index += len(labels)
 
     def _due(self, now: float) -> bool:
         assert self._stream_t0 is not None
@@ -327,6 +350,7 @@ class HostFirmware:
         self.index += len(counts)
         self.chunks_sent += 1
         if self._every("crc_every"):  # a bit flipped on the line: the CRC no longer matches the body
+            self.injected["crc"] += 1
             wire = corrupt_frame(fr.SAMPLES, self.seq, payload)
             self.seq = (self.seq + 1) & 0xFFFF
         else:
@@ -340,10 +364,13 @@ class HostFirmware:
 
     def _faulty_send(self, wire: bytes) -> None:
         if self._every("drop_every"):
+            self.injected["drop"] += 1
             return
         if self._every("truncate_every"):
+            self.injected["truncate"] += 1
             wire = wire[: len(wire) // 2]
         if self._every("reorder_every"):
+            self.injected["reorder"] += 1
             self._held = wire
             return
         self._emit(wire)
@@ -351,6 +378,7 @@ class HostFirmware:
             self._emit(self._held)
             self._held = None
         if self._every("noise_every"):
+            self.injected["noise"] += 1
             self._emit(self.rng.integers(0, 256, self.faults.get("noise_bytes", 16), dtype=np.uint8).tobytes())
 
     def window_truth(self, boot_id: int, end_index: int, window: int) -> set[str]:
@@ -433,8 +461,8 @@ class DutFirmware:
             return ["m-hello-there"] if self.fault == "no-name" else ["m-name-dut-[edgerun-emulator]"]
         if word == "profile":
             return ["m-profile-[edgerun firmware emulator]", f"m-model-[{self.model}]"]
-        if word == "timestamp":
-            return [f"m-lap-us-{self.clock_us()}"]
+        if word == "timestamp":  # energy mode: a GPIO edge, nothing printed
+            return [] if self.fault == "energy-mode" else [f"m-lap-us-{self.clock_us()}"]
         if word == "db":
             return self._db(args)
         if word == "infer":
@@ -466,15 +494,17 @@ class DutFirmware:
         x = np.frombuffer(bytes(self._buf), dtype=self.spec.dtype).reshape([d or 1 for d in self.spec.shape])
         out = [f"m-warmup-start-{w}", "m-warmup-done", f"m-infer-start-{n}"]
         t0 = self.clock_us()
-        started = time.perf_counter_ns()
         for _ in range(n if self.latency_us is None else 1):
             y = self.rt.pipeline.session.run([x])[0]
-        if self.latency_us is not None:  # the MCU's timer says what we were told the MCU takes
-            self._virtual_us += n * self.latency_us - (time.perf_counter_ns() - started) // 1000
+        t1 = self.clock_us()
+        if self.latency_us is not None:  # the MCU's timer says exactly what we were told the MCU takes
+            t1 = t0 + n * self.latency_us
+            self._virtual_us += t1 - self.clock_us()
+            t1 %= 1 << 32
         for op in self.post:
             y = op(y)
         self._scores = [float(v) for v in np.asarray(y).reshape(-1)]
-        laps = [] if self.fault == "energy-mode" else [f"m-lap-us-{t0}", f"m-lap-us-{self.clock_us()}"]
+        laps = [] if self.fault == "energy-mode" else [f"m-lap-us-{t0}", f"m-lap-us-{t1}"]
         if self.fault == "one-timestamp":
             laps = laps[:1]
         return out + laps + ["m-infer-done", self._results_line(for_results_cmd=False)]
@@ -518,7 +548,7 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--protocol-version", type=int, default=fr.PROTOCOL_VERSION)
     for name in ("noise-every", "noise-bytes", "crc-every", "truncate-every", "drop-every", "reorder-every"):
         h.add_argument(f"--{name}", type=int)
-    for name in ("reset-at", "stall-at", "stall-s", "unplug-at", "unplug-s"):
+    for name in ("reset-at", "stall-at", "stall-s", "unplug-at", "unplug-s", "stop-at"):
         h.add_argument(f"--{name}", type=float)
     d = sub.add_parser("dut", help="an MLPerf Tiny DUT for `edgerun serial tiny`")
     d.add_argument("--artifact", default=str(ECG_DEMO_DIR / "ecg-int8.tflite"))
@@ -558,7 +588,7 @@ def _firmware(args: argparse.Namespace) -> Firmware:
 
 
 _FAULT_FLAGS = {"noise-every", "noise-bytes", "crc-every", "truncate-every", "drop-every", "reorder-every"}
-_FAULT_FLAGS |= {"reset-at", "stall-at", "stall-s", "unplug-at", "unplug-s"}
+_FAULT_FLAGS |= {"reset-at", "stall-at", "stall-s", "unplug-at", "unplug-s", "stop-at"}
 
 
 def main(argv: list[str] | None = None) -> int:

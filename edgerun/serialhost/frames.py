@@ -1,6 +1,6 @@
 """The firmware <-> host frame protocol (docs/serial-protocol.md is the spec; this is its reference codec).
 
-On the wire every frame is ``COBS(body) 0x00``; the body is
+On the wire every frame is ``0x00 COBS(body) 0x00``; the body is
 
     type u8 | flags u8 | seq u16 | payload (0..MAX_PAYLOAD_BYTES) | crc32 u32
 
@@ -8,8 +8,9 @@ all little-endian, the CRC being CRC-32/ISO-HDLC (``zlib.crc32``, the one in
 zlib, Ethernet and most MCU SDKs) over type..payload. COBS (Cheshire & Baker,
 1999, via the maintained ``cobs`` package) removes every zero byte from the
 body, so a zero always ends a frame: a receiver that lost sync (noise, a cut
-frame, a reset mid-byte) is back in step at the next zero, never more than
-one frame later.
+frame, a reset mid-byte) is back in step at the next zero. The leading zero
+ends whatever garbage came before, so noise between frames never costs the
+frame after it (an empty frame between two zeros is ignored).
 
 ``FrameDecoder`` never raises on bad bytes: it counts them (``DecodeCounts``)
 and goes on, because a serial line is noisy by nature and one bad frame must
@@ -79,17 +80,17 @@ class Frame:
 
 
 def encode_frame(frame_type: int, seq: int, payload: bytes = b"", flags: int = 0) -> bytes:
-    """The wire bytes of one frame: COBS(header | payload | crc32) followed by the 0x00 delimiter."""
+    """The wire bytes of one frame: 0x00, COBS(header | payload | crc32), 0x00."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"payload is {len(payload)} bytes; the protocol allows at most {MAX_PAYLOAD_BYTES}")
     body = _HEADER.pack(frame_type, flags, seq & 0xFFFF) + payload
-    return cobs.encode(body + _CRC.pack(zlib.crc32(body))) + b"\x00"
+    return b"\x00" + cobs.encode(body + _CRC.pack(zlib.crc32(body))) + b"\x00"
 
 
 def frame_wire_bytes(payload_bytes: int) -> int:
-    """Bytes one frame with ``payload_bytes`` of payload occupies on the wire (COBS + delimiter)."""
+    """Bytes one frame with ``payload_bytes`` of payload occupies on the wire (COBS and both delimiters)."""
     body = payload_bytes + _OVERHEAD_BYTES
-    return body + body // 254 + 1 + 1
+    return body + body // 254 + 1 + 2
 
 
 @dataclass
@@ -160,7 +161,7 @@ class FrameDecoder:
             self.counts.noise_bytes += len(encoded)
             return None
         if not encoded:
-            return None  # back-to-back delimiters: firmware may send a lone 0x00 to flush a receiver
+            return None  # the gap between one frame's closing zero and the next one's leading zero
         try:
             body = cobs.decode(encoded)
         except cobs.DecodeError:

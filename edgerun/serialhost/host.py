@@ -162,6 +162,9 @@ class SerialHost:
         self._rx_seq = None
         with self._lock:
             self.counters.port_opens += 1
+        # We cannot know whether the device reset while we were away (or streams already):
+        # ask for a HELLO now rather than wait for its next one.
+        self._send(fr.ERROR, fr.ErrorMsg(fr.E_NO_SESSION, 0, "host connected: send HELLO").pack())
 
     def _lose(self, exc: BaseException) -> None:
         with self._write_lock:

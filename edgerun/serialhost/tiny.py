@@ -57,7 +57,7 @@ class DutInfo:
     name: str
     profile: str
     model: str
-    timestamp_mode: str  # "performance", "energy" or "unknown" (boot lines came before we listened)
+    timestamp_mode: str  # "performance" or "energy" (from the boot line, else from what timestamp% prints)
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,9 @@ class TinyDut:
                 if attempt == tries - 1:
                     raise
         name = _one(name_lines, r"^m-name-(.+)$", "name%", "m-name-dut-[<name>]")
+        if self.timestamp_mode == "unknown":  # its boot lines came before we listened: ask the timer
+            stamp = self.command("timestamp")
+            self.timestamp_mode = "performance" if any(_LAP.match(line) for line in stamp) else "energy"
         profile_lines = self.command("profile")
         profile = _one(profile_lines, r"^m-profile-\[([^\]]*)\]$", "profile%", "m-profile-[<firmware>]")
         model = _one(profile_lines, r"^m-model-\[([^\]]*)\]$", "profile%", "m-model-[<model>]")

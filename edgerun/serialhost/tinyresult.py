@@ -59,8 +59,6 @@ def _energy(run: TinyRun) -> dict[str, Any] | None:
 
 def _warnings(run: TinyRun, single: np.ndarray, perf: np.ndarray) -> list[str]:
     out = []
-    if run.info.timestamp_mode == "unknown":
-        out.append("the DUT's boot lines were missed: timestamp mode assumed to be performance")
     if single.size and perf.size and np.median(single) > 0:
         ratio = float(np.median(perf) / np.median(single))
         if not 0.5 < ratio < 2.0:

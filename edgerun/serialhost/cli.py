@@ -1,0 +1,255 @@
+"""``edgerun serial host`` and ``edgerun serial tiny``: registered through edgerun.cli.COMMAND_MODULES.
+
+Nothing heavy at import: the commands import the host, pyserial and the
+engines when they run. Exit codes as ``edgerun bench``: 0 every verdict
+passed, 1 one failed (or the session errored), 3 nothing failed but a verdict
+was not valid (too few windows for the percentile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+EXIT_PASS, EXIT_FAIL, EXIT_NOT_VALID = 0, 1, 3
+_EXIT = {"pass": EXIT_PASS, "not-valid": EXIT_NOT_VALID}
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser(
+        "serial",
+        help="wearable firmware over a serial port: stream host, MLPerf Tiny DUT runner",
+        description="Talk to firmware over a serial port. `host`: the board streams sensor frames "
+        "(docs/serial-protocol.md) and edgerun decides each window. `tiny`: the board runs the model itself "
+        "and edgerun benchmarks it over the EEMBC EnergyRunner / MLPerf Tiny protocol.",
+    )
+    modes = s.add_subparsers(dest="serial_command", metavar="MODE", required=True)
+    _host_parser(modes)
+    _tiny_parser(modes)
+
+
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", help="device profile name or TOML path (default: detected)")
+    p.add_argument("--soft-ms", type=float, help="soft budget in ms (default: the profile's)")
+    p.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
+    p.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
+    p.add_argument("--json", metavar="FILE", help="write the JSON result to FILE ('-' for stdout)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live status on stderr")
+
+
+def _host_parser(modes: Any) -> None:
+    h = modes.add_parser(
+        "host",
+        help="be the wearable's brain: windows of its sensor stream through a model, results back",
+        description="Read sensor frames from the firmware, cut windows (--window/--hop samples), run each "
+        "through ARTIFACT and send a RESULT frame back. Decision latency (last sample in -> result out) is "
+        "judged against the budgets. Survives noise, bad frames, device resets and unplugs. Ctrl-C ends it "
+        "and prints the summary.",
+    )
+    h.add_argument("artifact", nargs="?", metavar="ARTIFACT", help="model (default: the bundled ECG demo)")
+    h.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0 or /dev/serial/by-id/...")
+    h.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
+    h.add_argument("--window", type=int, help="samples per window (default: the model's input length)")
+    h.add_argument("--hop", type=int, help="samples between windows (default: a quarter window)")
+    h.add_argument("--queue", type=int, default=8, help="windows waiting for inference, at most (default 8)")
+    h.add_argument(
+        "--policy",
+        choices=("drop-oldest", "block"),
+        default="drop-oldest",
+        help="when the queue is full: drop the oldest window and count it (default), or stop reading "
+        "(safe only with flow control)",
+    )
+    h.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1: the reader needs a core)")
+    h.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    h.add_argument("--give-up-after", type=float, help="after an unplug, stop retrying after S seconds")
+    _budget_args(h)
+    h.set_defaults(func=cmd_host)
+
+
+def _tiny_parser(modes: Any) -> None:
+    t = modes.add_parser(
+        "tiny",
+        help="benchmark a model running on the firmware (EEMBC EnergyRunner / MLPerf Tiny protocol)",
+        description="Discover the DUT (name%%, profile%%), then for the first --perf-files inputs load them "
+        "(db load / db) and run `infer N W`: latency = (T1 - T0) / N from the DUT's own m-lap-us timer. "
+        "Then every input once, with results%%, for accuracy. DIR holds y_labels.csv (file, classes, class) "
+        "and the input files, or a folder per model named as the DUT's m-model-[...] reply.",
+    )
+    t.add_argument("--port", required=True, help="the DUT's serial port")
+    t.add_argument("--dataset", required=True, metavar="DIR", help="EEMBC dataset folder")
+    t.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200, EEMBC performance mode)")
+    t.add_argument("--iterations", type=int, default=100, help="inferences per performance run (default 100)")
+    t.add_argument("--warmups", type=int, default=10, help="warm-up inferences per performance run (default 10)")
+    t.add_argument("--perf-files", type=int, default=5, help="performance runs, one per input (default 5)")
+    t.add_argument("--limit", type=int, help="use only the first N inputs")
+    t.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for m-ready (default 2)")
+    _budget_args(t)
+    t.set_defaults(func=cmd_tiny)
+
+
+def _budget(args: argparse.Namespace) -> Any:
+    from edgerun.cli import _profile_and_budget
+
+    return _profile_and_budget(args)
+
+
+def _write_json(target: str | None, doc: dict[str, Any]) -> None:
+    if not target:
+        return
+    text = json.dumps(doc, indent=1)
+    if target == "-":
+        print(text)
+    else:
+        Path(target).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {target}", file=sys.stderr)
+
+
+# --- host -------------------------------------------------------------------------------
+
+
+class _StatusLine:
+    """Redrawn in place on a terminal; every 5 s as a plain line otherwise (logs, CI)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last_s = -5.0
+
+    def __call__(self, st: Any) -> None:
+        p50 = f"{st.p50_ms:.2f}" if st.p50_ms is not None else "-"
+        p99 = f"{st.p99_ms:.2f}" if st.p99_ms is not None else "-"
+        line = (
+            f"{st.elapsed_s:6.1f}s link {st.link:<6} {st.device} | windows {st.windows_decided} "
+            f"dropped {st.windows_dropped} late {st.late_soft}/{st.late_hard} | p50 {p50} p99 {p99} ms | "
+            f"crc {st.crc_failed} lost {st.frames_lost} ooo {st.out_of_order} | q {st.queue_depth} | {st.last_label}"
+        )
+        if self.tty:
+            print(f"\r\x1b[K{line}", end="", file=sys.stderr, flush=True)
+        elif st.elapsed_s - self.last_s >= 5.0:
+            self.last_s = st.elapsed_s
+            print(line, file=sys.stderr, flush=True)
+
+
+def cmd_host(args: argparse.Namespace) -> int:
+    from edgerun.runtime import load
+    from edgerun.serialhost import ECG_DEMO_DIR
+    from edgerun.serialhost.host import HostConfig, SerialHost
+
+    profile, _, budget = _budget(args)
+    rt = load(args.artifact or ECG_DEMO_DIR / "ecg-int8.tflite", profile, threads=args.threads)
+    config = HostConfig(
+        port=args.port,
+        baud=args.baud,
+        window=args.window,
+        hop=args.hop,
+        queue_size=args.queue,
+        policy=args.policy,
+        budget=budget,
+        give_up_s=args.give_up_after,
+    )
+    status = None if args.quiet else _StatusLine()
+    host = SerialHost(rt, config, on_status=status)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = host.run(stop, args.duration)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if status is not None and status.tty:
+        print(file=sys.stderr)
+    print(host_text(summary))
+    _write_json(args.json, summary)
+    return _EXIT.get(summary["overall"], EXIT_FAIL)
+
+
+def host_text(s: dict[str, Any]) -> str:
+    """The human summary of a host run."""
+    w, f, v = s["windows"], s["frames"], s["verdicts"]
+    dec = s["stats"]["decision"]
+    lat = "no decisions"
+    if dec:
+        pct = dec["percentiles"]
+        lat = f"p50 {pct['p50']['value_ns'] / 1e6:.3f} ms, p99 {pct['p99']['value_ns'] / 1e6:.3f} ms"
+        lat += "" if pct["p99"]["valid"] else " (p99 not valid: too few windows)"
+    lines = [
+        f"{s['artifact']['name']} on {s['port']['path']} for {s['duration_ns'] / 1e9:.1f} s",
+        f"  windows     {w['made']} made, {w['decided']} decided, {w['dropped']} dropped, {w['stale']} stale, "
+        f"late {w['late_soft']} soft / {w['late_hard']} hard",
+        f"  decision    {lat}",
+        f"  frames      {f['frames']} good, {f['crc_failed']} CRC failed, {f['malformed']} malformed, "
+        f"{f['lost_by_seq']} lost, {f['out_of_order']} out of order",
+        f"  sessions    {s['sessions']['handshakes']} handshakes, {s['sessions']['device_resets']} device resets, "
+        f"{s['link']['port_lost']} unplugs",
+    ]
+    lines += [f"  {k:<11} {d['status'].upper()}: {d['reason']}" for k, d in v.items()]
+    lines += [f"  warning     {text}" for text in s["warnings"]]
+    lines.append(f"  overall     {s['overall'].upper()}")
+    return "\n".join(lines)
+
+
+# --- tiny -------------------------------------------------------------------------------
+
+
+def cmd_tiny(args: argparse.Namespace) -> int:
+    from edgerun.bench.environment import environment
+    from edgerun.errors import SerialError
+    from edgerun.serialhost.tiny import TinyConfig, run_tiny
+    from edgerun.serialhost.tinyresult import build_tiny_result, tiny_error_result, tiny_result_file
+
+    _, _, budget = _budget(args)
+    config = TinyConfig(
+        port=args.port,
+        baud=args.baud,
+        iterations=args.iterations,
+        warmups=args.warmups,
+        perf_files=args.perf_files,
+        limit=args.limit,
+        timeout_s=args.timeout,
+        budget=budget,
+    )
+    progress = None if args.quiet else _tiny_progress
+    try:
+        run = run_tiny(config, args.dataset, progress=progress)
+    except SerialError as exc:
+        _write_json(args.json, tiny_result_file([tiny_error_result(args.port, exc, environment())]))
+        raise
+    result = build_tiny_result(run, config, budget, environment())
+    print(tiny_text(result))
+    _write_json(args.json, tiny_result_file([result]))
+    return _EXIT.get(result["overall"], EXIT_FAIL)
+
+
+def _tiny_progress(phase: str, fraction: float) -> None:
+    end = "\n" if fraction >= 1.0 or not sys.stderr.isatty() else ""
+    if sys.stderr.isatty() or fraction >= 1.0:
+        print(f"\r{phase:<12} {fraction * 100:5.1f}%", end=end, file=sys.stderr, flush=True)
+
+
+def tiny_text(r: dict[str, Any]) -> str:
+    perf, acc, single = r["performance"], r["accuracy"], r["stats"]["single"]
+    median = perf["median_per_inference_ns"]
+    lines = [
+        f"{r['dut']['name']}  firmware {r['dut']['profile']!r}  model {r['dut']['model']}  "
+        f"({r['dut']['timestamp_mode']} mode, {r['dut']['port']} @ {r['dut']['baud']})",
+        f"  dataset     {r['dataset']['files']} inputs, {r['dataset']['classes']} classes ({r['dataset']['path']})",
+        f"  latency     median {median / 1e6:.3f} ms per inference over {len(perf['runs'])} runs "
+        f"of {r['config']['iterations']} (DUT timer)"
+        if median is not None
+        else "  latency     no performance runs",
+    ]
+    if single:
+        p = single["percentiles"]
+        lines.append(
+            f"  single      p50 {p['p50']['value_ns'] / 1e6:.3f} ms, max {single['max_ns'] / 1e6:.3f} ms "
+            f"(n={single['n']})"
+        )
+    lines.append(f"  accuracy    top-1 {acc['top1'] * 100:.1f}% ({acc['correct']}/{acc['n']}, results%)")
+    lines += [f"  {k:<11} {d['status'].upper()}: {d['reason']}" for k, d in r["verdicts"].items()]
+    lines += [f"  warning     {text}" for text in r["warnings"]]
+    lines.append(f"  overall     {r['overall'].upper()}")
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""DUT mode: the EEMBC / MLPerf Tiny command protocol against the emulated firmware on a real pty.
+
+The emulated DUT runs the bundled int8 ECG model with edgerun on the bytes it
+is loaded with, and its microsecond timer reports the per-inference latency it
+was told to. So latency is checked exactly, and accuracy against a direct run
+of the same model on the same dataset bytes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import edgerun
+from edgerun.bench.environment import environment
+from edgerun.errors import DutError, PortUnavailable
+from edgerun.serialhost import ECG_DEMO_DIR
+from edgerun.serialhost.tiny import TinyConfig, run_tiny
+from edgerun.serialhost.tinydata import TRUTH_FILE, read_dataset
+from edgerun.serialhost.tinyresult import SCHEMA, build_tiny_result
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACT = ECG_DEMO_DIR / "ecg-int8.tflite"
+N_FILES = 12
+
+
+def _load_emulator():
+    spec = importlib.util.spec_from_file_location("firmware_emulator", REPO / "tools" / "firmware_emulator.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+emu_mod = _load_emulator()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An EEMBC dataset folder (per-model subfolder, as the runner lays it out) from the bundled samples."""
+    root = tmp_path_factory.mktemp("tiny")
+    data = np.load(ECG_DEMO_DIR / "ecg-test.npz")
+    pick = np.r_[0:4, 20:24, 40:44]  # four windows of each rhythm
+    assert len(pick) == N_FILES
+    emu_mod.make_dataset(ARTIFACT, root / "ecg01")  # the tool's own path: all 60 samples
+    folder = root / "ecg01"
+    lines = (folder / TRUTH_FILE).read_text().splitlines()
+    (folder / TRUTH_FILE).write_text("\n".join(lines[i] for i in pick) + "\n")
+    assert len(read_dataset(root, "ecg01").files) == N_FILES and data["y"][pick].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    return root
+
+
+def expected_predictions(dataset: Path) -> list[int]:
+    """What the model predicts for every dataset input, run directly (no serial line, no emulator)."""
+    rt = edgerun.load(ARTIFACT, threads=1)
+    spec = rt.pipeline.session.inputs[0]
+    out = []
+    for f in read_dataset(dataset, "ecg01").files:
+        x = np.frombuffer(f.data, dtype=spec.dtype).reshape(spec.shape)
+        out.append(int(np.argmax(rt.pipeline.session.run([x])[0])))
+    return out
+
+
+def session(dataset: Path, config: dict[str, Any] | None = None, **firmware: Any):
+    fw = emu_mod.DutFirmware(ARTIFACT, **firmware)
+    with emu_mod.FirmwareEmulator(fw) as emu:
+        cfg = TinyConfig(port=emu.path, **({"iterations": 50, "warmups": 2, "perf_files": 3} | (config or {})))
+        run = run_tiny(cfg, dataset)
+    return run, cfg, fw
+
+
+def test_session_end_to_end_latency_and_accuracy(dataset):
+    run, cfg, fw = session(dataset, latency_us=1500)
+    result = build_tiny_result(run, cfg, cfg.budget, environment())
+    assert result["dut"] | {"port": ""} == {
+        "name": "dut-[edgerun-emulator]",
+        "profile": "edgerun firmware emulator",
+        "model": "ecg01",
+        "timestamp_mode": "performance",
+        "port": "",
+        "baud": 115200,
+    }
+    perf = result["performance"]
+    assert [r["per_inference_ns"] for r in perf["runs"]] == [1_500_000] * 3  # exactly what the DUT was told
+    assert perf["median_per_inference_ns"] == 1_500_000 and perf["throughput_per_s"] == pytest.approx(666.67, 1e-3)
+    assert result["samples_ns"]["single"] == [1_500_000] * N_FILES
+    assert result["verdicts"]["hard"]["status"] == "pass" and result["verdicts"]["soft"]["status"] == "not-valid"
+    expected = expected_predictions(dataset)
+    assert [f["predicted"] for f in result["files"]] == expected
+    acc = result["accuracy"]
+    assert acc["n"] == N_FILES and acc["correct"] == sum(p == f.label for p, f in zip(expected, run.dataset.files))
+    assert acc["top1"] >= 0.9
+    # the DUT saw the runner's protocol: 31-byte db chunks, infer N W for performance, results% for accuracy
+    assert fw.commands[:3] == ["name", "timestamp", "profile"]  # timestamp%: which mode, boot lines long gone
+    assert "db load 1000" in fw.commands and f"db {bytes(31).hex()}" not in fw.commands[:3]
+    assert max(len(c) for c in fw.commands if c.startswith("db ") and "load" not in c) == 3 + 62
+    assert fw.commands.count("infer 50 2") == 3 and fw.commands.count("infer 1 0") == N_FILES
+    assert fw.commands.count("results") == N_FILES
+
+
+def test_wrong_results_lower_accuracy_exactly(dataset):
+    run, cfg, fw = session(dataset, {"perf_files": 0}, latency_us=800, wrong_every=3)
+    expected = expected_predictions(dataset)
+    got = [f["predicted"] for f in run.files]
+    for i, (g, e) in enumerate(zip(got, expected)):
+        assert (g != e) if (i + 1) % 3 == 0 else (g == e)
+    result = build_tiny_result(run, cfg, cfg.budget, environment())
+    assert result["accuracy"]["correct"] == sum(g == f.label for g, f in zip(got, run.dataset.files))
+
+
+def test_timer_wrap_between_the_two_timestamps(dataset):
+    run, _, _ = session(dataset, {"perf_files": 2, "limit": 2}, latency_us=2000, clock_start_us=2**32 - 50_000)
+    assert [p["per_inference_ns"] for p in run.perf] == [2_000_000, 2_000_000]
+
+
+def test_real_dut_time_when_not_told_a_latency(dataset):
+    run, cfg, _ = session(dataset, {"perf_files": 1, "limit": 3})
+    per = run.perf[0]["per_inference_ns"]
+    assert 1_000 < per < 50_000_000  # the emulator's own time for the model: microseconds to milliseconds
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("no-name", r"'name%': expected a line m-name-dut-\[<name>\], got \['m-hello-there'\]"),
+        ("garbled-results", r"m-results-\[\.\.\.\] must hold comma-separated numbers, got 'm-results-\[0.125,zz"),
+        ("infer-error", r"'infer 50 2%' with an error: e-\[Inference failed: arena too small\]"),
+        ("one-timestamp", r"expected 2 m-lap-us-<us> timestamps around the inferences, got 1"),
+        ("no-ready", r"no m-ready within 0.5 s after 'infer 50 2%'; it said \[.*m-results"),
+        ("energy-mode", r"energy mode \(m-timestamp-mode-energy\): it prints no timestamps"),
+    ],
+)
+def test_malformed_dut_replies_are_clear_errors(dataset, fault, message):
+    with pytest.raises(DutError, match=message):
+        session(dataset, {"timeout_s": 0.5, "infer_timeout_s": 0.5}, latency_us=100, fault=fault)
+
+
+class FakeEdgeMonitor:
+    """Stands in for an energy monitor on the DUT's timestamp GPIO (no edgerun probe drives one yet)."""
+
+    def __init__(self) -> None:
+        self.armed = 0
+
+    def arm(self) -> None:
+        self.armed += 1
+
+    def collect(self) -> tuple[float, float]:
+        return 0.05, 0.002  # 50 ms and 2 mJ between the edges
+
+
+def test_energy_mode_goes_through_the_monitor_seam(dataset):
+    fw = emu_mod.DutFirmware(ARTIFACT, fault="energy-mode")
+    monitor = FakeEdgeMonitor()
+    with emu_mod.FirmwareEmulator(fw) as emu:
+        cfg = TinyConfig(port=emu.path, iterations=10, warmups=0, perf_files=2, limit=3)
+        run = run_tiny(cfg, dataset, energy_monitor=monitor)
+    result = build_tiny_result(run, cfg, cfg.budget, environment())
+    assert monitor.armed == 2
+    assert [p["per_inference_ns"] for p in run.perf] == [5_000_000, 5_000_000]
+    assert result["energy"]["median_j_per_inference"] == pytest.approx(0.0002)
+    assert result["samples_ns"]["single"] == []  # no timestamps in energy mode: accuracy only
+
+
+def test_dataset_problems_name_the_file_and_the_expected_form(tmp_path):
+    with pytest.raises(DutError, match=r"no .*y_labels.csv or .*/kws01/y_labels.csv"):
+        read_dataset(tmp_path, "kws01")
+    (tmp_path / TRUTH_FILE).write_text("a.bin, 12\n")
+    with pytest.raises(DutError, match=r"line 1: expected 'file, class_count, class', got \['a.bin', ' 12'\]"):
+        read_dataset(tmp_path)
+    (tmp_path / TRUTH_FILE).write_text("a.bin, 12, 3\n")
+    with pytest.raises(DutError, match=r"input file .*a.bin does not exist"):
+        read_dataset(tmp_path)
+
+
+def test_missing_port_is_a_clear_error(dataset, tmp_path):
+    with pytest.raises(PortUnavailable, match="no such port"):
+        run_tiny(TinyConfig(port=str(tmp_path / "ttyDUT")), dataset)
+
+
+def test_cli_serial_tiny_json_in_the_bench_family(dataset, tmp_path, capsys):
+    from edgerun.cli import main
+
+    out = tmp_path / "tiny.json"
+    fw = emu_mod.DutFirmware(ARTIFACT, latency_us=1200)
+    with emu_mod.FirmwareEmulator(fw) as emu:
+        rc = main(
+            ["serial", "tiny", "--port", emu.path, "--dataset", str(dataset), "--iterations", "20"]
+            + ["--warmups", "1", "--perf-files", "2", "--json", str(out), "-q"]
+        )
+    assert rc == 3  # hard passes; 12 samples cannot make a p99 valid
+    doc = json.loads(out.read_text())
+    assert (doc["schema"], doc["schema_version"]) == (SCHEMA, 1) and doc["edgerun_version"]
+    (result,) = doc["results"]
+    assert result["stats"]["single"]["percentiles"]["p50"]["value_ns"] == 1_200_000
+    assert set(result["verdicts"]["hard"]) >= {"kind", "status", "passed", "valid", "measured", "limit", "reason"}
+    assert "accuracy    top-1" in capsys.readouterr().out
