@@ -25,7 +25,13 @@ EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_VALID = 0, 1, 2, 3
 
 # Subsystems that add their own subcommands: each module has ``register(subparsers)``
 # and imports nothing heavy at module level (its command functions import lazily).
-COMMAND_MODULES: tuple[str, ...] = ("edgerun.compress.cli", "edgerun.fallback.cli", "edgerun.targets.cli", "edgerun.lab.cli", "edgerun.serialhost.cli",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "edgerun.compress.cli",
+    "edgerun.fallback.cli",
+    "edgerun.serialhost.cli",
+    "edgerun.targets.cli",
+    "edgerun.lab.cli",
+)
 
 
 def _err(msg: str) -> None:
