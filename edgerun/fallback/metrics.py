@@ -134,6 +134,10 @@ class FallbackMetrics:
             h = d[f"{which}_latency_ms"]
             if h["count"]:
                 mean = h["sum_ms"] / h["count"]
-                filled = ", ".join(f"<={k} ms: {v}" for k, v in h["buckets_le_ms"].items() if v)
-                lines.append(f"  {which:<6} ms     n={h['count']} mean={mean:.3f}  ({filled})")
+                filled, below = [], 0
+                for bound, cumulative in h["buckets_le_ms"].items():
+                    if cumulative > below:  # per bucket, not cumulative: easier to read
+                        filled.append(f"<={bound} ms: {cumulative - below}")
+                    below = cumulative
+                lines.append(f"  {which:<6} ms     n={h['count']} mean={mean:.3f}  ({', '.join(filled)})")
         return "\n".join(lines)
