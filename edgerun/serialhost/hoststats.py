@@ -111,6 +111,8 @@ class HostStatus:
     out_of_order: int
     queue_depth: int
     last_label: str
+    samples_received: int = 0
+    frames_good: int = 0
 
 
 def utc_now() -> str:
@@ -239,6 +241,8 @@ def status_of(host: Any, link: str) -> HostStatus:
         out_of_order=c.frames_out_of_order,
         queue_depth=len(host.queue),
         last_label=host.last_label,
+        samples_received=c.samples_received,
+        frames_good=host.decoder.counts.frames,
     )
 
 
