@@ -200,7 +200,7 @@ def test_only_allow_listed_inputs_are_sent_and_the_redactor_sees_them(tmp_path):
         with c, pytest.raises(RemoteError) as err:  # the model needs all 13 inputs: the server refuses
             c.infer(identity_feeds(), deadline_in(2000), "test")
     assert err.value.status == 400
-    assert srv.stats.input_names == [sorted(allowed)]
+    assert list(srv.stats.input_names) == [sorted(allowed)]
     assert seen == ["x_int8", "x_float32"] or sorted(seen) == sorted(allowed)
     record = policy.audit_sink[0]
     assert record.payload_sha256 == srv.stats.body_sha256[0]

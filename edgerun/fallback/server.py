@@ -28,6 +28,7 @@ import json
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,9 +61,10 @@ class ServerStats:
     infer_requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
-    auth_headers_seen: list[str] = field(default_factory=list)  # "present"/"absent", never the value
-    body_sha256: list[str] = field(default_factory=list)  # what arrived, to check the client's audit
-    input_names: list[list[str]] = field(default_factory=list)
+    # The last requests only (bounded: a long-running server must not grow): for tests.
+    auth_headers_seen: deque[str] = field(default_factory=lambda: deque(maxlen=1000))  # never the value
+    body_sha256: deque[str] = field(default_factory=lambda: deque(maxlen=1000))  # to check the client's audit
+    input_names: deque[list[str]] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 @dataclass(frozen=True)
