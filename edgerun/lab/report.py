@@ -69,6 +69,8 @@ def _latency_html(data: LabSummaryData, plots: Any) -> str:
         if groups:
             png = plots.latency_boxes(target, [g.label for g in groups], [g.samples_ms() for g in groups])
             parts.append(f"<h3>{_esc(target)}</h3>" + _img(png, f"latency on {target}"))
+        else:
+            parts.append(f"<p>{_esc(target)}: no raw samples to draw (native benchmark binaries report summaries).</p>")
     parts.append(
         _table(["device", "artifact [options]", "runs", "n", "p50 ms", "p99 ms", "mean ms"], _latency_rows(data))
     )
@@ -79,7 +81,7 @@ def _latency_rows(data: LabSummaryData) -> list[list[str]]:
     rows = []
     for g in data.groups:
         n = g.column("n")
-        p99 = _ms(g.column("p99_ns")) + ("*" if n is not None and n < 662 else "")
+        p99 = _ms(g.column("p99_ns")) + ("*" if n is not None and n < 662 and g.column("p99_ns") is not None else "")
         count = "-" if n is None else f"{n:.0f}"
         rows.append(
             [g.target, g.label, str(len(g.rows)), count, _ms(g.column("p50_ns")), p99, _ms(g.column("mean_ns"))]
@@ -92,6 +94,7 @@ def _pareto_html(data: LabSummaryData, plots: Any) -> str:
     for target in data.targets:
         points = pareto_points(data.groups_on(target))
         if not points:
+            parts.append(f"<p>{_esc(target)}: no result with both a size and a p99 (benchmark_model prints none).</p>")
             continue
         parts.append(f"<h3>{_esc(target)}</h3>" + _img(plots.pareto_scatter(target, points), f"Pareto on {target}"))
         front = [
@@ -100,7 +103,7 @@ def _pareto_html(data: LabSummaryData, plots: Any) -> str:
             if p["frontier"]
         ]
         parts.append(_table(["on the frontier", "size MB", "accuracy", "p99 ms"], front))
-    return "".join(parts) or "<p>No result has both a size and a p99.</p>"
+    return "".join(parts)
 
 
 def _energy_html(data: LabSummaryData, plots: Any) -> str:

@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from edgerun.errors import TargetAuthError, TargetError, TargetUnreachable
-from edgerun.targets.base import DEFAULT_TIMEOUT_S, LOCAL_MARGIN_S, Completed, shell_line, split_sentinel
+from edgerun.targets.base import (
+    DEFAULT_TIMEOUT_S,
+    LOCAL_MARGIN_S,
+    Completed,
+    check_device_timeout,
+    shell_line,
+    split_sentinel,
+)
 from edgerun.targets.local import run_process
 from edgerun.targets.spec import TargetSpec
 
@@ -92,7 +99,9 @@ class AdbTarget:
         body, status = split_sentinel(done.stdout)
         if status is None:
             raise classify_adb_failure(self.spec.label, done, f"running {' '.join(argv)[:60]}")
-        return Completed(tuple(argv), status, body, done.stderr, done.duration_s)
+        return check_device_timeout(
+            self.spec.label, Completed(tuple(argv), status, body, done.stderr, done.duration_s), timeout_s
+        )
 
     def push(self, local: Path, remote: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         dest = self.path(remote)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from edgerun.errors import TargetError
+from edgerun.errors import TargetError, TargetTimeout
 from edgerun.targets.spec import TargetSpec
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "CommandRunner",
     "Completed",
     "Target",
+    "check_device_timeout",
     "command_runner",
     "shell_line",
     "split_sentinel",
@@ -126,6 +127,16 @@ def split_sentinel(stdout: bytes) -> tuple[bytes, int | None]:
         body = body.removesuffix(b"\r").replace(b"\r\n", b"\n")
     status = tail.strip()
     return (body, int(status)) if status.lstrip(b"-").isdigit() else (stdout, None)
+
+
+def check_device_timeout(label: str, done: Completed, timeout_s: float) -> Completed:
+    """TargetTimeout when the device-side ``timeout`` stopped the command (status 124, or 137 after
+    SIGKILL, once the time was up); otherwise ``done`` unchanged."""
+    if done.returncode in (124, 137) and done.duration_s >= timeout_s:
+        raise TargetTimeout(
+            f"{label}: {shlex.join(done.argv)[:80]} ran past its {timeout_s:g} s timeout and was stopped on the device"
+        )
+    return done
 
 
 def command_runner(target: Target, timeout_s: float = 15.0) -> CommandRunner:

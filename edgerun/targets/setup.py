@@ -83,7 +83,9 @@ def _push_folder(target: Target, local: Path, remote: str) -> None:
 
 
 def _install(target: Target, venv_python: str, wheel: str, wheelhouse: str | None) -> None:
-    argv = [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+    # --no-compile: byte-compiling every installed file takes minutes on an SD card; Python
+    # compiles (and caches) only the modules that are imported, on first use.
+    argv = [venv_python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--no-compile"]
     argv += ["--no-index", "--find-links", wheelhouse] if wheelhouse else []
     done = target.run([*argv, wheel], INSTALL_TIMEOUT_S)
     if done.returncode != 0:

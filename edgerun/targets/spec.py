@@ -160,13 +160,15 @@ def parse_target(url: str, name: str = "", extra: Mapping[str, Any] | None = Non
     Raises ValueError naming what was wrong and what was expected.
     """
     text = url.strip()
-    if text in ("local", "local://"):
-        return TargetSpec("local", options=options_from("local", dict(extra or {})), name=name)
-    parts = urlsplit(text)
-    if parts.scheme not in ("ssh", "adb"):
+    parts = urlsplit("local://" if text == "local" else text)
+    if parts.scheme not in KINDS:
         raise ValueError(f"target {url!r}: expected local, ssh://[user@]host[:port] or adb://[serial]")
     query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
     options = options_from(parts.scheme, {**query, **dict(extra or {})})
+    if parts.scheme == "local":
+        if parts.netloc or parts.path not in ("", "/"):
+            raise ValueError(f"target {url!r}: local takes no host or path (use ?workdir=...)")
+        return TargetSpec("local", options=options, name=name)
     netloc = unquote(parts.netloc)  # not .hostname: adb serials are case-sensitive
     if parts.path not in ("", "/"):
         raise ValueError(f"target {url!r}: no path expected after the host (use ?workdir=... for a directory)")

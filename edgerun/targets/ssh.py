@@ -22,7 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from edgerun.errors import TargetAuthError, TargetError, TargetUnreachable
-from edgerun.targets.base import DEFAULT_TIMEOUT_S, LOCAL_MARGIN_S, Completed, shell_line, split_sentinel
+from edgerun.targets.base import (
+    DEFAULT_TIMEOUT_S,
+    LOCAL_MARGIN_S,
+    Completed,
+    check_device_timeout,
+    shell_line,
+    split_sentinel,
+)
 from edgerun.targets.local import run_process
 from edgerun.targets.spec import TargetSpec
 
@@ -55,6 +62,10 @@ def classify_ssh_failure(label: str, done: Completed) -> TargetError:
 def _home_relative(path: str) -> str:
     """ "~/x" as "x": commands start in the login directory, and quoting would stop the shell expanding "~"."""
     return path[2:] if path.startswith("~/") else path
+
+
+def _fields(done: Completed) -> tuple[int, bytes, bytes, float]:
+    return done.returncode, done.stdout, done.stderr, done.duration_s
 
 
 class SshTarget:
@@ -90,7 +101,8 @@ class SshTarget:
         return Completed(done.argv, status, body, done.stderr, done.duration_s)
 
     def run(self, argv: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> Completed:
-        return self._call(shell_line(argv, timeout_s), timeout_s)
+        done = self._call(shell_line(argv, timeout_s), timeout_s)
+        return check_device_timeout(self.spec.label, Completed(tuple(argv), *_fields(done)), timeout_s)
 
     def path(self, remote: str) -> str:
         """The device path of ``remote``: absolute as is, relative under the workdir."""

@@ -1,0 +1,119 @@
+"""`edgerun lab compare`: an injected regression is flagged (exit 1), sampling noise is not (exit 0).
+
+Baseline and candidate come from one real benchmark of 1400 inferences, split at random
+into two halves of 700 (p99 needs 662): two draws of the same distribution, i.e. pure
+noise. The regression is the same half with every inference stage made 30% slower.
+Only ``samples_ns`` is edited; compare reads nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgerun.cli import main
+from edgerun.lab.compare import compare_files, compare_samples, mann_whitney_greater
+from edgerun.lab.plan import load_plan
+from edgerun.lab.store import LabStore
+
+DEMO = Path(__file__).resolve().parent.parent / "edgerun" / "demo"
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, dict]:
+    """(file document, half A result, half B result) from one real run of 1400 inferences."""
+    out = tmp_path_factory.mktemp("cmp") / "run.json"
+    args = ["bench", str(DEMO / "digits-int8.tflite"), "--in-process", "--runs", "1400", "--min-seconds", "0"]
+    args += ["--warmup", "20", "--warmup-seconds", "0", "--no-energy", "--no-memory", "--json", str(out), "-q"]
+    assert main(args) in (0, 1, 3)
+    doc = json.loads(out.read_text())
+    result = doc["results"][0]
+    n = len(result["samples_ns"]["infer"])
+    order = np.random.default_rng(7).permutation(n)
+    parts = []
+    for idx in (order[: n // 2], order[n // 2 :]):
+        part = copy.deepcopy(result)
+        part["samples_ns"] = {k: [v[i] for i in sorted(idx)] for k, v in result["samples_ns"].items()}
+        parts.append(part)
+    return doc, parts[0], parts[1]
+
+
+def _write(path: Path, doc: dict, result: dict, slower: float = 1.0) -> Path:
+    result = copy.deepcopy(result)
+    result["samples_ns"] = {k: [round(x * slower) for x in v] for k, v in result["samples_ns"].items()}
+    path.write_text(json.dumps({**doc, "results": [result]}))
+    return path
+
+
+def test_the_cli_exit_code_gates_on_a_regression(halves, tmp_path: Path) -> None:
+    doc, a, b = halves
+    base = _write(tmp_path / "base.json", doc, a)
+    same = _write(tmp_path / "same.json", doc, a)
+    slower = _write(tmp_path / "slower.json", doc, b, slower=1.3)
+    assert main(["lab", "compare", str(base), str(same)]) == 0
+    assert main(["lab", "compare", str(base), str(slower)]) == 1
+    (worse,) = compare_files(base, slower)
+    p50, _ = worse.metrics
+    assert worse.verdict == "regression" and p50.verdict == "regression" and all(m.valid for m in worse.metrics)
+    assert p50.change_pct == pytest.approx(30, abs=10) and p50.ci95_pct[0] > 0 and worse.mann_whitney_p < 1e-6
+    assert main(["lab", "compare", str(slower), str(base)]) == 0  # faster is not a regression
+    assert compare_files(slower, base)[0].verdict == "improvement"
+
+
+def test_noise_is_rarely_flagged_and_an_injected_regression_always(halves) -> None:
+    # Random halves of one run are exchangeable, so the U test's p < 0.01 is calibrated:
+    # about 1 split in 100 may pass it by chance. 10 splits with more than 2 false
+    # regressions would happen with probability ~1e-4 if edgerun's rule is sound.
+    _, a, b = halves
+    total = np.concatenate([_total(a), _total(b)])
+    rng = np.random.default_rng(11)
+    false_alarms = caught = 0
+    for _ in range(10):
+        order = rng.permutation(total.size)
+        base, cand = total[order[:700]], total[order[700:1400]]
+        noise, _ = compare_samples(base, cand)
+        false_alarms += any(m.verdict == "regression" for m in noise)
+        injected, _ = compare_samples(base, (cand * 1.3).astype(np.int64))
+        caught += injected[0].verdict == "regression"
+    assert false_alarms <= 2 and caught == 10
+
+
+def _total(result: dict) -> np.ndarray:
+    s = result["samples_ns"]
+    return np.asarray(s["pre"]) + np.asarray(s["infer"]) + np.asarray(s["post"])
+
+
+def test_lab_databases_compare_too_and_nothing_in_common_exits_3(halves, tmp_path: Path) -> None:
+    doc, a, b = halves
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        f'[lab]\nname = "c"\n[[artifact]]\npath = "{DEMO / "digits-int8.tflite"}"\n[targets.here]\nurl = "local"\n'
+    )
+    (job,) = load_plan(plan).jobs()
+    for name, result in (("base.sqlite", a), ("cand.sqlite", b)):
+        store = LabStore(tmp_path / name)
+        store.record(store.begin_run("c", str(plan), 1, 0), job, result)
+        store.close()
+    assert main(["lab", "compare", str(tmp_path / "base.sqlite"), str(tmp_path / "cand.sqlite"), "--json"]) == 0
+    other = copy.deepcopy(b)
+    other["artifact"]["name"] = "another-model"
+    assert main(["lab", "compare", str(tmp_path / "base.sqlite"), str(_write(tmp_path / "o.json", doc, other))]) == 3
+
+
+def test_too_few_samples_for_p99_are_reported_and_never_gated() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.normal(1e6, 2e4, 300).astype(np.int64)
+    metrics, _ = compare_samples(base, (base * 1.5).astype(np.int64))
+    p50, p99 = metrics
+    assert p50.verdict == "regression" and p99.verdict == "not-valid" and not p99.valid
+
+
+def test_mann_whitney_matches_the_hand_computed_normal_approximation() -> None:
+    # U = 9, mean 4.5, variance 3*3/12*(6+1) = 5.25, z = (9 - 4.5 - 0.5)/sqrt(5.25) = 1.7457
+    assert mann_whitney_greater(np.array([1, 2, 3]), np.array([4, 5, 6])) == pytest.approx(0.04043, abs=1e-4)
+    assert mann_whitney_greater(np.array([4, 5, 6]), np.array([1, 2, 3])) > 0.95
+    assert mann_whitney_greater(np.array([5, 5, 5]), np.array([5, 5, 5])) == 1.0  # all tied: no evidence
