@@ -117,3 +117,20 @@ def test_mann_whitney_matches_the_hand_computed_normal_approximation() -> None:
     assert mann_whitney_greater(np.array([1, 2, 3]), np.array([4, 5, 6])) == pytest.approx(0.04043, abs=1e-4)
     assert mann_whitney_greater(np.array([4, 5, 6]), np.array([1, 2, 3])) > 0.95
     assert mann_whitney_greater(np.array([5, 5, 5]), np.array([5, 5, 5])) == 1.0  # all tied: no evidence
+
+
+def test_repetitions_make_the_interval_cover_run_to_run_drift() -> None:
+    # Synthetic: three runs per side whose medians drift by +-10% (load, temperature). The
+    # candidate's runs sit 10% higher on average: within the drift the baseline itself shows.
+    rng = np.random.default_rng(3)
+
+    def runs(scales: tuple[float, ...]) -> list[np.ndarray]:
+        return [rng.normal(1e6 * s, 2e4, 800).astype(np.int64) for s in scales]
+
+    base, cand = runs((0.9, 1.0, 1.1)), runs((1.0, 1.1, 1.2))
+    pooled, _ = compare_samples(np.concatenate(base), np.concatenate(cand))
+    by_run, _ = compare_samples(base, cand)
+    assert pooled[0].verdict == "regression", "one pooled run per side sees only sampling noise"
+    assert by_run[0].verdict == "unclear" and by_run[0].ci95_pct[0] < 0 < by_run[0].ci95_pct[1]
+    clear, _ = compare_samples(base, runs((1.4, 1.5, 1.6)))  # a slowdown well beyond the drift
+    assert clear[0].verdict == "regression"

@@ -111,6 +111,14 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: floa
     raise SshdUnavailable(f"sshd did not listen on 127.0.0.1:{port} within {timeout_s:g} s")
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when whoever started this server dies (a killed test run leaves no sshd)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 def start(root: Path) -> LoopbackSshd:
     """Generate keys and configs in ``root`` and start sshd on a free loopback port."""
     sshd = sshd_path()
@@ -130,6 +138,7 @@ def start(root: Path) -> LoopbackSshd:
         [os.path.abspath(sshd), "-D", "-e", "-f", str(root / "sshd_config")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=_die_with_parent,
     )
     _wait_listening(port, process)
     return LoopbackSshd(root, port, process, user)

@@ -6,7 +6,10 @@ side are pooled. For p50 and p99 of the end-to-end latency, on the raw samples:
 
 - the change in percent, candidate against baseline;
 - a 95% bootstrap interval for that change (both sides resampled, percentile by
-  nearest rank as everywhere in edgerun; seeded, so a comparison is reproducible);
+  nearest rank as everywhere in edgerun; seeded, so a comparison is reproducible).
+  With two or more repetitions on a side the bootstrap is hierarchical (repetitions,
+  then samples), so the interval also covers run-to-run drift; with one it covers
+  sampling noise only, and the reason says so;
 - for p50 also a one-sided Mann-Whitney U test (normal approximation with tie
   correction): is the candidate's latency stochastically larger?
 
@@ -21,6 +24,7 @@ samples: they are listed, not tested.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ __all__ = ["Comparison", "MetricChange", "compare_files", "compare_samples", "ma
 
 METRICS = (("p50", 50.0), ("p99", 99.0))
 MAX_RESAMPLED = 4_000_000  # samples per side drawn by the bootstrap, to bound memory and time
+HIERARCHICAL_ROUNDS = 600  # rounds of the (looped) two-level bootstrap
 
 
 @dataclass(frozen=True)
@@ -86,44 +91,73 @@ def mann_whitney_greater(baseline: np.ndarray, candidate: np.ndarray) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
+Side = Sequence[np.ndarray]  # one array of total-latency samples (ns) per repetition
+
+
 def _quantiles(samples: np.ndarray, q: float, rng: np.random.Generator, rounds: int) -> np.ndarray:
     picks = samples[rng.integers(0, samples.size, size=(rounds, samples.size))]
     return np.quantile(picks, q / 100.0, axis=1, method="inverted_cdf")
 
 
-def _metric(name: str, q: float, base: np.ndarray, cand: np.ndarray, threshold_pct: float, mw_p: float, alpha: float,
+def _bootstrap(side: Side, q: float, rng: np.random.Generator, rounds: int) -> np.ndarray:
+    """Bootstrap distribution of a side's percentile. With several repetitions it is hierarchical:
+    repetitions are drawn with replacement, then samples within each, so the interval also
+    covers run-to-run drift (a busier machine, a warmer board), not only sampling noise."""
+    if len(side) == 1:
+        return _quantiles(side[0], q, rng, rounds)
+    out = np.empty(min(rounds, HIERARCHICAL_ROUNDS))
+    for b in range(out.size):
+        chosen = [side[i] for i in rng.integers(0, len(side), len(side))]
+        draw = np.concatenate([part[rng.integers(0, part.size, part.size)] for part in chosen])
+        out[b] = np.quantile(draw, q / 100.0, method="inverted_cdf")
+    return out
+
+
+def _verdict(name: str, change: float, ci: tuple[float, float], valid: bool, threshold_pct: float, mw_p: float,
+             alpha: float) -> str:  # fmt: skip
+    slower = mw_p < alpha if name == "p50" else True
+    faster = (1.0 - mw_p) < alpha if name == "p50" else True
+    if not valid:
+        return "not-valid"
+    if change > threshold_pct and ci[0] > 0 and slower:
+        return "regression"
+    if change < -threshold_pct and ci[1] < 0 and faster:
+        return "improvement"
+    return "unclear" if abs(change) > threshold_pct else "no change"
+
+
+def _metric(name: str, q: float, base: Side, cand: Side, threshold_pct: float, mw_p: float, alpha: float,
             rng: np.random.Generator) -> MetricChange:  # fmt: skip
     from edgerun.measure.stats import min_samples
 
-    b = float(np.quantile(base, q / 100.0, method="inverted_cdf"))
-    c = float(np.quantile(cand, q / 100.0, method="inverted_cdf"))
-    rounds = max(200, min(2000, MAX_RESAMPLED // max(base.size, cand.size)))
-    deltas = (_quantiles(cand, q, rng, rounds) - _quantiles(base, q, rng, rounds)) / b * 100.0
+    pooled_b, pooled_c = np.concatenate(base), np.concatenate(cand)
+    b = float(np.quantile(pooled_b, q / 100.0, method="inverted_cdf"))
+    c = float(np.quantile(pooled_c, q / 100.0, method="inverted_cdf"))
+    rounds = max(200, min(2000, MAX_RESAMPLED // max(pooled_b.size, pooled_c.size)))
+    deltas = (_bootstrap(cand, q, rng, rounds) - _bootstrap(base, q, rng, rounds)) / b * 100.0
     lo, hi = (float(x) for x in np.percentile(deltas, (2.5, 97.5)))
     change = (c - b) / b * 100.0
-    valid = min(base.size, cand.size) >= min_samples(q)
-    tested = mw_p < alpha if name == "p50" else True
-    untested = (1.0 - mw_p) < alpha if name == "p50" else True
-    if not valid:
-        verdict = "not-valid"
-    elif change > threshold_pct and lo > 0 and tested:
-        verdict = "regression"
-    elif change < -threshold_pct and hi < 0 and untested:
-        verdict = "improvement"
-    elif abs(change) > threshold_pct:
-        verdict = "unclear"
-    else:
-        verdict = "no change"
+    valid = min(pooled_b.size, pooled_c.size) >= min_samples(q)
+    verdict = _verdict(name, change, (lo, hi), valid, threshold_pct, mw_p, alpha)
     return MetricChange(name, round(b), round(c), change, (lo, hi), valid, verdict)
 
 
 def compare_samples(
-    baseline: np.ndarray, candidate: np.ndarray, threshold_pct: float = 5.0, alpha: float = 0.01, seed: int = 0
+    baseline: np.ndarray | Side,
+    candidate: np.ndarray | Side,
+    threshold_pct: float = 5.0,
+    alpha: float = 0.01,
+    seed: int = 0,
 ) -> tuple[tuple[MetricChange, ...], float]:
-    """p50 and p99 changes of ``candidate`` against ``baseline`` (ns samples), and the U test's p."""
+    """p50 and p99 changes of ``candidate`` against ``baseline``, and the U test's p.
+
+    Each side is an array of ns samples, or a list of arrays, one per repetition.
+    """
+    base = [baseline] if isinstance(baseline, np.ndarray) else list(baseline)
+    cand = [candidate] if isinstance(candidate, np.ndarray) else list(candidate)
     rng = np.random.default_rng(seed)
-    mw_p = mann_whitney_greater(baseline, candidate)
-    metrics = tuple(_metric(name, q, baseline, candidate, threshold_pct, mw_p, alpha, rng) for name, q in METRICS)
+    mw_p = mann_whitney_greater(np.concatenate(base), np.concatenate(cand))
+    metrics = tuple(_metric(name, q, base, cand, threshold_pct, mw_p, alpha, rng) for name, q in METRICS)
     return metrics, mw_p
 
 
@@ -179,12 +213,15 @@ def _pair(key: tuple[str, str, str], base: list[dict[str, Any]], cand: list[dict
     if not b or not c:
         return Comparison(*key, 0, 0, (), None, "not comparable", "no raw samples (native-binary results): not tested")
     base_ns, cand_ns = np.concatenate(b), np.concatenate(c)
-    metrics, mw_p = compare_samples(base_ns, cand_ns, threshold_pct, alpha)
+    metrics, mw_p = compare_samples(b, c, threshold_pct, alpha)
     verdicts = {m.verdict for m in metrics}
     verdict = "regression" if "regression" in verdicts else "improvement" if "improvement" in verdicts else "no change"
+    single = " (one repetition on a side: the interval covers sampling noise, not run-to-run drift)"
     reason = "; ".join(
         f"{m.metric} {m.change_pct:+.1f}% [{m.ci95_pct[0]:+.1f}, {m.ci95_pct[1]:+.1f}] {m.verdict}" for m in metrics
     )
+    if min(len(b), len(c)) < 2:
+        reason += single
     return Comparison(*key, base_ns.size, cand_ns.size, metrics, mw_p, verdict, reason)
 
 

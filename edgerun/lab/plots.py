@@ -51,9 +51,14 @@ def latency_boxes(device: str, labels: Sequence[str], samples_ms: Sequence[np.nd
 def pareto_scatter(device: str, points: Sequence[dict[str, Any]]) -> bytes:
     """Size (MB) against p99 (ms), coloured by accuracy; the Pareto frontier ringed and joined."""
     plt = require_matplotlib()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     acc = [p["accuracy"] if p["accuracy"] is not None else np.nan for p in points]
-    scatter = ax.scatter([p["size_mb"] for p in points], [p["p99_ms"] for p in points], c=acc, cmap="viridis", s=40)
+    known = [a for a in acc if not np.isnan(a)]
+    low, high = (min(known), max(known)) if known else (0.0, 1.0)
+    pad = max(0.005, (high - low) * 0.05)  # equal accuracies still get a readable colour scale
+    scatter = ax.scatter([p["size_mb"] for p in points], [p["p99_ms"] for p in points], c=acc, cmap="viridis", s=40,
+                         vmin=low - pad, vmax=high + pad)  # fmt: skip
+    ax.margins(x=0.3, y=0.1)  # room for the labels beside the points
     front = sorted((p for p in points if p["frontier"]), key=lambda p: p["size_mb"])
     ax.plot([p["size_mb"] for p in front], [p["p99_ms"] for p in front], "r--", lw=1)
     ax.scatter([p["size_mb"] for p in front], [p["p99_ms"] for p in front], s=140, facecolors="none", edgecolors="r")

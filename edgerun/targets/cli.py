@@ -92,7 +92,10 @@ def bench_on_target_cli(args: argparse.Namespace, paths: list[Path]) -> list[dic
     if not uses_native_runner(target):
         require_edgerun(target, identity)
     runner = "native binaries" if uses_native_runner(target) else f"edgerun {identity.edgerun_version}"
-    _note(args, f"target: {target.spec.label}: {identity.model or '?'} ({identity.os or '?'}), {runner}")
+    _note(
+        args,
+        f"target: {target.spec.label}: {identity.model or identity.hostname or '?'} ({identity.os or '?'}), {runner}",
+    )
     results = []
     for i, path in enumerate(paths):
         if i:

@@ -112,6 +112,32 @@ def _environment(identity: TargetIdentity, run: NativeRun) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _run_blocks(run: NativeRun, staged: StagedArtifact, options: BenchOptions) -> dict[str, Any]:
+    """What the binary measured, under the keys an edgerun result uses."""
+    stats = _stats(run)
+    steady_ns = run.mean_ns * run.count if run.mean_ns and run.count else None
+    return {
+        "artifact": {"name": staged.name, "path": staged.remote_model, "format": staged.format,
+                     "precision": staged.precision, "sha256": staged.sha256, "size_bytes": staged.size_bytes,
+                     "manifest": None, "accuracy": staged.accuracy},
+        "engine": {"name": "litert" if staged.format == "tflite" else "onnx", "version": None,
+                   "providers": [p for p in (options.providers or "").split(",") if p], "threads": options.threads,
+                   "graph_optimization": None},
+        "config": {"min_runs": options.runs, "min_seconds": options.min_seconds, "max_seconds": options.max_seconds,
+                   "warmup_runs": options.warmup, "warmup_seconds": options.warmup_seconds},
+        "input_source": f"{run.tool}'s own inputs (random unless the binary was given input files)",
+        "cold_start": {"artifact_load_ns": None, "session_create_ns": run.session_create_ns,
+                       "first_inference": {"pre_ns": None, "infer_ns": run.first_inference_ns, "post_ns": None}},
+        "warmup": {"runs": run.warmup_count, "duration_ns": None, "mean_ns": run.warmup_mean_ns},
+        "steady": {"runs": run.count, "duration_ns": round(steady_ns) if steady_ns else None,
+                   "throughput_per_s": 1e9 / run.mean_ns if run.mean_ns else None, "hit_max_seconds": None},
+        "stats": {"pre": None, "infer": stats, "post": None, "total": stats},
+        "stability": None, "samples_ns": None, "histogram_total": None, "sustained": None,
+        "memory": {"peak_rss_steady_bytes": run.peak_memory_bytes, "source": run.tool}
+        if run.peak_memory_bytes else None,
+    }  # fmt: skip
+
+
 def build_native_result(
     run: NativeRun,
     staged: StagedArtifact,
@@ -123,51 +149,33 @@ def build_native_result(
     thermal: tuple[Any, Any],
     energy: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """The result dict of one native run (docs/lab.md, "Native results")."""
     from edgerun.budget import overall
 
     profile, reason = profile_and_reason
     budget = _budget(options, profile)
     verdicts = native_verdicts(run, budget, profile, staged.size_bytes)
-    stats = _stats(run)
-    steady_ns = run.mean_ns * run.count if run.mean_ns and run.count else None
-    warnings = [w for w in (charging.get("warning"),) if w]
-    result: dict[str, Any] = {
+    runner = {
+        "kind": "native",
+        "tool": run.tool,
+        "argv": argv,
+        "unavailable": _unavailable(run),
+        "notes": list(run.notes),
+    }
+    return {
         "status": "ok",
-        "runner": {"kind": "native", "tool": run.tool, "argv": argv, "unavailable": _unavailable(run),
-                   "notes": list(run.notes)},  # fmt: skip
-        "artifact": {"name": staged.name, "path": staged.remote_model, "format": staged.format,
-                     "precision": staged.precision, "sha256": staged.sha256, "size_bytes": staged.size_bytes,
-                     "manifest": None, "accuracy": staged.accuracy},  # fmt: skip
+        "runner": runner,
+        **_run_blocks(run, staged, options),
         "profile": {"name": profile.name, "reason": reason},
-        "engine": {"name": "litert" if staged.format == "tflite" else "onnx", "version": None,
-                   "providers": [p for p in (options.providers or "").split(",") if p], "threads": options.threads,
-                   "graph_optimization": None},  # fmt: skip
         "environment": _environment(identity, run),
-        "config": {"min_runs": options.runs, "min_seconds": options.min_seconds, "max_seconds": options.max_seconds,
-                   "warmup_runs": options.warmup, "warmup_seconds": options.warmup_seconds},  # fmt: skip
         "budget": {"soft_ms": budget.soft_ms, "hard_ms": budget.hard_ms, "percentile": budget.percentile},
-        "input_source": f"{run.tool}'s own inputs (random unless the binary was given input files)",
-        "cold_start": {"artifact_load_ns": None, "session_create_ns": run.session_create_ns,
-                       "first_inference": {"pre_ns": None, "infer_ns": run.first_inference_ns, "post_ns": None}},
-        "warmup": {"runs": run.warmup_count, "duration_ns": None, "mean_ns": run.warmup_mean_ns},
-        "steady": {"runs": run.count, "duration_ns": round(steady_ns) if steady_ns else None,
-                   "throughput_per_s": 1e9 / run.mean_ns if run.mean_ns else None, "hit_max_seconds": None},
-        "stats": {"pre": None, "infer": stats, "post": None, "total": stats},
-        "stability": None,
-        "samples_ns": None,
-        "histogram_total": None,
         "verdicts": {k: v.to_dict() for k, v in verdicts.items()},
         "overall": overall(verdicts.values()),
-        "memory": {"peak_rss_steady_bytes": run.peak_memory_bytes, "source": run.tool}
-        if run.peak_memory_bytes
-        else None,
         "energy": energy,
         "thermal": _thermal(*thermal),
         "charging": charging,
-        "warnings": warnings + (_thermal_warnings(*thermal)),
-        "sustained": None,
-    }  # fmt: skip
-    return result
+        "warnings": [w for w in (charging.get("warning"),) if w] + _thermal_warnings(*thermal),
+    }
 
 
 def _thermal(before: Any, after: Any) -> dict[str, Any] | None:

@@ -99,6 +99,16 @@ def _install(target: Target, venv_python: str, wheel: str, wheelhouse: str | Non
         raise TargetSetupError(f"{target.spec.label}: pip install failed:{hint} {done.tail(1500)}")
 
 
+def _push_self_wheel(target: Target) -> str:
+    """Build a wheel of this edgerun and push it to ``wheels/``; its file name."""
+    from edgerun.targets.wheel import build_self_wheel
+
+    with tempfile.TemporaryDirectory(prefix="edgerun-wheel-") as tmp:
+        wheel = build_self_wheel(Path(tmp))
+        target.push(wheel, f"wheels/{wheel.name}", 600.0)
+        return wheel.name
+
+
 def setup_target(
     target: Target,
     base_python: str = "python3",
@@ -118,19 +128,15 @@ def setup_target(
     venv = target.path("venv")
     _make_venv(target, base_python, venv, system_site_packages)
     steps.append(say_(say, f"created {venv}"))
-    with tempfile.TemporaryDirectory(prefix="edgerun-wheel-") as tmp:
-        from edgerun.targets.wheel import build_self_wheel
-
-        wheel = build_self_wheel(Path(tmp))
-        target.push(wheel, f"wheels/{wheel.name}", 600.0)
+    wheel = _push_self_wheel(target)
     remote_house = None
     if wheelhouse is not None:
         remote_house = target.path("wheelhouse")
         _push_folder(target, Path(wheelhouse), "wheelhouse")
         steps.append(say_(say, f"pushed the wheelhouse {wheelhouse} to {remote_house}"))
     venv_python = f"{venv}/bin/python"
-    _install(target, venv_python, target.path(f"wheels/{wheel.name}"), remote_house)
-    steps.append(say_(say, f"installed {wheel.name}" + (" offline (--no-index)" if remote_house else "")))
+    _install(target, venv_python, target.path(f"wheels/{wheel}"), remote_house)
+    steps.append(say_(say, f"installed {wheel}" + (" offline (--no-index)" if remote_house else "")))
     check = target.run([venv_python, "-c", "import edgerun; print(edgerun.__version__)"], 120.0)
     check.check(target.spec.label, "importing edgerun in the new environment")
     return SetupReport(
