@@ -45,13 +45,42 @@ def runtime():
     return edgerun.load(ECG_DEMO_DIR / "ecg-int8.tflite", threads=1)
 
 
-def serve(runtime: Any, firmware: Any, seconds: float, link: str | None = None, **config: Any):
-    """Run an emulator and a host against each other for ``seconds``; return (summary, firmware, host)."""
+def serve(runtime: Any, firmware: Any, seconds: float, link: str | None = None, until: Any = None, **config: Any):
+    """Run an emulator and a host against each other; return (summary, firmware, host).
+
+    Without ``until`` the host runs ``seconds``; with it, until ``until(firmware, host)`` holds
+    (checked every 50 ms, at most 5 x ``seconds``), so a loaded CI machine only makes tests slower.
+    """
     with emu_mod.FirmwareEmulator(firmware, link=link) as emu:
         config.setdefault("hop", 250)
         host = SerialHost(runtime, HostConfig(port=link or emu.path, **config))
-        summary = host.run(duration_s=seconds)
-    return summary, firmware, host
+        if until is None:
+            return host.run(duration_s=seconds), firmware, host
+        stop, box = threading.Event(), {}
+        runner = threading.Thread(target=lambda: box.update(summary=host.run(stop)))
+        runner.start()
+        deadline = time.monotonic() + 5 * seconds
+        while time.monotonic() < deadline and runner.is_alive() and not until(firmware, host):
+            time.sleep(0.05)
+        stop.set()
+        runner.join(10)
+    return box["summary"], firmware, host
+
+
+class Settled:
+    """True once the firmware stopped streaming (``stop_at``) and the host's frame counts held for 0.3 s."""
+
+    def __init__(self) -> None:
+        self.last: tuple[int, ...] = ()
+        self.since = time.monotonic()
+
+    def __call__(self, fw: Any, host: Any) -> bool:
+        c = host.decoder.counts
+        now = (c.frames, c.crc_failed, c.malformed, host.counters.windows_decided)
+        if now != self.last:
+            self.last, self.since = now, time.monotonic()
+        started = fw._stream_t0 is not None and time.monotonic() - fw._stream_t0 > fw.faults["stop_at"]
+        return started and time.monotonic() - self.since > 0.3
 
 
 def fast(**kwargs: Any) -> Any:
@@ -72,7 +101,7 @@ def correct_share(fw: Any) -> tuple[int, int]:
 
 
 def test_handshake_acks_window_hop_and_labels(runtime):
-    summary, fw, _ = serve(runtime, fast(), 0.6)
+    summary, fw, _ = serve(runtime, fast(), 0.6, until=lambda fw, host: fw.acks and fw.host_heartbeats)
     ack = fw.acks[0]
     assert (ack.status, ack.protocol_version, ack.window_samples, ack.hop_samples) == (fr.ACK_OK, 1, 1000, 250)
     assert ack.text.split("\n") == ["normal", "af-like", "pvc"]
@@ -90,7 +119,7 @@ def test_handshake_acks_window_hop_and_labels(runtime):
 
 def test_windows_and_results_end_to_end_with_the_right_rhythms(runtime):
     fw = fast(rhythms=("normal", "af-like", "pvc"), segment_s=6.0, speed=25.0)
-    summary, fw, _ = serve(runtime, fw, 3.0)
+    summary, fw, _ = serve(runtime, fw, 3.0, until=lambda fw, host: len(fw.results) >= 60)
     w = summary["windows"]
     assert w["made"] >= 40 and w["decided"] == len(fw.results) == w["made"]
     assert w["dropped"] == 0 and summary["verdicts"]["coverage"]["status"] == "pass"
@@ -106,7 +135,8 @@ def test_windows_and_results_end_to_end_with_the_right_rhythms(runtime):
 
 
 def test_noise_between_frames_is_thrown_away_and_costs_no_frame(runtime):
-    summary, fw, _ = serve(runtime, fast(noise_every=4, noise_bytes=40, seed=3), 2.0)
+    fw = fast(noise_every=4, noise_bytes=40, seed=3)
+    summary, fw, _ = serve(runtime, fw, 2.0, until=lambda fw, host: len(fw.results) >= 25)
     f = summary["frames"]
     assert fw.injected["noise"] >= 20
     assert f["crc_failed"] + f["malformed"] >= fw.injected["noise"] // 2 and f["noise_bytes"] > 0
@@ -117,7 +147,7 @@ def test_noise_between_frames_is_thrown_away_and_costs_no_frame(runtime):
 
 
 def test_crc_failure_is_counted_and_skipped_exactly(runtime):
-    summary, fw, _ = serve(runtime, fast(crc_every=7, stop_at=1.0), 1.6)
+    summary, fw, _ = serve(runtime, fast(crc_every=7, stop_at=1.0), 1.6, until=Settled())
     n = fw.injected["crc"]
     assert n >= 5
     assert summary["frames"]["crc_failed"] == n and summary["frames"]["malformed"] == 0
@@ -126,14 +156,14 @@ def test_crc_failure_is_counted_and_skipped_exactly(runtime):
 
 
 def test_truncated_frames_lose_only_themselves(runtime):
-    summary, fw, _ = serve(runtime, fast(truncate_every=9, stop_at=1.0), 1.6)
+    summary, fw, _ = serve(runtime, fast(truncate_every=9, stop_at=1.0), 1.6, until=Settled())
     n = fw.injected["truncate"]
     f = summary["frames"]
     assert n >= 4 and f["crc_failed"] + f["malformed"] == n and f["lost_by_seq"] == n
 
 
 def test_dropped_and_reordered_frames_by_sequence_number(runtime):
-    summary, fw, _ = serve(runtime, fast(drop_every=11, reorder_every=13, stop_at=1.0), 1.6)
+    summary, fw, _ = serve(runtime, fast(drop_every=11, reorder_every=13, stop_at=1.0), 1.6, until=Settled())
     f = summary["frames"]
     assert fw.injected["drop"] >= 3 and fw.injected["reorder"] >= 3
     assert f["out_of_order"] == fw.injected["reorder"]
@@ -142,7 +172,10 @@ def test_dropped_and_reordered_frames_by_sequence_number(runtime):
 
 
 def test_device_reset_mid_stream_starts_a_new_session(runtime):
-    summary, fw, _ = serve(runtime, fast(reset_at=0.8), 2.0)
+    fw = fast(reset_at=0.8)
+    summary, fw, _ = serve(
+        runtime, fw, 2.0, until=lambda fw, host: fw.boots == 2 and host.counters.windows_decided >= 12
+    )
     s = summary["sessions"]
     assert fw.boots == 2 and s["handshakes"] == 2 and s["device_resets"] == 1
     assert len(fw.acks) == 2 and summary["device"]["boot_id"] == fw.boot_id
@@ -201,12 +234,26 @@ def test_incompatible_handshake_is_refused_with_a_reason(runtime, firmware, stat
 def test_a_host_that_joins_mid_stream_asks_for_a_hello(runtime):
     fw = fast()
     with emu_mod.FirmwareEmulator(fw) as emu:
-        first = SerialHost(runtime, HostConfig(port=emu.path, hop=250)).run(duration_s=0.6)
+        first = run_until(runtime, emu.path, lambda host: host.counters.handshakes >= 1)
         time.sleep(0.2)  # the device streams on to nobody
-        second = SerialHost(runtime, HostConfig(port=emu.path, hop=250)).run(duration_s=0.8)
+        second = run_until(runtime, emu.path, lambda host: host.counters.windows_decided >= 1)
     assert first["sessions"]["handshakes"] == second["sessions"]["handshakes"] == 1
     assert sum(e.code == fr.E_NO_SESSION for e in fw.errors) >= 2  # each host asked on connecting
     assert fw.boots == 1 and second["windows"]["decided"] >= 1
+
+
+def run_until(runtime: Any, port: str, until: Any, max_s: float = 10.0) -> dict[str, Any]:
+    host = SerialHost(runtime, HostConfig(port=port, hop=250))
+    stop = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline and not until(host):
+            time.sleep(0.05)
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return host.run(stop)
 
 
 class SlowRuntime:
@@ -277,3 +324,12 @@ def test_status_line_snapshots_arrive(runtime):
         host.run(stop)
     assert len(seen) >= 5 and seen[-1].windows_decided > 0 and seen[-1].link == "up"
     assert seen[-1].last_label in ("normal", "af-like", "pvc")
+
+
+def test_cli_errors_name_what_was_wrong(tmp_path, capsys):
+    from edgerun.cli import main
+
+    assert main(["serial", "host", "--port", str(tmp_path / "ttyX"), "--duration", "0.1", "-q"]) == 1
+    assert "no such port" in capsys.readouterr().err
+    assert main(["serial", "host", "--port", str(tmp_path / "ttyX"), "--window", "500", "-q"]) == 2
+    assert "--window 500: the model takes windows of exactly 1000 samples" in capsys.readouterr().err

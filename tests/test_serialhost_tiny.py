@@ -78,7 +78,7 @@ def test_session_end_to_end_latency_and_accuracy(dataset):
     run, cfg, fw = session(dataset, latency_us=1500)
     result = build_tiny_result(run, cfg, cfg.budget, environment())
     assert result["dut"] | {"port": ""} == {
-        "name": "dut-[edgerun-emulator]",
+        "name": "edgerun-emulator",
         "profile": "edgerun firmware emulator",
         "model": "ecg01",
         "timestamp_mode": "performance",

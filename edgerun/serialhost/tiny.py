@@ -110,7 +110,7 @@ class TinyDut:
             except DutError:
                 if attempt == tries - 1:
                     raise
-        name = _one(name_lines, r"^m-name-(.+)$", "name%", "m-name-dut-[<name>]")
+        name = _one(name_lines, r"^m-name-\w+-\[([^\]]*)\]$", "name%", "m-name-dut-[<name>]")
         if self.timestamp_mode == "unknown":  # its boot lines came before we listened: ask the timer
             stamp = self.command("timestamp")
             self.timestamp_mode = "performance" if any(_LAP.match(line) for line in stamp) else "energy"
