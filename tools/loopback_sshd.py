@@ -111,12 +111,11 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: floa
     raise SshdUnavailable(f"sshd did not listen on 127.0.0.1:{port} within {timeout_s:g} s")
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when whoever started this server dies (a killed test run leaves no sshd)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+def die_with_parent() -> list[str]:
+    """A command prefix that makes the child get SIGTERM when its parent dies (a killed test run
+    leaves no sshd behind): util-linux ``setpriv --pdeathsig``. Not a preexec_fn: running Python
+    code between fork and exec can deadlock a multithreaded parent."""
+    return ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 
 
 def start(root: Path) -> LoopbackSshd:
@@ -135,10 +134,9 @@ def start(root: Path) -> LoopbackSshd:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
     # -D: stay in the foreground (we own it); -e: errors to stderr. sshd needs its absolute path.
     process = subprocess.Popen(
-        [os.path.abspath(sshd), "-D", "-e", "-f", str(root / "sshd_config")],
+        [*die_with_parent(), os.path.abspath(sshd), "-D", "-e", "-f", str(root / "sshd_config")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        preexec_fn=_die_with_parent,
     )
     _wait_listening(port, process)
     return LoopbackSshd(root, port, process, user)
