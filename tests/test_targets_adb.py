@@ -105,6 +105,15 @@ def test_push_and_pull_keep_binary_files_intact_on_an_old_device(old_phone, tmp_
     assert target.read_file("blob.bin") == blob
 
 
+def _validate(path: Path) -> None:
+    """The native result validates against the bench result schema (its native variant)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib import resources
+
+    schema = json.loads(resources.files("edgerun.bench").joinpath("result.schema.json").read_text())
+    jsonschema.validate(json.loads(path.read_text()), schema)
+
+
 def _bench(url: str, artifact: Path, out: Path, *extra: str) -> dict:
     code = main(["bench", "--target", url, str(artifact), "--json", str(out), "-q", *extra])
     assert code in (0, 1, 3)
@@ -116,6 +125,7 @@ def test_benchmark_model_runs_pinned_and_its_output_becomes_a_result(phone, tmp_
     url = phone.url(benchmark_model=TFLITE_REMOTE, taskset="f0")
     r = _bench(url, DEMO / "digits-int8.tflite", tmp_path / "r.json", "--runs", "50", "--threads", "4")
     assert r["status"] == "ok" and r["runner"]["kind"] == "native" and r["target"]["runner"] == "native"
+    _validate(tmp_path / "r.json")
     total = r["stats"]["total"]
     assert total["n"] == 50 and total["mean_ns"] == 266473000 and total["max_ns"] == 268116000
     assert r["cold_start"]["session_create_ns"] == 20283000 and r["memory"]["peak_rss_steady_bytes"] > 13e6

@@ -15,6 +15,12 @@ and describe it here, like pyperf does):
   sections ``memory``, ``energy``, ``thermal`` and ``sustained`` (null or absent
   when not measured). ``read_result_file`` still reads version 1 files,
   upgrading them in memory.
+- 3 (edgerun 0.1): a result may come from a native benchmark binary on a device
+  (``benchmark_model``, ``onnxruntime_perf_test``; edgerun.targets): it carries
+  ``runner`` {``kind: "native"``, ``tool``, ``argv``, ``unavailable``, ``notes``}, and the
+  figures the binary cannot give (pre/post stages, raw samples, stability, some
+  percentiles) are null and named in ``runner.unavailable``. Version 2 files read
+  unchanged.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from edgerun.budget import Budget, Verdict, judge_hard, judge_size, judge_soft, 
 from edgerun.measure.stats import histogram, stability, summarize
 
 SCHEMA = "edgerun.bench"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STAGES = ("pre", "infer", "post", "total")
 
 
@@ -185,6 +191,8 @@ def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
     version = doc.get("schema_version")
     if version == SCHEMA_VERSION:
         return doc
+    if version == 2:  # version 3 only added the native-runner variant
+        return {**doc, "schema_version": SCHEMA_VERSION, "upgraded_from": version}
     if version != 1:
         raise ValueError(f"result schema_version {version!r} is not supported (this edgerun reads 1..{SCHEMA_VERSION})")
     for res in doc.get("results", []):
