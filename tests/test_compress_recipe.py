@@ -57,6 +57,8 @@ def test_distill_defaults_are_the_lectures():
             MINIMAL + "[[export]]\nsource = 'teacher'\nformat = 'tflite'\nmode = 'dynamic'\nprecision = 'int8'\n",
             "not supported",
         ),
+        (MINIMAL + "[[export]]\nsource = 'teacher'\nformat = 'tflite'\nprecision = 'mixed'\n", "not supported"),
+        (MINIMAL + "[[export]]\nsource = 'teacher'\nprecision = 'mixed'\nmode = 'dynamic'\n", "not supported"),
         (MINIMAL + "[gate]\nmax_drop = 1\n", "unknown key 'max_drop'"),
         (MINIMAL + "[gate]\nmin_accuracy = 2.0\n", "min_accuracy: must be in"),
         (MINIMAL + "[[step]]\nkind = 'prune'\nname = 'p'\nsource = 'teacher'\n", "exactly one of 'amount'"),
@@ -78,6 +80,8 @@ def test_export_names_follow_the_grammar():
     assert ExportSpec(source="s", precision="int8", mode="dynamic").file_name == "s-int8-dynamic.onnx"
     assert ExportSpec(source="s", format="tflite", precision="int4").file_name == "s-int4.tflite"
     assert ExportSpec(source="s", name="x").file_name == "x.onnx"
+    mixed = ExportSpec(source="s", precision="mixed")
+    assert mixed.file_name == "s-mixed.onnx" and mixed.resolved_mode == "static"
 
 
 def test_prune_threshold_recipe():

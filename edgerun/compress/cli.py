@@ -57,6 +57,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     result = run_recipe(recipe, args.out, keep_failed=args.keep_failed, check=False, progress=progress)
     print(result.table)
+    from edgerun.compress.report import format_details
+
+    for block in format_details(result.details):
+        print("\n" + block)
     if result.plot_path:
         print(f"Pareto plot: {result.plot_path}")
     print(f"report: {result.out_dir / 'report.json'}")

@@ -49,12 +49,23 @@ def measure_artifact(path: Path, raw_x: np.ndarray, y: np.ndarray, latency_runs:
     import edgerun
 
     rt = edgerun.load(path, threads=1)
-    correct = sum(int(rt.run(img).top[0].index == label) for img, label in zip(raw_x, y))
+    correct = _correct(rt, raw_x, y)
     for _ in range(10):  # warm-up: first runs allocate and pick kernels
         rt.run(raw_x[0])
     infer_ns = [rt.run(raw_x[i % len(raw_x)]).times.infer_ns for i in range(latency_runs)]
     engine = f"{rt.load_info.engine} {rt.load_info.engine_version}"
     return Measured(correct / len(y), len(y), float(np.median(infer_ns)) / 1e6, engine)
+
+
+def runtime_accuracy(path: Path, raw_x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 of the artifact at ``path`` through ``edgerun.load`` (no latency runs)."""
+    import edgerun
+
+    return _correct(edgerun.load(path, threads=1), raw_x, y) / len(y)
+
+
+def _correct(rt, raw_x: np.ndarray, y: np.ndarray) -> int:  # rt: edgerun Runtime
+    return sum(int(rt.run(img).top[0].index == label) for img, label in zip(raw_x, y))
 
 
 def judge(spec: ExportSpec, gate: GateConfig, accuracy: float, baseline_accuracy: float) -> GateVerdict:

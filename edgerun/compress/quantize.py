@@ -1,6 +1,7 @@
 """Post-training quantization of exported FP32 files (ONNX with onnxruntime, TFLite with ai-edge-quantizer).
 
 onnx  int8 static       QDQ, per-channel int8 weights, int8 activations calibrated on real images
+onnx  mixed             the same QDQ int8 with the most sensitive layers kept FP32 (edgerun/compress/mixed.py)
 onnx  int8 dynamic      int8 weights, activations quantized at run time (no calibration)
 onnx  int4 weight-only  MatMulNBits, block 32, symmetric; Gemm is rewritten to MatMul first
 tflite int8 static      full integer, int8 input and output
@@ -28,24 +29,42 @@ class _CalibReader:
         return next(self._it, None)
 
 
-def onnx_int8_static(fp32: Path, out: Path, calib: np.ndarray, nodes_to_exclude: tuple[str, ...] = ()) -> Path:
-    """QDQ int8: per-channel symmetric weights, MinMax-calibrated per-tensor activations."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def onnx_preprocess(fp32: Path, out: Path) -> Path:
+    """onnxruntime's ``quant_pre_process`` (shape inference, graph optimization) into ``out``.
+
+    It renames nodes (a MatMul + Add becomes ``<name>/MatMulAddFusion``, a Gemm), so layer
+    names for ``nodes_to_exclude`` must come from this file (``onnx_quantizable_nodes``).
+    """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory() as tmp, quiet():
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32), str(pre))
-        quantize_static(
-            str(pre),
-            str(out),
-            _CalibReader(_onnx_input_name(fp32), calib),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(nodes_to_exclude),
-        )
+    with quiet():
+        quant_pre_process(str(fp32), str(out))
+    return out
+
+
+def onnx_int8_static(
+    fp32: Path, out: Path, calib: np.ndarray, nodes_to_exclude: tuple[str, ...] = (), *, preprocessed: bool = False
+) -> Path:
+    """QDQ int8: per-channel symmetric weights, MinMax-calibrated per-tensor activations.
+
+    ``nodes_to_exclude`` stay FP32 (names of the pre-processed graph); with ``preprocessed``
+    the input is already ``onnx_preprocess``'s output and is quantized as is.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = fp32 if preprocessed else onnx_preprocess(fp32, Path(tmp) / "pre.onnx")
+        with quiet():
+            quantize_static(
+                str(pre),
+                str(out),
+                _CalibReader(_onnx_input_name(fp32), calib),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(nodes_to_exclude),
+            )
     strip_onnx_noise(out)
     return out
 
@@ -124,11 +143,29 @@ def _onnx_input_name(path: Path) -> str:
     return next(v.name for v in graph.input if v.name not in inits)
 
 
-def onnx_quantizable_nodes(path: Path) -> list[str]:
-    """Names of the Conv / MatMul / Gemm nodes static int8 quantizes (the sensitivity candidates)."""
+QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def onnx_quantizable_nodes(path: Path) -> list[tuple[str, str]]:
+    """(name, op type) of the Conv / MatMul / Gemm nodes static int8 quantizes, in graph order.
+
+    Call it on ``onnx_preprocess``'s output: those are the names ``nodes_to_exclude`` matches.
+    """
     import onnx
 
-    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
+    return [(n.name, n.op_type) for n in onnx.load(str(path)).graph.node if n.op_type in QUANTIZABLE_OPS]
+
+
+def onnx_int8_layers(path: Path) -> dict[str, bool]:
+    """For each Conv / MatMul / Gemm of a (QDQ) model: whether its weight comes through a DequantizeLinear.
+
+    That is what "this layer runs in INT8" means in a QDQ graph; an FP32 layer reads a float initializer.
+    """
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name: n.input[1] in dq_outputs for n in graph.node if n.op_type in QUANTIZABLE_OPS}
 
 
 def tflite_int8(fp32: Path, out: Path, calib: np.ndarray) -> Path:

@@ -120,27 +120,29 @@ class SparseTrainStep:
     drop_fraction: float = 0.3  # of the live weights replaced at each update
 
 
+_DEFAULT_MODE = {"fp32": "", "int8": "static", "int4": "weight-only", "mixed": "static"}
+
+
 @dataclass(frozen=True)
 class ExportSpec:
     """One artifact: a step's model in one format and precision."""
 
     source: str
     format: Literal["onnx", "tflite"] = "onnx"
-    precision: Literal["fp32", "int8", "int4"] = "fp32"
+    precision: Literal["fp32", "int8", "int4", "mixed"] = "fp32"
     mode: Literal["static", "dynamic", "weight-only", ""] = ""  # "" = the precision's default
-    max_drop_points: float | None = None  # overrides [gate] for this artifact
+    max_drop_points: float | None = None  # overrides [gate] for this artifact (and is "mixed"'s target)
     name: str = ""  # file stem; default "<source>-<precision>[-<mode>]"
 
     @property
     def resolved_mode(self) -> str:
-        return self.mode or {"fp32": "", "int8": "static", "int4": "weight-only"}[self.precision]
+        return self.mode or _DEFAULT_MODE[self.precision]
 
     @property
     def stem(self) -> str:
         if self.name:
             return self.name
-        default = {"fp32": "", "int8": "static", "int4": "weight-only"}[self.precision]
-        suffix = f"-{self.resolved_mode}" if self.resolved_mode != default else ""
+        suffix = f"-{self.resolved_mode}" if self.resolved_mode != _DEFAULT_MODE[self.precision] else ""
         return f"{self.source}-{self.precision}{suffix}"
 
     @property
@@ -161,6 +163,7 @@ SUPPORTED_EXPORTS = (
     ("onnx", "int8", "static"),
     ("onnx", "int8", "dynamic"),
     ("onnx", "int4", "weight-only"),
+    ("onnx", "mixed", "static"),  # INT8 QDQ with the most sensitive layers kept FP32
     ("tflite", "fp32", ""),
     ("tflite", "int8", "static"),
     ("tflite", "int4", "weight-only"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,35 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def write_json(rows: list[Row], path: Path) -> None:
+def format_details(details: dict[str, dict[str, Any]]) -> list[str]:
+    """One block per mixed-precision artifact: the per-layer sensitivity table and the layers kept FP32."""
+    blocks = []
+    for name, d in details.items():
+        fp32 = set(d["fp32_layers"])
+        width = max([len("layer"), *(len(s["node"]) for s in d["sensitivity"])])
+        lines = [
+            f"{name}: mixed precision, target {d['target']} ({'met' if d['target_met'] else 'NOT met'})",
+            f"  {'layer':<{width}}  {'op':<6}  {'top-1 if only it is INT8':>24}  {'drop pt':>7}  kept",
+        ]
+        for s in d["sensitivity"]:
+            kept = "FP32" if s["node"] in fp32 else "INT8"
+            lines.append(
+                f"  {s['node']:<{width}}  {s['op']:<6}  {s['accuracy']:>24.2%}  {s['drop_points']:>+7.2f}  {kept}"
+            )
+        tried = ", ".join(f"{t['fp32_layers']} FP32 -> {t['accuracy']:.2%}" for t in d["trials"])
+        lines.append(f"  greedy exclusion (most sensitive first): {tried}")
+        blocks.append("\n".join(lines))
+    return blocks
+
+
+def write_json(rows: list[Row], path: Path, details: dict[str, dict[str, Any]] | None = None) -> None:
+    """``edgerun.compress.report`` v1: ``rows``, and ``mixed_precision`` (per file name) when a run built any."""
     front = pareto(rows)
     data = [asdict(r) | {"sparsity": round(r.sparsity, 4), "pareto": r.name in front} for r in rows]
-    path.write_text(json.dumps({"schema": "edgerun.compress.report", "schema_version": 1, "rows": data}, indent=2))
+    doc: dict[str, Any] = {"schema": "edgerun.compress.report", "schema_version": 1, "rows": data}
+    if details:
+        doc["mixed_precision"] = details
+    path.write_text(json.dumps(doc, indent=2))
 
 
 def plot(rows: list[Row], path: Path, title: str) -> Path | None:

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,9 @@ from edgerun.errors import AccuracyGateError, CompressError
 from . import export as ex
 from . import quantize as q
 from .data import Dataset, load_dataset
-from .gate import GateVerdict, Measured, judge, measure_artifact
+from .gate import GateVerdict, Measured, judge, measure_artifact, runtime_accuracy
 from .recipe import ExportSpec, Recipe
-from .report import Row, format_table, plot, write_json
+from .report import Row, format_details, format_table, plot, write_json
 from .steps import Trained, run_step
 from .train import seed_everything
 
@@ -46,6 +46,7 @@ class RunResult:
     produced: tuple[Produced, ...]
     table: str
     plot_path: Path | None
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # per file: mixed-precision analysis
 
     @property
     def failed(self) -> tuple[Produced, ...]:
@@ -89,15 +90,17 @@ def run_recipe(
         t = done[step.name]
         log(f"  {step.name}: {t.params} parameters, torch top-1 {t.accuracy:.2%}")
     out.mkdir(parents=True, exist_ok=True)
+    details: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as tmp:
-        produced = _export_all(recipe, done, data, Path(tmp), out, keep_failed, log)
+        produced = _export_all(recipe, done, data, Path(tmp), out, keep_failed, log, details)
+    details = {p.spec.file_name: details[p.spec.file_name] for p in produced if p.spec.file_name in details}
     rows = _torch_rows(recipe, done) + [p.row for p in produced]
     table = format_table(rows)
-    write_json(rows, out / "report.json")
+    write_json(rows, out / "report.json", details)
     png = plot(rows, out / "pareto.png", recipe.name)
-    (out / "report.txt").write_text(table + "\n")
+    (out / "report.txt").write_text("\n\n".join([table, *format_details(details)]) + "\n")
     log(f"done: {sum(p.kept for p in produced)} artifact(s) in {out}")
-    result = RunResult(out, tuple(rows), tuple(produced), table, png)
+    result = RunResult(out, tuple(rows), tuple(produced), table, png, details)
     if check:
         result.raise_for_gate()
     return result
@@ -111,16 +114,17 @@ def _export_all(
     out: Path,
     keep_failed: bool,
     log: Callable[[str], None],
+    details: dict[str, dict[str, Any]],
 ) -> list[Produced]:
     ex.write_samples(stage / SAMPLES_FILE, data.test_x, data.test_y)
     built: dict[str, tuple[Path, Measured]] = {}
     produced = []
     for i, spec in enumerate(recipe.exports, 1):
         log(f"export {i}/{len(recipe.exports)}: {spec.file_name}")
-        base_path, base = _baseline(spec.source, recipe, done, data, stage, built, log)
-        path, measured = _build_measured(spec, recipe, done, data, stage, built)
+        base_path, base = _baseline(spec.source, recipe, done, data, stage, built, log, details)
+        path, measured = _build_measured(spec, recipe, done, data, stage, built, log, details)
         verdict = judge(spec, recipe.gate, measured.accuracy, base.accuracy)
-        _finish_manifest(path, spec, recipe, done, data, measured, verdict, base_path)
+        _finish_manifest(path, spec, recipe, done, data, measured, verdict, base_path, details.get(spec.file_name))
         log(
             f"  {spec.file_name}: top-1 {measured.accuracy:.2%}, p50 {measured.latency_p50_ms:.3f} ms, "
             f"gate {'pass' if verdict.passed else 'FAIL'} ({verdict.reason})"
@@ -143,12 +147,13 @@ def _baseline(
     stage: Path,
     built: dict[str, tuple[Path, Measured]],
     log: Callable[[str], None],
+    details: dict[str, dict[str, Any]],
 ) -> tuple[Path, Measured]:
     """The source model's FP32 ONNX export, measured through the runtime: every gate's reference."""
     spec = ExportSpec(source=source, format="onnx", precision="fp32")
     if spec.file_name not in built:
         log(f"  baseline {spec.file_name}")
-        _build_measured(spec, recipe, done, data, stage, built)
+        _build_measured(spec, recipe, done, data, stage, built, log, details)
     return built[spec.file_name]
 
 
@@ -159,11 +164,13 @@ def _build_measured(
     data: Dataset,
     stage: Path,
     built: dict[str, tuple[Path, Measured]],
+    log: Callable[[str], None],
+    details: dict[str, dict[str, Any]],
 ) -> tuple[Path, Measured]:
     if spec.file_name in built:
         return built[spec.file_name]
     path = stage / spec.file_name
-    _produce(spec, recipe, done, data, stage, built, path)
+    _produce(spec, recipe, done, data, stage, built, path, log, details)
     # A first manifest so the runtime applies the right pre/post-processing; metrics come after.
     ex.save_manifest(ex.build_manifest(path, spec.stem, data, {}, SAMPLES_FILE), path)
     measured = measure_artifact(path, data.test_x, data.test_y)
@@ -179,6 +186,8 @@ def _produce(
     stage: Path,
     built: dict[str, tuple[Path, Measured]],
     path: Path,
+    log: Callable[[str], None],
+    details: dict[str, dict[str, Any]],
 ) -> None:
     fused = getattr(done[spec.source].model, "fused", lambda: done[spec.source].model)()
     calib = data.calibration(recipe.data.calibration_samples)
@@ -186,7 +195,10 @@ def _produce(
         (ex.export_onnx if spec.format == "onnx" else ex.export_tflite)(fused, data.size_px, path)
         return
     fp32_spec = ExportSpec(source=spec.source, format=spec.format, precision="fp32")
-    fp32, _ = _build_measured(fp32_spec, recipe, done, data, stage, built)
+    fp32, fp32_measured = _build_measured(fp32_spec, recipe, done, data, stage, built, log, details)
+    if spec.precision == "mixed":
+        details[spec.file_name] = _mixed(spec, recipe, data, fp32, fp32_measured, calib, path, log)
+        return
     key = (spec.format, spec.precision, spec.resolved_mode)
     makers: dict[tuple[str, str, str], Callable[[], Any]] = {
         ("onnx", "int8", "static"): lambda: q.onnx_int8_static(fp32, path, calib),
@@ -198,6 +210,36 @@ def _produce(
     if key not in makers:
         raise CompressError(f"[[export]] {spec.file_name}: {key} is not one of {sorted(makers)}")
     makers[key]()
+
+
+def _mixed(
+    spec: ExportSpec,
+    recipe: Recipe,
+    data: Dataset,
+    fp32: Path,
+    fp32_measured: Measured,
+    calib: Any,
+    path: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """ONNX mixed INT8/FP32: sensitivity through edgerun's runtime on the reference set, target = this export's gate."""
+    from .mixed import onnx_mixed
+
+    base = fp32_measured.accuracy
+
+    def evaluate(trial: Path) -> float:
+        ex.save_manifest(ex.build_manifest(trial, trial.stem, data, {}, None), trial)
+        return runtime_accuracy(trial, data.test_x, data.test_y)
+
+    def accept(acc: float) -> bool:
+        return judge(spec, recipe.gate, acc, base).passed
+
+    limit = recipe.gate.max_drop_points if spec.max_drop_points is None else spec.max_drop_points
+    floor = recipe.gate.min_accuracy
+    target = f"drop <= {limit:g} points vs FP32 {base:.2%} and top-1 >= {floor:.2%} ({data.description})"
+    res = onnx_mixed(fp32, path, calib, evaluate, accept, base, target=target, log=log)
+    log(f"  mixed: {len(res.quantized)} layer(s) INT8, FP32 kept: {list(res.excluded) or 'none'}")
+    return res.to_dict()
 
 
 def lineage(name: str, done: dict[str, Trained]) -> list[str]:
@@ -217,6 +259,7 @@ def _finish_manifest(
     measured: Measured,
     verdict: GateVerdict,
     baseline: Path,
+    detail: dict[str, Any] | None = None,
 ) -> None:
     """Rewrite the manifest with provenance: recipe, lineage, parent, every measured metric, the gate."""
     from edgerun.artifact import inspect_model, sha256_file
@@ -248,6 +291,8 @@ def _finish_manifest(
         },
         "gate": verdict.to_dict(),
     }
+    if detail is not None:
+        prov["mixed_precision"] = detail
     if spec.precision != "fp32" or path != baseline:
         prov["parent_sha256"] = sha256_file(baseline)
     name = f"{recipe.name}-{spec.stem}-{spec.format}"
