@@ -24,7 +24,7 @@ from edgerun.measure.stats import (
     percentile_nearest_rank,
 )
 
-__all__ = ["Budget", "Verdict", "judge_hard", "judge_size", "judge_soft", "overall"]
+__all__ = ["Budget", "Verdict", "judge_hard", "judge_size", "judge_soft", "limit_ns", "overall"]
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,11 @@ class Verdict:
         }
 
 
-def _limit_ns(limit_ms: float) -> int:
+def limit_ns(limit_ms: float) -> int:
     """The smallest whole ns count that is NOT under ``limit_ms``.
 
     For integer samples, ``sample < limit_ms`` holds iff ``sample_ns <
-    _limit_ns(limit_ms)``. Exact rational arithmetic avoids float noise
+    limit_ns(limit_ms)``. Exact rational arithmetic avoids float noise
     (0.0158 ms * 1e6 is 15800.000000000002 in floating point, which would let a
     15800 ns sample pass although it is exactly at the limit).
     """
@@ -132,7 +132,7 @@ def judge_hard(samples_ns: Iterable[int], budget: Budget, *, kind: str = "hard")
         return _no_samples(kind, budget.hard_ms)
     n = int(array.size)
     worst_ns = int(array.max())
-    misses = int(np.count_nonzero(array >= _limit_ns(budget.hard_ms)))
+    misses = int(np.count_nonzero(array >= limit_ns(budget.hard_ms)))
     limit = f"{budget.hard_ms:g} ms hard budget"
     if misses == 0:
         status, reason = "pass", f"all {n} samples under the {limit} (worst {_fmt_ms(worst_ns)})"
@@ -154,7 +154,7 @@ def judge_soft(samples_ns: Iterable[int], budget: Budget, *, kind: str = "soft")
     if array.size == 0:
         return _no_samples(kind, budget.soft_ms)
     n = int(array.size)
-    limit_ns = _limit_ns(budget.soft_ms)
+    soft_limit_ns = limit_ns(budget.soft_ms)
     value_ns = int(percentile_nearest_rank(np.sort(array), budget.percentile))
     needed = min_samples(budget.percentile)
     name = percentile_key(budget.percentile)
@@ -162,11 +162,11 @@ def judge_soft(samples_ns: Iterable[int], budget: Budget, *, kind: str = "soft")
     if n < needed:
         status = "not-valid"
         reason = f"{name} needs {needed} samples, have {n} ({name} = {_fmt_ms(value_ns)})"
-    elif value_ns < limit_ns:
+    elif value_ns < soft_limit_ns:
         status, reason = "pass", f"{name} = {_fmt_ms(value_ns)} is under the {limit}"
     else:
         status, reason = "fail", f"{name} = {_fmt_ms(value_ns)} is at or over the {limit}"
-    miss_rate = int(np.count_nonzero(array >= limit_ns)) / n
+    miss_rate = int(np.count_nonzero(array >= soft_limit_ns)) / n
     return Verdict(kind, status, value_ns / 1e6, budget.soft_ms, "ms", reason, miss_rate, n)
 
 

@@ -65,7 +65,8 @@ class _ProgressLine:
             print(f"{self.label}: {status}", file=sys.stderr)
 
 
-def _profile_and_budget(args: argparse.Namespace) -> tuple[Any, str, Any]:
+def profile_and_budget(args: argparse.Namespace) -> tuple[Any, str, Any]:
+    """The profile (--profile, else detected), why it was chosen, and the budget with --soft-ms etc. applied."""
     from edgerun.budget import Budget
     from edgerun.profiles import detect, load_profile
 
@@ -144,7 +145,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edgerun.targets.cli import bench_on_target_cli, results_table
 
         return _report_bench(args, bench_on_target_cli(args, paths), results_table)
-    profile, reason, budget = _profile_and_budget(args)
+    profile, reason, budget = profile_and_budget(args)
     config = _bench_config(args)
     if config.energy and config.probe:
         from edgerun.power import select_probe

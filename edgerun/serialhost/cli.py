@@ -93,9 +93,9 @@ def _tiny_parser(modes: Any) -> None:
 
 
 def _budget(args: argparse.Namespace) -> Any:
-    from edgerun.cli import _profile_and_budget
+    from edgerun.cli import profile_and_budget
 
-    return _profile_and_budget(args)
+    return profile_and_budget(args)
 
 
 def _write_json(target: str | None, doc: dict[str, Any]) -> None:

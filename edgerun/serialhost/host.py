@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.budget import Budget, _limit_ns
+from edgerun.budget import Budget, limit_ns
 from edgerun.errors import EdgerunError, PortUnavailable
 from edgerun.serialhost import frames as fr
 from edgerun.serialhost.handshake import check_hello, model_window
@@ -88,7 +88,7 @@ class SerialHost:
         self._ser: Any = None
         self._tx_seq = 0
         self._rx_seq: int | None = None
-        self._soft_ns, self._hard_ns = _limit_ns(config.budget.soft_ms), _limit_ns(config.budget.hard_ms)
+        self._soft_ns, self._hard_ns = limit_ns(config.budget.soft_ms), limit_ns(config.budget.hard_ms)
         self.t0_ns = 0
         self._stop = threading.Event()
 

@@ -10,8 +10,6 @@ soft budget needs the chosen percentile with enough runs behind it. Anything els
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
 from typing import Any
 
 from edgerun.targets.bench import StagedArtifact
@@ -38,8 +36,10 @@ def _stats(run: NativeRun) -> dict[str, Any]:
 
 
 def _under(value_ns: int, limit_ms: float) -> bool:
-    """Strictly under the limit, in exact arithmetic (the rule of edgerun.budget)."""
-    return value_ns < math.ceil(Fraction(str(float(limit_ms))) * 1_000_000)
+    """Strictly under the limit, by the rule of edgerun.budget."""
+    from edgerun.budget import limit_ns
+
+    return value_ns < limit_ns(limit_ms)
 
 
 def _max_ns(run: NativeRun) -> int | None:
