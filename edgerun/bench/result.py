@@ -70,8 +70,8 @@ def verdicts_for(m: Measurement, budget: Budget, profile: Any) -> dict[str, Verd
     return out
 
 
-def _artifact_block(m: Measurement) -> dict[str, Any]:
-    a = m.runtime.artifact
+def artifact_block(a: Any) -> dict[str, Any]:
+    """The artifact as every edgerun result names it (bench, serial host, tiny)."""
     prov = a.manifest.provenance if a.manifest else {}
     return {
         "name": a.name,
@@ -122,7 +122,7 @@ def build_result(
     n = int(m.infer_ns.size)
     return {
         "status": "ok",
-        "artifact": _artifact_block(m),
+        "artifact": artifact_block(m.runtime.artifact),
         "profile": {"name": profile.name if profile else None, "reason": profile_reason},
         "engine": {
             "name": li.engine,
@@ -172,12 +172,15 @@ def error_result(path: str, exc: BaseException, profile: Any, profile_reason: st
     }
 
 
-def result_file(results: list[dict[str, Any]]) -> dict[str, Any]:
+def result_file(
+    results: list[dict[str, Any]], schema: str = SCHEMA, schema_version: int = SCHEMA_VERSION
+) -> dict[str, Any]:
+    """The file around a list of results (other result families pass their own schema name and version)."""
     from edgerun import __version__
 
     return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
+        "schema": schema,
+        "schema_version": schema_version,
         "created_utc": utc_now(),
         "edgerun_version": __version__,
         "results": results,

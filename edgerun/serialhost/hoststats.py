@@ -11,7 +11,6 @@ any change a reader must know about, and say what changed here):
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edgerun.bench.result import artifact_block as bench_artifact_block
+from edgerun.bench.result import utc_now
 from edgerun.budget import Budget, Verdict, judge_hard, judge_soft, overall
 from edgerun.measure.stats import percentile_nearest_rank, summarize
 
@@ -113,10 +114,6 @@ class HostStatus:
     last_label: str
     samples_received: int = 0
     frames_good: int = 0
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def host_verdicts(log: LatencyLog, budget: Budget, c: HostCounters, dropped: int) -> dict[str, Verdict]:
@@ -247,16 +244,9 @@ def status_of(host: Any, link: str) -> HostStatus:
 
 
 def artifact_block(a: Any) -> dict[str, Any]:
+    """As in a bench result, plus the signal the model expects (rate, window, channels)."""
     prov = a.manifest.provenance if a.manifest else {}
-    return {
-        "name": a.name,
-        "path": str(a.path),
-        "format": a.format,
-        "precision": a.precision,
-        "sha256": a.sha256,
-        "accuracy": prov.get("accuracy"),
-        "signal": prov.get("signal"),
-    }
+    return {**bench_artifact_block(a), "signal": prov.get("signal")}
 
 
 def config_block(host: Any) -> dict[str, Any]:

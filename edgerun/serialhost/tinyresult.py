@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from edgerun.bench.result import result_file
 from edgerun.budget import Budget, Verdict, judge_hard, judge_soft, overall
 from edgerun.measure.stats import summarize
-from edgerun.serialhost.hoststats import utc_now
 from edgerun.serialhost.tiny import TinyConfig, TinyRun
 
 SCHEMA = "edgerun.tiny"
@@ -103,15 +103,7 @@ def build_tiny_result(run: TinyRun, config: TinyConfig, budget: Budget, environm
 
 
 def tiny_result_file(results: list[dict[str, Any]]) -> dict[str, Any]:
-    from edgerun import __version__
-
-    return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "created_utc": utc_now(),
-        "edgerun_version": __version__,
-        "results": results,
-    }
+    return result_file(results, SCHEMA, SCHEMA_VERSION)
 
 
 def tiny_error_result(port: str, exc: BaseException, environment: dict[str, Any]) -> dict[str, Any]:
