@@ -120,6 +120,18 @@ class SparseTrainStep:
     drop_fraction: float = 0.3  # of the live weights replaced at each update
 
 
+@dataclass(frozen=True)
+class QatStep:
+    """Quantization-aware fine-tuning of ``source`` for an INT8 (static) or INT4 (weight-only) export."""
+
+    name: str
+    source: str
+    kind: Literal["qat"] = "qat"
+    bits: Literal[8, 4] = 8
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=5e-4))
+    calibration_samples: int = 200  # train images that initialize the activation ranges (bits 8)
+
+
 _DEFAULT_MODE = {"fp32": "", "int8": "static", "int4": "weight-only", "mixed": "static"}
 
 
@@ -169,13 +181,14 @@ SUPPORTED_EXPORTS = (
     ("tflite", "int4", "weight-only"),
 )
 
-Step = Union[TrainStep, DistillStep, PruneStep, LotteryStep, SparseTrainStep]  # noqa: UP007 (a runtime alias)
+Step = Union[TrainStep, DistillStep, PruneStep, LotteryStep, SparseTrainStep, QatStep]  # noqa: UP007 (a runtime alias)
 STEP_KINDS: dict[str, type] = {
     "train": TrainStep,
     "distill": DistillStep,
     "prune": PruneStep,
     "lottery": LotteryStep,
     "sparse-train": SparseTrainStep,
+    "qat": QatStep,
 }
 
 
@@ -324,7 +337,7 @@ def _build(cls: type, table: Any, where: str) -> Any:
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin, args = get_origin(tp), get_args(tp)
     if origin is Literal:
-        if value not in args:
+        if not any(value == a and type(value) is type(a) for a in args):
             raise RecipeError(f"{where}: must be one of {list(args)}, got {value!r}")
         return value
     if origin in (Union, types.UnionType):
@@ -369,6 +382,7 @@ _RANGES = {
     "max_drop_points": (0.0, 100.0),
     "rounds": (1, 50),
     "update_every_steps": (1, 1_000_000),
+    "calibration_samples": (1, 100_000),
 }
 
 

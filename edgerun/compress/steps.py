@@ -11,9 +11,18 @@ from torch import nn
 
 from edgerun.compress import distill as kd
 from edgerun.compress import prune as pr
+from edgerun.compress import qat as qt
 from edgerun.compress.data import Dataset
 from edgerun.compress.models import build_model, count_nonzero, count_params
-from edgerun.compress.recipe import DistillStep, LotteryStep, PruneStep, SparseTrainStep, Step, TrainStep
+from edgerun.compress.recipe import (
+    DistillStep,
+    LotteryStep,
+    PruneStep,
+    QatStep,
+    SparseTrainStep,
+    Step,
+    TrainStep,
+)
 from edgerun.compress.train import Progress, cross_entropy, fit, logits_of, torch_accuracy
 
 
@@ -50,6 +59,9 @@ def run_step(
         parent = ",".join(step.teachers)
     elif isinstance(step, PruneStep):
         model, how = _prune(step, done[step.source].model, data, rng, progress)
+        parent = step.source
+    elif isinstance(step, QatStep):
+        model, how = _qat(step, done[step.source].model, data, rng, progress)
         parent = step.source
     elif isinstance(step, LotteryStep):
         model, parent = _lottery(step, data, rng, progress), None
@@ -135,6 +147,22 @@ def _prune(step: PruneStep, source: nn.Module, data: Dataset, rng: np.random.Gen
     fit(model, data, step.finetune, cross_entropy(model), rng, progress=progress, label=f"{step.name} fine-tune")
     pr.make_permanent(model)
     return model, f"{how}, fine-tuned {step.finetune.epochs} epochs; weight sparsity {pr.weight_sparsity(model):.1%}"
+
+
+def _qat(step: QatStep, source: nn.Module, data: Dataset, rng: np.random.Generator, progress: Progress):
+    def train(model: nn.Module) -> None:
+        fit(model, data, step.finetune, cross_entropy(model), rng, progress=progress, label=f"{step.name} (QAT)")
+
+    calib = data.model_input(data.train_x[: step.calibration_samples])
+    test_x = data.model_input(data.test_x)
+    model, ptq, qat = qt.run_qat(source, step.bits, calib, test_x, data.test_y, train)
+    what = "INT8 weights + activations" if step.bits == 8 else "INT4 block-32 Linear weights"
+    progress(f"{step.name}: simulated {what} top-1: PTQ {ptq:.4f} -> QAT {qat:.4f}")
+    how = (
+        f"quantization-aware training ({what} fake-quantized, BatchNorm folded), fine-tuned "
+        f"{step.finetune.epochs} epochs at lr {step.finetune.lr:g}; simulated top-1 PTQ {ptq:.4f} -> QAT {qat:.4f}"
+    )
+    return model, how
 
 
 def _lottery(step: LotteryStep, data: Dataset, rng: np.random.Generator, progress: Progress) -> nn.Module:
