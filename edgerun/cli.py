@@ -262,8 +262,21 @@ def _info_text(art: Any, info: Any, data: dict[str, Any]) -> str:
                     f"{value.get('reference_set', '?')} (n={value.get('n', '?')}, "
                     f"measured with {value.get('measured_with', '?')})"
                 )
-            lines.append(f"    {key:<20} {value}")
+            lines.extend(_provenance_lines(key, value, indent=4))
     return "\n".join(lines)
+
+
+def _provenance_lines(key: str, value: Any, indent: int) -> list[str]:
+    """Nested provenance (metrics, gate, sensitivity tables) as indented key/value lines, not raw dicts."""
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        out = [f"{pad}{key}"]
+        for sub, subvalue in value.items():
+            out.extend(_provenance_lines(str(sub), subvalue, indent + 2))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [f"{pad}{key:<20} ({len(value)} entries; `edgerun info --json` lists them)"]
+    return [f"{pad}{key:<20} {value}"]
 
 
 # --- run --------------------------------------------------------------------------------
