@@ -53,21 +53,27 @@ WRITE_TIMEOUT_S = 1.0
 JOIN_TIMEOUT_S = 2.0
 
 
-def port_error_reason(port: str, exc: BaseException) -> str:
-    """One actionable sentence for a port that would not open (pyserial puts the errno on its exception)."""
+def port_error_reason(port: str, exc: BaseException, device: str = "meter") -> str:
+    """One actionable sentence for a port that would not open (pyserial puts the errno on its exception).
+
+    ``device`` names what should be on the other end ("meter", "board"); the serial host shares this.
+    """
     code = getattr(exc, "errno", None)
     if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-        return f"no such port {port}: is the meter plugged in (or bound with `rfcomm bind`)? See ls /dev/serial/by-id/"
+        return (
+            f"no such port {port}: is the {device} plugged in and powered (or bound with `rfcomm bind`)? "
+            "See ls /dev/serial/by-id/"
+        )
     if code in (errno.EACCES, errno.EPERM):
         return (
             f"permission denied on {port}: add yourself to the dialout group "
             "(sudo usermod -aG dialout $USER, then log in again)"
         )
     if code in (errno.EBUSY, errno.EAGAIN):
-        return f"{port} is busy: another program holds it (find it with `fuser {port}`)"
+        return f"{port} is busy: another program holds it (a serial monitor? find it with `fuser {port}`)"
     if code in (errno.EHOSTDOWN, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH):
         return f"{port} could not reach the Bluetooth meter ({exc}): is it on, in range and not paired to a phone?"
-    if "configure port" in str(exc):
+    if "configure port" in str(exc) or code == errno.ENOTTY:
         return f"{port} is not a serial port ({exc})"
     return f"cannot open {port}: {exc}"
 

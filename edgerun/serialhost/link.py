@@ -11,11 +11,11 @@ a little longer each time (``Backoff``) so a missing device costs no CPU.
 from __future__ import annotations
 
 import contextlib
-import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edgerun.errors import PortUnavailable
+from edgerun.power.serial_base import port_error_reason as meter_port_error_reason
 
 if TYPE_CHECKING:
     import serial
@@ -29,20 +29,8 @@ WRITE_TIMEOUT_S = 1.0
 
 
 def port_error_reason(port: str, exc: BaseException) -> str:
-    """One actionable sentence for a port that would not open (from the errno pyserial keeps)."""
-    code = getattr(exc, "errno", None)
-    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-        return f"no such port {port}: is the board plugged in and powered? See ls /dev/serial/by-id/"
-    if code in (errno.EACCES, errno.EPERM):
-        return (
-            f"permission denied on {port}: add yourself to the dialout group "
-            "(sudo usermod -aG dialout $USER, then log in again)"
-        )
-    if code in (errno.EBUSY, errno.EAGAIN):
-        return f"{port} is busy: another program holds it (a serial monitor? find it with `fuser {port}`)"
-    if "configure port" in str(exc) or code == errno.ENOTTY:
-        return f"{port} is not a serial port ({exc})"
-    return f"cannot open {port}: {exc}"
+    """One actionable sentence for a port that would not open (the same rules as the power meters')."""
+    return meter_port_error_reason(port, exc, device="board")
 
 
 def open_port(port: str, baud: int, read_timeout_s: float = READ_TIMEOUT_S) -> serial.Serial:
