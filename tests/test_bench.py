@@ -184,3 +184,13 @@ def test_sustained_drift_arithmetic():
     sus = sustained_drift(start, total, 400_000_000)
     assert sus["window_ns"] == 100_000_000
     assert sus["p50_drift_pct"] == pytest.approx(50.0) and sus["p99_drift_pct"] == pytest.approx(50.0)
+
+
+def test_memory_reports_the_model_file_size_when_given_a_manifest():
+    from edgerun.artifact import manifest_path_for
+    from edgerun.demo import DEMO_DIR
+
+    model = DEMO_DIR / "digits-int8.tflite"
+    cfg = BenchConfig(min_runs=10, min_seconds=0, warmup_runs=0, warmup_seconds=0, energy=False, thermal=False)
+    m = measure(manifest_path_for(model), cfg)
+    assert m.memory.model_file_bytes == model.stat().st_size

@@ -183,7 +183,7 @@ def measure(
     if progress:
         progress("load", 0.0)
     thermal_before = read_thermal() if config.thermal else None
-    mem = PeakTracker(Path(path).stat().st_size if Path(path).is_file() else None) if config.memory else None
+    mem = PeakTracker() if config.memory else None
     if mem:
         mem.before_load()
     rt = load(
@@ -195,6 +195,9 @@ def measure(
         graph_optimization=config.graph_optimization,
     )
     if mem:
+        # The verified model file's size, known once the artifact is resolved: `path` may be a
+        # manifest or a bundle folder, whose own size is not the model's.
+        mem.model_file_bytes = rt.artifact.size_bytes
         mem.after_session()
     inputs, source = sample_inputs(rt.artifact, config.seed)
     _, _, first = rt.pipeline(inputs[0])
