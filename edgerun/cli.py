@@ -84,18 +84,6 @@ def profile_and_budget(args: argparse.Namespace) -> tuple[Any, str, Any]:
     return profile, reason, budget
 
 
-def _bench_in_process(path: Path, config: Any, profile: Any, budget: Any, reason: str, progress: Any) -> dict[str, Any]:
-    """The old path, for debugging: no worker, so a native crash takes edgerun down with it."""
-    from edgerun.bench.result import build_result, error_result
-    from edgerun.bench.runner import measure
-
-    try:
-        m = measure(path, config, profile, progress=progress)
-        return build_result(m, config, budget, profile, reason)
-    except EdgerunError as exc:
-        return error_result(str(path), exc, profile, reason)
-
-
 def _bench_config(args: argparse.Namespace) -> Any:
     from edgerun.bench.runner import BenchConfig
 
@@ -134,6 +122,7 @@ def _cooldown(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from edgerun.bench.result import bench_one
     from edgerun.bench.worker import WorkerRequest, run_in_worker
     from edgerun.demo import demo_artifacts
 
@@ -159,7 +148,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             _cooldown(args)
         progress = None if args.quiet else _ProgressLine(path.name)
         if args.in_process:
-            results.append(_bench_in_process(path, config, profile, budget, reason, progress))
+            results.append(bench_one(str(path), config, profile, budget, reason, progress))  # no crash isolation
         else:
             request = WorkerRequest(
                 str(path), config.to_dict(), budget.__dict__, str(profile.source or profile.name), reason

@@ -243,3 +243,20 @@ def sustained_drift(start_ns: np.ndarray, total_ns: np.ndarray, duration_ns: int
             b = out["last"]["percentiles"][key]["value_ns"]
             out[f"{key}_drift_pct"] = (b - a) / a * 100 if a else None
     return out
+
+
+def bench_one(
+    path: str, config: BenchConfig, profile: Any, budget: Budget, reason: str, progress: Any = None
+) -> dict[str, Any]:
+    """Measure one artifact and build its result; an edgerun error becomes an ``error`` result.
+
+    What a worker process runs, and what ``edgerun bench --in-process`` runs directly.
+    """
+    from edgerun.bench.runner import measure
+    from edgerun.errors import EdgerunError
+
+    try:
+        m = measure(path, config, profile, progress=progress)
+        return build_result(m, config, budget, profile, reason)
+    except EdgerunError as exc:
+        return error_result(str(path), exc, profile, reason)

@@ -175,26 +175,21 @@ def _failure(
 
 
 def _child(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> None:
-    from edgerun.bench.result import build_result, error_result
-    from edgerun.bench.runner import BenchConfig, measure
+    from edgerun.bench.result import bench_one
+    from edgerun.bench.runner import BenchConfig
     from edgerun.budget import Budget
-    from edgerun.errors import EdgerunError
     from edgerun.profiles import load_profile
 
     profile = load_profile(request["profile"]) if request.get("profile") else None
     config = BenchConfig(**{**request["config"], "providers": tuple(request["config"].get("providers", ()))})
     budget = Budget(**request["budget"])
-    try:
-        m = measure(
-            request["path"],
-            config,
-            profile,
-            progress=lambda phase, f: send({"type": "progress", "phase": phase, "fraction": f}),
-        )
-        result = build_result(m, config, budget, profile, request["profile_reason"])
-    except EdgerunError as exc:
-        result = error_result(request["path"], exc, profile, request["profile_reason"])
-    send({"type": "result", "result": result})
+    progress = lambda phase, f: send({"type": "progress", "phase": phase, "fraction": f})  # noqa: E731
+    send(
+        {
+            "type": "result",
+            "result": bench_one(request["path"], config, profile, budget, request["profile_reason"], progress),
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
