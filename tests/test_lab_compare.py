@@ -53,13 +53,15 @@ def test_the_cli_exit_code_gates_on_a_regression(halves, tmp_path: Path) -> None
     doc, a, b = halves
     base = _write(tmp_path / "base.json", doc, a)
     same = _write(tmp_path / "same.json", doc, a)
-    slower = _write(tmp_path / "slower.json", doc, b, slower=1.3)
+    slower = _write(tmp_path / "slower.json", doc, a, slower=1.3)
     assert main(["lab", "compare", str(base), str(same)]) == 0
     assert main(["lab", "compare", str(base), str(slower)]) == 1
     (worse,) = compare_files(base, slower)
-    p50, _ = worse.metrics
-    assert worse.verdict == "regression" and p50.verdict == "regression" and all(m.valid for m in worse.metrics)
-    assert p50.change_pct == pytest.approx(30, abs=10) and p50.ci95_pct[0] > 0 and worse.mann_whitney_p < 1e-6
+    assert worse.verdict == "regression" and all(m.valid for m in worse.metrics) and worse.mann_whitney_p < 1e-6
+    # Both percentiles moved by the injected 30%. Which of them clears its bootstrap interval
+    # depends on the machine: a bimodal latency (CI runners) makes the median's interval wide.
+    assert [round(m.change_pct) for m in worse.metrics] == [30, 30]
+    assert any(m.verdict == "regression" and m.ci95_pct[0] > 0 for m in worse.metrics)
     assert main(["lab", "compare", str(slower), str(base)]) == 0  # faster is not a regression
     assert compare_files(slower, base)[0].verdict == "improvement"
 
@@ -78,8 +80,25 @@ def test_noise_is_rarely_flagged_and_an_injected_regression_always(halves) -> No
         noise, _ = compare_samples(base, cand)
         false_alarms += any(m.verdict == "regression" for m in noise)
         injected, _ = compare_samples(base, (cand * 1.3).astype(np.int64))
-        caught += injected[0].verdict == "regression"
+        caught += any(m.verdict == "regression" for m in injected)
     assert false_alarms <= 2 and caught == 10
+
+
+def test_a_bimodal_latency_leaves_the_median_unclear_but_the_shift_is_still_caught() -> None:
+    # Two modes of equal weight (as on a runner that migrates between cores): the median sits
+    # in the gap, so its bootstrap interval is wide; p99 and the U test still see a 30% shift.
+    rng = np.random.default_rng(5)
+
+    def draw() -> np.ndarray:
+        fast, slow = rng.normal(260e3, 15e3, 350), rng.normal(450e3, 25e3, 350)
+        return np.concatenate([fast, slow]).astype(np.int64)
+
+    base, cand = draw(), draw()
+    (p50, p99), mw_p = compare_samples(base, (cand * 1.3).astype(np.int64))
+    assert p50.ci95_pct[1] - p50.ci95_pct[0] > 20 and p50.verdict in ("unclear", "regression")
+    assert p99.verdict == "regression" and mw_p < 1e-6
+    noise, _ = compare_samples(base, cand)
+    assert all(m.verdict != "regression" for m in noise)
 
 
 def _total(result: dict) -> np.ndarray:
