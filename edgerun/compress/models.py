@@ -9,6 +9,7 @@ family at different widths, which keeps layer names aligned for feature distilla
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
@@ -21,8 +22,10 @@ from edgerun.compress.recipe import ModelConfig
 BLOCKS = ((32, 64, 1), (64, 128, 1), (128, 128, 2), (128, 256, 1), (256, 256, 2), (256, 512, 1))
 
 
-def _fold_bn(layer: nn.Module, bn: nn.BatchNorm2d) -> None:
+def _fold_bn(layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d) -> None:
     """Fold an eval-mode BatchNorm into the preceding conv/linear (output axis 0)."""
+    # The stubs type the running statistics as optional (track_running_stats=False); ours always track.
+    assert bn.running_mean is not None and bn.running_var is not None, "BatchNorm without running statistics"
     s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     w = layer.weight.detach()
     b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
@@ -36,7 +39,7 @@ class ConvBN(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, groups: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
+        self.bn: nn.Module = nn.BatchNorm2d(cout)  # nn.Identity once folded (fuse)
         self.act = nn.ReLU6()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +61,7 @@ class Pointwise(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.fc = nn.Linear(cin, cout, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
+        self.bn: nn.Module = nn.BatchNorm2d(cout)  # nn.Identity once folded (fuse)
         self.act = nn.ReLU6()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +96,7 @@ class DigitsNet(nn.Module):
         """An eval-mode copy with every BatchNorm folded into its conv/linear (what gets exported)."""
         m = copy.deepcopy(self).eval()
         for layer in m.features:
-            layer.fuse()
+            cast("ConvBN | Pointwise", layer).fuse()
         return m
 
 

@@ -16,9 +16,10 @@ from torch import nn
 from torch.nn.utils import prune
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
+Prunable = nn.Conv2d | nn.Linear
 
 
-def prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def prunable(model: nn.Module) -> list[tuple[str, Prunable]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 

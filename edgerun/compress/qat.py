@@ -24,8 +24,9 @@ the usual export, quantization and gate.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -88,12 +89,13 @@ class QatHandle:
 
     model: nn.Module
     bits: int
-    layers: list[nn.Module]
-    act_fq: nn.ModuleList
+    layers: Sequence[nn.Module]
+    act_fq: nn.ModuleList  # of FakeQuantize
     hooks: list
 
     def observe(self, on: bool) -> None:
-        for fq in self.act_fq:
+        for module in self.act_fq:
+            fq = cast(FakeQuantize, module)
             (fq.enable_observer if on else fq.disable_observer)()
 
     def finish(self) -> nn.Module:

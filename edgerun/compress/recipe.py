@@ -351,7 +351,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise RecipeError(f"{where}: must be an array, got {value!r}")
         return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     return _scalar(tp, value, where)
 
