@@ -360,11 +360,13 @@ def _inspect_tflite(path: Path) -> ModelInfo:
     graph_inputs = {d["index"] for d in interp.get_input_details()}
     consumed = {t for op in ops for t in op["inputs"] if t >= 0}
     constants = consumed - produced - graph_inputs
+    int4 = _tflite_int4_tensors(path)
     dtypes: Counter[str] = Counter()
     for index in constants:
         d = details.get(index)
         if d is not None:
-            dtypes[_np_name(d["dtype"])] += int(math.prod(int(x) for x in d["shape"]))
+            dtype = "int4" if index in int4 else _np_name(d["dtype"])
+            dtypes[dtype] += int(math.prod(int(x) for x in d["shape"]))
     precision = "fp32"
     if dtypes.get("int4"):
         precision = "int4"
@@ -382,6 +384,24 @@ def _inspect_tflite(path: Path) -> ModelInfo:
         op_histogram=dict(Counter(op["op_name"] for op in ops).most_common()),
         versions={"tflite_schema": 3},
     )
+
+
+def _tflite_int4_tensors(path: Path) -> set[int]:
+    """Indices of the INT4 tensors of the main subgraph, read from the flatbuffer.
+
+    The LiteRT interpreter reports INT4 tensors (ai-edge-quantizer's weight-only int4) as int8;
+    the schema's TensorType tells them apart. Empty where the schema module is missing
+    (the old tflite_runtime package).
+    """
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        return set()
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    if model.SubgraphsLength() == 0:
+        return set()
+    graph = model.Subgraphs(0)
+    return {i for i in range(graph.TensorsLength()) if graph.Tensors(i).Type() == schema.TensorType.INT4}
 
 
 def _np_name(dtype: Any) -> str:

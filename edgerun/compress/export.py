@@ -94,8 +94,7 @@ def build_manifest(
 ) -> Manifest:
     """A manifest for the model file at ``path``: IO specs (and precision, unless given) read from the file.
 
-    ``precision`` is passed for TFLite int4: LiteRT reports int4 weight tensors as int8, so
-    only the producer knows.
+    ``precision`` is passed by the producer: a ``mixed`` INT8/FP32 graph reads as int8 from the file alone.
     """
     info = inspect_model(path)
     pre, post = manifest_pipeline(data)
