@@ -8,7 +8,7 @@ really removes channels, so the exported model has fewer parameters and runs fas
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -52,10 +52,10 @@ def make_permanent(model: nn.Module) -> nn.Module:
     return model
 
 
-def weight_sparsity(model: nn.Module) -> float:
-    """Fraction of zero entries over all conv / linear weights (0..1)."""
+def weight_sparsity(model: nn.Module, layers: Sequence[Prunable] | None = None) -> float:
+    """Fraction of zero entries over all conv / linear weights, or over ``layers`` (0..1)."""
     total = zeros = 0
-    for _, m in prunable(model):
+    for m in [m for _, m in prunable(model)] if layers is None else layers:
         w = m.weight.detach()
         total += w.numel()
         zeros += int((w == 0).sum())
@@ -133,7 +133,7 @@ class DynamicSparsity:
         self.method, self.drop_fraction, self.every = method, drop_fraction, update_every_steps
         self.stop_step = int(0.75 * total_steps)
         self.rng = rng
-        self.layers = [m for _, m in prunable(model) if _sparsifiable(m)]
+        self.layers = sparsifiable(model)
         self.masks = [self._random_mask(m.weight, sparsity) for m in self.layers]
         self.updates = 0
         self.apply()
@@ -182,6 +182,11 @@ class DynamicSparsity:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter(self.masks)
+
+
+def sparsifiable(model: nn.Module) -> list[Prunable]:
+    """The layers dynamic sparse training keeps sparse, in module order."""
+    return [m for _, m in prunable(model) if _sparsifiable(m)]
 
 
 def _sparsifiable(m: nn.Module) -> bool:

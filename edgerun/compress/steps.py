@@ -67,13 +67,14 @@ def run_step(
         model, parent = _lottery(step, data, rng, progress), None
         how = (
             f"lottery ticket: {step.rounds} rounds of {step.amount_per_round:.0%} global magnitude pruning, "
-            f"rewind to epoch {step.rewind_epoch}"
+            f"rewind to epoch {step.rewind_epoch}; weight sparsity {pr.weight_sparsity(model):.1%}"
         )
     else:
         model, parent = _sparse_train(step, data, rng, progress), None
         how = (
             f"dynamic sparse training ({step.method}, sparsity {step.sparsity:.0%}, "
-            f"update every {step.update_every_steps} steps)"
+            f"update every {step.update_every_steps} steps); weight sparsity of the sparse-trained layers "
+            f"{pr.weight_sparsity(model, pr.sparsifiable(model)):.1%}"
         )
     model.eval()
     return Trained(
