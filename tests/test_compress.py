@@ -54,9 +54,10 @@ def test_kd_loss_equals_a_hand_computation():
 
 
 def test_kd_loss_is_zero_soft_when_student_matches_teacher():
-    z = torch.randn(4, 10)
+    z = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))
     only_soft = kd.kd_loss(z, kd.soft_targets(z, 4.0), torch.zeros(4, dtype=torch.long), 4.0, alpha_soft=1.0)
-    assert float(only_soft) == pytest.approx(0.0, abs=1e-6)
+    # float32 round-off (softmax then log vs log_softmax), scaled by T^2 = 16; a real gap is >> 1e-5
+    assert float(only_soft) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_teacher_aggregation():

@@ -118,11 +118,14 @@ def plot(rows: list[Row], path: Path, title: str) -> Path | None:
         return None
     pts = [r for r in rows if r.size_bytes is not None and r.latency_p50_ms is not None]
     front = sorted((r for r in pts if r.name in pareto(rows)), key=lambda r: r.size_bytes or 0)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     for r in pts:
-        size_kb = (r.size_bytes or 0) / 1024
-        ax.scatter(size_kb, r.accuracy * 100, s=40 + 60 * (r.latency_p50_ms or 0), alpha=0.6)
-        ax.annotate(f"{r.name}\n{r.latency_p50_ms:.2f} ms", (size_kb, r.accuracy * 100), fontsize=7)
+        ax.scatter((r.size_bytes or 0) / 1024, r.accuracy * 100, s=40 + 60 * (r.latency_p50_ms or 0), alpha=0.6)
+    # One label per spot (variants often coincide); neighbours alternate above and below their points.
+    for i, ((size_kb, acc), names) in enumerate(_label_groups(pts).items()):
+        above = i % 2 == 0
+        ax.annotate("\n".join(names), (size_kb, acc), xytext=(6, 5 if above else -5), textcoords="offset points",
+                    va="bottom" if above else "top", fontsize=7)  # fmt: skip
     ax.plot([(r.size_bytes or 0) / 1024 for r in front], [r.accuracy * 100 for r in front], "k--", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("file size (KB, log)")
@@ -132,3 +135,13 @@ def plot(rows: list[Row], path: Path, title: str) -> Path | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _label_groups(pts: list[Row]) -> dict[tuple[float, float], list[str]]:
+    """Labels ("name  0.26 ms") grouped by spot: same accuracy and file size within 5%."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for r in sorted(pts, key=lambda r: r.size_bytes or 0):
+        size_kb, acc = (r.size_bytes or 0) / 1024, r.accuracy * 100
+        spot = next((k for k in groups if abs(k[1] - acc) < 0.01 and abs(k[0] / size_kb - 1) < 0.05), (size_kb, acc))
+        groups.setdefault(spot, []).append(f"{r.name}  {r.latency_p50_ms:.2f} ms")
+    return groups

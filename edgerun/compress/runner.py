@@ -270,7 +270,7 @@ def _finish_manifest(
         "source_model": f"{spec.source}: {src.how}",
         "recipe": f"{recipe.name}: {' -> '.join(lineage(spec.source, done))} -> {spec.format} {spec.precision} "
         f"{spec.resolved_mode}".rstrip(),
-        "recipe_file": recipe.source_path or None,
+        "recipe_file": _shown_path(recipe.source_path),
         "recipe_sha256": recipe.source_sha256 or None,
         "tool": "edgerun compress",
         "created_utc": ex.created_utc(),
@@ -343,3 +343,15 @@ def _export_row(
         "pass" if verdict.passed else "FAIL",
         kept,
     )
+
+
+def _shown_path(path: str) -> str | None:
+    """The recipe's path relative to the working directory (a repo checkout), else its file name:
+    a build machine's absolute path tells a reader of the manifest nothing."""
+    if not path:
+        return None
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return p.name

@@ -1,8 +1,9 @@
-"""The bundled demo artifacts: a MobileNet-style digits classifier in five variants.
+"""The bundled demo artifacts: a distilled, channel-pruned digits CNN in five variants.
 
-Built by tools/build_demo.py from scikit-learn's digits images (they ship inside
-scikit-learn; nothing is downloaded). ``edgerun bench`` with no argument
-benchmarks these.
+Built by tools/build_demo.py through the compression toolkit (recipes/digits-demo.toml:
+teacher -> distilled student -> pruned -> FP32 / INT8 / INT4 ONNX and FP32 / INT8 TFLite)
+from scikit-learn's digits images (they ship inside scikit-learn; nothing is downloaded).
+``edgerun bench`` with no argument benchmarks these.
 """
 
 from __future__ import annotations
