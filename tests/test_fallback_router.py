@@ -180,4 +180,5 @@ def test_silent_server_on_a_predicted_miss_still_gets_a_local_answer():
             res = rt.run(DIGIT)
             elapsed_ms = (time.perf_counter() - t0) * 1e3
     assert res.route == "local" and "at the deadline" in res.reason
-    assert 45 < elapsed_ms < 200 and listener.accepted == 1
+    # bounded by the 50 ms deadline (a silent server would hold it for seconds); slack for a loaded CI box
+    assert 45 < elapsed_ms < 1000 and listener.accepted == 1
