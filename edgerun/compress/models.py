@@ -9,7 +9,6 @@ family at different widths, which keeps layer names aligned for feature distilla
 from __future__ import annotations
 
 import copy
-from typing import cast
 
 import torch
 from torch import nn
@@ -93,10 +92,15 @@ class DigitsNet(nn.Module):
         return self.classifier(self.drop(self.features(x).mean(dim=(2, 3))))
 
     def fused(self) -> DigitsNet:
-        """An eval-mode copy with every BatchNorm folded into its conv/linear (what gets exported)."""
+        """An eval-mode copy with every BatchNorm folded into its conv/linear (what gets exported).
+
+        Layers without ``fuse`` (an ``nn.Identity`` left by layer pruning) are left as they are.
+        """
         m = copy.deepcopy(self).eval()
         for layer in m.features:
-            cast("ConvBN | Pointwise", layer).fuse()
+            fuse = getattr(layer, "fuse", None)
+            if callable(fuse):
+                fuse()
         return m
 
 

@@ -1,8 +1,9 @@
-"""Pruning: magnitude (torch.nn.utils.prune), channels (torch-pruning), lottery ticket, RigL / SET.
+"""Pruning: magnitude (torch.nn.utils.prune), channels (torch-pruning), layers, lottery ticket, RigL / SET.
 
 Unstructured pruning zeroes weights; the dense exported file keeps its size (the report
-shows the sparsity, and a sparse kernel or compression would cash it in). Channel pruning
-really removes channels, so the exported model has fewer parameters and runs faster.
+shows the sparsity, and a sparse kernel or compression would cash it in). Channel and
+layer pruning really remove structure (channels, whole layers), so the exported model has
+fewer parameters and runs faster.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
@@ -83,6 +85,108 @@ def channel_prune(model: nn.Module, example: torch.Tensor, amount: float, scope:
     )
     pruner.step()
     return model
+
+
+# --- layer pruning --------------------------------------------------------------------
+
+
+def removable_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the layers that can be removed whole, in module order.
+
+    A layer is removable when it is a direct child of an ``nn.Sequential`` and, on one
+    forward pass of ``example`` (forward hooks, eval mode), its output has the shape of its
+    input: replacing it with ``nn.Identity`` leaves every other shape as it was. Never the
+    first child of a Sequential (the stem), nor the module holding the classifier (the last
+    ``nn.Linear``), nor a layer without parameters (an activation, or the ``nn.Identity`` of
+    an earlier removal). In DigitsNet: the stride-1 depthwise ConvBNs and the Pointwise
+    layers with as many outputs as inputs.
+    """
+    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
+    slots: dict[str, nn.Module] = {}
+    for prefix, seq in model.named_modules():
+        if isinstance(seq, nn.Sequential):
+            for key, child in list(seq.named_children())[1:]:
+                holds_classifier = any(m is c for m in child.modules() for c in classifier)
+                if any(True for _ in child.parameters()) and not holds_classifier:
+                    slots[f"{prefix}.{key}" if prefix else key] = child
+    same_shape: set[str] = set()
+
+    def hook(name: str):
+        def record(_m: nn.Module, args: tuple, out: object) -> None:
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and x.shape == out.shape:
+                same_shape.add(name)
+
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in slots.items()]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return [name for name in slots if name in same_shape]
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` where the submodule ``name`` is; return the module it replaced."""
+    parent_name, _, key = name.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    old = parent.get_submodule(key)
+    setattr(parent, key, new)
+    return old
+
+
+@torch.no_grad()
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float(F.cross_entropy(model(x), y))
+
+
+def layer_importance(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, candidates: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Cross-entropy increase on (x, y) when each candidate alone is replaced by ``nn.Identity``.
+
+    One candidate at a time, the others present; the model is left as it was. Negative
+    when removing the layer lowers the loss. ``candidates`` default: ``removable_layers``.
+    """
+    model.eval()
+    names = removable_layers(model, x[:1]) if candidates is None else list(candidates)
+    base = _loss(model, x, y)
+    scores: dict[str, float] = {}
+    for name in names:
+        layer = _swap(model, name, nn.Identity())
+        try:
+            scores[name] = _loss(model, x, y) - base
+        finally:
+            _swap(model, name, layer)
+    return scores
+
+
+def layer_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> list[tuple[str, float]]:
+    """Remove the ``n`` least important removable layers (replaced by ``nn.Identity``), in place.
+
+    Greedy: score every remaining candidate (``layer_importance`` on (x, y)), remove the
+    one whose removal raises the loss least (ties: the first in module order), re-score the
+    rest against the model without it, and so on. A round costs one forward pass of x per
+    candidate, so n removals cost about n * candidates passes (DigitsNet at width 1.0 has 6
+    candidates). Removing a shape-preserving layer changes no other shape, so the candidates
+    of later rounds are the earlier ones minus those removed. Returns ``[(name, loss
+    increase when removed)]`` in removal order; each increase is measured on the model as
+    it was in that round.
+    """
+    candidates = removable_layers(model, x[:1])
+    if not 0 < n <= len(candidates):
+        raise ValueError(f"cannot remove {n} layers: {len(candidates)} are removable ({candidates})")
+    removed: list[tuple[str, float]] = []
+    for _ in range(n):
+        scores = layer_importance(model, x, y, candidates)
+        name = min(candidates, key=scores.__getitem__)
+        _swap(model, name, nn.Identity())
+        candidates.remove(name)
+        removed.append((name, scores[name]))
+    return removed
 
 
 # --- lottery ticket -------------------------------------------------------------------

@@ -90,10 +90,11 @@ class PruneStep:
     name: str
     source: str
     kind: Literal["prune"] = "prune"
-    method: Literal["magnitude", "channels"] = "magnitude"
+    method: Literal["magnitude", "channels", "layers"] = "magnitude"
     scope: Literal["global", "layer"] = "global"
     amount: float = 0.0  # fraction of weights (magnitude) or channels (channels) removed
     threshold: float = 0.0  # magnitude only: prune |w| < threshold everywhere (instead of amount)
+    layers: int = 0  # method "layers" only: how many whole layers to remove
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-3))
 
 
@@ -271,10 +272,8 @@ def _check_references(recipe: Recipe, where: str) -> None:
                 )
         if isinstance(step, DistillStep):
             _check_distill(step, where)
-        if isinstance(step, PruneStep) and (step.amount > 0) == (step.threshold > 0):
-            raise RecipeError(f"{where}: prune step {step.name!r} needs exactly one of 'amount' > 0 or 'threshold' > 0")
-        if isinstance(step, PruneStep) and step.method == "channels" and step.threshold > 0:
-            raise RecipeError(f"{where}: prune step {step.name!r}: 'threshold' is for method 'magnitude' only")
+        if isinstance(step, PruneStep):
+            _check_prune(step, where)
         if isinstance(step, LotteryStep) and step.rewind_epoch > step.train.epochs:
             raise RecipeError(
                 f"{where}: lottery step {step.name!r}: rewind_epoch {step.rewind_epoch} is after the last epoch "
@@ -292,6 +291,27 @@ def _check_references(recipe: Recipe, where: str) -> None:
     names = [s.file_name for s in recipe.exports]
     if len(set(names)) != len(names):
         raise RecipeError(f"{where}: two [[export]] tables produce the same file; set 'name' on one ({names})")
+
+
+def _check_prune(step: PruneStep, where: str) -> None:
+    if step.method == "layers":
+        if step.layers <= 0:
+            raise RecipeError(
+                f"{where}: prune step {step.name!r}: method 'layers' needs 'layers' > 0 (how many layers to remove)"
+            )
+        for key in ("amount", "threshold"):
+            if getattr(step, key) > 0:
+                raise RecipeError(
+                    f"{where}: prune step {step.name!r}: {key!r} does not apply to method 'layers', "
+                    f"which removes 'layers' whole layers"
+                )
+        return
+    if step.layers > 0:
+        raise RecipeError(f"{where}: prune step {step.name!r}: 'layers' is for method 'layers' only")
+    if (step.amount > 0) == (step.threshold > 0):
+        raise RecipeError(f"{where}: prune step {step.name!r} needs exactly one of 'amount' > 0 or 'threshold' > 0")
+    if step.method == "channels" and step.threshold > 0:
+        raise RecipeError(f"{where}: prune step {step.name!r}: 'threshold' is for method 'magnitude' only")
 
 
 def _check_distill(step: DistillStep, where: str) -> None:
@@ -383,6 +403,7 @@ _RANGES = {
     "rounds": (1, 50),
     "update_every_steps": (1, 1_000_000),
     "calibration_samples": (1, 100_000),
+    "layers": (0, 10_000),
 }
 
 

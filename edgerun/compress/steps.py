@@ -24,6 +24,7 @@ from edgerun.compress.recipe import (
     TrainStep,
 )
 from edgerun.compress.train import Progress, cross_entropy, fit, logits_of, torch_accuracy
+from edgerun.errors import CompressError
 
 
 @dataclass
@@ -141,6 +142,8 @@ def _prune(step: PruneStep, source: nn.Module, data: Dataset, rng: np.random.Gen
             f"channel pruning ({step.scope}, {step.amount:.0%} of channels, torch-pruning): "
             f"{before} -> {count_params(model)} parameters"
         )
+    elif step.method == "layers":
+        how = _remove_layers(step, model, data, progress)
     else:
         pr.magnitude_prune(model, amount=step.amount, threshold=step.threshold, scope=step.scope)
         what = f"|w| < {step.threshold:g}" if step.threshold else f"{step.amount:.0%} ({step.scope})"
@@ -148,6 +151,31 @@ def _prune(step: PruneStep, source: nn.Module, data: Dataset, rng: np.random.Gen
     fit(model, data, step.finetune, cross_entropy(model), rng, progress=progress, label=f"{step.name} fine-tune")
     pr.make_permanent(model)
     return model, f"{how}, fine-tuned {step.finetune.epochs} epochs; weight sparsity {pr.weight_sparsity(model):.1%}"
+
+
+# Images of the train split that score layers for layer pruning: its last ones (all when fewer).
+# Never the test split: that is the gate's reference set.
+LAYER_SCORE_IMAGES = 256
+
+
+def _remove_layers(step: PruneStep, model: nn.Module, data: Dataset, progress: Progress) -> str:
+    x = torch.from_numpy(data.model_input(data.train_x[-LAYER_SCORE_IMAGES:]))
+    y = torch.from_numpy(data.train_y[-LAYER_SCORE_IMAGES:])
+    candidates = pr.removable_layers(model, x[:1])
+    if step.layers > len(candidates):
+        raise CompressError(
+            f"prune step {step.name!r}: layers = {step.layers}, but {step.source!r} has only {len(candidates)} "
+            f"removable layers ({', '.join(candidates) or 'none'})"
+        )
+    before = count_params(model)
+    removed = pr.layer_prune(model, x, y, step.layers)
+    for name, increase in removed:
+        progress(f"{step.name}: removed {name} (loss {increase:+.4f} on {len(x)} train images)")
+    listed = ", ".join(f"{name} ({increase:+.3f} loss)" for name, increase in removed)
+    return (
+        f"layer pruning (greedy, {step.layers} of {len(candidates)} removable layers, loss increase on "
+        f"{len(x)} train images): removed {listed}: {before} -> {count_params(model)} parameters"
+    )
 
 
 def _qat(step: QatStep, source: nn.Module, data: Dataset, rng: np.random.Generator, progress: Progress):
