@@ -237,7 +237,11 @@ def test_a_host_that_joins_mid_stream_asks_for_a_hello(runtime):
         first = run_until(runtime, emu.path, lambda host: host.counters.handshakes >= 1)
         time.sleep(0.2)  # the device streams on to nobody
         second = run_until(runtime, emu.path, lambda host: host.counters.windows_decided >= 1)
-    assert first["sessions"]["handshakes"] == second["sessions"]["handshakes"] == 1
+    # Each host got its session from the running device: no reset, no reboot. (A HELLO that
+    # takes over no_session_every_s to arrive on a loaded box is asked for again: a repeat.)
+    for summary in (first, second):
+        sessions = summary["sessions"]
+        assert sessions["handshakes"] == 1 + sessions["repeated_hellos"] and sessions["device_resets"] == 0
     assert sum(e.code == fr.E_NO_SESSION for e in fw.errors) >= 2  # each host asked on connecting
     assert fw.boots == 1 and second["windows"]["decided"] >= 1
 

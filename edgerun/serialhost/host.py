@@ -88,6 +88,7 @@ class SerialHost:
         self._ser: Any = None
         self._tx_seq = 0
         self._rx_seq: int | None = None
+        self._asked_hello_at = float("-inf")  # when we last sent ERROR NO_SESSION (asking for a HELLO)
         self._soft_ns, self._hard_ns = limit_ns(config.budget.soft_ms), limit_ns(config.budget.hard_ms)
         self.t0_ns = 0
         self._stop = threading.Event()
@@ -119,7 +120,7 @@ class SerialHost:
         return build_summary(self, time.perf_counter_ns() - self.t0_ns)
 
     def _read_loop(self, stop: threading.Event, deadline: float | None) -> None:
-        timers = {"heartbeat": 0.0, "status": 0.0, "heard": time.monotonic(), "no_session": 0.0}
+        timers = {"heartbeat": 0.0, "status": 0.0, "heard": time.monotonic()}
         silent = False
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             if self._ser is None and not self._reopen(stop, deadline):
@@ -163,7 +164,9 @@ class SerialHost:
         with self._lock:
             self.counters.port_opens += 1
         # We cannot know whether the device reset while we were away (or streams already):
-        # ask for a HELLO now rather than wait for its next one.
+        # ask for a HELLO now rather than wait for its next one. Samples that were already on
+        # the way do not ask again before no_session_every_s (one HELLO, not two).
+        self._asked_hello_at = time.monotonic()
         self._send(fr.ERROR, fr.ErrorMsg(fr.E_NO_SESSION, 0, "host connected: send HELLO").pack())
 
     def _lose(self, exc: BaseException) -> None:
@@ -272,8 +275,8 @@ class SerialHost:
             with self._lock:
                 self.counters.samples_before_hello += 1
             now = time.monotonic()
-            if now - timers["no_session"] >= self.config.no_session_every_s:
-                timers["no_session"] = now
+            if now - self._asked_hello_at >= self.config.no_session_every_s:
+                self._asked_hello_at = now
                 self._send(fr.ERROR, fr.ErrorMsg(fr.E_NO_SESSION, frame.seq, "no session: send HELLO").pack())
             return
         if not self._seq_ok(frame.seq):
