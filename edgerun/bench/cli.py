@@ -1,0 +1,210 @@
+"""``edgerun bench``: registered through ``edgerun.cli.COMMAND_MODULES``.
+
+Each artifact is benchmarked in a crash-isolated worker (edgerun.bench.worker), or on a
+device with ``--target`` (edgerun.targets.cli). Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgerun.cli import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, EXIT_USAGE, _err, profile_and_budget
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser(
+        "bench",
+        help="benchmark artifacts (default: the bundled demo)",
+        description="Time every stage of every inference and judge the latencies against the "
+        "profile's real-time budgets. Several artifacts print side by side.",
+    )
+    b.add_argument("artifacts", nargs="*", metavar="ARTIFACT", help="model file, manifest or bundle folder")
+    b.add_argument("--profile", help="device profile name or TOML path (default: detected)")
+    b.add_argument(
+        "--runs", type=int, default=1000, help="minimum steady-state inferences (default 1000; p99 needs 662)"
+    )
+    b.add_argument("--min-seconds", type=float, default=1.0, help="minimum steady-state seconds (default 1)")
+    b.add_argument(
+        "--max-seconds", type=float, default=60.0, help="stop the steady state after this many seconds (default 60)"
+    )
+    b.add_argument("--warmup", type=int, default=10, help="minimum warm-up inferences (default 10)")
+    b.add_argument("--warmup-seconds", type=float, default=0.5, help="minimum warm-up seconds (default 0.5)")
+    b.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
+    b.add_argument("--providers", help="comma-separated providers, e.g. XNNPACK,CPU or CUDA (must exist)")
+    b.add_argument("--engine", choices=("onnx", "litert"), help="force an engine (default: by format)")
+    b.add_argument(
+        "--graph-opt",
+        default="all",
+        choices=("disable", "basic", "extended", "all"),
+        help="onnxruntime graph optimisation level (default all)",
+    )
+    b.add_argument("--soft-ms", type=float, help="soft budget in ms (default: the profile's)")
+    b.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
+    b.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
+    b.add_argument("--json", metavar="FILE", help="write the versioned JSON result to FILE ('-' for stdout)")
+    b.add_argument("--probe", help="power probe by name (must exist; default: the best one here, else an estimate)")
+    b.add_argument("--no-energy", action="store_true", help="skip the energy windows")
+    b.add_argument("--energy-windows", type=int, default=3, help="energy windows per artifact (default 3)")
+    b.add_argument("--energy-window-seconds", type=float, default=0.5, help="seconds per energy window (default 0.5)")
+    b.add_argument("--no-memory", action="store_true", help="skip memory snapshots")
+    b.add_argument("--no-thermal", action="store_true", help="skip thermal readings")
+    b.add_argument("--cooldown-c", type=float, help="between artifacts, wait until the hottest zone is below this (C)")
+    b.add_argument("--cooldown-s", type=float, help="between artifacts, pause this many seconds")
+    b.add_argument("--cooldown-max-s", type=float, default=300, help="give up cooling down after this (default 300)")
+    b.add_argument(
+        "--sustained",
+        type=float,
+        metavar="MINUTES",
+        help="run the steady state this long and report drift between the first and last minute",
+    )
+    b.add_argument("--timeout", type=float, help="kill a worker after this many seconds (default 2*max-seconds+120)")
+    b.add_argument(
+        "--in-process",
+        action="store_true",
+        help="benchmark in this process, not in a crash-isolated worker (for debugging)",
+    )
+    b.add_argument(
+        "--target",
+        metavar="URL",
+        help="benchmark on a device: ssh://[user@]host[:port] or adb://[serial] (docs/lab.md); default: here",
+    )
+    b.add_argument(
+        "--remote-python",
+        metavar="PATH",
+        help="with --target: the device's Python that has edgerun (default: the venv `target setup` made)",
+    )
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    b.set_defaults(func=cmd_bench)
+
+
+class _ProgressLine:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, sparse otherwise)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.last_phase = ""
+
+    def __call__(self, phase: str, fraction: float) -> None:
+        if self.tty:
+            filled = int(fraction * 24)
+            bar = "#" * filled + "." * (24 - filled)
+            print(f"\r{self.label:<28} {phase:<8} [{bar}] {fraction * 100:5.1f}%", end="", file=sys.stderr)
+        elif phase != self.last_phase:
+            print(f"{self.label}: {phase}...", file=sys.stderr)
+        self.last_phase = phase
+
+    def done(self, status: str) -> None:
+        if self.tty:
+            print(f"\r{self.label:<28} {status:<50}", file=sys.stderr)
+        else:
+            print(f"{self.label}: {status}", file=sys.stderr)
+
+
+def _bench_config(args: argparse.Namespace) -> Any:
+    from edgerun.bench.runner import BenchConfig
+
+    min_seconds, max_seconds = args.min_seconds, args.max_seconds
+    if args.sustained:
+        min_seconds = max(min_seconds, args.sustained * 60)
+        max_seconds = max(max_seconds, min_seconds * 1.5 + 10)
+    return BenchConfig(
+        min_runs=args.runs,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        sustained_minutes=args.sustained,
+        warmup_runs=args.warmup,
+        warmup_seconds=args.warmup_seconds,
+        threads=args.threads,
+        providers=tuple(p for p in (args.providers or "").split(",") if p),
+        engine=args.engine,
+        graph_optimization=args.graph_opt,
+        memory=not args.no_memory,
+        thermal=not args.no_thermal,
+        energy=not args.no_energy,
+        probe=args.probe,
+        energy_windows=args.energy_windows,
+        energy_window_seconds=args.energy_window_seconds,
+    )
+
+
+def _cooldown(args: argparse.Namespace) -> None:
+    if args.cooldown_c is None and args.cooldown_s is None:
+        return
+    from edgerun.measure.thermal import cooldown
+
+    done = cooldown(until_c=args.cooldown_c, pause_s=args.cooldown_s, max_wait_s=args.cooldown_max_s)
+    if not args.quiet:
+        print(f"cooldown: {done.reason}", file=sys.stderr)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgerun.bench.result import bench_one
+    from edgerun.bench.worker import WorkerRequest, run_in_worker
+    from edgerun.demo import demo_artifacts
+
+    paths = [Path(p) for p in args.artifacts] or demo_artifacts()
+    if not paths:
+        _err("no artifact given and the bundled demo artifacts are missing (run tools/build_demo.py)")
+        return EXIT_USAGE
+    if args.target:  # on a device: its own edgerun (or native binaries) makes the results
+        from edgerun.targets.cli import bench_on_target_cli, results_table
+
+        return _report_bench(args, bench_on_target_cli(args, paths), results_table)
+    profile, reason, budget = profile_and_budget(args)
+    config = _bench_config(args)
+    if config.energy and config.probe:
+        from edgerun.power import select_probe
+
+        select_probe(config.probe, profile=profile)  # a named probe that is not here: one loud error
+    if not args.quiet:
+        print(f"profile: {profile.name} ({reason})", file=sys.stderr)
+    results = []
+    for i, path in enumerate(paths):
+        if i:
+            _cooldown(args)
+        progress = None if args.quiet else _ProgressLine(path.name)
+        if args.in_process:
+            results.append(bench_one(str(path), config, profile, budget, reason, progress))  # no crash isolation
+        else:
+            request = WorkerRequest(
+                str(path), config.to_dict(), budget.__dict__, str(profile.source or profile.name), reason
+            )
+            results.append(run_in_worker(request, args.timeout or 2 * config.max_seconds + 120, progress))
+        if progress is not None:
+            progress.done(results[-1]["overall"].upper())
+    return _report_bench(args, results)
+
+
+def _report_bench(args: argparse.Namespace, results: list[dict[str, Any]], table: Any = None) -> int:
+    """Print the side-by-side table (or ``table(results)``) and warnings, write --json, pick the exit code."""
+    from edgerun.bench.report import side_by_side
+
+    print((table or side_by_side)(results))
+    for r in results:
+        for warning in r.get("warnings", []):
+            print(f"warning: {r['artifact'].get('name', r['artifact']['path'])}: {warning}", file=sys.stderr)
+    _write_json(args.json, results)
+    verdicts = {r["overall"] for r in results}
+    if verdicts & {"fail", "error"}:
+        return EXIT_FAIL
+    return EXIT_NOT_VALID if "not-valid" in verdicts else EXIT_PASS
+
+
+def _write_json(target: str | None, results: list[dict[str, Any]]) -> None:
+    from edgerun.bench.result import result_file
+
+    if not target:
+        return
+    text = json.dumps(result_file(results), indent=1)
+    if target == "-":
+        print(text)
+    else:
+        Path(target).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {target}", file=sys.stderr)

@@ -1,0 +1,104 @@
+"""``edgerun info``: registered through ``edgerun.cli.COMMAND_MODULES``.
+
+Nothing heavy is imported at module level: the artifact inspection is imported inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from edgerun.cli import EXIT_PASS
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    i = sub.add_parser(
+        "info",
+        help="describe an artifact",
+        description="Format, precision, IO specs, size, "
+        "parameter count, op histogram, opsets and the manifest's provenance.",
+    )
+    i.add_argument("artifact", metavar="ARTIFACT")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_info)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from edgerun.artifact import inspect_model, load_artifact
+
+    art = load_artifact(args.artifact)
+    info = inspect_model(art.path, art.format)
+    data = {
+        "name": art.name,
+        "path": str(art.path),
+        "manifest": str(art.manifest_path) if art.manifest_path else None,
+        "format": art.format,
+        "precision": art.precision,
+        "precision_detected": info.precision,
+        "sha256": art.sha256,
+        "sha256_verified": art.manifest is not None,
+        "size_bytes": art.size_bytes,
+        "parameter_count": info.parameter_count,
+        "parameter_dtypes": info.parameter_dtypes,
+        "versions": info.versions,
+        "inputs": [t.to_dict() for t in art.inputs],
+        "outputs": [t.to_dict() for t in art.outputs],
+        "raw_inputs": [t.to_dict() for t in art.raw_inputs],
+        "preprocess": list(art.manifest.preprocess) if art.manifest else [],
+        "postprocess": list(art.manifest.postprocess) if art.manifest else [],
+        "op_histogram": info.op_histogram,
+        "provenance": art.manifest.provenance if art.manifest else {},
+    }
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return EXIT_PASS
+    print(_info_text(art, info, data))
+    return EXIT_PASS
+
+
+def _info_text(art: Any, info: Any, data: dict[str, Any]) -> str:
+    lines = [
+        f"{art.name}",
+        f"  file         {art.path} ({art.size_bytes / 1e6:.3f} MB)",
+        f"  manifest     {art.manifest_path or '(none: specs read from the model)'}",
+        f"  sha256       {art.sha256}" + ("  (verified against manifest)" if art.manifest else ""),
+        f"  format       {art.format}   " + "  ".join(f"{k}={v}" for k, v in info.versions.items()),
+        f"  precision    {art.precision} (detected from the model: {info.precision})",
+        f"  parameters   {info.parameter_count:,}  "
+        + ", ".join(f"{k}: {v:,}" for k, v in sorted(info.parameter_dtypes.items())),
+        "  inputs       " + "; ".join(t.describe() for t in art.inputs),
+        "  outputs      " + "; ".join(t.describe() for t in art.outputs),
+    ]
+    if art.manifest:
+        lines.append("  raw input    " + "; ".join(t.describe() for t in art.raw_inputs))
+        lines.append("  pre          " + " -> ".join(op.get("op", "?") for op in art.manifest.preprocess))
+        lines.append("  post         " + " -> ".join(op.get("op", "?") for op in art.manifest.postprocess))
+    lines.append("  ops          " + ", ".join(f"{k} x{v}" for k, v in info.op_histogram.items()))
+    prov = data["provenance"]
+    if prov:
+        lines.append("  provenance")
+        for key, value in prov.items():
+            if key == "accuracy" and isinstance(value, dict):
+                value = (
+                    f"{value.get('metric', 'accuracy')} {value.get('value', 0) * 100:.2f}% on "
+                    f"{value.get('reference_set', '?')} (n={value.get('n', '?')}, "
+                    f"measured with {value.get('measured_with', '?')})"
+                )
+            lines.extend(_provenance_lines(key, value, indent=4))
+    return "\n".join(lines)
+
+
+def _provenance_lines(key: str, value: Any, indent: int) -> list[str]:
+    """Nested provenance (metrics, gate, sensitivity tables) as indented key/value lines, not raw dicts."""
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        out = [f"{pad}{key}"]
+        for sub, subvalue in value.items():
+            out.extend(_provenance_lines(str(sub), subvalue, indent + 2))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [f"{pad}{key:<20} ({len(value)} entries; `edgerun info --json` lists them)"]
+    return [f"{pad}{key:<20} {value}"]

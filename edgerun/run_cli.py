@@ -1,0 +1,229 @@
+"""``edgerun run``: one inference, registered through ``edgerun.cli.COMMAND_MODULES``.
+
+Local by default; the cloud-fallback options (docs/fallback.md) build a FallbackPolicy for
+edgerun.fallback. Nothing heavy (numpy, the engines, httpx) is imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgerun.cli import EXIT_PASS, EXIT_USAGE, _err
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser(
+        "run",
+        help="one inference",
+        description="Run one inference and print the top classes "
+        "and stage times. Input: --input FILE.npy, else a bundled sample (or random data).",
+    )
+    r.add_argument("artifact", metavar="ARTIFACT")
+    r.add_argument("--input", help=".npy file with one raw input")
+    r.add_argument("--sample", type=int, default=0, help="which bundled sample to use (default 0)")
+    r.add_argument("--profile", help="device profile name or TOML path")
+    r.add_argument("--threads", type=int)
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_fallback_options(r)
+    r.set_defaults(func=cmd_run)
+
+
+def _add_fallback_options(r: argparse.ArgumentParser) -> None:
+    """`edgerun run` cloud-fallback options (docs/fallback.md). Without them nothing leaves the device."""
+    g = r.add_argument_group("cloud fallback (off unless --mode asks for it; see docs/fallback.md)")
+    g.add_argument("--fallback-url", metavar="URL", help="Open Inference Protocol endpoint (https; http for loopback)")
+    g.add_argument(
+        "--mode",
+        choices=("local-only", "prefer-local", "prefer-remote", "remote-only"),
+        help="where inferences may run (default local-only: nothing leaves the device)",
+    )
+    g.add_argument("--fallback-config", metavar="TOML", help="policy from a TOML file ([fallback] table)")
+    g.add_argument("--fallback-model", metavar="NAME", help="remote model name (default: the one the server serves)")
+    g.add_argument("--fallback-version", metavar="V", help="remote model version")
+    g.add_argument("--soft-ms", type=float, help="soft budget: local p99 over it routes remote (default 100)")
+    g.add_argument("--hard-ms", type=float, help="hard budget: local only; a miss is an error or --variant")
+    g.add_argument("--deadline-ms", type=float, help="bound on the whole call (default max(250, soft))")
+    g.add_argument("--fallback-on", metavar="TRIGGERS", help="comma list: local-error,soft-budget-miss (default both)")
+    g.add_argument("--hedge-ms", type=float, help="start the remote this long into a local run (default off)")
+    g.add_argument("--max-attempts", type=int, help="remote tries, retries included (default 2)")
+    g.add_argument("--binary", choices=("auto", "always", "never"), help="binary tensors (default auto)")
+    g.add_argument("--max-payload-bytes", type=int, help="refuse to send more (default 4 MiB)")
+    g.add_argument("--allow-input", action="append", metavar="NAME", help="send only these model inputs")
+    g.add_argument("--variant", action="append", metavar="ARTIFACT", help="smaller local artifact for hard misses")
+    g.add_argument("--token-env", metavar="VAR", help="bearer token from this environment variable")
+    g.add_argument("--token-file", metavar="FILE", help="bearer token from this file (read per call)")
+    g.add_argument("--ca-bundle", metavar="PEM", help="trust these CAs for the server's certificate")
+    g.add_argument("--client-cert", metavar="PEM", help="client certificate for mTLS")
+    g.add_argument("--client-key", metavar="PEM", help="client key for mTLS")
+    g.add_argument("--audit", metavar="FILE", help="append audit records to FILE (default '-': stderr)")
+    g.add_argument("--warmup", type=int, help="local runs before the call, to learn local latency (default 1)")
+    g.add_argument("--repeat", type=int, default=1, help="calls to make; the last one is printed (default 1)")
+    g.add_argument("--probe-timeout-s", type=float, default=2.0, help="startup question to the server (default 2 s)")
+    g.add_argument("--stats", action="store_true", help="print fallback metrics: routes, latencies, retries, breaker")
+    g.add_argument("--stats-json", metavar="FILE", help="write fallback metrics as JSON ('-' for stdout)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edgerun.bench.runner import sample_inputs
+    from edgerun.errors import PolicyError
+    from edgerun.runtime import load
+
+    try:
+        policy = _fallback_policy(args)
+    except PolicyError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    rt = load(args.artifact, args.profile, threads=args.threads, fallback=policy)
+    try:
+        if args.input:
+            x = np.load(args.input)
+            source = args.input
+        else:
+            inputs, source = sample_inputs(rt.artifact, seed=0)
+            x = inputs[args.sample % len(inputs)]
+        res = _run_with_fallback(rt, x, args) if policy is not None else rt.run(x)
+        _print_run(rt, res, source, args)
+        if rt.fallback is not None:
+            _print_stats(rt.fallback.metrics, args)
+    finally:
+        rt.close()
+    return EXIT_PASS
+
+
+def _print_run(rt: Any, res: Any, source: str, args: argparse.Namespace) -> None:
+    import numpy as np
+
+    report = {
+        "input": source,
+        "route": res.route,
+        "top": [{"index": p.index, "label": p.label, "score": p.score} for p in res.top],
+        "times_ns": {"pre": res.times.pre_ns, "infer": res.times.infer_ns, "post": res.times.post_ns},
+        "outputs": {k: np.asarray(v).tolist() for k, v in res.outputs.items()} if not res.top else None,
+    }
+    if rt.fallback is not None:
+        report["reason"] = res.reason
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    print(f"{rt.artifact.name}  route={res.route}  input={source}")
+    if res.reason:
+        print(f"  reason: {res.reason}")
+    for p in res.top:
+        print(f"  {p.label:>8}  {p.score:.4f}")
+    if not res.top:
+        for name, value in res.outputs.items():
+            print(f"  {name}: {np.array2string(np.asarray(value), precision=4, threshold=20)}")
+    t = res.times
+    middle = "remote" if res.route == "remote" else "infer"
+    print(
+        f"  pre {t.pre_ns / 1e6:.3f} ms  {middle} {t.infer_ns / 1e6:.3f} ms  post {t.post_ns / 1e6:.3f} ms  "
+        "(one cold-ish call; use `edgerun bench` for statistics)"
+    )
+
+
+def _fallback_policy(args: argparse.Namespace) -> Any:
+    """A FallbackPolicy from --fallback-config / --profile and the run options; None when none was asked for."""
+    from edgerun.errors import PolicyError
+    from edgerun.fallback import FallbackPolicy, JsonLinesAudit, StreamAudit
+
+    asked = (args.fallback_url, args.mode, args.fallback_config, args.soft_ms, args.hard_ms, args.variant)
+    if not any(v is not None for v in asked):
+        return None
+    if args.fallback_config:
+        base = FallbackPolicy.from_toml(args.fallback_config)
+    elif args.profile:
+        from edgerun.profiles import load_profile
+
+        base = FallbackPolicy.from_profile(load_profile(args.profile))
+    else:
+        base = FallbackPolicy()
+    overrides: dict[str, Any] = {}
+    for option, name in _RUN_POLICY_OPTIONS:
+        value = getattr(args, option)
+        if value is not None:
+            overrides[name] = value
+    if args.fallback_on is not None:
+        overrides["fallback_on"] = frozenset(t for t in args.fallback_on.split(",") if t)
+    if args.token_env or args.token_file:
+        overrides["token_provider"] = _token_provider(args.token_env, args.token_file)
+    overrides["audit_sink"] = JsonLinesAudit(args.audit) if args.audit not in (None, "-") else StreamAudit()
+    fields = {k: v for k, v in base.__dict__.items() if k not in overrides}
+    policy = FallbackPolicy(**fields, **overrides)
+    if policy.endpoint and not policy.remote_enabled:
+        raise PolicyError(
+            f"--fallback-url is set but the mode is {policy.mode!r}, so nothing would be sent; "
+            "add --mode prefer-local (or prefer-remote, remote-only)"
+        )
+    return policy
+
+
+# (run option, FallbackPolicy field) pairs copied when given on the command line
+_RUN_POLICY_OPTIONS = (
+    ("mode", "mode"),
+    ("fallback_url", "endpoint"),
+    ("fallback_model", "model_name"),
+    ("fallback_version", "model_version"),
+    ("soft_ms", "soft_budget_ms"),
+    ("hard_ms", "hard_budget_ms"),
+    ("deadline_ms", "deadline_ms"),
+    ("hedge_ms", "hedge_after_ms"),
+    ("max_attempts", "max_attempts"),
+    ("binary", "binary_data"),
+    ("max_payload_bytes", "max_payload_bytes"),
+    ("ca_bundle", "ca_bundle"),
+    ("client_cert", "client_cert"),
+    ("client_key", "client_key"),
+    ("allow_input", "allowed_inputs"),
+    ("variant", "local_variants"),
+)
+
+
+def _token_provider(env: str | None, path: str | None) -> Any:
+    """Read the token at each call (so a rotated token is picked up); the value is never printed."""
+    import os
+
+    def provider() -> str:
+        if env:
+            value = os.environ.get(env)
+            if not value:
+                raise KeyError(f"environment variable {env} is not set")
+            return value
+        return Path(str(path)).read_text(encoding="utf-8").strip()
+
+    return provider
+
+
+def _run_with_fallback(rt: Any, x: Any, args: argparse.Namespace) -> Any:
+    from edgerun.errors import DeadlineExceeded, RemoteError
+
+    router = rt.fallback
+    if router.client is not None:
+        try:  # at startup, not in the request path: binary tensors? which model? does it match?
+            router.client.probe(timeout_s=args.probe_timeout_s)
+        except (RemoteError, DeadlineExceeded) as exc:
+            print(f"edgerun: warning: fallback server not usable yet: {exc}", file=sys.stderr)
+    warmup = args.warmup if args.warmup is not None else 1
+    router.warm_up(x, warmup)  # routing needs this device's local latency, as an app learns it at startup
+    res = None
+    for _ in range(max(1, args.repeat)):
+        res = rt.run(x)
+    return res
+
+
+def _print_stats(metrics: Any, args: argparse.Namespace) -> None:
+    if args.stats:
+        print(metrics.render())
+    if args.stats_json:
+        text = json.dumps(metrics.to_dict(), indent=1)
+        if args.stats_json == "-":
+            print(text)
+        else:
+            Path(args.stats_json).write_text(text + "\n", encoding="utf-8")
