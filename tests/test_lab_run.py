@@ -7,7 +7,6 @@ whole results, and a second run must finish the plan without redoing any of them
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from target_devices import devices
 
 from edgerun.cli import main
 from edgerun.lab.store import LabStore
@@ -24,18 +24,6 @@ from edgerun.lab.store import LabStore
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "edgerun" / "demo"
 
-
-def _devices():  # noqa: ANN202
-    name = "edgerun_test_devices"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "fixtures" / "targets" / "devices.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-devices = _devices()
 
 BENCH = """
 [bench]

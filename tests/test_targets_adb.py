@@ -8,7 +8,6 @@ binaries are stand-ins that print the recorded output quoted in the peer-tools r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -18,10 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+from target_devices import devices
 
 from edgerun.cli import main
+from edgerun.detection import detect
 from edgerun.errors import TargetSetupError, TargetUnreachable
-from edgerun.profiles import detect
 from edgerun.targets import command_runner, open_target, parse_target
 from edgerun.targets.identity import identify
 
@@ -32,17 +32,6 @@ TFLITE_REMOTE = "/data/local/tmp/benchmark_model"
 ORT_REMOTE = "/data/local/tmp/onnxruntime_perf_test"
 
 
-def _devices():  # noqa: ANN202
-    name = "edgerun_test_devices"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "fixtures" / "targets" / "devices.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-devices = _devices()
 pytestmark = pytest.mark.skipif(
     shutil.which("adb") is None, reason="the adb client is not installed (apt-get install adb; .ci/run installs it)"
 )

@@ -6,15 +6,14 @@ setup`` from an offline wheelhouse, once per session (tests/fixtures/targets/dev
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from target_devices import devices
 
 from edgerun.artifact import sha256_file
 from edgerun.cli import main
@@ -27,17 +26,6 @@ HERE = Path(__file__).resolve().parent
 SCHEMA = HERE.parent / "edgerun" / "bench" / "result.schema.json"
 
 
-def _devices():  # noqa: ANN202
-    name = "edgerun_test_devices"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "fixtures" / "targets" / "devices.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-devices = _devices()
 pytestmark = pytest.mark.skipif(devices.sshd_missing_reason() is not None, reason=str(devices.sshd_missing_reason()))
 
 
