@@ -101,15 +101,16 @@ _LAZY = {
     "StageTimes": "edgerun.pipeline",
     "TensorSpec": "edgerun.artifact",
     "load_artifact": "edgerun.artifact",
-    "detect": "edgerun.profiles",
+    "detect": "edgerun.detection",
     "load_profile": "edgerun.profiles",
 }
 
 if TYPE_CHECKING:
     from edgerun.artifact import TensorSpec, load_artifact
     from edgerun.budget import Budget
+    from edgerun.detection import detect
     from edgerun.pipeline import StageTimes
-    from edgerun.profiles import detect, load_profile
+    from edgerun.profiles import load_profile
     from edgerun.runtime import Result, Runtime, load
 
 

@@ -49,7 +49,8 @@ def _err(msg: str) -> None:
 def profile_and_budget(args: argparse.Namespace) -> tuple[Any, str, Any]:
     """The profile (--profile, else detected), why it was chosen, and the budget with --soft-ms etc. applied."""
     from edgerun.budget import Budget
-    from edgerun.profiles import detect, load_profile
+    from edgerun.detection import detect
+    from edgerun.profiles import load_profile
 
     if args.profile:
         profile, reason = load_profile(args.profile), f"chosen with --profile {args.profile}"

@@ -66,9 +66,9 @@ def diagnose() -> dict[str, Any]:
     """Everything ``edgerun doctor`` reports, JSON-ready."""
     from edgerun import __version__
     from edgerun.bench.environment import cpu_model
+    from edgerun.detection import detect
     from edgerun.measure.thermal import read_thermal
     from edgerun.power import discover
-    from edgerun.profiles import detect
 
     found = detect()
     thermal = read_thermal()

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from edgerun.profiles import detect, list_profiles
+    from edgerun.detection import detect
+    from edgerun.profiles import list_profiles
 
     if args.detect:
         found = detect()

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from edgerun.budget import Budget
+from edgerun.detection import detect
 from edgerun.errors import ProfileError
 from edgerun.profiles import (
     GENERIC_PROFILE,
     ONNX_PROVIDERS,
     DeviceProfile,
-    detect,
     list_profiles,
     load_profile,
     profile_dir,

@@ -41,7 +41,7 @@ __all__ = [
     "read_zones",
 ]
 
-Runner = Callable[[Sequence[str]], "str | None"]  # edgerun.profiles.CommandRunner
+Runner = Callable[[Sequence[str]], "str | None"]  # edgerun.detection.CommandRunner
 THROTTLE_BITS = ("under-voltage", "arm-frequency-capped", "throttled", "soft-temperature-limit")
 ANDROID_STATUS = ("none", "light", "moderate", "severe", "critical", "emergency", "shutdown")
 # Constant, not a temperature: Jetson Nano/TX1/Xavier's PMIC-Die always reads 100 C (NVIDIA
@@ -235,11 +235,11 @@ def read_thermal(root: Path | None = Path("/"), run: Runner | None = None) -> Th
 
     ``root`` is where sysfs lives (a fixture tree in tests; None to skip sysfs, e.g. when
     ``run`` reaches a phone over ADB and this machine's sysfs is not the device's).
-    ``run`` answers ``vcgencmd`` and ``dumpsys`` (``edgerun.profiles.CommandRunner``); by
+    ``run`` answers ``vcgencmd`` and ``dumpsys`` (``edgerun.detection.CommandRunner``); by
     default it runs them locally, but only when ``root`` is "/".
     """
     if run is None:
-        from edgerun.profiles import run_local  # lazy: profiles pulls in tomllib and numpy
+        from edgerun.detection import run_local  # lazy: detection pulls in profiles, tomllib and numpy
 
         run = run_local if root is not None and root.resolve() == Path("/") else (lambda argv: None)
     t_ns = time.perf_counter_ns()

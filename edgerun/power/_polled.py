@@ -23,7 +23,7 @@ from edgerun.errors import ProbeUnavailable
 from edgerun.power.base import Availability, Trace
 
 # Runs argv (here, or over adb/ssh) and returns its stdout, or None when it is missing or fails:
-# the convention of edgerun.profiles.CommandRunner, restated to keep this module light.
+# the convention of edgerun.detection.CommandRunner, restated to keep this module light.
 CommandRunner = Callable[[Sequence[str]], "str | None"]
 
 
@@ -188,12 +188,12 @@ def read_text(path: Path) -> str:
 def default_runner(root: Path, run: CommandRunner | None) -> CommandRunner:
     """``run`` if given; else local commands, but only when ``root`` is this machine's "/".
 
-    Same rule as ``edgerun.profiles.detect``: a fixture tree is not this machine, so its
+    Same rule as ``edgerun.detection.detect``: a fixture tree is not this machine, so its
     commands must come from the caller (a fake runner in tests, adb/ssh in the lab).
     """
     if run is not None:
         return run
-    from edgerun.profiles import run_local
+    from edgerun.detection import run_local
 
     return run_local if Path(root).resolve() == Path("/") else _no_commands
 

@@ -82,7 +82,7 @@ class EstimateProbe(PolledProbe):
     def profile(self) -> DeviceProfile:
         """The profile whose power model is used (detected for ``root`` when none was given)."""
         if self._profile is None:
-            from edgerun.profiles import detect
+            from edgerun.detection import detect
 
             self._profile = detect(self.root, self._run).profile
         return self._profile

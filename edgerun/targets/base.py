@@ -44,7 +44,7 @@ SENTINEL = b"__EDGERUN_RC__:"
 KILL_AFTER_S = 3
 LOCAL_MARGIN_S = 5.0
 
-CommandRunner = Callable[[Sequence[str]], "str | None"]  # edgerun.profiles.CommandRunner
+CommandRunner = Callable[[Sequence[str]], "str | None"]  # edgerun.detection.CommandRunner
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def check_device_timeout(label: str, done: Completed, timeout_s: float) -> Compl
 
 
 def command_runner(target: Target, timeout_s: float = 15.0) -> CommandRunner:
-    """Adapt a target to ``CommandRunner`` (profiles, power probes, thermal): stdout, or None on any failure."""
+    """Adapt a target to ``CommandRunner`` (detection, power probes, thermal): stdout, or None on any failure."""
 
     def run(argv: Sequence[str]) -> str | None:
         try:

@@ -91,7 +91,8 @@ def _parse(done: Completed, fmt: str, options: BenchOptions, label: str) -> Nati
 
 
 def _profile(target: Target, options: BenchOptions) -> tuple[Any, str]:
-    from edgerun.profiles import detect, load_profile
+    from edgerun.detection import detect
+    from edgerun.profiles import load_profile
 
     if options.profile:
         return load_profile(options.profile), f"chosen with --profile {options.profile}"
