@@ -59,3 +59,14 @@ def tiny_onnx(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.onnx"
     onnx.save(model, str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train faster on one thread, and a shared 2-core CI box is not oversubscribed.
+    For the compression tests: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

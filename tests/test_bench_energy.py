@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from tool_modules import tool
 
 from edgerun.cli import main
 from edgerun.errors import ProbeUnavailable
 from edgerun.power import select_probe
 from edgerun.power.serial_ina219 import Ina219CsvProbe
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _emulator():
-    spec = importlib.util.spec_from_file_location("meter_emulator", REPO / "tools" / "meter_emulator.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_serial_meters_are_selected_by_meter_and_port():
@@ -33,7 +24,7 @@ def test_serial_meters_are_selected_by_meter_and_port():
 
 
 def test_bench_with_an_emulated_ina219_reports_measured_energy(tiny_onnx: Path, tmp_path: Path):
-    emu = _emulator().MeterEmulator("ina219", 2.5)  # a constant 2.5 W board
+    emu = tool("meter_emulator").MeterEmulator("ina219", 2.5)  # a constant 2.5 W board
     emu.start()
     try:
         assert isinstance(select_probe(f"ina219-csv:{emu.path}"), Ina219CsvProbe)

@@ -17,14 +17,7 @@ from edgerun.compress import prune as pr  # noqa: E402
 from edgerun.compress.models import DigitsNet, count_params  # noqa: E402
 from edgerun.compress.recipe import ModelConfig  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models train faster on one thread, and a shared 2-core CI box is not oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- distillation ---------------------------------------------------------------------

@@ -21,13 +21,7 @@ from edgerun.errors import AccuracyGateError  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models train faster on one thread, and a shared 2-core CI box is not oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = {
@@ -177,11 +171,9 @@ def test_gemm_to_matmul_keeps_the_numbers(tmp_path):
 @pytest.mark.slow
 def test_demo_recipe_rebuilds_the_bundled_demo(tmp_path):
     """The issue's 'done means': tools/build_demo.py (recipes/digits-demo.toml, ~6 min on 2 cores) end to end."""
-    import importlib.util
+    from tool_modules import tool as load_tool
 
-    spec = importlib.util.spec_from_file_location("build_demo", REPO / "tools" / "build_demo.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)  # type: ignore[union-attr]
+    tool = load_tool("build_demo")
     assert tool.main(["--work", str(tmp_path / "work"), "--out", str(tmp_path / "demo")]) == 0  # every gate passed
     report = json.loads((tmp_path / "work" / "report.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}

@@ -27,14 +27,7 @@ from edgerun.compress.recipe import DataConfig, ModelConfig, TrainConfig  # noqa
 from edgerun.compress.train import cross_entropy, fit  # noqa: E402
 from edgerun.errors import CompressError, RecipeError  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models train faster on one thread, and a shared 2-core CI box is not oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _expected_candidates(depth: int, width: float = 0.25) -> list[str]:

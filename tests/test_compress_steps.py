@@ -26,14 +26,7 @@ from edgerun.compress import load_recipe, run_recipe  # noqa: E402
 from edgerun.compress.models import DigitsNet, count_params  # noqa: E402
 from edgerun.compress.recipe import ModelConfig  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models train faster on one thread, and a shared 2-core CI box is not oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TEACHER = ModelConfig(width=0.5, depth=3)

@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from target_devices import devices
+from tool_modules import target_devices
 
 from edgerun.cli import main
 from edgerun.lab.store import LabStore
 
+devices = target_devices()
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "edgerun" / "demo"
 

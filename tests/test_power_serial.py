@@ -9,7 +9,6 @@ not exist or do not answer. The pure decoders get unit tests of their own.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import re
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tool_modules import tool
 
 from edgerun.errors import InputError, ProbeUnavailable
 from edgerun.power import serial_lpm01a, serial_ppk2, serial_um
@@ -29,18 +29,7 @@ from edgerun.power.serial_lpm01a import Lpm01aProbe, decode_data_line
 from edgerun.power.serial_ppk2 import Ppk2Calibration, Ppk2Decoder, Ppk2Probe, source_voltage_bytes
 from edgerun.power.serial_um import RdtechUmProbe, UmFrameSync, decode_frame
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _load_emulator():
-    spec = importlib.util.spec_from_file_location("meter_emulator", REPO / "tools" / "meter_emulator.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-emulator = _load_emulator()
+emulator = tool("meter_emulator")
 
 # meter -> (emulated watts, probe factory, relative tolerance of the decoded power)
 METERS: dict[str, tuple[float, Callable[[str], SerialMeter], float]] = {

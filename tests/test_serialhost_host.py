@@ -10,14 +10,13 @@ protocol makes them exact. The emulator runs at 20x the sensor's rate so a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
+from tool_modules import tool
 
 import edgerun
 from edgerun.errors import PortUnavailable
@@ -25,18 +24,7 @@ from edgerun.serialhost import ECG_DEMO_DIR
 from edgerun.serialhost import frames as fr
 from edgerun.serialhost.host import HostConfig, SerialHost
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _load_emulator():
-    spec = importlib.util.spec_from_file_location("firmware_emulator", REPO / "tools" / "firmware_emulator.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-emu_mod = _load_emulator()
+emu_mod = tool("firmware_emulator")
 WINDOW = 1000
 
 

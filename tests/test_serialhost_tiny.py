@@ -8,13 +8,13 @@ of the same model on the same dataset bytes.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from tool_modules import tool
 
 import edgerun
 from edgerun.bench.environment import environment
@@ -24,20 +24,11 @@ from edgerun.serialhost.tiny import TinyConfig, run_tiny
 from edgerun.serialhost.tinydata import TRUTH_FILE, read_dataset
 from edgerun.serialhost.tinyresult import SCHEMA, build_tiny_result
 
-REPO = Path(__file__).resolve().parent.parent
 ARTIFACT = ECG_DEMO_DIR / "ecg-int8.tflite"
 N_FILES = 12
 
 
-def _load_emulator():
-    spec = importlib.util.spec_from_file_location("firmware_emulator", REPO / "tools" / "firmware_emulator.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-emu_mod = _load_emulator()
+emu_mod = tool("firmware_emulator")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from target_devices import devices
+from tool_modules import target_devices
 
 from edgerun.cli import main
 from edgerun.detection import detect
@@ -25,6 +25,7 @@ from edgerun.errors import TargetSetupError, TargetUnreachable
 from edgerun.targets import command_runner, open_target, parse_target
 from edgerun.targets.identity import identify
 
+devices = target_devices()
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "edgerun" / "demo"
 BIN = HERE / "fixtures" / "targets" / "bin"

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from target_devices import devices
+from tool_modules import target_devices
 
 from edgerun.artifact import sha256_file
 from edgerun.cli import main
@@ -22,6 +22,7 @@ from edgerun.targets import open_target, parse_target
 from edgerun.targets.identity import identify, require_edgerun
 from edgerun.targets.setup import setup_target
 
+devices = target_devices()
 HERE = Path(__file__).resolve().parent
 SCHEMA = HERE.parent / "edgerun" / "bench" / "result.schema.json"
 
