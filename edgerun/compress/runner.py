@@ -117,12 +117,12 @@ def _export_all(
     details: dict[str, dict[str, Any]],
 ) -> list[Produced]:
     ex.write_samples(stage / SAMPLES_FILE, data.test_x, data.test_y)
-    built: dict[str, tuple[Path, Measured]] = {}
-    produced = []
+    exports = _Exports(recipe, done, data, stage, log, details)
+    produced: list[Produced] = []
     for i, spec in enumerate(recipe.exports, 1):
         log(f"export {i}/{len(recipe.exports)}: {spec.file_name}")
-        base_path, base = _baseline(spec.source, recipe, done, data, stage, built, log, details)
-        path, measured = _build_measured(spec, recipe, done, data, stage, built, log, details)
+        base_path, base = exports.baseline(spec.source)
+        path, measured = exports.measured(spec)
         verdict = judge(spec, recipe.gate, measured.accuracy, base.accuracy)
         _finish_manifest(path, spec, recipe, done, data, measured, verdict, base_path, details.get(spec.file_name))
         log(
@@ -131,85 +131,71 @@ def _export_all(
         )
         kept = verdict.passed or keep_failed
         if kept:
+            if not any(p.kept for p in produced):  # the kept manifests' ``samples``, copied once
+                shutil.copy2(stage / SAMPLES_FILE, out / SAMPLES_FILE)
             for f in (path, path.with_name(path.name + ".edgerun.json")):
                 shutil.copy2(f, out / f.name)
-            shutil.copy2(stage / SAMPLES_FILE, out / SAMPLES_FILE)
         row = _export_row(spec, path, measured, verdict, kept, done)
         produced.append(Produced(spec, out / path.name if kept else path, measured, verdict, kept, row))
     return produced
 
 
-def _baseline(
-    source: str,
-    recipe: Recipe,
-    done: dict[str, Trained],
-    data: Dataset,
-    stage: Path,
-    built: dict[str, tuple[Path, Measured]],
-    log: Callable[[str], None],
-    details: dict[str, dict[str, Any]],
-) -> tuple[Path, Measured]:
-    """The source model's FP32 ONNX export, measured through the runtime: every gate's reference."""
-    spec = ExportSpec(source=source, format="onnx", precision="fp32")
-    if spec.file_name not in built:
-        log(f"  baseline {spec.file_name}")
-        _build_measured(spec, recipe, done, data, stage, built, log, details)
-    return built[spec.file_name]
+@dataclass
+class _Exports:
+    """What the export phase shares: every file is built in ``stage`` and measured once, then
+    reused by name (a source's FP32 ONNX is the baseline of all its exports and the input of
+    its quantized ONNX ones). ``details`` collects the mixed-precision analyses."""
 
+    recipe: Recipe
+    done: dict[str, Trained]
+    data: Dataset
+    stage: Path
+    log: Callable[[str], None]
+    details: dict[str, dict[str, Any]]
+    built: dict[str, tuple[Path, Measured]] = field(default_factory=dict)
 
-def _build_measured(
-    spec: ExportSpec,
-    recipe: Recipe,
-    done: dict[str, Trained],
-    data: Dataset,
-    stage: Path,
-    built: dict[str, tuple[Path, Measured]],
-    log: Callable[[str], None],
-    details: dict[str, dict[str, Any]],
-) -> tuple[Path, Measured]:
-    if spec.file_name in built:
-        return built[spec.file_name]
-    path = stage / spec.file_name
-    _produce(spec, recipe, done, data, stage, built, path, log, details)
-    # A first manifest so the runtime applies the right pre/post-processing; metrics come after.
-    ex.save_manifest(ex.build_manifest(path, spec.stem, data, {}, SAMPLES_FILE), path)
-    measured = measure_artifact(path, data.test_x, data.test_y)
-    built[spec.file_name] = (path, measured)
-    return path, measured
+    def baseline(self, source: str) -> tuple[Path, Measured]:
+        """The source model's FP32 ONNX export, measured through the runtime: every gate's reference."""
+        spec = ExportSpec(source=source, format="onnx", precision="fp32")
+        if spec.file_name not in self.built:
+            self.log(f"  baseline {spec.file_name}")
+        return self.measured(spec)
 
+    def measured(self, spec: ExportSpec) -> tuple[Path, Measured]:
+        if spec.file_name in self.built:
+            return self.built[spec.file_name]
+        path = self.stage / spec.file_name
+        self._produce(spec, path)
+        # A first manifest so the runtime applies the right pre/post-processing; metrics come after.
+        ex.save_manifest(ex.build_manifest(path, spec.stem, self.data, {}, SAMPLES_FILE), path)
+        measured = measure_artifact(path, self.data.test_x, self.data.test_y)
+        self.built[spec.file_name] = (path, measured)
+        return path, measured
 
-def _produce(
-    spec: ExportSpec,
-    recipe: Recipe,
-    done: dict[str, Trained],
-    data: Dataset,
-    stage: Path,
-    built: dict[str, tuple[Path, Measured]],
-    path: Path,
-    log: Callable[[str], None],
-    details: dict[str, dict[str, Any]],
-) -> None:
-    fused = getattr(done[spec.source].model, "fused", lambda: done[spec.source].model)()
-    calib = data.calibration(recipe.data.calibration_samples)
-    if spec.precision == "fp32":
-        (ex.export_onnx if spec.format == "onnx" else ex.export_tflite)(fused, data.size_px, path)
-        return
-    fp32_spec = ExportSpec(source=spec.source, format=spec.format, precision="fp32")
-    fp32, fp32_measured = _build_measured(fp32_spec, recipe, done, data, stage, built, log, details)
-    if spec.precision == "mixed":
-        details[spec.file_name] = _mixed(spec, recipe, data, fp32, fp32_measured, calib, path, log)
-        return
-    key = (spec.format, spec.precision, spec.resolved_mode)
-    makers: dict[tuple[str, str, str], Callable[[], Any]] = {
-        ("onnx", "int8", "static"): lambda: q.onnx_int8_static(fp32, path, calib),
-        ("onnx", "int8", "dynamic"): lambda: q.onnx_int8_dynamic(fp32, path),
-        ("onnx", "int4", "weight-only"): lambda: q.onnx_int4(fp32, path),
-        ("tflite", "int8", "static"): lambda: q.tflite_int8(fp32, path, calib),
-        ("tflite", "int4", "weight-only"): lambda: q.tflite_int4(fp32, path),
-    }
-    if key not in makers:
-        raise CompressError(f"[[export]] {spec.file_name}: {key} is not one of {sorted(makers)}")
-    makers[key]()
+    def _produce(self, spec: ExportSpec, path: Path) -> None:
+        model = self.done[spec.source].model
+        fused = getattr(model, "fused", lambda: model)()
+        calib = self.data.calibration(self.recipe.data.calibration_samples)
+        if spec.precision == "fp32":
+            (ex.export_onnx if spec.format == "onnx" else ex.export_tflite)(fused, self.data.size_px, path)
+            return
+        fp32, fp32_measured = self.measured(ExportSpec(source=spec.source, format=spec.format, precision="fp32"))
+        if spec.precision == "mixed":
+            self.details[spec.file_name] = _mixed(
+                spec, self.recipe, self.data, fp32, fp32_measured, calib, path, self.log
+            )
+            return
+        key = (spec.format, spec.precision, spec.resolved_mode)
+        makers: dict[tuple[str, str, str], Callable[[], Any]] = {
+            ("onnx", "int8", "static"): lambda: q.onnx_int8_static(fp32, path, calib),
+            ("onnx", "int8", "dynamic"): lambda: q.onnx_int8_dynamic(fp32, path),
+            ("onnx", "int4", "weight-only"): lambda: q.onnx_int4(fp32, path),
+            ("tflite", "int8", "static"): lambda: q.tflite_int8(fp32, path, calib),
+            ("tflite", "int4", "weight-only"): lambda: q.tflite_int4(fp32, path),
+        }
+        if key not in makers:
+            raise CompressError(f"[[export]] {spec.file_name}: {key} is not one of {sorted(makers)}")
+        makers[key]()
 
 
 def _mixed(
