@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from edgerun.budget import Budget
 from edgerun.errors import ProfileError
@@ -333,20 +333,3 @@ def _parse_power_model(table: _Table) -> PowerModel:
         table.fail("busy_w", f"at least idle_w ({idle_w:g})", busy_w)
     table.finish()
     return PowerModel(idle_w=idle_w, busy_w=busy_w)
-
-
-# --------------------------------------------------------------------------- moved names
-
-# Detection moved to edgerun.detection, which imports this module; these names resolve
-# there on first use (an import at the top would be a cycle), so old callers keep working.
-# Hidden from type checkers, which would otherwise accept any name from this module.
-_MOVED_TO_DETECTION = frozenset({"CommandRunner", "Detection", "detect", "run_local"})
-
-if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> Any:
-        if name not in _MOVED_TO_DETECTION:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        from edgerun import detection
-
-        return getattr(detection, name)
