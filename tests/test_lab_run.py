@@ -78,7 +78,9 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(ssh_device, tm
         f'[targets.loopback]\nurl = "ssh://edgerun-loopback"\nssh_config = "{ssh.ssh_config}"\n'
         f'workdir = "{ssh.workdir}"\n'
     )
-    plan, db = _plan(tmp_path, targets, repetitions=1), tmp_path / "lab.sqlite"
+    # 8 jobs, 4 per device run one after another: killed at 2 stored, the lab cannot have finished the other 6
+    # (at least 4 more benchmarks and their ssh round trips) in the 0.1 s between a poll and the kill.
+    plan, db = _plan(tmp_path, targets, repetitions=2), tmp_path / "lab.sqlite"
     lab = subprocess.Popen(
         [sys.executable, "-m", "edgerun.cli", "lab", "run", str(plan), "--db", str(db)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -92,12 +94,12 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(ssh_device, tm
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     before = _rows(db)
-    assert 2 <= len(before) < 4
+    assert 2 <= len(before) < 8
     assert all(json.loads(r[3])["status"] == "ok" for r in before), "only whole results are stored"
 
     assert main(["lab", "run", str(plan), "--db", str(db), "-q"]) == 0  # resume: finishes the plan
     after = _rows(db)
-    assert len(after) == 4 and len({r[0] for r in after}) == 4
+    assert len(after) == 8 and len({r[0] for r in after}) == 8
     assert set(before) <= set(after), "results stored before the kill were kept as they were, not redone"
     store = LabStore(db)
     results = store.results()
@@ -105,7 +107,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(ssh_device, tm
         (t, a) for t in ("here", "loopback") for a in ("digits-cnn-int8-onnx", "digits-cnn-int8-tflite")
     }
     assert {r.result["target"]["kind"] for r in results} == {"local", "ssh"}
-    assert [r["jobs_total"] for r in store.runs()] == [4, 4]
+    assert [r["jobs_total"] for r in store.runs()] == [8, 8]
     store.close()
     assert main(["lab", "run", str(plan), "--db", str(db), "-q"]) == 0  # nothing left: nothing redone
     assert _rows(db) == after

@@ -71,11 +71,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "build" / "demo", help="default build/demo (not edgerun/demo)")
     args = ap.parse_args(argv)
     try:
-        result = run_recipe(load_recipe(args.recipe), args.work, progress=lambda m: print(m, file=sys.stderr))
+        # check=False: only the five demo files must pass their gates here. The other variants are the
+        # comparison table's (PTQ INT4, mixed, TFLite INT4); a tiny model's accuracy after post-training
+        # INT4 differs by an image or two across CPUs and kernels, so one of them missing its gate on
+        # another machine is reported, not a failed build.
+        result = run_recipe(
+            load_recipe(args.recipe), args.work, check=False, progress=lambda m: print(m, file=sys.stderr)
+        )
     except EdgerunError as exc:
         print(f"build_demo: {exc}", file=sys.stderr)
         return 1
     print(result.table)
+    failed = {p.spec.file_name: p.verdict.reason for p in result.failed}
+    for name, reason in failed.items():
+        if name not in LAYOUT:
+            print(f"build_demo: warning: comparison variant {name} missed its gate ({reason}); not written")
+    demo_failed = [f"{name}: {failed[name]}" for name in LAYOUT if name in failed]
+    if demo_failed:
+        print(f"build_demo: demo artifacts missed their accuracy gate: {'; '.join(demo_failed)}", file=sys.stderr)
+        return 1
     lay_out(args.work, args.out)
     print(f"\ndemo artifacts in {args.out}; every variant, report.json and pareto.png in {args.work}")
     return 0
