@@ -14,6 +14,7 @@ openssh-server (``apt-get install openssh-server``); as root, sshd also needs
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import shutil
@@ -142,11 +143,11 @@ def start(root: Path) -> LoopbackSshd:
     return LoopbackSshd(root, port, process, user)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
-    server = start(Path(argv[0]).resolve())
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dir", type=Path, help="folder for the keys, ssh_config and the device's workdir (made if missing)")
+    args = ap.parse_args(argv)
+    server = start(args.dir.resolve())
     print(f"sshd on 127.0.0.1:{server.port} (pid {server.process.pid}); try:")
     print(f"  edgerun target setup '{server.url()}'")
     print(f"  edgerun bench --target '{server.url()}' --runs 200")
@@ -158,4 +159,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -18,6 +18,7 @@ sshd without network access.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import csv
 import hashlib
@@ -96,16 +97,19 @@ def repack(name: str, dest: Path) -> Path:
     return out
 
 
-def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    dest = Path(argv[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dir", type=Path, help="the wheelhouse folder (made if missing)")
+    ap.add_argument("dist", nargs="*", help="distributions to pack (default: edgerun's runtime dependencies)")
+    args = ap.parse_args(argv)
+    dest = args.dir
+    if dest.exists() and not dest.is_dir():
+        ap.error(f"{dest} exists and is not a folder")
     dest.mkdir(parents=True, exist_ok=True)
-    for name in argv[1:] or requirement_closure():
+    for name in args.dist or requirement_closure():
         print(repack(name, dest))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
