@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -82,9 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, but an unknown option is reported with its command's usage, not the top level's."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        innermost = parser  # walk down `edgerun lab report ...` to the parser of the command given
+        while True:
+            subs = [a for a in innermost._actions if isinstance(a, argparse._SubParsersAction)]
+            chosen = getattr(args, subs[0].dest, None) if subs and subs[0].dest != argparse.SUPPRESS else None
+            if chosen not in (subs[0].choices if subs else {}):
+                break
+            innermost = subs[0].choices[chosen]
+        innermost.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     try:
         return int(args.func(args))
     except EdgerunError as exc:
@@ -99,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `edgerun info ... | head`: the reader left, nothing to report
         sys.stderr.close()
         return EXIT_PASS
+    except Exception as exc:  # not an EdgerunError: a bug in edgerun, never the user's fault
+        if os.environ.get("EDGERUN_DEBUG"):
+            raise
+        from edgerun import __version__
+
+        _err(
+            f"internal error in edgerun {__version__}: {type(exc).__name__}: {exc}; this is a bug, please "
+            "report it with the command line (EDGERUN_DEBUG=1 shows the traceback)"
+        )
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

@@ -69,8 +69,36 @@ def _add_fallback_options(r: argparse.ArgumentParser) -> None:
     g.add_argument("--stats-json", metavar="FILE", help="write fallback metrics as JSON ('-' for stdout)")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+MAX_INPUT_BYTES = 256 * 1024 * 1024  # one raw input; a bigger file is a wrong path, not a sensor frame
+
+
+def _read_input(path: str) -> Any:
+    """``--input FILE.npy``: one array, no pickles (numpy's own error would suggest allow_pickle)."""
     import numpy as np
+
+    from edgerun.errors import InputError
+
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder" if p.is_dir() else "does not exist" if not p.exists() else "is not a regular file"
+        raise InputError(f"--input {path}: {what}; expected a .npy file holding one raw input (numpy.save)")
+    size = p.stat().st_size
+    if size > MAX_INPUT_BYTES:
+        raise InputError(f"--input {path}: {size} bytes, more than the {MAX_INPUT_BYTES} a raw input may have")
+    try:
+        x = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(
+            f"--input {path}: not a readable .npy array ({type(exc).__name__}); expected a file written by "
+            "numpy.save of a numeric array (object arrays and pickles are refused)"
+        ) from None
+    if not isinstance(x, np.ndarray):  # an .npz archive
+        x.close()
+        raise InputError(f"--input {path}: an .npz archive; expected a .npy file holding one array")
+    return x
+
+
+def cmd_run(args: argparse.Namespace) -> int:
 
     from edgerun.bench.runner import sample_inputs
     from edgerun.errors import PolicyError
@@ -81,11 +109,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    given = _read_input(args.input) if args.input else None  # before the model loads: a typo costs nothing
     rt = load(args.artifact, args.profile, threads=args.threads, fallback=policy)
     try:
-        if args.input:
-            x = np.load(args.input)
-            source = args.input
+        if given is not None:
+            x, source = given, args.input
         else:
             inputs, source = sample_inputs(rt.artifact, seed=0)
             x = inputs[args.sample % len(inputs)]

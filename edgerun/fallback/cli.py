@@ -47,14 +47,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("edgerun: error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
-    try:
-        from edgerun.fallback.server import ReferenceServer, bind, uvicorn_server
-    except ImportError as exc:
+    import importlib.util
+
+    # The server module imports starlette and uvicorn lazily, inside the functions that build the app:
+    # look for them here so a missing extra is one line, not a traceback once a model is loaded.
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
         print(
-            f"edgerun: error: edgerun serve needs the serve extra ({exc}): pip install 'edgerun[serve]'",
+            f"edgerun: error: edgerun serve needs the serve extra (missing: {', '.join(missing)}): "
+            "pip install 'edgerun[serve]'",
             file=sys.stderr,
         )
         return 2
+    from edgerun.fallback.server import ReferenceServer, bind, uvicorn_server
+
     server = ReferenceServer(args.artifacts, _token(args), args.max_request_bytes, args.threads)
     tls = None
     if args.tls_cert:
