@@ -6,7 +6,10 @@ INT8 / INT4 trade-off reads across a row.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from edgerun.measure.stats import min_samples
 
 _MARK_INVALID = "*"
 
@@ -45,7 +48,7 @@ def _accuracy(acc: dict[str, Any] | None) -> str:
 
 def _rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     if r["status"] != "ok":
-        return [("status", "ERROR"), ("error", f"{r['error']['type']}: {r['error']['message']}"[:80])]
+        return [("status", "ERROR"), ("error", f"{r['error']['type']} (message below the table)")]
     a, s, v, b = r["artifact"], r["stats"], r["verdicts"], r["budget"]
     cold = r["cold_start"]
     first = sum(cold["first_inference"].values())
@@ -145,9 +148,21 @@ def side_by_side(results: list[dict[str, Any]]) -> str:
     lines.append("  ".join(["-" * width0] + ["-" * w for w in widths]))
     for label, row in zip(labels, cells):
         lines.append("  ".join([label.ljust(width0)] + [c.ljust(w) for c, w in zip(row, widths)]))
+    flagged = {q for label, row in zip(labels, cells) for c in row for q in _starred_percentiles(label, c)}
     if any(_MARK_INVALID in c for row in cells for c in row):
+        rule = ", ".join(f"{min_samples(q)} samples for p{q:g}" for q in sorted(flagged))
         lines.append(
             f"{_MARK_INVALID} not valid: too few samples for this percentile "
-            "(LoadGen rule: 64 for p90, 662 for p99); never counted as a pass."
+            f"(LoadGen rule: {rule or 'see docs/bench-result.md'}); never counted as a pass."
         )
+    for header, r in zip(headers, results):  # whole messages: the fix is often at the end
+        if r["status"] != "ok":
+            lines.append(f"{header}: {r['error']['type']}: {r['error']['message']}")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _starred_percentiles(label: str, cell: str) -> list[float]:
+    """The percentiles a cell marks not valid: ``infer p50 / p99 (ms)`` with ``0.25 / 0.40*`` -> [99.0]."""
+    percentiles = [float(q) for q in re.findall(r"\bp(\d+(?:\.\d+)?)\b", label)]
+    parts = cell.split(" / ") if len(percentiles) > 1 else [cell]
+    return [q for q, part in zip(percentiles, parts) if part.strip().endswith(_MARK_INVALID)]
