@@ -1,4 +1,4 @@
-"""Native benchmark binaries: their recorded output (verbatim, shared/reference/peer-tools.md) parsed and judged."""
+"""Native benchmark binaries: their recorded output (sources in tests/fixtures/targets/README.md) parsed and judged."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Memory of one inference process: RSS/USS per phase, steady-state peak, system headroom.
 
-Facts from ../shared/reference/power-and-thermal-sensors.md §7 and the kernel's
-``Documentation/filesystems/proc.rst``:
+Sources: psutil's documentation and the kernel's ``Documentation/filesystems/proc.rst``:
 
 - RSS is cheap (``psutil.Process.memory_info().rss``); USS walks ``/proc/<pid>/smaps``
   (``memory_full_info().uss``), is slower, and may be denied for another user's process.

@@ -1,6 +1,7 @@
 """Thermal state before and after a benchmark: zones, CPU clocks, throttling, cooldown.
 
-Facts from ../shared/reference/power-and-thermal-sensors.md §6:
+Sources: the kernel's thermal and cpufreq sysfs documentation, Raspberry Pi's ``vcgencmd``
+documentation and AOSP's ``ThermalManagerService`` (``dumpsys thermalservice``):
 
 - ``/sys/class/thermal/thermal_zone*/{type,temp}``: ``temp`` in millidegrees C (kernel
   ``Documentation/driver-api/thermal/sysfs-api.rst``). Jetson zones are ordinary zones.

@@ -1,10 +1,9 @@
 """Power probes: one module per sensor family, discovered in order, selected by name or best first.
 
-Reference: shared/reference/power-and-thermal-sensors.md, "Recommendation" (one
-interface; check() fails loudly and never silently substitutes an estimate; every result
-carries its probe and scope) and shared/STYLE.md (zeus: backends tried in order by cheap
-checks, an empty stand-in when nothing is found, a loud error for a named sensor that is
-not there).
+One interface; check() fails loudly and never silently substitutes an estimate; every result
+carries its probe and scope. The shape follows Zeus (ml-energy/zeus, ``zeus/device/``): backends
+tried in order by cheap checks, an empty stand-in when nothing is found, a loud error for a
+named sensor that is not there.
 
     probe = select_probe()              # best measured probe here, else the labelled estimate
     probe = select_probe("rapl")        # ProbeUnavailable, with the reason, if it cannot work

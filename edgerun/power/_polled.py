@@ -1,8 +1,8 @@
 """The sampling loop every polled probe shares: a daemon thread reads one sensor at ``rate_hz``.
 
-Reference: shared/reference/power-and-thermal-sensors.md, "Integration over an
-inference window", step 1 (the sampler runs in its own thread and stamps samples with
-the clock the inference loop uses). We use ``time.perf_counter_ns()`` as base.py says.
+The sampler runs in its own thread and stamps samples with the clock the inference loop
+uses, ``time.perf_counter_ns()`` (base.py), so a window's edges and its samples share one
+time base.
 
 A sensor family only says how to open (``_open``), read (``_read``) and close; this
 class owns the thread, the timestamps and what happens when a read fails. A read that

@@ -1,6 +1,8 @@
 """Android power, read through a shell command runner (local, or ``adb shell``).
 
-Reference: shared/reference/power-and-thermal-sensors.md, section 4.
+References: the kernel's power_supply ABI (``Documentation/ABI/testing/sysfs-class-power``),
+AOSP ``BatteryService`` and ``PowerStatsService`` (``dumpsys battery`` / ``dumpsys powerstats``),
+androidx benchmark's ``PowerRail.kt`` (the ODPM channel lines).
 
 - Battery fuel gauge: ``/sys/class/power_supply/battery/{current_now,voltage_now}``,
   nominally µA and µV; some OEMs report mA and mV (detected by magnitude at start, or

@@ -1,7 +1,7 @@
 """NVIDIA Jetson module power: INA3221 through sysfs, and a tegrastats fallback.
 
-Reference: shared/reference/power-and-thermal-sensors.md, section 2, and the kernel's
-Documentation/hwmon/ina3221.rst.
+References: the kernel's ``Documentation/hwmon/ina3221.rst`` and jetson_stats
+(rbonghi/jetson_stats, ``jtop/core/power.py`` and ``jtop/core/tegra_parse.py``).
 
 - JetPack 5/6 (hwmon): ``/sys/bus/i2c/drivers/ina3221/<bus-addr>/hwmon/hwmon<N>/``
   ``in<i>_label``, ``in<i>_input`` (mV), ``curr<i>_input`` (mA). Rails are resolved by

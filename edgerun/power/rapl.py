@@ -1,6 +1,8 @@
 """Intel/AMD RAPL package energy through powercap sysfs.
 
-Reference: shared/reference/power-and-thermal-sensors.md, section 1.
+References: the kernel's powercap framework (``Documentation/power/powercap/powercap.rst``) and
+its intel_rapl driver (``drivers/powercap/intel_rapl_common.c``); AMD support since kernel commit
+43756a298928 ("powercap: Add AMD Fam17h RAPL support").
 
 - ``/sys/class/powercap/intel-rapl:<pkg>/{name,energy_uj,max_energy_range_uj}``; AMD Zen
   uses the same ``intel-rapl`` tree. Only top-level ``package-N`` domains are read and

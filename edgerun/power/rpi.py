@@ -1,6 +1,7 @@
 """Raspberry Pi 5 board power from the PMIC's ADC (``vcgencmd pmic_read_adc``).
 
-Reference: shared/reference/power-and-thermal-sensors.md, section 3.
+References: Raspberry Pi's ``vcgencmd`` documentation (raspberrypi.com/documentation/computers/os.html)
+and Zeus's reader of the same output (ml-energy/zeus, ``zeus/device/machine/rpi.py``).
 
 The command prints one line per channel, e.g. ``VDD_CORE_A current(7)=1.11625000A`` and
 ``VDD_CORE_V volt(15)=0.74944980V``. Each ``<RAIL>_A`` is paired with its ``<RAIL>_V`` and

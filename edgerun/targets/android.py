@@ -1,6 +1,7 @@
 """Android specifics over ``adb shell``: charging state, and energy around a native benchmark run.
 
-Reference: shared/reference/power-and-thermal-sensors.md §4. While a charger is
+References: AOSP ``BatteryService`` (``dumpsys battery``) and the kernel's power_supply ABI
+(``Documentation/ABI/testing/sysfs-class-power``). While a charger is
 connected the battery gauge does not see what the charger supplies, so a battery
 energy figure is wrong; the charging state is recorded with every native result and a
 warning is added when it is on (unplug and use wireless adb, or use ODPM rails, which

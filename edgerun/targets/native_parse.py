@@ -1,7 +1,7 @@
 """Parse the console output of the native Android benchmark binaries users already push.
 
-Formats (shared/reference/peer-tools.md §1 and §2; the recorded outputs in
-tests/fixtures/targets/ are the verbatim lines quoted there):
+Formats (the source files named below; tests/fixtures/targets/README.md says where each recorded
+output in tests/fixtures/targets/ comes from):
 
 - LiteRT/TFLite ``benchmark_model`` (tensorflow/lite/tools/benchmark/benchmark_model.cc):
   ``Initialized session in 20.283ms.``; one ``count= first= curr= min= max= avg= std=`` line
