@@ -15,15 +15,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import edgerun
 from edgerun.errors import ProbeUnavailable
 from edgerun.power import discover, measure_energy, probe_names, select_probe, window_energy
 from edgerun.power.android import AndroidBatteryProbe, AndroidOdpmProbe, charging_sources, parse_powerstats
+from edgerun.power.base import Trace
 from edgerun.power.jetson import JetsonIna3221Probe, TegrastatsProbe, parse_tegrastats_line
 from edgerun.power.rapl import PERMISSION_HINT, RaplProbe
 from edgerun.power.rpi import RpiPmicProbe, parse_pmic_read_adc
@@ -81,7 +83,8 @@ def test_rapl_reads_only_top_level_packages():
     assert (trace.kind, trace.scope, trace.probe, trace.measured) == ("energy", "package", "rapl", True)
     assert trace.rails == ("package-0",)  # not the core/uncore subzones, not psys
     assert trace.values[0] == pytest.approx(17515.587911)
-    assert trace.t_ns.size >= 3 and all(trace.t_ns[1:] >= trace.t_ns[:-1])
+    # start() and stop() each read once; how many reads the thread adds in between depends on the load.
+    assert trace.t_ns.size >= 2 and all(trace.t_ns[1:] >= trace.t_ns[:-1])
 
 
 def test_rapl_sums_packages(tmp_path):
@@ -151,29 +154,67 @@ def test_rapl_missing_or_odd_energy_file(tmp_path):
     assert "no RAPL package domain" in RaplProbe(root=empty).check().reason
 
 
-class CounterWriter:
-    """Advances a fixture energy_uj from a thread (``busy_w`` while ``busy`` is set, else ``idle_w``), wrapping."""
+class PowerSchedule:
+    """Piecewise-constant power in whole watts, set by recorded transitions; its exact integral in nJ.
 
-    def __init__(self, path: Path, max_uj: int, idle_w: float, busy_w: float) -> None:
-        self.path, self.max_uj, self.idle_w, self.busy_w = path, max_uj, idle_w, busy_w
-        self.busy = threading.Event()
+    A transition is stamped under the lock, and the writer reads the clock and the integral under
+    the same lock, so a busy period counts exactly from its own stamp: it cannot leak into an idle
+    span however late a thread runs.
+    """
+
+    def __init__(self, watts: int) -> None:
+        self.lock = threading.Lock()
+        self.t_ns = [time.perf_counter_ns()]
+        self.watts = [watts]
+
+    def set(self, watts: int) -> int:
+        with self.lock:
+            self.t_ns.append(time.perf_counter_ns())
+            self.watts.append(watts)
+            return self.t_ns[-1]
+
+    def now_and_energy_nj(self) -> tuple[int, int]:
+        with self.lock:
+            now_ns = time.perf_counter_ns()
+            return now_ns, self._energy_nj(now_ns)
+
+    def energy_nj(self, t_ns: int) -> int:
+        with self.lock:
+            return self._energy_nj(int(t_ns))
+
+    def _energy_nj(self, t_ns: int) -> int:
+        ends = [*self.t_ns[1:], max(t_ns, self.t_ns[-1])]
+        return sum(w * (min(e, t_ns) - s) for s, e, w in zip(self.t_ns, ends, self.watts) if s < t_ns)  # W x ns = nJ
+
+
+class CounterWriter:
+    """Writes a fixture energy_uj from a thread: the schedule's exact energy at each write, wrapping.
+
+    ``writes`` maps each unwrapped µJ value written to (stamp, done): the instant its energy was
+    computed and the instant the file held it, so a test can check that every value the probe
+    read is one written here, and not older than the reads around it allow.
+    """
+
+    def __init__(self, path: Path, max_uj: int, schedule: PowerSchedule) -> None:
+        self.path, self.max_uj, self.schedule = path, max_uj, schedule
+        self.writes: dict[int, tuple[int, int]] = {}
         self.done = threading.Event()
-        self.wraps = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
+    def _write(self) -> None:
+        stamp_ns, energy_nj = self.schedule.now_and_energy_nj()
+        energy_uj = energy_nj // 1000
+        write_atomic(self.path, f"{energy_uj % self.max_uj}\n")
+        self.writes.setdefault(energy_uj, (stamp_ns, time.perf_counter_ns()))
+
     def _run(self) -> None:
-        energy_uj, last = 0.0, time.perf_counter()
         while not self.done.is_set():
-            now = time.perf_counter()
-            energy_uj += (self.busy_w if self.busy.is_set() else self.idle_w) * (now - last) * 1e6
-            last = now
-            self.wraps = int(energy_uj // self.max_uj)
-            write_atomic(self.path, f"{int(energy_uj) % self.max_uj}\n")
-            time.sleep(0.0005)
+            self._write()
+            time.sleep(0.0002)  # pacing only: how stale a read may be is checked from `writes`
 
     def __enter__(self) -> CounterWriter:
+        self._write()  # the file holds a schedule value before any read
         self.thread.start()
-        time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -181,55 +222,129 @@ class CounterWriter:
         self.thread.join()
 
 
+class TracedRaplProbe(RaplProbe):
+    """The real RaplProbe, keeping the Trace its stop() returns (measure_energy returns only the report)."""
+
+    trace: Trace | None = None
+
+    def stop(self) -> Trace:
+        self.trace = super().stop()
+        return self.trace
+
+
+def check_reads_are_written_values(trace: Trace, writer: CounterWriter) -> list[int]:
+    """Every read is a value the writer wrote, unwrapped exactly, and no staler than the reads around it allow.
+
+    Returns the reads in µJ. A read can only see a write made before it ended (stamp before the next
+    sample's stamp) and not yet replaced when it began (the next write landed after the previous sample).
+    """
+    read_uj = [round(v * 1e6) for v in trace.values]
+    t = [int(x) for x in trace.t_ns]
+    order = sorted(writer.writes)
+    for j, uj in enumerate(read_uj):
+        assert uj in writer.writes, f"read {j} = {uj} µJ was never written (a wrap missed or miscounted?)"
+        stamp_ns, _ = writer.writes[uj]
+        if j + 1 < len(t):
+            assert stamp_ns <= t[j + 1], f"read {j} saw a value written after the next read"
+        later = order.index(uj) + 1
+        if j > 0 and later < len(order):
+            assert writer.writes[order[later]][1] >= t[j - 1], f"read {j} is staler than the writes allow"
+    assert read_uj == sorted(read_uj)  # unwrapped: monotonic
+    return read_uj
+
+
+def edge_slack_j(trace: Trace, read_uj: list[int], schedule: PowerSchedule, lo_ns: int, hi_ns: int) -> float:
+    """The most a window edge anywhere in [lo_ns, hi_ns] can be off, in J, from the reads around it.
+
+    Between reads a and b (t_a <= x <= t_b) the report interpolates between the values read, and the
+    schedule's energy at x lies between its values at t_a and t_b; so they differ by at most the span
+    of those four numbers. No timing is assumed: a late read widens this slack, never breaks it.
+    """
+    t = [int(x) for x in trace.t_ns]
+    worst = 0.0
+    for a in range(len(t) - 1):
+        if t[a + 1] < lo_ns or t[a] > hi_ns:
+            continue
+        high = max(read_uj[a + 1] * 1000, schedule.energy_nj(t[a + 1]))
+        low = min(read_uj[a] * 1000, schedule.energy_nj(t[a]))
+        worst = max(worst, (high - low) / 1e9)
+    return worst + 2e-6  # the file holds whole µJ
+
+
 def test_rapl_probe_unwraps_a_counter_that_wraps_while_sampling(tmp_path):
     root = copy_tree("rapl", tmp_path)
     (root / RAPL_PKG / "max_energy_range_uj").write_text("2000000\n")  # 2 J: wraps every 0.4 s at 5 W
-    with CounterWriter(root / RAPL_PKG / "energy_uj", 2_000_000, idle_w=5.0, busy_w=5.0) as writer:
-        trace = run_probe(RaplProbe(root=root), 1.3)
-    assert writer.wraps >= 2
-    assert all(trace.values[1:] >= trace.values[:-1])  # unwrapped: monotonic
+    schedule = PowerSchedule(5)
+    with CounterWriter(root / RAPL_PKG / "energy_uj", 2_000_000, schedule) as writer:
+        trace = run_probe(RaplProbe(root=root, rate_hz=500.0), 1.0)  # >= 5 J at 5 W: at least two wraps
+    read_uj = check_reads_are_written_values(trace, writer)
+    assert read_uj[-1] // 2_000_000 - read_uj[0] // 2_000_000 >= 2  # the reads crossed two wrap points
     start, end = int(trace.t_ns[0]) + 100_000_000, int(trace.t_ns[-1]) - 100_000_000
     result = window_energy(trace, start, end)
     assert result.valid, result.reason
-    assert result.mean_power_w == pytest.approx(5.0, rel=0.03)
-
-
-def sleepy_inferences(on_busy: threading.Event | None = None, per_inference_s: float = 0.002) -> Callable[[float], int]:
-    """run_for: 'inferences' that sleep (releasing the GIL for the writer thread), counting how many ran."""
-
-    def run_for(seconds: float) -> int:
-        if on_busy is not None:
-            on_busy.set()
-        count, end = 0, time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            time.sleep(per_inference_s)
-            count += 1
-        if on_busy is not None:
-            on_busy.clear()
-        return count
-
-    return run_for
+    slack_j = edge_slack_j(trace, read_uj, schedule, start, start) + edge_slack_j(trace, read_uj, schedule, end, end)
+    assert abs(result.joules - 5.0 * (end - start) / 1e9) <= slack_j
 
 
 def test_measure_energy_with_a_rapl_counter_at_known_power(tmp_path):
     root = copy_tree("rapl", tmp_path)
     (root / RAPL_PKG / "max_energy_range_uj").write_text("2000000\n")
-    with CounterWriter(root / RAPL_PKG / "energy_uj", 2_000_000, idle_w=2.0, busy_w=5.0) as writer:
-        report = measure_energy(
-            RaplProbe(root=root), sleepy_inferences(writer.busy), windows=3, window_s=0.3, idle_s=0.3
-        )
+    schedule = PowerSchedule(2)  # 2 W idle; 5 W while an inference window runs
+    busy_spans: list[tuple[int, int, int]] = []
+
+    def run_for(seconds: float) -> int:
+        busy_ns = schedule.set(5)
+        count, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            time.sleep(0.002)  # an 'inference' that releases the GIL for the writer and the probe
+            count += 1
+        busy_spans.append((busy_ns, schedule.set(2), count))
+        return count
+
+    probe = TracedRaplProbe(root=root, rate_hz=1000.0)  # reads 1 ms apart: each edge is bracketed tightly
+    with CounterWriter(root / RAPL_PKG / "energy_uj", 2_000_000, schedule) as writer:
+        report = measure_energy(probe, run_for, windows=3, window_s=0.3, idle_s=0.5)
     assert report.valid, report.reason
-    assert writer.wraps >= 2
-    assert report.idle_power_w == pytest.approx(2.0, rel=0.05)
-    assert report.mean_power_w == pytest.approx(5.0, rel=0.05)
-    gross = [5.0 * w.duration_s * 1e3 / w.inferences for w in report.windows]
-    net = [3.0 * w.duration_s * 1e3 / w.inferences for w in report.windows]
-    assert report.gross_mj_per_inference == pytest.approx(sum(gross) / 3, rel=0.05)
-    assert report.net_mj_per_inference == pytest.approx(sum(net) / 3, rel=0.08)
-    d = report.to_dict()
-    json.dumps(d, allow_nan=False)
-    assert (d["source"], d["scope"], d["probe"]) == ("measured", "package", "rapl")
-    assert d["sample_rate_hz"] == 50.0 and d["sample_count"] > 50
+    trace = probe.trace
+    read_uj = check_reads_are_written_values(trace, writer)
+    assert read_uj[-1] // 2_000_000 - read_uj[0] // 2_000_000 >= 2  # >= 2.4 J idle + 4.5 J busy: wraps
+    t_first, t_last = int(trace.t_ns[0]), int(trace.t_ns[-1])
+
+    def slack(lo_ns: int, hi_ns: int) -> float:
+        return edge_slack_j(trace, read_uj, schedule, lo_ns, hi_ns)
+
+    # Run windows: their spans are in the report; the schedule says exactly what they took.
+    assert len(report.windows) == len(busy_spans) == 3
+    for w, (busy_ns, idle_ns, count) in zip(report.windows, busy_spans):
+        assert w.start_ns <= busy_ns < idle_ns <= w.end_ns and w.inferences == count
+        true_j = (schedule.energy_nj(w.end_ns) - schedule.energy_nj(w.start_ns)) / 1e9
+        assert abs(w.gross_j - true_j) <= slack(w.start_ns, w.start_ns) + slack(w.end_ns, w.end_ns)
+    # Idle windows: the first lies between the first read and the first run, the second between the
+    # last run and the last read, where the schedule holds 2 W; only their durations are reported,
+    # so each edge may lie anywhere its window fits.
+    first, last = report.windows[0].start_ns, report.windows[-1].end_ns
+    d0, d1 = (round(w.duration_s * 1e9) for w in report.idle)
+    idle_slack_w = (slack(t_first, first - d0) + slack(t_first + d0, first)) / d0 * 1e9
+    idle_slack_w += (slack(last, t_last - d1) + slack(last + d1, t_last)) / d1 * 1e9
+    idle_slack_w /= 2  # idle power is the mean of the two windows
+    assert abs(report.idle_power_w - 2.0) <= idle_slack_w, f"slack {idle_slack_w:.3f} W"
+
+    true_j = [(schedule.energy_nj(w.end_ns) - schedule.energy_nj(w.start_ns)) / 1e9 for w in report.windows]
+    gross_slack = [slack(w.start_ns, w.start_ns) + slack(w.end_ns, w.end_ns) for w in report.windows]
+    net_slack = [g + idle_slack_w * w.duration_s for g, w in zip(gross_slack, report.windows)]
+    n = [w.inferences for w in report.windows]
+    d = [w.duration_s for w in report.windows]
+    assert abs(report.mean_power_w - np.mean([j / s for j, s in zip(true_j, d)])) <= np.mean(
+        [g / s for g, s in zip(gross_slack, d)]
+    )
+    expected_gross = np.mean([j * 1e3 / k for j, k in zip(true_j, n)])
+    assert abs(report.gross_mj_per_inference - expected_gross) <= np.mean([g * 1e3 / k for g, k in zip(gross_slack, n)])
+    expected_net = np.mean([(j - 2.0 * s) * 1e3 / k for j, s, k in zip(true_j, d, n)])
+    assert abs(report.net_mj_per_inference - expected_net) <= np.mean([g * 1e3 / k for g, k in zip(net_slack, n)])
+    out = report.to_dict()
+    json.dumps(out, allow_nan=False)
+    assert (out["source"], out["scope"], out["probe"]) == ("measured", "package", "rapl")
+    assert out["sample_rate_hz"] == 1000.0 and out["sample_count"] == trace.t_ns.size
 
 
 # ----------------------------------------------------------------- Jetson
@@ -302,11 +417,13 @@ def test_sensor_disappearing_mid_run_ends_the_trace_with_a_note(tmp_path):
     probe = JetsonIna3221Probe(root=root, rate_hz=100.0)
     probe.start()
     time.sleep(0.15)
-    gone_ns = time.perf_counter_ns()
     (root / ORIN_HWMON / "in1_input").unlink()
+    gone_ns = time.perf_counter_ns()
     time.sleep(0.1)
     trace = probe.stop()  # must not raise
-    assert trace.t_ns.size >= 5 and trace.t_ns[-1] <= gone_ns + 20_000_000
+    # A read that succeeded opened in1_input before the unlink; reads do not overlap, so only the
+    # last one can end (and be stamped, mid-read) after it: no sample after the sensor is gone.
+    assert trace.t_ns.size >= 1 and np.count_nonzero(trace.t_ns > gone_ns) <= 1
     assert "sensor read failed" in trace.notes[-1] and "the trace ends there" in trace.notes[-1]
     assert "in1_input" in trace.notes[-1]
     late = window_energy(trace, gone_ns + 30_000_000, time.perf_counter_ns())
@@ -389,19 +506,29 @@ def test_powerstats_parsing_of_both_text_forms():
     assert parse_powerstats(text)[1] == {"S10M_VDD_TPU": 424242.0}
 
 
-def odpm_shell(rail_w: dict[str, float]) -> Shell:
-    """powerstats lists channels only; the HAL dump's counters advance at rail_w watts."""
-    t0 = time.perf_counter()
+def odpm_shell(rail_w: dict[str, float]) -> tuple[Shell, list[tuple[int, float]]]:
+    """powerstats lists channels only; the HAL dump's counters advance at rail_w watts.
+
+    Each HAL answer is computed when the probe asks (as the real HAL does) and logged as
+    (perf_counter_ns at the answer, joules of the rails in rail_w as printed), so the test
+    knows exactly when each counter value it gets back was taken.
+    """
+    t0_ns = time.perf_counter_ns()
     template = (CMD / "dumpsys_powerstats_hal.txt").read_text()
     base_mws = {name: mws for name, mws in ((n, v / 1e3) for n, v in parse_powerstats(template)[1].items())}
+    answers: list[tuple[int, float]] = []
 
     def hal() -> str:
-        text, elapsed = template, time.perf_counter() - t0
+        now_ns = time.perf_counter_ns()
+        text, joules = template, 0.0
         for name, mws in base_mws.items():
-            text = text.replace(f"{mws:14.2f} mWs", f"{mws + rail_w.get(name, 0.0) * elapsed * 1e3:14.2f} mWs")
+            printed = f"{mws + rail_w.get(name, 0.0) * (now_ns - t0_ns) / 1e6:14.2f}"
+            text = text.replace(f"{mws:14.2f} mWs", f"{printed} mWs")
+            joules += float(printed) / 1e3 if name in rail_w else 0.0
+        answers.append((now_ns, joules))
         return text
 
-    return Shell(
+    shell = Shell(
         outputs={
             ("dumpsys", "powerstats"): (CMD / "dumpsys_powerstats.txt").read_text(),
             (
@@ -410,17 +537,28 @@ def odpm_shell(rail_w: dict[str, float]) -> Shell:
             ): hal,
         }
     )
+    return shell, answers
 
 
 def test_android_odpm_rail_energy_counters():
-    shell = odpm_shell({"S10M_VDD_TPU": 1.5, "S2M_VDD_CPUCL2": 2.0})
+    shell, answers = odpm_shell({"S10M_VDD_TPU": 1.5, "S2M_VDD_CPUCL2": 2.0})
     probe = AndroidOdpmProbe(root=FIX, run=shell, rate_hz=20.0, rails=["S10M_VDD_TPU", "S2M_VDD_CPUCL2"])
     assert probe.check().available, probe.check().reason
     trace = run_probe(probe, 0.6)
     assert (trace.kind, trace.scope, trace.rails) == ("energy", "rail", ("S10M_VDD_TPU", "S2M_VDD_CPUCL2"))
-    result = window_energy(trace, int(trace.t_ns[0]), int(trace.t_ns[-1]))
+    # Each sample is one HAL answer, summed over the two rails and converted to J, and stamped
+    # between its neighbours' stamps (the answer came during its own read).
+    t = [int(x) for x in trace.t_ns]
+    answered_ns = []
+    for j, joules in enumerate(trace.values):
+        match = [a_ns for a_ns, a_j in answers if a_j == pytest.approx(joules, abs=1e-9)]
+        assert match, f"sample {j} ({joules} J) is not a HAL answer"
+        answered_ns.append(match[0])
+        assert (j == 0 or t[j - 1] <= match[0]) and (j + 1 == len(t) or match[0] <= t[j + 1])
+    result = window_energy(trace, t[0], t[-1])
     assert result.valid, result.reason
-    assert result.mean_power_w == pytest.approx(3.5, rel=0.02)
+    # 3.5 W between the first and last answers; each printed counter is rounded to 0.01 mWs.
+    assert result.joules == pytest.approx(3.5 * (answered_ns[-1] - answered_ns[0]) / 1e9, abs=4e-5)
     missing = AndroidOdpmProbe(root=FIX, run=shell, rails=["NO_SUCH_RAIL"]).check()
     assert not missing.available and "NO_SUCH_RAIL" in missing.reason
     assert "no output" in AndroidOdpmProbe(root=FIX, run=Shell()).check().reason
