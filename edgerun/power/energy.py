@@ -1,12 +1,11 @@
 """Energy of a measurement window from a probe's Trace, and the idle-baselined energy report.
 
-Reference: shared/reference/power-and-thermal-sensors.md, "Integration over an
-inference window" (steps 2-4) and "Honest reporting":
+How a window's energy is computed and reported:
 
 - power traces (W): trapezoidal integral, clipped exactly to [start, end] with linear
   interpolation at the edges;
 - energy traces (cumulative J): the counter's difference at the window edges
-  (interpolated), with wrap-around corrected (section 1, "Wraparound");
+  (interpolated), with wrap-around corrected (a RAPL counter wraps at ``max_energy_range_uj``);
 - a window the sensor cannot resolve (too few samples inside, shorter than a few sample
   periods, or not covered by the trace at all) is reported as not valid, never silently;
 - the idle power measured right before and right after the run is subtracted:

@@ -1,8 +1,7 @@
 """A labelled power *estimate* when no sensor is present: the profile's two-point model.
 
-Reference: shared/reference/power-and-thermal-sensors.md, "Recommendation" (check() must
-never silently substitute an estimate; every result carries its probe and scope) and
-shared/DESIGN.md, "Semantics that matter" (an estimate is always labelled as one).
+A probe's check() never silently substitutes an estimate, every result carries its probe
+and scope, and an estimate is always labelled as one.
 
 P = idle_w + (busy_w - idle_w) * u, with ``idle_w``/``busy_w`` from the device profile's
 ``[power_model]`` and u the machine's CPU utilisation (busy share of all logical CPUs'
