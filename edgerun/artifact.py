@@ -3,7 +3,9 @@
 The manifest schema is documented in docs/manifest.md (``edgerun.manifest``,
 version ``MANIFEST_SCHEMA_VERSION``). Loading an artifact:
 
-1. resolves the path (model file, manifest file, or a folder with one manifest);
+1. resolves the path (model file, manifest file, or a folder with one manifest) and
+   refuses a manifest whose ``model_file`` or ``samples`` leads out of its folder
+   (``allow_outside=True`` opts in);
 2. checks the file is what its extension says (TFLite magic, ONNX protobuf);
 3. verifies the model file's sha256 against the manifest: a mismatch is an
    ``IntegrityError``, never a warning;
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerun import _onnxproto
+from edgerun._jsonio import MANIFEST_MAX_BYTES, read_json
 from edgerun.errors import ArtifactError, IntegrityError
 
 MANIFEST_SCHEMA = "edgerun.manifest"
@@ -69,6 +72,8 @@ class TensorSpec:
     def from_dict(cls, data: dict[str, Any], where: str) -> TensorSpec:
         try:
             quant = data.get("quant")
+            if quant and not (isinstance(quant["scale"], (int, float)) and 0 < quant["scale"] < math.inf):
+                raise ValueError("quant scale must be a finite number > 0")  # float("nan") would pass
             return cls(
                 name=str(data["name"]),
                 shape=tuple(None if d is None else int(d) for d in data["shape"]),
@@ -167,7 +172,7 @@ def manifest_path_for(model_path: Path) -> Path:
 
 
 def _resolve(path: Path) -> tuple[Path, Path | None]:
-    """Return (model file, manifest file or None) for any accepted path form."""
+    """(model file, or the manifest itself when the manifest names the model; manifest file or None)."""
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -178,20 +183,33 @@ def _resolve(path: Path) -> tuple[Path, Path | None]:
             )
         path = manifests[0]
     if path.name.endswith(MANIFEST_SUFFIX):
-        data = _read_json(path)
-        model_file = data.get("model_file")
-        if not isinstance(model_file, str):
-            raise ArtifactError(f"{path}: manifest has no 'model_file' string")
-        return path.parent / model_file, path
+        return path, path
     side = manifest_path_for(path)
     return path, side if side.exists() else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _inside(manifest_file: Path, key: str, value: str, allow_outside: bool) -> Path:
+    """``value`` relative to the manifest's folder, refused if it resolves (symlinks included)
+    outside that folder: a manifest from elsewhere must not make edgerun read, hash, stage
+    or send arbitrary files of this machine."""
+    folder = manifest_file.parent
+    path = folder / value
+    if allow_outside:
+        return path
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: manifest is not readable JSON ({exc})") from exc
+        root, real = folder.resolve(), path.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop
+        raise ArtifactError(f"{manifest_file}: {key!r} is {value!r}, not a usable path ({exc})") from exc
+    if not real.is_relative_to(root):
+        raise ArtifactError(
+            f"{manifest_file}: {key!r} is {value!r}, which resolves to {real}, outside the manifest's folder "
+            f"{root}; expected a path inside that folder (or load with allow_outside=True)"
+        )
+    return path
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    data = read_json(path, what="manifest", error=ArtifactError, max_bytes=MANIFEST_MAX_BYTES)
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: manifest must be a JSON object, got {type(data).__name__}")
     return data
@@ -243,33 +261,48 @@ def sniff_format(path: Path) -> str:
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
+        size = path.stat().st_size
     except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read model file ({exc})") from exc
+        raise ArtifactError(f"{path}: cannot read model file ({exc.strerror or type(exc).__name__})") from exc
     if len(head) >= 8 and head[4:8] == b"TFL3":
         return "tflite"
     if head[:1] == b"\x08":  # ModelProto field 1 (ir_version), varint: how every ONNX file starts
         return "onnx"
+    # Name the file and its size, never its bytes: it may be anything (a swapped-in record, a key).
     raise ArtifactError(
-        f"{path}: not an ONNX or TFLite model (expected a protobuf ModelProto starting with 0x08, "
-        f"or the 'TFL3' flatbuffer identifier at byte 4; file starts with {head!r})"
+        f"{path}: not an ONNX or TFLite model ({size} bytes; expected an ONNX protobuf ModelProto, "
+        "whose first byte is 0x08, or a TFLite flatbuffer with the 'TFL3' identifier at byte 4)"
     )
 
 
-def load_artifact(path: str | Path) -> Artifact:
-    """Load and verify an artifact. Raises ArtifactError / IntegrityError."""
+def load_artifact(path: str | Path, *, allow_outside: bool = False) -> Artifact:
+    """Load and verify an artifact. Raises ArtifactError / IntegrityError.
+
+    A manifest's ``model_file`` and ``samples`` must resolve inside the manifest's folder;
+    ``allow_outside=True`` lifts that, for a caller that trusts the manifest's author.
+    """
     model_path, manifest_file = _resolve(Path(path))
+    manifest = None
+    if manifest_file is not None:  # checked before any byte of the model is read
+        manifest = parse_manifest(_read_manifest(manifest_file), str(manifest_file))
+        named = _inside(manifest_file, "model_file", manifest.model_file, allow_outside)
+        model_path = named if model_path == manifest_file else model_path
+        if manifest.samples is not None:
+            _inside(manifest_file, "samples", manifest.samples, allow_outside)
     if not model_path.is_file():
         raise ArtifactError(f"{model_path}: model file not found")
     fmt = sniff_format(model_path)
     digest = sha256_file(model_path)
-    manifest = None
-    if manifest_file is not None:
-        manifest = parse_manifest(_read_json(manifest_file), str(manifest_file))
+    if manifest is not None and manifest_file is not None:
         if manifest.sha256 != digest:
+            # The manifest's hash is the user's own metadata; the file's hash is a fingerprint of
+            # whatever the file now holds (maybe not a model at all), which would let anyone who
+            # reads the log confirm a guess of its content. Restoring or rebuilding needs only the
+            # expected one.
             raise IntegrityError(
-                f"{model_path}: sha256 is {digest}, but the manifest {manifest_file.name} records "
-                f"{manifest.sha256}; the model file was modified or replaced. Rebuild the artifact "
-                "or restore the original file."
+                f"{model_path}: sha256 does not match the manifest {manifest_file.name} (expected "
+                f"{manifest.sha256}; the file is {model_path.stat().st_size} bytes); the model file was "
+                "modified or replaced. Rebuild the artifact or restore the original file."
             )
         if manifest.format != fmt:
             raise ArtifactError(f"{model_path}: manifest says format {manifest.format!r}, file is {fmt}")

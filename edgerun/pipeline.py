@@ -13,8 +13,10 @@ work a deployed application has to do too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from time import perf_counter_ns
 from typing import Any
 
@@ -197,6 +199,13 @@ def _need(op: dict[str, Any], key: str, where: str) -> Any:
     return op[key]
 
 
+def _finite(value: Any, key: str, where: str) -> float:
+    """A real, finite number. float() alone would take "nan" / "inf" strings (and bools)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ArtifactError(f"{where}: {key!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def compile_pre(
     ops: Sequence[dict[str, Any]], model_input: TensorSpec, where: str
 ) -> list[Callable[[np.ndarray], np.ndarray]]:
@@ -213,10 +222,10 @@ def compile_pre(
                 raise ArtifactError(f"{where}: resize method must be bilinear or nearest, got {method!r}")
             out.append(Resize((h, w), method, op.get("layout", "HWC")))
         elif name == "scale":
-            out.append(Scale(float(_need(op, "factor", where))))
+            out.append(Scale(_finite(_need(op, "factor", where), "factor", where)))
         elif name == "normalize":
-            mean = tuple(float(v) for v in _need(op, "mean", where))
-            std = tuple(float(v) for v in _need(op, "std", where))
+            mean = tuple(_finite(v, "mean", where) for v in _need(op, "mean", where))
+            std = tuple(_finite(v, "std", where) for v in _need(op, "std", where))
             if len(mean) != len(std) or any(s == 0 for s in std):
                 raise ArtifactError(f"{where}: normalize needs equal-length mean/std with non-zero std")
             out.append(Normalize(mean, std, int(op.get("axis", -1))))
@@ -276,8 +285,25 @@ def _shape_ok(shape: tuple[int, ...], spec: tuple[int | None, ...]) -> bool:
     return len(shape) == len(spec) and all(s is None or s == d for d, s in zip(shape, spec))
 
 
+def _check_int_range(x: np.ndarray, spec: TensorSpec) -> None:
+    """An integer cast must not change a value (int64 300 -> int8 would be 44, uint8 200 -> -56).
+
+    One reduction per side that can overflow (uint8 -> int8 needs only the max), on the raw input."""
+    src, dst = np.iinfo(x.dtype), np.iinfo(spec.dtype)
+    if x.size == 0:
+        return
+    too_low = src.min < dst.min and x.min() < dst.min
+    if not too_low and not (src.max > dst.max and x.max() > dst.max):
+        return
+    raise InputError(
+        f"input {spec.name!r}: values [{x.min()}, {x.max()}] do not fit {spec.dtype}; expected {x.dtype} "
+        f"values within the {spec.dtype} range [{dst.min}, {dst.max}]"
+    )
+
+
 def check_input(x: Any, spec: TensorSpec) -> np.ndarray:
-    """Validate one raw input against its spec; cast within the same kind (float64 -> float32)."""
+    """Validate one raw input against its spec; cast within the same kind (float64 -> float32),
+    never to a value the target dtype cannot hold."""
     if not isinstance(x, np.ndarray):
         raise InputError(f"input {spec.name!r}: expected a numpy array {spec.describe()}, got {type(x).__name__}")
     if not _shape_ok(x.shape, spec.shape):
@@ -288,6 +314,8 @@ def check_input(x: Any, spec: TensorSpec) -> np.ndarray:
                 f"input {spec.name!r}: expected dtype {spec.dtype} (or one castable to it within its kind), "
                 f"got {x.dtype}"
             )
+        if x.dtype.kind in "iu" and np.dtype(spec.dtype).kind in "iu" and not np.can_cast(x.dtype, spec.dtype):
+            _check_int_range(x, spec)  # narrowing integer casts only: the float path pays nothing
         x = x.astype(spec.dtype)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int(np.size(x) - np.isfinite(x).sum())

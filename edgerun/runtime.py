@@ -129,6 +129,7 @@ def load(
     providers: tuple[str, ...] | list[str] | None = None,
     graph_optimization: str = "all",
     fallback: FallbackPolicy | None = None,
+    allow_outside: bool = False,
 ) -> Runtime:
     """Load, verify and open an artifact.
 
@@ -137,10 +138,12 @@ def load(
     explicitly requested ones must exist (``ProviderUnavailable`` otherwise); None takes
     the profile's preferred providers that this build offers, else the engine's default.
     ``fallback``: a FallbackPolicy (edgerun.fallback); None keeps every inference on the device.
+    ``allow_outside``: let the manifest's ``model_file`` / ``samples`` lead out of its folder
+    (refused by default, docs/manifest.md).
     """
     prof = _resolve_profile(profile)
     t0 = perf_counter_ns()
-    artifact = load_artifact(path)
+    artifact = load_artifact(path, allow_outside=allow_outside)
     t1 = perf_counter_ns()
     eng = engine_for(artifact.format, engine)
     if threads is None and prof is not None:

@@ -123,6 +123,19 @@ def test_check_input_casts_within_kind_and_accepts_dynamic_dims():
         check_input(np.zeros((5, 3), np.float32), TensorSpec("q", (5, 3), "int8"))  # float -> int8 is not same-kind
 
 
+def test_check_input_integer_casts_keep_every_value():
+    spec = TensorSpec("q", (None,), "int8")
+    assert check_input(np.array([-128, 0, 127], np.int64), spec).tolist() == [-128, 0, 127]
+    assert check_input(np.zeros(0, np.int64), spec).shape == (0,)  # nothing to range-check
+    assert check_input(np.array([-128, 127], np.int8), TensorSpec("w", (2,), "int32")).dtype == np.int32
+    with pytest.raises(InputError, match=r"input 'q': values \[0, 200\] do not fit int8.*range \[-128, 127\]"):
+        check_input(np.array([0, 200], np.uint8), spec)
+    with pytest.raises(InputError, match=r"values \[1, 300\] do not fit uint8.*range \[0, 255\]"):
+        check_input(np.array([1, 300], np.uint16), TensorSpec("u", (2,), "uint8"))
+    with pytest.raises(InputError, match=r"values \[0, 18446744073709551615\] do not fit int64"):
+        check_input(np.array([0, 2**64 - 1], np.uint64), TensorSpec("i", (2,), "int64"))
+
+
 def test_compile_rejects_unknown_and_misplaced_ops():
     spec = TensorSpec("x", (1, 4), "float32")
     with pytest.raises(ArtifactError, match="unknown pre-processing op 'blur'"):

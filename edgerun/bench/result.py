@@ -219,10 +219,9 @@ def _stability_from_dict(stats: dict[str, Any]) -> dict[str, Any]:
 
 def read_result_file(path: str) -> dict[str, Any]:
     """Read a result file written by any edgerun version this one understands."""
-    import json
+    from edgerun._jsonio import RESULT_MAX_BYTES, read_json
 
-    with open(path, encoding="utf-8") as fh:
-        return upgrade(json.load(fh))
+    return upgrade(read_json(path, what="bench result file", error=ValueError, max_bytes=RESULT_MAX_BYTES))
 
 
 def sustained_drift(start_ns: np.ndarray, total_ns: np.ndarray, duration_ns: int) -> dict[str, Any]:
