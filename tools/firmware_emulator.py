@@ -15,13 +15,21 @@ after it), --crc-every (one byte flipped), --truncate-every (cut in half), --dro
 (never sent, sequence number consumed), --reorder-every (swapped with the next); at a
 time after streaming starts: --reset-at S (reboot: new boot id, seq and index from 0),
 --stall-at S --stall-s D (silence), --unplug-at S --unplug-s D (the pty vanishes, then
-comes back behind the same --link), --stop-at S (silent from then on). DUT mode: --fault no-name | garbled-results |
-no-ready | infer-error | one-timestamp | energy-mode, --wrong-every N (every N-th
-results% reply names a wrong class).
+comes back behind the same --link), --stop-at S (silent from then on); by count:
+--stop-after N (silent after N SAMPLES frames, so a test knows every count exactly).
+DUT mode: --fault no-name | garbled-results | no-ready | infer-error | one-timestamp |
+energy-mode, --wrong-every N (every N-th results% reply names a wrong class).
 
 By hand:  python tools/firmware_emulator.py host --link /tmp/ecg-device    (prints the path)
           python tools/firmware_emulator.py dataset --out /tmp/ecg-dataset (an EEMBC dataset)
 In tests: with FirmwareEmulator(HostFirmware(speed=20)) as emu: ... emu.path ...
+
+Test seams (host mode), so tests wait on conditions instead of guessing times:
+``HostFirmware.quiet()`` ends the stream and sends one marker frame (ERROR code
+QUIET_CODE) after everything else, so "the host recorded the marker" means "the host
+read every byte the firmware wrote"; ``streamed_all`` says --stop-after/--stop-at is
+reached; ``marks`` holds the sample index at each timed event (reset, stall, unplug,
+replug, stop); ``FirmwareEmulator.tx_bytes``/``rx_bytes`` count the pty's traffic.
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ from edgerun.serialhost.ecgsim import RHYTHMS, EcgStream  # noqa: E402
 
 ECG_RATE_HZ = 250.0
 SCALE_MV = 0.001  # int16 counts of 1 uV: +-32 mV, more than any surface ECG
+#: ERROR code (the firmware's own range, 128..255) of the marker ``HostFirmware.quiet()`` sends last.
+QUIET_CODE = 0x80
+QUIET_MESSAGE = "emulator: stream ended"
 
 
 class Firmware(Protocol):
@@ -66,8 +77,9 @@ class FirmwareEmulator:
     def __init__(self, firmware: Firmware, link: str | None = None, uart_drop_s: float = 0.05) -> None:
         self.firmware, self.link, self.uart_drop_s = firmware, link, uart_drop_s
         self.path = ""
-        self.tx_bytes = self.tx_dropped_bytes = 0
+        self.tx_bytes = self.tx_dropped_bytes = self.rx_bytes = 0
         self._overflowing = False
+        self._rx_backlog = bytearray()  # read while a send waited for room; handed to the firmware next
         self._master = self._slave = -1
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -117,7 +129,10 @@ class FirmwareEmulator:
         """Write all of ``data``; unless ``wait``, bytes nobody reads within uart_drop_s are lost, as on a UART.
 
         Once bytes were lost, later sends do not wait at all until the reader drains again
-        (a UART does not slow down for a host that is gone)."""
+        (a UART does not slow down for a host that is gone). While a send waits for room it
+        keeps receiving, as a UART's RX does while TX is stalled: the host's writes never block
+        on a device that is itself waiting for the host (the bytes reach the firmware after the
+        send, in order)."""
         grace = 0.0 if self._overflowing else self.uart_drop_s
         view, deadline = memoryview(data), time.monotonic() + grace
         while view:
@@ -140,7 +155,10 @@ class FirmwareEmulator:
                     self.tx_dropped_bytes += len(view)
                     self._overflowing = True
                     return
-                select.select([], [fd], [], 0.005)
+                with contextlib.suppress(OSError, ValueError):  # the pty went away: the write says so next
+                    readable, _, _ = select.select([fd], [fd], [], 0.005)
+                    if readable:
+                        self._rx_backlog += self._read(fd)
 
     def close(self) -> None:
         self._stop.set()
@@ -155,16 +173,27 @@ class FirmwareEmulator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _read(self, fd: int) -> bytes:
+        data = os.read(fd, 65536)
+        self.rx_bytes += len(data)
+        return data
+
     def _serve(self) -> None:
         while not self._stop.is_set():
             fd = self._master
+            data = b""
             if fd >= 0:
                 with contextlib.suppress(OSError, ValueError):
                     readable, _, _ = select.select([fd], [], [], 0.001)
                     if readable:
-                        self.firmware.on_input(os.read(fd, 65536))
+                        data = self._read(fd)
             else:
                 time.sleep(0.001)
+            if self._rx_backlog:
+                data, self._rx_backlog = bytes(self._rx_backlog) + data, bytearray()
+            if data:
+                with contextlib.suppress(ValueError):  # a payload this firmware cannot parse
+                    self.firmware.on_input(data)
             self.firmware.tick(time.monotonic())
 
 
@@ -217,6 +246,9 @@ class HostFirmware:
         self._events_done: set[str] = set()
         self._held: bytes | None = None
         self._stream_t0: float | None = None
+        self.marks: dict[str, int] = {}  # timed event -> the sample index (``self.index``) when it happened
+        self.quiet_sent = threading.Event()
+        self._quiet_asked = False
 
     def attach(self, emu: FirmwareEmulator) -> None:
         self.emu = emu
@@ -236,7 +268,30 @@ class HostFirmware:
         self._stream_t0 = None
         self._send_hello(time.monotonic())
 
+    def quiet(self) -> None:
+        """End the stream for good (thread-safe): the firmware's thread sends a held (reordered)
+        frame, then one ERROR frame with code QUIET_CODE, then nothing; ``quiet_sent`` is set once
+        that marker is written. Frames are in order on the line, so a host that recorded the marker
+        has read every byte before it."""
+        self._quiet_asked = True
+
+    def _go_quiet(self) -> None:
+        if self._held is not None:
+            self._emit(self._held)
+            self._held = None
+        self._emit(self._frame(fr.ERROR, fr.ErrorMsg(QUIET_CODE, 0, QUIET_MESSAGE).pack()))
+        self.quiet_sent.set()
+
+    @property
+    def streamed_all(self) -> bool:
+        """True once --stop-after's frames are sent, or --stop-at's time is reached."""
+        if self.faults.get("stop_after") is not None:
+            return self.chunks_sent >= self.faults["stop_after"]
+        return "stop" in self.marks
+
     def _send_hello(self, now: float) -> None:
+        if self._quiet_asked:
+            return
         self._hello_at = now
         rate_mhz = round(self.rate_hz * 1000)
         hello = fr.Hello(self.version, 1, 1, rate_mhz, SCALE_MV, self.boot_id, "edgerun-emu-ecg")
@@ -269,11 +324,15 @@ class HostFirmware:
                 self.errors.append(err)
                 if err.code == fr.E_NO_SESSION:
                     self.session = False
-                    self._send_hello(now)
+                    self._send_hello(now)  # not once quiet()
             elif frame.type == fr.HEARTBEAT:
                 self.host_heartbeats += 1
 
     def tick(self, now: float) -> None:
+        if self._quiet_asked:
+            if not self.quiet_sent.is_set():
+                self._go_quiet()
+            return
         if not self.session:
             if now - self._hello_at > 0.5:  # the host may not be listening yet: say hello again
                 self._send_hello(now)
@@ -284,9 +343,13 @@ class HostFirmware:
             self._beat_at = now
             self._emit(self._frame(fr.HEARTBEAT, fr.Heartbeat(int(now * 1000), 0).pack()))
         for _ in range(64):  # bounded work per tick, so input is read in between
-            if not self._due(now):
+            if not self._due(now) or self._stopped_by_count():
                 break
             self._send_chunk()
+
+    def _stopped_by_count(self) -> bool:
+        n = self.faults.get("stop_after")
+        return n is not None and self.chunks_sent >= n
 
     def _timed_events(self, now: float) -> bool:
         """Resets, stalls and unplugs at their times; True while the device is silent."""
@@ -295,22 +358,27 @@ class HostFirmware:
         f = self.faults
         if f.get("reset_at") is not None and t >= f["reset_at"] and "reset" not in self._events_done:
             self._events_done.add("reset")
+            self.marks["reset"] = self.index
             self.boot()
             return True
         if f.get("stop_at") is not None and t >= f["stop_at"]:
+            self.marks.setdefault("stop", self.index)
             return True  # the sensor went quiet for good (tests compare exact counts after it)
         stall_at, stall_s = f.get("stall_at"), f.get("stall_s", 0.0)
         if stall_at is not None and stall_at <= t < stall_at + stall_s:
+            self.marks.setdefault("stall", self.index)
             return True
         unplug_at, unplug_s = f.get("unplug_at"), f.get("unplug_s", 0.0)
         if unplug_at is not None and unplug_at <= t < unplug_at + unplug_s:
             if self.emu.plugged:
+                self.marks["unplug"] = self.index
                 self.emu.unplug()
             return True
         if unplug_at is not None and t >= unplug_at + unplug_s and "replug" not in self._events_done:
             self._events_done.add("replug")
             self.emu.replug()
             self._skip_backlog()
+            self.marks["replug"] = self.index
         return False
 
     def _skip_backlog(self) -> None:
@@ -548,6 +616,7 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--protocol-version", type=int, default=fr.PROTOCOL_VERSION)
     for name in ("noise-every", "noise-bytes", "crc-every", "truncate-every", "drop-every", "reorder-every"):
         h.add_argument(f"--{name}", type=int)
+    h.add_argument("--stop-after", type=int, help="silent after this many SAMPLES frames")
     for name in ("reset-at", "stall-at", "stall-s", "unplug-at", "unplug-s", "stop-at"):
         h.add_argument(f"--{name}", type=float)
     d = sub.add_parser("dut", help="an MLPerf Tiny DUT for `edgerun serial tiny`")
@@ -587,7 +656,15 @@ def _firmware(args: argparse.Namespace) -> Firmware:
     )
 
 
-_FAULT_FLAGS = {"noise-every", "noise-bytes", "crc-every", "truncate-every", "drop-every", "reorder-every"}
+_FAULT_FLAGS = {
+    "noise-every",
+    "noise-bytes",
+    "crc-every",
+    "truncate-every",
+    "drop-every",
+    "reorder-every",
+    "stop-after",
+}
 _FAULT_FLAGS |= {"reset-at", "stall-at", "stall-s", "unplug-at", "unplug-s", "stop-at"}
 
 
@@ -607,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         emu.close()
-    report = {"tx_bytes": emu.tx_bytes, "tx_dropped_bytes": emu.tx_dropped_bytes}
+    report = {"tx_bytes": emu.tx_bytes, "tx_dropped_bytes": emu.tx_dropped_bytes, "rx_bytes": emu.rx_bytes}
     if isinstance(fw, HostFirmware):
         report |= {"boots": fw.boots, "frames_sent": fw.frames_sent, "results_received": len(fw.results)}
     print(json.dumps(report), file=sys.stderr)

@@ -82,6 +82,7 @@ class MeterEmulator:
         boot_delay_s: float = 0.0,
         rate_hz: float = 200.0,
         seed: int = 0,
+        lossless: bool = False,
     ) -> None:
         if meter not in METERS:
             raise ValueError(f"meter {meter!r}: expected one of {', '.join(METERS)}")
@@ -91,6 +92,9 @@ class MeterEmulator:
         self.header, self.boot_delay_s, self.rate_hz = header, boot_delay_s, rate_hz
         self.rng = np.random.default_rng(seed)
         self.units = self.noise_events = self.truncated = 0
+        # lossless: wait for a slow reader as a USB CDC meter does (its NAKs are flow control) instead of
+        # dropping what a UART could not send; tx_dropped_bytes counts what a lossy line lost
+        self.lossless, self.tx_dropped_bytes = lossless, 0
         self.stream_t0_ns: int | None = None  # perf_counter_ns when the stream began (the step is relative to it)
         self.path = ""
         self._stop, self._dropped, self._drop_now = threading.Event(), threading.Event(), threading.Event()
@@ -147,13 +151,16 @@ class MeterEmulator:
         return 0.0 if self.stream_t0_ns is None else (time.perf_counter_ns() - self.stream_t0_ns) / 1e9
 
     def send(self, data: bytes) -> None:
-        """Write all of ``data``; bytes nobody reads within 50 ms are dropped, as a UART would."""
+        """Write all of ``data``; bytes nobody reads within 50 ms are dropped (counted), as a UART
+        would, unless ``lossless`` (then it waits until the reader drains, or the emulator stops)."""
         view, deadline = memoryview(data), time.monotonic() + 0.05
         while view and self._master >= 0:
             try:
                 view = view[os.write(self._master, view) :]
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                stopping = self._stop.is_set() or self._drop_now.is_set()
+                if stopping or (not self.lossless and time.monotonic() > deadline):
+                    self.tx_dropped_bytes += len(view)
                     return
                 select.select([], [self._master], [], 0.01)
             except OSError:
