@@ -621,7 +621,7 @@ def _parser() -> argparse.ArgumentParser:
         h.add_argument(f"--{name}", type=float)
     d = sub.add_parser("dut", help="an MLPerf Tiny DUT for `edgerun serial tiny`")
     d.add_argument("--artifact", default=str(ECG_DEMO_DIR / "ecg-int8.tflite"))
-    d.add_argument("--model", default="ecg01", help="what profile% names as m-model (the dataset folder)")
+    d.add_argument("--model", default="ecg01", help="what profile%% names as m-model (the dataset folder)")
     d.add_argument("--latency-us", type=int, help="per-inference time the DUT's timer reports (default: real)")
     d.add_argument("--clock-start-us", type=int, default=0)
     d.add_argument("--fault", choices=DUT_FAULTS)
