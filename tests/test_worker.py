@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,20 +30,120 @@ def _child(code: str):
     return lambda fd: [sys.executable, "-c", f"fd = {fd}\n{code}"]
 
 
+def _phase(name: str) -> str:
+    """Child code that reports a phase on the result pipe, as the real worker does before each step."""
+    return f"import json, os\nos.write(fd, (json.dumps({{'type': 'phase', 'phase': {name!r}}}) + '\\n').encode())\n"
+
+
 def test_segfaulting_worker_becomes_a_failed_result_with_its_signal_and_stderr():
     res = run_in_worker(
         REQUEST,
         30,
         argv=_child(
-            "import os, signal, sys\nsys.stderr.write('engine: bad tensor offset\\n'); sys.stderr.flush()\n"
+            _phase("creating the session")
+            + "import os, signal, sys\nsys.stderr.write('engine: bad tensor offset\\n'); sys.stderr.flush()\n"
             "os.kill(os.getpid(), signal.SIGSEGV)"
         ),
     )
     assert res["status"] == "error" and res["overall"] == "error"
     assert res["error"]["type"] == "WorkerCrashed"
     assert res["worker"]["signal"] == "SIGSEGV" and res["worker"]["exit_status"] == -11
-    assert "engine crashed on this artifact" in res["error"]["message"]
+    assert res["worker"]["phase"] == "creating the session"
+    assert "crashed with SIGSEGV while the engine read the model" in res["error"]["message"]
+    assert "a malformed model can do this" in res["error"]["message"]
     assert "engine: bad tensor offset" in res["worker"]["stderr_tail"]
+
+
+@pytest.mark.parametrize(
+    "phase, says",
+    [
+        (None, "crashed with SIGSEGV while starting, before it reported a phase"),
+        ("importing the engine", "crashed with SIGSEGV while importing the engine"),
+        ("first inference", "crashed with SIGSEGV while running the first inference"),
+        ("steady state", "crashed with SIGSEGV while running the steady state"),
+    ],
+)
+def test_a_crash_outside_model_reading_names_its_phase_and_does_not_blame_the_model(phase, says):
+    code = (_phase(phase) if phase else "") + "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"
+    res = run_in_worker(REQUEST, 30, argv=_child(code))
+    assert res["worker"]["phase"] == phase
+    assert says in res["error"]["message"] and "malformed" not in res["error"]["message"]
+
+
+def test_the_last_phase_counts_and_a_timeout_names_it():
+    res = run_in_worker(
+        REQUEST, 1.0, argv=_child(_phase("creating the session") + _phase("warm-up") + "import time\ntime.sleep(120)")
+    )
+    assert res["error"]["type"] == "WorkerTimeout" and res["worker"]["phase"] == "warm-up"
+    assert "(it was in: warm-up)" in res["error"]["message"]
+
+
+# Shadows onnxruntime: the real one, which dies by a real SIGSEGV where FAKE_ORT_CRASH says
+# (on import, creating a session, or running it), as an engine broken for this machine would.
+FAKE_ORT = """import importlib, os, signal, sys
+def _crash(where):
+    if os.environ.get("FAKE_ORT_CRASH") == where:
+        os.kill(os.getpid(), signal.SIGSEGV)
+_crash("import")
+_here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+del sys.modules[__name__]
+_real = importlib.import_module(__name__)
+class InferenceSession(_real.InferenceSession):
+    def __init__(self, *args, **kwargs):
+        _crash("session")
+        super().__init__(*args, **kwargs)
+    def run(self, *args, **kwargs):
+        _crash("run")
+        return super().run(*args, **kwargs)
+_real.InferenceSession = InferenceSession
+sys.modules[__name__] = _real
+"""
+
+
+@pytest.mark.parametrize(
+    "where, phase, blames_model",
+    [
+        ("import", "importing the engine", False),
+        ("session", "creating the session", True),
+        ("run", "first inference", False),
+    ],
+)
+def test_bench_of_the_demo_model_under_a_crashing_engine_names_the_phase(
+    tmp_path: Path, where: str, phase: str, blames_model: bool
+):
+    """A real `edgerun bench` of the demo models whose onnxruntime dies by a real SIGSEGV: the ONNX
+    result says in which phase (only the session phase blames the model); the TFLite one still runs."""
+    (tmp_path / "fake" / "onnxruntime").mkdir(parents=True)
+    (tmp_path / "fake" / "onnxruntime" / "__init__.py").write_text(FAKE_ORT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "FAKE_ORT_CRASH": where,
+    }
+    out = tmp_path / "r.json"
+    paths = [str(DEMO_DIR / "digits-int8.onnx"), str(DEMO_DIR / "digits-int8.tflite")]
+    fast = ["--runs", "100", "--min-seconds", "0", "--warmup-seconds", "0", "--percentile", "90", "--hard-ms", "1000"]
+    code = "import sys\nfrom edgerun.cli import main\nsys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "bench", *paths, *fast, "--no-energy", "-q", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == EXIT_FAIL, proc.stderr
+    onnx, tflite = json.loads(out.read_text())["results"]
+    assert onnx["error"]["type"] == "WorkerCrashed" and onnx["worker"]["signal"] == "SIGSEGV"
+    assert onnx["worker"]["phase"] == phase
+    message = onnx["error"]["message"]
+    if where == "import":
+        assert "crashed with SIGSEGV while importing the engine (onnxruntime)" in message
+        assert "not this artifact" in message
+    if where == "run":
+        assert "crashed with SIGSEGV while running the first inference" in message
+    assert ("malformed model" in message) == blames_model
+    assert tflite["status"] == "ok" and tflite["overall"] == "pass"
 
 
 def test_aborting_worker():

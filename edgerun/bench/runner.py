@@ -27,7 +27,9 @@ from edgerun.artifact import Artifact, TensorSpec
 from edgerun.errors import ArtifactError
 from edgerun.runtime import Runtime, load
 
-# progress(phase, fraction_done) where phase is "load", "warmup" or "measure".
+# progress(phase, fraction_done) where phase is "load", "first" (the first inference), "warmup",
+# "measure", "energy" or "done". The bench worker turns them into the phase it reports before each
+# step, so that a crash names the step it happened in.
 Progress = Callable[[str, float], None]
 
 
@@ -200,6 +202,8 @@ def measure(
         mem.model_file_bytes = rt.artifact.size_bytes
         mem.after_session()
     inputs, source = sample_inputs(rt.artifact, config.seed)
+    if progress:
+        progress("first", 0.0)
     _, _, first = rt.pipeline(inputs[0])
     if mem:
         mem.after_first_inference()

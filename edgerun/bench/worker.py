@@ -12,6 +12,13 @@ The parent enforces a wall-clock timeout. A worker that dies by a signal
 killer), exits without a result, prints garbage on the result pipe, or hangs,
 becomes an ``error`` result with its exit status or signal and the tail of its
 stderr; the rest of a multi-artifact run goes on.
+
+Before each step the worker reports its phase on the result pipe (``{"type":
+"phase", "phase": "importing the engine"}``, then "creating the session", "first
+inference", "warm-up", "steady state", ...), so that a crash names the step it
+happened in: an engine that dies on import (a build whose CPU detection trips over
+an emulator) is not this artifact's fault, and only a crash while the engine reads
+the model says that a malformed model can do this.
 """
 
 from __future__ import annotations
@@ -50,8 +57,47 @@ class WorkerRequest:
         return json.dumps(self.__dict__)
 
 
+# The phases a worker reports, each with what a crash in it means. The runner's progress
+# phases map onto them (_RUNNER_PHASES); "importing the engine" comes from the worker itself.
+IMPORTING = "importing the engine"
+PREPARING = "preparing the benchmark"
+CREATING = "creating the session"
+LOADING = "loading the artifact"  # import and session together: the engine could not be told in advance
+_WHERE = {
+    None: "while starting, before it reported a phase",
+    IMPORTING: "while importing the engine{detail}, before the model was read",
+    PREPARING: "while preparing the benchmark (profile, power probe, thermal state), before the model was read",
+    CREATING: "while the engine read the model and created its session",
+    LOADING: "while loading the artifact (importing the engine, then reading the model)",
+    "first inference": "while running the first inference",
+    "warm-up": "while running the warm-up",
+    "steady state": "while running the steady state",
+    "energy windows": "while running the energy windows",
+    "building the result": "after measuring, while building the result",
+}
+# What a native crash (SIGSEGV, SIGABRT, ...) in a phase says about its cause; the model is
+# blamed only where the engine was reading it.
+_CRASH_MEANING = {
+    None: "Python or edgerun itself failed to start",
+    IMPORTING: "the engine itself cannot run on this machine (a build for another CPU, a broken install), "
+    "not this artifact",
+    CREATING: "the engine crashed on this artifact (a malformed model can do this)",
+    LOADING: "the engine crashed on import or on this artifact",
+}
+_RUNNER_PHASES = {
+    "first": "first inference",
+    "warmup": "warm-up",
+    "measure": "steady state",
+    "energy": "energy windows",
+    "done": "building the result",
+}
+_NATIVE_CRASHES = ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE")
+
+
 def _worker_argv(result_fd: int) -> list[str]:
-    return [sys.executable, "-m", "edgerun.bench.worker", "--result-fd", str(result_fd)]
+    # faulthandler: a native crash also prints the Python stack it happened under to stderr,
+    # whose tail the error result carries.
+    return [sys.executable, "-X", "faulthandler", "-m", "edgerun.bench.worker", "--result-fd", str(result_fd)]
 
 
 def run_in_worker(
@@ -143,20 +189,28 @@ def _failure(
     from edgerun.bench.result import error_result
 
     sig = None
+    phases = [m for m in messages if m.get("type") == "phase"]
+    phase = str(phases[-1].get("phase")) if phases else None
+    detail = f" ({phases[-1]['engine']})" if phases and phases[-1].get("engine") else ""
+    where = _WHERE.get(phase, f"while in phase {phase!r}").replace("{detail}", detail)
     if timed_out:
         kind, message = "WorkerTimeout", f"the benchmark did not finish within {timeout_s:g} s and was killed"
+        message += f" (it was in: {phase or 'start-up'})"
     elif status < 0:
         sig = signal.Signals(-status).name
         kind = "WorkerCrashed"
-        message = f"the worker died from {sig}"
+        if sig in _NATIVE_CRASHES:
+            message = f"the worker crashed with {sig} {where}"
+            if phase in _CRASH_MEANING:
+                message += f": {_CRASH_MEANING[phase]}"
+        else:
+            message = f"the worker was killed by {sig} {where}"
         if sig == "SIGKILL":
             message += " (often the out-of-memory killer: check `dmesg` and the device's RAM)"
-        elif sig in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE"):
-            message += " inside native code: the engine crashed on this artifact (a malformed model can do this)"
     else:
         kind = "WorkerCrashed"
         garbage = [m["text"] for m in messages if m.get("type") == "garbage"]
-        message = f"the worker exited with status {status} without a result"
+        message = f"the worker exited with status {status} without a result, {where}"
         if garbage:
             message += f"; it wrote unreadable output: {garbage[0]!r}"
     res = error_result(request.path, RuntimeError(message), None, request.profile_reason)
@@ -166,12 +220,56 @@ def _failure(
         "exit_status": None if timed_out else status,
         "signal": sig,
         "timed_out": timed_out,
+        "phase": phase,  # the last phase the worker reported; None if it reported none
         "stderr_tail": tail,
     }
     return res
 
 
 # --- the child side ---------------------------------------------------------------------
+
+
+def _engine_of(path: str, engine: str | None) -> str | None:
+    """The engine this request will load, when known without verifying the artifact: the one
+    asked for, or the one its model file's header or its manifest's "format" names. None when
+    unsure (or unknown: the real load says so); the engine is then imported inside the
+    "loading the artifact" phase, which blames neither the engine nor the model alone."""
+    if engine:
+        return engine if engine in ("onnx", "litert") else None
+    from pathlib import Path
+
+    from edgerun._jsonio import MANIFEST_MAX_BYTES, read_json
+    from edgerun.artifact import MANIFEST_SUFFIX, sniff_format
+
+    p = Path(path)
+    try:
+        if p.is_dir():
+            manifests = list(p.glob("*" + MANIFEST_SUFFIX))
+            p = manifests[0] if len(manifests) == 1 else p
+        if p.name.endswith(MANIFEST_SUFFIX):
+            fmt = read_json(p, what="manifest", error=ValueError, max_bytes=MANIFEST_MAX_BYTES).get("format")
+        else:
+            fmt = sniff_format(p)
+    except Exception:  # the real load reports what is wrong with the artifact, in its own words
+        return None
+    return {"onnx": "onnx", "tflite": "litert"}.get(fmt) if isinstance(fmt, str) else None
+
+
+def _import_engine(engine: str, send: Callable[[dict[str, Any]], None]) -> None:
+    """Import the engine in a phase of its own: an engine that dies on import must not be taken
+    for a model that crashed it. A missing engine is left for the real load to report."""
+    from edgerun.errors import EdgerunError
+
+    send({"type": "phase", "phase": IMPORTING, "engine": "onnxruntime" if engine == "onnx" else "LiteRT"})
+    with contextlib.suppress(EdgerunError, ImportError):
+        if engine == "onnx":
+            from edgerun.engines.onnx import _ort
+
+            _ort()
+        else:
+            from edgerun.engines.litert import interpreter_module
+
+            interpreter_module()
 
 
 def _child(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> None:
@@ -183,7 +281,20 @@ def _child(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> N
     profile = load_profile(request["profile"]) if request.get("profile") else None
     config = BenchConfig(**{**request["config"], "providers": tuple(request["config"].get("providers", ()))})
     budget = Budget(**request["budget"])
-    progress = lambda phase, f: send({"type": "progress", "phase": phase, "fraction": f})  # noqa: E731
+    engine = _engine_of(request["path"], config.engine)
+    if engine is not None:
+        _import_engine(engine, send)
+    send({"type": "phase", "phase": PREPARING})
+    current = [PREPARING]
+    steps = {**_RUNNER_PHASES, "load": CREATING if engine is not None else LOADING}
+
+    def progress(phase: str, fraction: float) -> None:
+        step = steps.get(phase)
+        if step is not None and step != current[0]:  # before the step runs: a crash in it names it
+            current[0] = step
+            send({"type": "phase", "phase": step})
+        send({"type": "progress", "phase": phase, "fraction": fraction})
+
     send(
         {
             "type": "result",
