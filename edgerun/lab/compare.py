@@ -7,18 +7,30 @@ side are pooled. For p50 and p99 of the end-to-end latency, on the raw samples:
 - the change in percent, candidate against baseline;
 - a 95% bootstrap interval for that change (both sides resampled, percentile by
   nearest rank as everywhere in edgerun; seeded, so a comparison is reproducible).
-  With two or more repetitions on a side the bootstrap is hierarchical (repetitions,
-  then samples), so the interval also covers run-to-run drift; with one it covers
-  sampling noise only, and the reason says so;
+  The bootstrap is of the log of the ratio candidate/baseline, mapped back to percent:
+  a latency can fall by at most 100%, and the interval stays in (-100%, +inf) (a
+  difference divided by the point baseline did not: it printed -122%). With two or
+  more repetitions on a side the bootstrap is hierarchical (repetitions, then samples),
+  so the interval also covers run-to-run drift; with one it covers sampling noise
+  only, and the reason says so;
+- the run-to-run spread: the standard deviation of the per-repetition p50 (p99) between
+  repetitions of a side (log scale, pooled over both sides), and the margin it implies
+  for the difference of the sides, a two-sample t bound at 99% on the repetitions;
 - for p50 also a one-sided Mann-Whitney U test (normal approximation with tie
   correction): is the candidate's latency stochastically larger?
 
-A metric *regressed* when its change is over the threshold (default 5%) **and** the
-whole bootstrap interval is above zero (and, for p50, the U test's p < alpha, default
-0.01). Noise moves the estimate but leaves zero inside the interval; a real slowdown
-moves the interval. A p99 from fewer samples than it needs to be valid (662, the
-LoadGen rule) is reported and never gated on. Native-binary results carry no raw
-samples: they are listed, not tested.
+A metric *regressed* when its change is over the threshold (default 5%), the whole
+bootstrap interval is above zero, the candidate/baseline ratio is beyond the margin
+(ratio > 1 + margin), and, for p50, the U test's p < alpha (default 0.01). Improvements
+are the mirror image (ratio < 1 / (1 + margin)). Noise moves the estimate but leaves
+zero inside the interval. The margin is there because a percentile bootstrap over two
+or three repetitions understates the drift between runs (it cannot draw a repetition it
+has not seen, and its quantiles of so few clusters are too narrow): on a loaded machine
+it flagged identical configurations. A shift that repetitions of one configuration show
+among themselves is not evidence of a change. With one repetition on both sides the
+drift is unmeasured and no margin is applied (the reason says so).
+A p99 from fewer samples than it needs to be valid (662, the LoadGen rule) is reported
+and never gated on. Native-binary results carry no raw samples: they are listed, not tested.
 """
 
 from __future__ import annotations
@@ -46,7 +58,9 @@ class MetricChange:
     baseline_ns: int
     candidate_ns: int
     change_pct: float
-    ci95_pct: tuple[float, float]
+    ci95_pct: tuple[float, float]  # always inside (-100, +inf): bootstrapped as a ratio
+    spread_pct: float | None  # run-to-run sd of the percentile between repetitions; None: one repetition per side
+    margin_pct: float | None  # what a change must exceed, from that spread (regression: over +margin)
     valid: bool  # enough samples on both sides for this percentile
     verdict: str  # regression | improvement | no change | unclear | not-valid
 
@@ -94,52 +108,99 @@ def mann_whitney_greater(baseline: np.ndarray, candidate: np.ndarray) -> float:
 Side = Sequence[np.ndarray]  # one array of total-latency samples (ns) per repetition
 
 
-def _quantiles(samples: np.ndarray, q: float, rng: np.random.Generator, rounds: int) -> np.ndarray:
+def _quantiles(samples: np.ndarray, qs: np.ndarray, rng: np.random.Generator, rounds: int) -> np.ndarray:
     picks = samples[rng.integers(0, samples.size, size=(rounds, samples.size))]
-    return np.quantile(picks, q / 100.0, axis=1, method="inverted_cdf")
+    return np.quantile(picks, qs, axis=1, method="inverted_cdf").T
 
 
-def _bootstrap(side: Side, q: float, rng: np.random.Generator, rounds: int) -> np.ndarray:
-    """Bootstrap distribution of a side's percentile. With several repetitions it is hierarchical:
-    repetitions are drawn with replacement, then samples within each, so the interval also
-    covers run-to-run drift (a busier machine, a warmer board), not only sampling noise."""
+def _bootstrap(side: Side, qs: np.ndarray, rng: np.random.Generator, rounds: int) -> np.ndarray:
+    """Bootstrap distribution (rounds x len(qs)) of a side's percentiles. With several repetitions it
+    is hierarchical: repetitions are drawn with replacement, then samples within each, so the
+    interval also covers run-to-run drift (a busier machine, a warmer board), not only sampling noise."""
     if len(side) == 1:
-        return _quantiles(side[0], q, rng, rounds)
-    out = np.empty(min(rounds, HIERARCHICAL_ROUNDS))
-    for b in range(out.size):
+        return _quantiles(side[0], qs, rng, rounds)
+    rounds = min(rounds, HIERARCHICAL_ROUNDS)
+    sizes = {part.size for part in side}
+    if len(sizes) == 1:  # equal repetitions (the lab's case): whole chunks of rounds at once
+        stack, (n,) = np.stack(side), sizes
+        out = []
+        chunk = max(1, MAX_RESAMPLED // stack.size)
+        for start in range(0, rounds, chunk):
+            k = min(chunk, rounds - start)
+            reps = rng.integers(0, len(side), size=(k, len(side), 1))
+            draw = stack[reps, rng.integers(0, n, size=(k, len(side), n))].reshape(k, -1)
+            out.append(np.quantile(draw, qs, axis=1, method="inverted_cdf").T)
+        return np.concatenate(out)
+    out = np.empty((rounds, qs.size))
+    for b in range(rounds):
         chosen = [side[i] for i in rng.integers(0, len(side), len(side))]
         draw = np.concatenate([part[rng.integers(0, part.size, part.size)] for part in chosen])
-        out[b] = np.quantile(draw, q / 100.0, method="inverted_cdf")
+        out[b] = np.quantile(draw, qs, method="inverted_cdf")
     return out
 
 
-def _verdict(name: str, change: float, ci: tuple[float, float], valid: bool, threshold_pct: float, mw_p: float,
-             alpha: float) -> str:  # fmt: skip
+# Student's t, 0.995 quantile, by degrees of freedom (1..30; above, the 30 value: slightly wide).
+# fmt: off
+_T995 = (63.657, 9.925, 5.841, 4.604, 4.032, 3.707, 3.499, 3.355, 3.250, 3.169, 3.106, 3.055, 3.012, 2.977, 2.947,
+         2.921, 2.898, 2.878, 2.861, 2.845, 2.831, 2.819, 2.807, 2.797, 2.787, 2.779, 2.771, 2.763, 2.756, 2.750)
+# fmt: on
+
+
+def _spread(base: Side, cand: Side, q: float) -> tuple[float, float] | None:
+    """(run-to-run sd, margin) in log units, from the per-repetition percentiles, or None.
+
+    The sd is that of the log percentile between repetitions of one side (pooled over the
+    sides, each around its own mean). The margin is what a change must exceed: a two-sample
+    t bound at 99% on the repetition means, t(0.995, k+m-2) x sd x sqrt(1/k + 1/m). It is
+    None when there is no second repetition on either side (nothing measures the drift)."""
+    if len(base) + len(cand) < 3:
+        return None
+    logs = [np.log([max(1.0, float(np.quantile(p, q / 100.0, method="inverted_cdf"))) for p in side])
+            for side in (base, cand)]  # fmt: skip
+    df = len(base) + len(cand) - 2
+    sd = math.sqrt(sum(float(((x - x.mean()) ** 2).sum()) for x in logs) / df)
+    return sd, _T995[min(df, len(_T995)) - 1] * sd * math.sqrt(1 / len(base) + 1 / len(cand))
+
+
+def _verdict(name: str, ratio: float, ci: tuple[float, float], margin: float, valid: bool,
+             threshold_pct: float, mw_p: float, alpha: float) -> str:  # fmt: skip
     slower = mw_p < alpha if name == "p50" else True
     faster = (1.0 - mw_p) < alpha if name == "p50" else True
+    change = (ratio - 1.0) * 100.0
+    beyond = math.exp(margin)  # in ratio terms: a margin of x1.2 asks for x1.2 slower or x1/1.2 faster
     if not valid:
         return "not-valid"
-    if change > threshold_pct and ci[0] > 0 and slower:
+    if change > threshold_pct and ci[0] > 0 and slower and ratio > beyond:
         return "regression"
-    if change < -threshold_pct and ci[1] < 0 and faster:
+    if change < -threshold_pct and ci[1] < 0 and faster and ratio < 1.0 / beyond:
         return "improvement"
     return "unclear" if abs(change) > threshold_pct else "no change"
 
 
-def _metric(name: str, q: float, base: Side, cand: Side, threshold_pct: float, mw_p: float, alpha: float,
-            rng: np.random.Generator) -> MetricChange:  # fmt: skip
+def _metrics(base: Side, cand: Side, threshold_pct: float, mw_p: float, alpha: float,
+             rng: np.random.Generator) -> tuple[MetricChange, ...]:  # fmt: skip
     from edgerun.measure.stats import min_samples
 
     pooled_b, pooled_c = np.concatenate(base), np.concatenate(cand)
-    b = float(np.quantile(pooled_b, q / 100.0, method="inverted_cdf"))
-    c = float(np.quantile(pooled_c, q / 100.0, method="inverted_cdf"))
+    qs = np.array([q / 100.0 for _, q in METRICS])
     rounds = max(200, min(2000, MAX_RESAMPLED // max(pooled_b.size, pooled_c.size)))
-    deltas = (_bootstrap(cand, q, rng, rounds) - _bootstrap(base, q, rng, rounds)) / b * 100.0
-    lo, hi = (float(x) for x in np.percentile(deltas, (2.5, 97.5)))
-    change = (c - b) / b * 100.0
-    valid = min(pooled_b.size, pooled_c.size) >= min_samples(q)
-    verdict = _verdict(name, change, (lo, hi), valid, threshold_pct, mw_p, alpha)
-    return MetricChange(name, round(b), round(c), change, (lo, hi), valid, verdict)
+    # log(ratio) of the bootstrapped statistics; 1 ns floors keep a zero-latency sample finite.
+    boot_b, boot_c = _bootstrap(base, qs, rng, rounds), _bootstrap(cand, qs, rng, rounds)
+    n = min(len(boot_b), len(boot_c))
+    log_ratio = np.log(np.maximum(boot_c[:n], 1.0)) - np.log(np.maximum(boot_b[:n], 1.0))
+    out = []
+    for i, (name, q) in enumerate(METRICS):
+        b = float(np.quantile(pooled_b, q / 100.0, method="inverted_cdf"))
+        c = float(np.quantile(pooled_c, q / 100.0, method="inverted_cdf"))
+        lo, hi = (float(np.expm1(x) * 100.0) for x in np.percentile(log_ratio[:, i], (2.5, 97.5)))
+        ratio = max(c, 1.0) / max(b, 1.0)
+        spread = _spread(base, cand, q)
+        sd_pct, margin_pct = (None, None) if spread is None else (float(np.expm1(x) * 100.0) for x in spread)
+        valid = min(pooled_b.size, pooled_c.size) >= min_samples(q)
+        verdict = _verdict(name, ratio, (lo, hi), spread[1] if spread else 0.0, valid, threshold_pct, mw_p, alpha)
+        change = (ratio - 1.0) * 100.0
+        out.append(MetricChange(name, round(b), round(c), change, (lo, hi), sd_pct, margin_pct, valid, verdict))
+    return tuple(out)
 
 
 def compare_samples(
@@ -157,8 +218,7 @@ def compare_samples(
     cand = [candidate] if isinstance(candidate, np.ndarray) else list(candidate)
     rng = np.random.default_rng(seed)
     mw_p = mann_whitney_greater(np.concatenate(base), np.concatenate(cand))
-    metrics = tuple(_metric(name, q, base, cand, threshold_pct, mw_p, alpha, rng) for name, q in METRICS)
-    return metrics, mw_p
+    return _metrics(base, cand, threshold_pct, mw_p, alpha, rng), mw_p
 
 
 def _key(result: dict[str, Any]) -> tuple[str, str, str]:
@@ -217,10 +277,16 @@ def _pair(key: tuple[str, str, str], base: list[dict[str, Any]], cand: list[dict
     verdicts = {m.verdict for m in metrics}
     verdict = "regression" if "regression" in verdicts else "improvement" if "improvement" in verdicts else "no change"
     single = " (one repetition on a side: the interval covers sampling noise, not run-to-run drift)"
+    none = " (one repetition on each side: no run-to-run spread to require; repeat the runs for that)"
     reason = "; ".join(
-        f"{m.metric} {m.change_pct:+.1f}% [{m.ci95_pct[0]:+.1f}, {m.ci95_pct[1]:+.1f}] {m.verdict}" for m in metrics
+        f"{m.metric} {m.change_pct:+.1f}% [{m.ci95_pct[0]:+.1f}, {m.ci95_pct[1]:+.1f}]"
+        + (f" (run-to-run sd {m.spread_pct:.1f}%: needs over +{m.margin_pct:.1f}%)" if m.margin_pct else "")
+        + f" {m.verdict}"
+        for m in metrics
     )
-    if min(len(b), len(c)) < 2:
+    if max(len(b), len(c)) < 2:
+        reason += none
+    elif min(len(b), len(c)) < 2:
         reason += single
     return Comparison(*key, base_ns.size, cand_ns.size, metrics, mw_p, verdict, reason)
 
