@@ -32,6 +32,7 @@ is kept for debugging.
     │   ├── TargetTimeout      a remote call ran past its timeout and was stopped
     │   └── TargetSetupError   the device lacks what the job needs (Python, edgerun, a binary)
     ├── LabError               a lab plan or result database is unusable
+    ├── OutputError            an output path would replace an input, a database or (without --force) a file
     └── CompressError          a compression run failed (edgerun.compress)
         ├── RecipeError        a recipe is malformed: names the bad key and what was expected
         └── AccuracyGateError  an exported variant lost more accuracy than the recipe's gate allows
@@ -57,6 +58,7 @@ __all__ = [
     "InputError",
     "IntegrityError",
     "LabError",
+    "OutputError",
     "PolicyError",
     "PortUnavailable",
     "ProbeUnavailable",
@@ -198,3 +200,8 @@ class TargetSetupError(TargetError):
 
 class LabError(EdgerunError):
     """A lab plan or a lab result database cannot be used (malformed, or from an unknown schema)."""
+
+
+class OutputError(EdgerunError):
+    """An output path cannot be written: it is an input, a database, a folder, in a missing or
+    read-only folder, or an existing file and ``--force`` was not given; checked before any work."""

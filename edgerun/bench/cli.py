@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerun.cli import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, EXIT_USAGE, _err, profile_and_budget
+from edgerun.outputs import check_outputs, input_files, write_atomic
 
 __all__ = ["register"]
 
@@ -47,7 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--soft-ms", type=float, help="soft budget in ms (default: the profile's)")
     b.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
     b.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
-    b.add_argument("--json", metavar="FILE", help="write the versioned JSON result to FILE ('-' for stdout)")
+    b.add_argument(
+        "--json", metavar="FILE", help="write the versioned JSON result to FILE ('-': stdout, table to stderr)"
+    )
+    b.add_argument("--force", action="store_true", help="let --json replace an existing file")
     b.add_argument("--probe", help="power probe by name (must exist; default: the best one here, else an estimate)")
     b.add_argument("--no-energy", action="store_true", help="skip the energy windows")
     b.add_argument("--energy-windows", type=int, default=3, help="energy windows per artifact (default 3)")
@@ -153,6 +157,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not paths:
         _err("no artifact given and the bundled demo artifacts are missing (run tools/build_demo.py)")
         return EXIT_USAGE
+    # before any measuring: a bad --json path must not cost (and then lose) the whole benchmark
+    check_outputs([args.json], inputs=input_files([*paths, args.profile]), force=args.force)
     if args.target:  # on a device: its own edgerun (or native binaries) makes the results
         from edgerun.targets.cli import bench_on_target_cli, results_table
 
@@ -186,18 +192,19 @@ def _report_bench(args: argparse.Namespace, results: list[dict[str, Any]], table
     """Print the side-by-side table (or ``table(results)``) and warnings, write --json, pick the exit code."""
     from edgerun.bench.report import side_by_side
 
-    print((table or side_by_side)(results))
+    # with --json - the JSON owns stdout, so that it stays parseable: the table goes to stderr
+    print((table or side_by_side)(results), file=sys.stderr if args.json == "-" else sys.stdout)
     for r in results:
         for warning in r.get("warnings", []):
             print(f"warning: {r['artifact'].get('name', r['artifact']['path'])}: {warning}", file=sys.stderr)
-    _write_json(args.json, results)
+    _write_json(args.json, results, args.force)
     verdicts = {r["overall"] for r in results}
     if verdicts & {"fail", "error"}:
         return EXIT_FAIL
     return EXIT_NOT_VALID if "not-valid" in verdicts else EXIT_PASS
 
 
-def _write_json(target: str | None, results: list[dict[str, Any]]) -> None:
+def _write_json(target: str | None, results: list[dict[str, Any]], force: bool) -> None:
     from edgerun.bench.result import result_file
 
     if not target:
@@ -206,5 +213,5 @@ def _write_json(target: str | None, results: list[dict[str, Any]]) -> None:
     if target == "-":
         print(text)
     else:
-        Path(target).write_text(text + "\n", encoding="utf-8")
+        write_atomic(target, text + "\n", force=force)
         print(f"wrote {target}", file=sys.stderr)

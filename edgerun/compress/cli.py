@@ -50,7 +50,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
     missing = missing_modules()
     if missing:
         raise CompressError(f"{EXTRA_HINT} (missing: {', '.join(missing)})")
-    from edgerun.compress.runner import run_recipe
+    from edgerun.compress.runner import default_out_dir, run_recipe
+    from edgerun.outputs import check_folder
+
+    # before training: an --out that is a file or cannot be made would fail only after every step ran
+    check_folder(args.out if args.out is not None else default_out_dir(recipe), inputs=[args.recipe])
 
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -63,12 +63,17 @@ def _database(args: argparse.Namespace) -> Path:
 def cmd_report(args: argparse.Namespace) -> int:
     from edgerun.lab.report import write_report
     from edgerun.lab.store import LabStore
+    from edgerun.outputs import check_outputs
 
-    store = LabStore(_database(args), create=False)
+    database = _database(args)
     out = Path(args.output)
     md = Path(args.markdown) if args.markdown else out.with_suffix(".md")
+    # before the database is opened: `report DB -o DB` must leave DB as it was
+    journals = [Path(f"{database}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
+    check_outputs([out, md], inputs=[database, *journals, *([args.plan] if args.plan else [])], force=args.force)
+    store = LabStore(database, create=False)
     try:
-        write_report(store, out, md, args.plan_name)
+        write_report(store, out, md, args.plan_name, force=args.force)
     finally:
         store.close()
     print(f"wrote {out} and {md}")
@@ -124,6 +129,7 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--plan-name", help="only this plan's results (a database can hold several)")
     rep.add_argument("-o", "--output", default="lab-report.html", help="HTML file (default lab-report.html)")
     rep.add_argument("--markdown", help="Markdown summary file (default: the HTML name with .md)")
+    rep.add_argument("--force", action="store_true", help="replace existing report files")
     rep.set_defaults(func=cmd_report)
     c = sub.add_parser(
         "compare",

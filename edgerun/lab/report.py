@@ -202,7 +202,17 @@ def render_markdown(store: LabStore, plan: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(store: LabStore, out_html: Path, out_md: Path | None = None, plan: str | None = None) -> None:
-    out_html.write_text(render_html(store, plan), encoding="utf-8")
-    if out_md is not None:
-        out_md.write_text(render_markdown(store, plan), encoding="utf-8")
+def write_report(
+    store: LabStore, out_html: Path, out_md: Path | None = None, plan: str | None = None, *, force: bool = False
+) -> None:
+    """Write the page (and the summary), each atomically; ``force`` lets them replace existing files.
+
+    The caller checks the paths first (edgerun.outputs.check_outputs): never the database itself.
+    """
+    from edgerun.outputs import write_atomic
+
+    page = render_html(store, plan)  # both rendered before either is written: no half-updated pair
+    summary = render_markdown(store, plan) if out_md is not None else None
+    write_atomic(out_html, page, force=force)
+    if out_md is not None and summary is not None:
+        write_atomic(out_md, summary, force=force)

@@ -13,7 +13,6 @@ import json
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 EXIT_PASS, EXIT_FAIL, EXIT_NOT_VALID = 0, 1, 3
@@ -38,7 +37,8 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--soft-ms", type=float, help="soft budget in ms (default: the profile's)")
     p.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
     p.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
-    p.add_argument("--json", metavar="FILE", help="write the JSON result to FILE ('-' for stdout)")
+    p.add_argument("--json", metavar="FILE", help="write the JSON result to FILE ('-' for stdout: text to stderr)")
+    p.add_argument("--force", action="store_true", help="let --json replace an existing file")
     p.add_argument("-q", "--quiet", action="store_true", help="no live status on stderr")
 
 
@@ -98,14 +98,30 @@ def _budget(args: argparse.Namespace) -> Any:
     return profile_and_budget(args)
 
 
-def _write_json(target: str | None, doc: dict[str, Any]) -> None:
+def _check_json(args: argparse.Namespace, *inputs: str | None) -> None:
+    """Before the port is opened: a bad --json path must not cost (and then lose) the session."""
+    from edgerun.outputs import check_outputs, input_files
+
+    port = [args.port] if args.port else []  # `--json /dev/ttyACM0` is the port, not a place for JSON
+    check_outputs([args.json], inputs=[*input_files([*inputs, args.profile]), *port], force=args.force)
+
+
+def _summary_stream(args: argparse.Namespace) -> Any:
+    """With ``--json -`` the JSON owns stdout, so that it stays parseable: the text summary goes to stderr."""
+    return sys.stderr if args.json == "-" else sys.stdout
+
+
+def _write_json(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    from edgerun.outputs import write_atomic
+
+    target = args.json
     if not target:
         return
     text = json.dumps(doc, indent=1)
     if target == "-":
         print(text)
     else:
-        Path(target).write_text(text + "\n", encoding="utf-8")
+        write_atomic(target, text + "\n", force=args.force)
         print(f"wrote {target}", file=sys.stderr)
 
 
@@ -139,6 +155,7 @@ def cmd_host(args: argparse.Namespace) -> int:
     from edgerun.serialhost import ECG_DEMO_DIR
     from edgerun.serialhost.host import HostConfig, SerialHost
 
+    _check_json(args, args.artifact)
     profile, _, budget = _budget(args)
     rt = load(args.artifact or ECG_DEMO_DIR / "ecg-int8.tflite", profile, threads=args.threads)
     config = HostConfig(
@@ -162,8 +179,8 @@ def cmd_host(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     if status is not None and status.tty:
         print(file=sys.stderr)
-    print(host_text(summary))
-    _write_json(args.json, summary)
+    print(host_text(summary), file=_summary_stream(args))
+    _write_json(args, summary)
     return _EXIT.get(summary["overall"], EXIT_FAIL)
 
 
@@ -201,6 +218,7 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     from edgerun.serialhost.tiny import TinyConfig, run_tiny
     from edgerun.serialhost.tinyresult import build_tiny_result, tiny_error_result, tiny_result_file
 
+    _check_json(args, args.dataset)
     _, _, budget = _budget(args)
     config = TinyConfig(
         port=args.port,
@@ -216,11 +234,11 @@ def cmd_tiny(args: argparse.Namespace) -> int:
     try:
         run = run_tiny(config, args.dataset, progress=progress)
     except SerialError as exc:
-        _write_json(args.json, tiny_result_file([tiny_error_result(args.port, exc, environment())]))
+        _write_json(args, tiny_result_file([tiny_error_result(args.port, exc, environment())]))
         raise
     result = build_tiny_result(run, config, budget, environment())
-    print(tiny_text(result))
-    _write_json(args.json, tiny_result_file([result]))
+    print(tiny_text(result), file=_summary_stream(args))
+    _write_json(args, tiny_result_file([result]))
     return _EXIT.get(result["overall"], EXIT_FAIL)
 
 
