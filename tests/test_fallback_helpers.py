@@ -1,4 +1,4 @@
-"""Real parts for the fallback tests: models, a silent listener, a refused port, a TLS CA.
+"""Real parts for the fallback tests: models, a silent listener, a refused port, a TLS CA, a clock.
 
 No test functions here; the fallback test modules import these helpers.
 """
@@ -21,6 +21,18 @@ DEMO = Path(__file__).resolve().parent.parent / "edgerun" / "demo"
 FP32 = DEMO / "digits-fp32.onnx"
 INT8 = DEMO / "digits-int8.onnx"
 FP32_NAME = "digits-cnn-fp32-onnx"
+
+# Time in these tests: a call whose subject is not time gets a deadline (and a connect
+# timeout) that no loaded machine comes near, and a passing test never waits for it: the
+# call returns when it is answered. (The policy's 50 ms connect timeout can pass before a
+# busy event loop sees a loopback connect complete, which would turn into a retry.)
+LONG_MS = 30_000
+# A call with a deadline of tens of ms that returned within FAR_NS of it obeyed the deadline:
+# a silent or held server would keep it for ever, and no scheduling delay comes near 10 s.
+FAR_NS = 10_000_000_000
+# The client sets its timers in float seconds: it may fire a hair (far under 1 ms) before an
+# integer-ns deadline, so "not before the deadline" is checked to this tolerance.
+ROUNDING_NS = 1_000_000
 
 # numpy dtype name -> ONNX TensorProto type, for every Open Inference Protocol datatype
 ONNX_TYPES = {
@@ -135,6 +147,14 @@ def silent_listener() -> Iterator[Listener]:
     finally:
         stop.set()
         thread.join(timeout=2)
+        sock.setblocking(False)
+        while True:  # count the connections still queued: a busy accept thread may lag the clients
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                break
+            listener.accepted += 1
+            held.append(conn)
         for conn in held:
             conn.close()
         sock.close()
@@ -210,19 +230,35 @@ def deadline_in(ms: float) -> int:
     return time.perf_counter_ns() + int(ms * 1e6)
 
 
-def chain_model(path: Path, matmuls: int) -> Path:
-    """input [1,1,64,64] -> ``matmuls`` chained 64x64 MatMuls -> logits [1,10]: as slow as you like.
+class ManualClock:
+    """A monotonic clock (ns) that moves only when the test moves it: breaker timing without sleeps."""
+
+    def __init__(self, start_ns: int = 10**12) -> None:
+        self.now_ns = start_ns
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance(self, ns: int) -> None:
+        self.now_ns += ns
+
+
+def chain_model(path: Path, matmuls: int, width: int = 64) -> Path:
+    """input [1,1,64,64] -> ``matmuls`` chained width x width MatMuls -> logits [1,10]: as slow as you like.
 
     The same signature as the demo model, so the demo can stand in for it on a server.
+    A width over 64 tiles the input up (a multiple of 64): more work per node, few nodes.
     """
     from onnx import TensorProto, helper, numpy_helper, save
 
-    weight = numpy_helper.from_array((np.eye(64, dtype=np.float32) * 0.999), "w")
+    weight = numpy_helper.from_array((np.eye(width, dtype=np.float32) * 0.999), "w")
     shape = numpy_helper.from_array(np.array([64, 64], dtype=np.int64), "hw")
+    repeats = numpy_helper.from_array(np.array([width // 64, width // 64], dtype=np.int64), "repeats")
     out_shape = numpy_helper.from_array(np.array([1, 10], dtype=np.int64), "out_shape")
     starts = numpy_helper.from_array(np.array([0, 0], dtype=np.int64), "starts")
     ends = numpy_helper.from_array(np.array([1, 10], dtype=np.int64), "ends")
-    nodes = [helper.make_node("Reshape", ["input", "hw"], ["h0"])]
+    nodes = [helper.make_node("Reshape", ["input", "hw"], ["square"])]
+    nodes.append(helper.make_node("Tile", ["square", "repeats"], ["h0"]))
     for i in range(matmuls):
         nodes.append(helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]))
     nodes.append(helper.make_node("Slice", [f"h{matmuls}", "starts", "ends"], ["cut"]))
@@ -232,7 +268,7 @@ def chain_model(path: Path, matmuls: int) -> Path:
         "chain",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 64, 64])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-        [weight, shape, out_shape, starts, ends],
+        [weight, shape, repeats, out_shape, starts, ends],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -27,8 +27,9 @@ import concurrent.futures
 import hashlib
 import random
 import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from time import perf_counter_ns
@@ -75,7 +76,10 @@ class RemoteClient:
         inputs: Sequence[TensorSpec],
         outputs: Sequence[TensorSpec],
         metrics: FallbackMetrics | None = None,
+        *,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
+        """``clock_ns`` times the breaker's reset and the latency window's age; a test injects its own."""
         if not policy.remote_enabled or policy.endpoint is None:
             raise RemoteUnavailable(f"fallback policy mode {policy.mode!r} allows no remote calls")
         self.policy = policy
@@ -86,9 +90,9 @@ class RemoteClient:
         if unknown:
             raise InputError(f"allowed_inputs names {unknown}, which the model lacks; its inputs are {sorted(known)}")
         self.metrics = metrics or FallbackMetrics()
-        self.breaker = CircuitBreaker(policy.breaker_failure_threshold, policy.breaker_reset_s)
+        self.breaker = CircuitBreaker(policy.breaker_failure_threshold, policy.breaker_reset_s, clock_ns)
         self.metrics.breaker_state = lambda: self.breaker.state
-        self.latency = LatencyWindow(policy.latency_window, policy.latency_max_age_s)
+        self.latency = LatencyWindow(policy.latency_window, policy.latency_max_age_s, clock_ns)
         self.latched: str | None = None  # why the remote is off until reconfigured
         self.info: ServerInfo | None = None
         self._ssl = transport.ssl_context(policy.ca_bundle, policy.client_cert, policy.client_key)

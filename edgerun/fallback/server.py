@@ -14,14 +14,17 @@ request), 401 (token), 404 (unknown model), 413 (too large), 500 (the engine
 failed); bearer-token auth on everything but health; TLS and mTLS through
 uvicorn. Requests run concurrently; inference runs in worker threads.
 
-``faults`` is a test hook set from Python (never from a request): delay, status,
-and corrupt answers (wrong shape, dtype or name, bad JSON, wrong binary header
-length). ``stats`` counts requests and the most in flight at once.
+``faults`` is a test hook set from Python (never from a request): delay, a hold
+(requests wait at the server until the test releases them), status, and corrupt
+answers (wrong shape, dtype, name or id, bad JSON, wrong binary header length).
+``stats`` counts requests and the most in flight at once, and keeps the last
+requests' ids, input names and body hashes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -40,9 +43,56 @@ import numpy as np
 from edgerun.errors import EdgerunError, ProtocolError
 from edgerun.fallback import oip
 
-__all__ = ["Faults", "ReferenceServer", "ServerStats", "serve_in_thread"]
+__all__ = ["Faults", "Hold", "ReferenceServer", "ServerStats", "serve_in_thread"]
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+class Hold:
+    """Keeps infer requests at the server until ``release()``: for tests, a request known to be in flight.
+
+    A sleep can only guess that a request has reached the server and is still there;
+    ``wait_arrived`` knows it, and the request stays until the test lets it go. The
+    held requests wait on the server's event loop, not in worker threads, so one
+    never released leaves no blocked thread behind (``serve_in_thread`` releases
+    the hold on exit anyway).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: list[asyncio.Future[None]] = []
+        self.arrived = 0
+        self.released = False
+
+    async def enter(self) -> None:
+        """Called by the server per infer request: count it, then wait for the release."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            self.arrived += 1
+            self._cond.notify_all()
+            if self.released:
+                return
+            self._waiting.append(waiter)
+        await waiter
+
+    def wait_arrived(self, n: int = 1, timeout_s: float = 30.0) -> bool:
+        """Block until ``n`` requests have reached the hold (False if ``timeout_s`` passes first)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.arrived >= n, timeout_s)
+
+    def release(self) -> None:
+        """Let the held requests go on, and every later one through at once."""
+        with self._cond:
+            self.released = True
+            waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            with contextlib.suppress(RuntimeError):  # the server's loop is closed already: nothing to wake
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # a request cancelled at shutdown is done already
+        waiter.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -50,9 +100,10 @@ class Faults:
     """Misbehaviour for tests; replace ``server.faults`` whole to change it."""
 
     delay_s: float = 0.0
+    hold: Hold | None = None  # every infer waits here until the test releases it
     status: int | None = None  # answer every infer with this status and an {"error"} body
     retry_after_s: float | None = None
-    corrupt: str | None = None  # "shape" | "dtype" | "name" | "json" | "header-length"
+    corrupt: str | None = None  # "shape" | "dtype" | "name" | "id" | "json" | "header-length"
 
 
 @dataclass
@@ -65,6 +116,7 @@ class ServerStats:
     auth_headers_seen: deque[str] = field(default_factory=lambda: deque(maxlen=1000))  # never the value
     body_sha256: deque[str] = field(default_factory=lambda: deque(maxlen=1000))  # to check the client's audit
     input_names: deque[list[str]] = field(default_factory=lambda: deque(maxlen=1000))
+    request_ids: deque[Any] = field(default_factory=lambda: deque(maxlen=1000))  # the "id" each infer carried
 
 
 @dataclass(frozen=True)
@@ -210,6 +262,8 @@ class ReferenceServer:
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
         try:
             faults = self.faults
+            if faults.hold is not None:
+                await faults.hold.enter()
             if faults.delay_s:
                 await asyncio.sleep(faults.delay_s)
             if faults.status is not None:
@@ -247,6 +301,7 @@ def _parse_infer(
     except (ValueError, ProtocolError) as exc:
         raise _HTTPError(400, f"bad request: {exc}") from exc
     stats.input_names.append(sorted(tensors))
+    stats.request_ids.append(head.get("id"))
     specs = model.runtime.artifact.inputs
     if sorted(tensors) != sorted(t.name for t in specs):
         raise _HTTPError(400, f"inputs are {sorted(tensors)}, model {model.name!r} takes {[t.name for t in specs]}")
@@ -292,6 +347,8 @@ def _answer(model: _Model, request_id: Any, outputs: dict[str, np.ndarray], bina
     head: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if request_id is not None:
         head["id"] = request_id
+    if corrupt == "id":  # an answer to some other request (a proxy mixing up replies)
+        head["id"] = f"not-{request_id}"
     body, header_length = oip.encode_body(head, outputs, "outputs", binary)
     headers = {}
     if header_length is not None:
@@ -350,6 +407,8 @@ def serve_in_thread(
     try:
         yield f"{scheme}://{where}:{sock.getsockname()[1]}"
     finally:
+        if server.faults.hold is not None:
+            server.faults.hold.release()  # a test that failed mid-hold must not stall the shutdown
         server.faults = Faults()
         srv.should_exit = True
         thread.join(timeout=5)
