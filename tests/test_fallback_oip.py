@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_fallback_helpers import deadline_in, identity_feeds, identity_model
+from test_fallback_helpers import LONG_MS, deadline_in, identity_feeds, identity_model
 
 from edgerun.artifact import TensorSpec, load_artifact
 from edgerun.errors import InputError, ProtocolError
@@ -97,10 +97,12 @@ def test_every_datatype_through_the_server_and_back(tmp_path, binary):
     art = load_artifact(path)
     srv = ReferenceServer([path], threads=1)
     with serve_in_thread(srv) as url:
-        policy = FallbackPolicy(mode="remote-only", endpoint=url, audit_sink=MemoryAudit(), binary_data=binary)
+        policy = FallbackPolicy(
+            mode="remote-only", endpoint=url, audit_sink=MemoryAudit(), binary_data=binary, connect_timeout_ms=LONG_MS
+        )
         with RemoteClient(policy, art.inputs, art.outputs) as c:
             assert c.probe().model == "ids"
-            out = c.infer(identity_feeds(), deadline_in(5000), "test")
+            out = c.infer(identity_feeds(), deadline_in(LONG_MS), "test")
     for name, array in identity_feeds().items():
         got = out["y_" + name[2:]]
         assert got.shape == array.shape

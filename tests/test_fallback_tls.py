@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_fallback_helpers import FP32, FP32_NAME, INT8, deadline_in, make_tls
+from test_fallback_helpers import FP32, FP32_NAME, INT8, LONG_MS, deadline_in, make_tls
 
 from edgerun.artifact import load_artifact
 from edgerun.errors import PolicyError, RemoteError
@@ -31,11 +31,12 @@ def https(tls):
 def call(url: str, **kw):
     art = load_artifact(INT8)
     kw.setdefault("token_provider", lambda: "t0ken")
+    kw.setdefault("connect_timeout_ms", LONG_MS)  # a TLS handshake on a loaded machine: not what is tested
     policy = FallbackPolicy(
         mode="remote-only", endpoint=url, audit_sink=MemoryAudit(), model_name=FP32_NAME, binary_data="always", **kw
     )
     with RemoteClient(policy, art.inputs, art.outputs) as c:
-        return c.infer(X, deadline_in(3000), "test"), policy.audit_sink
+        return c.infer(X, deadline_in(LONG_MS), "test"), policy.audit_sink
 
 
 def test_trusted_test_ca_is_accepted_and_the_token_goes_over_https(https, tls):
