@@ -118,7 +118,7 @@ def test_real_dut_time_when_not_told_a_latency(dataset):
 @pytest.mark.parametrize(
     ("fault", "message"),
     [
-        ("no-name", r"'name%': expected a line m-name-dut-\[<name>\], got \['m-hello-there'\]"),
+        ("no-name", r"no m-name-dut-\[<name>\] answer to 'name%' .* within 0.5 s \(sent .*'m-hello"),
         ("garbled-results", r"m-results-\[\.\.\.\] must hold comma-separated numbers, got 'm-results-\[0.125,zz"),
         ("infer-error", r"'infer 50 2%' with an error: e-\[Inference failed: arena too small\]"),
         ("one-timestamp", r"expected 2 m-lap-us-<us> timestamps around the inferences, got 1"),
@@ -129,7 +129,9 @@ def test_real_dut_time_when_not_told_a_latency(dataset):
 def test_malformed_dut_replies_are_clear_errors(dataset, fault, message):
     # Only no-ready waits out a timeout (0.5 s, the one its message names). Every other fault is a
     # reply that arrives: a generous timeout costs them nothing and a loaded machine cannot trip it.
+    # no-name waits out the sync timeout the same way (name% is retried until then).
     timeouts = {"timeout_s": 10.0, "infer_timeout_s": 0.5 if fault == "no-ready" else 10.0}
+    timeouts["sync_timeout_s"] = 0.5 if fault == "no-name" else 10.0
     with pytest.raises(DutError, match=message):
         session(dataset, timeouts, latency_us=100, fault=fault)
 
@@ -193,3 +195,61 @@ def test_cli_serial_tiny_json_in_the_bench_family(dataset, tmp_path, capsys):
     assert result["stats"]["single"]["percentiles"]["p50"]["value_ns"] == 1_200_000
     assert set(result["verdicts"]["hard"]) >= {"kind", "status", "passed", "valid", "measured", "limit", "reason"}
     assert "accuracy    top-1" in capsys.readouterr().out
+
+
+def comparable(result: dict[str, Any]) -> dict[str, Any]:
+    """What a session measured, without where and when it ran."""
+    return {k: result[k] for k in ("performance", "accuracy", "files", "samples_ns", "verdicts", "dataset")}
+
+
+@pytest.mark.parametrize("reset_wait_s", [0.0, 5.0])
+def test_board_that_resets_on_open_syncs_and_measures_the_same(dataset, reset_wait_s):
+    # A DTR auto-reset board: the host's open reboots it; it is deaf while it boots, then prints a banner
+    # ending in m-ready. That m-ready is no answer to name%: the runner retries name% until m-name-... .
+    # With --reset-wait the banner is awaited first (it ends the wait early, at its m-ready).
+    config = {"perf_files": 2, "limit": 4}
+    steady, cfg, _ = session(dataset, config, latency_us=1200)
+    reset, _, fw = session(dataset, config | {"reset_wait_s": reset_wait_s}, latency_us=1200, reset_on_open=True)
+    assert fw.resets == 1 and fw.emu.opens == 1  # one open, one reboot
+    env = environment()
+    assert comparable(build_tiny_result(reset, cfg, cfg.budget, env)) == comparable(
+        build_tiny_result(steady, cfg, cfg.budget, env)
+    )
+    assert reset.info == steady.info
+    assert fw.overrun_bytes == 0 and "profile" in fw.commands and "infer 1 0" in fw.commands
+
+
+def test_emulated_dut_parses_as_the_real_firmware(dataset):
+    # internally_implemented.cpp: nothing stripped ("\r\nname" is an unknown command), only N bytes
+    # stored after 'db load N' and the rest of the digits disregarded.
+    fw = emu_mod.DutFirmware(ARTIFACT)
+    with emu_mod.FirmwareEmulator(fw):
+        assert fw.handle("\r\nname") == ["e-[Unknown command: \r\nname]"]
+        assert fw.handle("db load 2") == ["m-[Expecting 2 bytes]"]
+        assert fw.handle("db 0102ff") == ["m-load-done"] and bytes(fw._buf) == b"\x01\x02"
+        assert fw.handle("db 03") == [] and fw.overrun_bytes == 1 and bytes(fw._buf) == b"\x01\x02"
+        assert fw.handle("db 0") == ["e-[Insufficent number of hex digits]"]
+        assert fw.handle("db load 0") == ["e-[Command 'db load' must be >0 bytes]"]
+
+
+def test_sync_gives_up_with_a_clear_error(dataset):
+    # A board that never finishes booting (deaf for longer than the sync timeout).
+    with pytest.raises(DutError, match=r"no m-name-dut-\[<name>\] answer to 'name%' .* within 0.3 s .*--reset-wait"):
+        session(dataset, {"sync_timeout_s": 0.3}, reset_on_open=True, boot_s=1e6)
+
+
+def test_cli_reset_wait_and_no_dtr_against_a_resetting_board(dataset, tmp_path, capsys):
+    # A pty has no DTR line (pyserial ignores the ioctl there), so the board still resets on open:
+    # --no-dtr must open it all the same, and --reset-wait take the banner before name%.
+    from edgerun.cli import main
+
+    out = tmp_path / "tiny.json"
+    fw = emu_mod.DutFirmware(ARTIFACT, latency_us=900, reset_on_open=True)
+    with emu_mod.FirmwareEmulator(fw) as emu:
+        rc = main(
+            ["serial", "tiny", "--port", emu.path, "--dataset", str(dataset), "--iterations", "20", "--limit", "3"]
+            + ["--perf-files", "1", "--reset-wait", "10", "--no-dtr", "--json", str(out), "-q"]
+        )
+    assert rc == 3 and fw.resets == 1
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["samples_ns"]["single"] == [900_000] * 3

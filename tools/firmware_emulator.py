@@ -18,7 +18,11 @@ time after streaming starts: --reset-at S (reboot: new boot id, seq and index fr
 comes back behind the same --link), --stop-at S (silent from then on); by count:
 --stop-after N (silent after N SAMPLES frames, so a test knows every count exactly).
 DUT mode: --fault no-name | garbled-results | no-ready | infer-error | one-timestamp |
-energy-mode, --wrong-every N (every N-th results% reply names a wrong class).
+energy-mode, --wrong-every N (every N-th results% reply names a wrong class),
+--reset-on-open (reboots when a host opens the port, deaf for --boot-s, then prints a
+banner ending in m-ready, like a DTR auto-reset board). The DUT parses as the real
+firmware (mlcommons/tiny api/internally_implemented.cpp): nothing stripped, 80-char
+commands, never more than N bytes stored after 'db load N'.
 
 By hand:  python tools/firmware_emulator.py host --link /tmp/ecg-device    (prints the path)
           python tools/firmware_emulator.py dataset --out /tmp/ecg-dataset (an EEMBC dataset)
@@ -36,10 +40,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import select
+import signal
+import struct
 import sys
+import termios
 import threading
 import time
 import tty
@@ -78,6 +86,7 @@ class FirmwareEmulator:
         self.firmware, self.link, self.uart_drop_s = firmware, link, uart_drop_s
         self.path = ""
         self.tx_bytes = self.tx_dropped_bytes = self.rx_bytes = 0
+        self.opens = 0  # times a host opened the port (seen as the flush pyserial does on open)
         self._overflowing = False
         self._rx_backlog = bytearray()  # read while a send waited for room; handed to the firmware next
         self._master = self._slave = -1
@@ -95,6 +104,10 @@ class FirmwareEmulator:
     def _plug(self) -> None:
         master, slave = os.openpty()
         tty.setraw(slave)  # raw before anyone opens it: a cooked pty would echo frames back
+        # Packet mode (after setraw, whose own flush would read as an open): every read of the master
+        # starts with a status byte, and a host opening the port shows up as TIOCPKT_FLUSHREAD, since
+        # pyserial flushes its input on open. That is how a board that resets on open knows to reset.
+        fcntl.ioctl(master, termios.TIOCPKT, struct.pack("i", 1))
         os.set_blocking(master, False)
         self.path = os.ttyname(slave)
         if self.link:
@@ -174,7 +187,17 @@ class FirmwareEmulator:
         self.close()
 
     def _read(self, fd: int) -> bytes:
-        data = os.read(fd, 65536)
+        packet = os.read(fd, 65536)
+        if not packet:
+            return b""
+        if packet[0] != termios.TIOCPKT_DATA:  # a status packet: no data follows
+            if packet[0] & termios.TIOCPKT_FLUSHREAD:
+                self.opens += 1
+                on_open = getattr(self.firmware, "on_open", None)
+                if on_open is not None:
+                    on_open()
+            return b""
+        data = packet[1:]
         self.rx_bytes += len(data)
         return data
 
@@ -457,6 +480,9 @@ class HostFirmware:
 
 # --- DUT mode -------------------------------------------------------------------------
 
+#: From mlcommons/tiny benchmark/api/internally_implemented.h and submitter_implemented.h.
+EE_CMD_SIZE = 80
+MAX_DB_INPUT_SIZE = 96 * 96 * 3
 DUT_FAULTS = ("no-name", "garbled-results", "no-ready", "infer-error", "one-timestamp", "energy-mode")
 
 
@@ -471,6 +497,8 @@ class DutFirmware:
         clock_start_us: int = 0,
         fault: str | None = None,
         wrong_every: int = 0,
+        reset_on_open: bool = False,
+        boot_s: float = 0.3,
     ) -> None:
         import edgerun
         from edgerun.pipeline import compile_post
@@ -485,13 +513,18 @@ class DutFirmware:
         self.spec = self.rt.pipeline.session.inputs[0]
         self.model, self.latency_us, self.fault, self.wrong_every = model, latency_us, fault, wrong_every
         self.clock_start_us = clock_start_us
+        self.reset_on_open, self.boot_s = reset_on_open, boot_s
+        self.resets = 0
+        self.dropped_while_booting = 0  # bytes that arrived while the parser was off (as on a real board)
+        self.overrun_bytes = 0  # hex bytes sent past the N of 'db load N' (a host bug: never stored)
+        self._booted_at: float | None = None  # None: booting, the UART not listening yet
         self.commands: list[str] = []
         self.results_replies = 0
         self._line = b""
         self._buf = bytearray()
         self._expect = 0
         self._scores: list[float] = []
-        self._t0 = time.monotonic()
+        self._t0 = self._reset_at = time.monotonic()
         self._virtual_us = 0
         self.emu: FirmwareEmulator | None = None
 
@@ -507,16 +540,35 @@ class DutFirmware:
         return int(self.clock_start_us + real + self._virtual_us) % (1 << 32)
 
     def boot(self) -> None:
+        """The banner of ee_benchmark_initialize(); only after it does the parser take commands."""
         mode = "energy" if self.fault == "energy-mode" else "performance"
-        self.say(f"m-timestamp-mode-{mode}", f"m-lap-us-{self.clock_us()}", "m-init-done", "m-ready")
+        self._line, self._buf, self._expect = b"", bytearray(), 0
+        banner = ["ULPMark for tinyML Firmware V0.0.1 (edgerun emulator)"] if self.resets else []
+        self.say(*banner, f"m-timestamp-mode-{mode}", f"m-lap-us-{self.clock_us()}", "m-init-done", "m-ready")
+        self._booted_at = time.monotonic()
+
+    def on_open(self) -> None:
+        """DTR rose (the host opened the port): an auto-reset board reboots and is deaf until it has booted."""
+        if self.reset_on_open:
+            self.resets += 1
+            self._booted_at = None
+            self._reset_at = time.monotonic()
 
     def tick(self, now: float) -> None:
-        pass
+        if self._booted_at is None and now - self._reset_at >= self.boot_s:
+            self.boot()
 
     def on_input(self, data: bytes) -> None:
+        if self._booted_at is None:  # the UART is not initialised yet: the bytes are simply lost
+            self.dropped_while_booting += len(data)
+            return
         *commands, self._line = (self._line + data).split(b"%")
         for raw in commands:
-            cmd = raw.decode("ascii", errors="replace").strip()
+            # As ee_serial_callback: nothing stripped (a stray CR/LF becomes part of the command, which
+            # then is unknown), and past EE_CMD_SIZE characters each new one overwrites the last slot.
+            if len(raw) > EE_CMD_SIZE:
+                raw = raw[:EE_CMD_SIZE] + raw[-1:]
+            cmd = raw.decode("ascii", errors="replace")
             self.commands.append(cmd)
             lines = self.handle(cmd)
             if not (self.fault == "no-ready" and cmd.startswith("infer")):
@@ -524,7 +576,10 @@ class DutFirmware:
             self.say(*lines)
 
     def handle(self, cmd: str) -> list[str]:
-        word, *args = cmd.split()
+        tokens = [t for t in cmd.split(" ") if t]  # strtok(p, " "): only spaces separate
+        if not tokens:
+            return ["e-[Unknown command: ]"]
+        word, *args = tokens
         if word == "name":
             return ["m-hello-there"] if self.fault == "no-name" else ["m-name-dut-[edgerun-emulator]"]
         if word == "profile":
@@ -545,12 +600,32 @@ class DutFirmware:
         if not args:
             return ["e-[Command 'db' requires a subcommand]"]
         if args[0] == "load":
-            self._expect, self._buf = int(args[1]), bytearray()
+            if len(args) < 2:
+                return ["e-[Command 'db load' requires the # of bytes]"]
+            n = int(args[1]) if args[1].isdigit() else 0  # atoi
+            if n == 0:
+                return ["e-[Command 'db load' must be >0 bytes]"]
+            self._expect, self._buf = n, bytearray()
+            if n > MAX_DB_INPUT_SIZE:
+                return [f"Supplied buffer size {n} exceeds maximum of {MAX_DB_INPUT_SIZE}"]
             return [f"m-[Expecting {self._expect} bytes]"]
         if args[0] == "print":
             return [f"m-buffer-{self._buf[:16].hex('-')}"]
-        self._buf += bytes.fromhex(args[0])
-        return ["m-load-done"] if len(self._buf) >= self._expect else []
+        hexes = args[0]
+        if len(hexes) % 2:
+            return ["e-[Insufficent number of hex digits]"]
+        out: list[str] = []
+        for i in range(0, len(hexes), 2):
+            pair = hexes[i : i + 2]
+            if any(c not in "0123456789abcdefABCDEF" for c in pair):
+                return out + [f"e-[Invalid hex digit '{pair}']"]
+            if len(self._buf) >= self._expect:  # the firmware would write past its buffer: count, never store
+                self.overrun_bytes += 1
+                continue
+            self._buf.append(int(pair, 16))
+            if len(self._buf) == self._expect:
+                return ["m-load-done"]  # "Disregard the remainder of the digits when done."
+        return out
 
     def _infer(self, args: list[str]) -> list[str]:
         n, w = (int(args[0]) if args else 1), (int(args[1]) if len(args) > 1 else 10)
@@ -626,6 +701,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--clock-start-us", type=int, default=0)
     d.add_argument("--fault", choices=DUT_FAULTS)
     d.add_argument("--wrong-every", type=int, default=0)
+    d.add_argument(
+        "--reset-on-open",
+        action="store_true",
+        help="reboot when a host opens the port (as DTR auto-reset boards do): deaf for --boot-s, then a banner",
+    )
+    d.add_argument("--boot-s", type=float, default=0.3, help="boot time after a reset (default 0.3)")
     for p in (h, d):
         p.add_argument("--link", help="also make this symlink to the pty (stable across unplugs)")
         p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -639,7 +720,14 @@ def _parser() -> argparse.ArgumentParser:
 def _firmware(args: argparse.Namespace) -> Firmware:
     if args.mode == "dut":
         return DutFirmware(
-            args.artifact, args.model, args.latency_us, args.clock_start_us, args.fault, args.wrong_every
+            args.artifact,
+            args.model,
+            args.latency_us,
+            args.clock_start_us,
+            args.fault,
+            args.wrong_every,
+            reset_on_open=args.reset_on_open,
+            boot_s=args.boot_s,
         )
     faults = {k: v for k, v in vars(args).items() if v is not None and k.replace("_", "-") in _FAULT_FLAGS}
     rhythms = RHYTHMS if args.rhythm == "cycle" else (args.rhythm,)
@@ -675,11 +763,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     fw = _firmware(args)
     emu = FirmwareEmulator(fw, link=args.link)
-    print(emu.start(), flush=True)
-    deadline = None if args.duration is None else time.monotonic() + args.duration
+    stop = threading.Event()
+    # SIGTERM (kill, a test's terminate()) ends like Ctrl-C: through close(), which removes the --link
+    # symlink; the default action would leave it dangling at a pty that no longer exists.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.1)
+        print(emu.start(), flush=True)
+        stop.wait(args.duration)
     except KeyboardInterrupt:
         pass
     finally:

@@ -88,6 +88,19 @@ def _tiny_parser(modes: Any) -> None:
     t.add_argument("--perf-files", type=int, default=5, help="performance runs, one per input (default 5)")
     t.add_argument("--limit", type=int, help="use only the first N inputs")
     t.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for m-ready (default 2)")
+    t.add_argument(
+        "--sync-timeout", type=float, default=10.0, help="retry name%% this long for a booting DUT (default 10)"
+    )
+    t.add_argument(
+        "--reset-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="after opening, wait up to S s for the boot banner of a board that resets on open (ends at m-ready)",
+    )
+    t.add_argument(
+        "--no-dtr", action="store_true", help="open with DTR/RTS low, so a DTR auto-reset board does not reboot"
+    )
     _budget_args(t)
     t.set_defaults(func=cmd_tiny)
 
@@ -229,6 +242,9 @@ def cmd_tiny(args: argparse.Namespace) -> int:
         limit=args.limit,
         timeout_s=args.timeout,
         budget=budget,
+        sync_timeout_s=args.sync_timeout,
+        reset_wait_s=args.reset_wait,
+        no_dtr=args.no_dtr,
     )
     progress = None if args.quiet else _tiny_progress
     try:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgerun.budget import Budget
-from edgerun.errors import DutError
-from edgerun.serialhost.link import close_quietly, open_port
+from edgerun.errors import DutError, PortUnavailable
+from edgerun.serialhost.link import WRITE_TIMEOUT_S, close_quietly, port_error_reason
 from edgerun.serialhost.tinydata import TinyDataset, read_dataset
 
 __all__ = ["DutInfo", "EnergyMonitor", "InferReply", "TinyConfig", "TinyDut", "run_tiny"]
@@ -38,6 +38,7 @@ DB_CHUNK_BYTES = 31
 _U32 = 1 << 32
 _RESULTS = re.compile(r"^m-results-\[([^\]]*)\]$")
 _LAP = re.compile(r"^m-lap-us-(\d+)$")
+_NAME = re.compile(r"^m-name-\w+-\[([^\]]*)\]$")
 
 
 class EnergyMonitor(Protocol):
@@ -75,6 +76,10 @@ class TinyDut:
         self.ser, self.timeout_s, self.infer_timeout_s = ser, timeout_s, infer_timeout_s
         self.timestamp_mode = "unknown"
         self._pending = b""
+        # name% sent by sync() whose answers may still arrive: command() skips them, so a slow
+        # answer to a retried name% is never taken as the answer to a later command
+        self._stale_names = 0
+        self._skip_ready = False
 
     def command(self, cmd: str, timeout_s: float | None = None) -> list[str]:
         """Send ``cmd%``; return the answer's lines before ``m-ready``. DutError on ``e-[...]`` or silence."""
@@ -83,6 +88,8 @@ class TinyDut:
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         while time.monotonic() < deadline:
             for line in self._lines():
+                if self._stale(line):
+                    continue
                 if line == "m-ready":
                     return lines
                 self._note_mode(line)
@@ -91,6 +98,69 @@ class TinyDut:
                 lines.append(line)
         got = f"; it said {lines[-3:]}" if lines else "; it said nothing"
         raise DutError(f"no m-ready within {timeout_s or self.timeout_s:g} s after {cmd + '%'!r}{got}")
+
+    def _stale(self, line: str) -> bool:
+        """True for the lines of a late answer to a retried ``name%`` (``m-name-...`` then its ``m-ready``)."""
+        if self._skip_ready and line == "m-ready":
+            self._skip_ready = False
+            return True
+        if self._stale_names and _NAME.match(line):
+            self._stale_names -= 1
+            self._skip_ready = True
+            return True
+        return False
+
+    def wait_boot(self, wait_s: float) -> list[str]:
+        """Up to ``wait_s`` for a boot banner (a board that reboots on open); it ends at its ``m-ready``."""
+        heard: list[str] = []
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            for line in self._lines():
+                self._note_mode(line)
+                heard.append(line)
+                if line == "m-ready":
+                    return heard
+        return heard
+
+    def sync(self, timeout_s: float) -> str:
+        """Send ``name%`` until the DUT answers ``m-name-<dev>-[<name>]`` then ``m-ready``, as the MLPerf Tiny
+        runner retries it; return the name.
+
+        A board that resets when the port opens prints a banner ending in ``m-ready`` and drops what
+        arrives while it boots: neither is an answer. Lines before ``m-name-...`` are read (for the
+        timestamp mode) and ignored; a retry goes out when an attempt heard no name, each attempt
+        waiting longer (0.1 s, 0.2 s, ... up to the command timeout)."""
+        # Drain what came before name% (an old banner, a half reply): it is no answer. Read, not
+        # reset_input_buffer(), as the MLPerf Tiny runner's reset_port does.
+        self.ser.read(self.ser.in_waiting)
+        self._pending = b""
+        heard: list[str] = []
+        deadline, attempt_s, sent = time.monotonic() + timeout_s, 0.1, 0
+        while time.monotonic() < deadline:
+            self.ser.write(b"name%")
+            sent += 1
+            name = None
+            attempt_end = min(deadline, time.monotonic() + attempt_s)
+            while time.monotonic() < attempt_end or name is not None:
+                for line in self._lines():
+                    m = _NAME.match(line)
+                    if name is not None and line == "m-ready":
+                        self._stale_names = sent - 1  # every other name% may still be answered
+                        return name
+                    if m and name is None:
+                        name = m.group(1)
+                    elif line.startswith("m-") or line.startswith("e-"):
+                        self._note_mode(line)
+                        heard.append(line)
+                if name is not None and time.monotonic() >= deadline + self.timeout_s:
+                    break
+            attempt_s = min(self.timeout_s, attempt_s * 2)
+        said = f"it said {heard[-4:]}" if heard else "it said nothing"
+        raise DutError(
+            f"no m-name-dut-[<name>] answer to 'name%' on {self.ser.port} within {timeout_s:g} s "
+            f"(sent {sent} times; {said}): check the baud rate and that the DUT firmware runs; "
+            "a board that reboots when the port opens needs --reset-wait S (or --no-dtr)"
+        )
 
     def _lines(self) -> list[str]:
         data = self.ser.read(max(1, self.ser.in_waiting))
@@ -101,16 +171,9 @@ class TinyDut:
         if line.startswith("m-timestamp-mode-"):
             self.timestamp_mode = line[len("m-timestamp-mode-") :]
 
-    def discover(self, tries: int = 3) -> DutInfo:
-        """``name%`` (retried, as the runner does: a board may still be booting) and ``profile%``."""
-        for attempt in range(tries):
-            try:
-                name_lines = self.command("name")
-                break
-            except DutError:
-                if attempt == tries - 1:
-                    raise
-        name = _one(name_lines, r"^m-name-\w+-\[([^\]]*)\]$", "name%", "m-name-dut-[<name>]")
+    def discover(self, sync_timeout_s: float = 5.0) -> DutInfo:
+        """``name%`` (retried until answered: a board may still be booting) and ``profile%``."""
+        name = self.sync(sync_timeout_s)
         if self.timestamp_mode == "unknown":  # its boot lines came before we listened: ask the timer
             stamp = self.command("timestamp")
             self.timestamp_mode = "performance" if any(_LAP.match(line) for line in stamp) else "energy"
@@ -182,6 +245,9 @@ class TinyConfig:
     timeout_s: float = 2.0
     infer_timeout_s: float = 120.0
     budget: Budget = field(default_factory=Budget)
+    sync_timeout_s: float = 10.0  # name% retried this long: a board may take seconds to boot
+    reset_wait_s: float = 0.0  # after open, wait up to this long for a boot banner
+    no_dtr: bool = False  # open with DTR/RTS low, so an auto-reset board does not reboot
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.warmups < 0 or self.perf_files < 0:
@@ -202,6 +268,25 @@ class TinyRun:
     energy: list[dict[str, Any]] = field(default_factory=list)
 
 
+def open_dut_port(port: str, baud: int, no_dtr: bool = False) -> Any:
+    """Open the DUT's port raw at ``baud``; with ``no_dtr`` DTR and RTS stay low from the start.
+
+    Arduino-class boards reset when DTR rises, which an ordinary open does: setting the lines
+    before ``open()`` (pyserial applies them as it opens) keeps such a board running."""
+    import serial  # lazy: import edgerun stays light
+
+    ser = serial.Serial()
+    ser.port, ser.baudrate, ser.timeout, ser.write_timeout = port, baud, 0.05, WRITE_TIMEOUT_S
+    ser.exclusive = True  # a second reader would steal half of every answer
+    if no_dtr:
+        ser.dtr = ser.rts = False
+    try:
+        ser.open()
+    except (OSError, ValueError) as exc:  # ValueError: a baud rate pyserial rejects
+        raise PortUnavailable(port_error_reason(port, exc)) from exc
+    return ser
+
+
 def run_tiny(
     config: TinyConfig,
     dataset_dir: str | Path,
@@ -209,10 +294,12 @@ def run_tiny(
     progress: Callable[[str, float], None] | None = None,
 ) -> TinyRun:
     """Discover the DUT, run the performance and accuracy phases; raise DutError / PortUnavailable."""
-    ser = open_port(config.port, config.baud, read_timeout_s=0.05)
+    ser = open_dut_port(config.port, config.baud, config.no_dtr)
     try:
         dut = TinyDut(ser, config.timeout_s, config.infer_timeout_s)
-        info = dut.discover()
+        if config.reset_wait_s > 0:
+            dut.wait_boot(config.reset_wait_s)
+        info = dut.discover(config.sync_timeout_s)
         if info.timestamp_mode == "energy" and energy_monitor is None:
             raise DutError(
                 f"{info.name} is in energy mode (m-timestamp-mode-energy): it prints no timestamps and "
