@@ -167,7 +167,7 @@ def test_windows_and_results_end_to_end_with_the_right_rhythms(runtime):
     assert sum(bool(r.flags & fr.LATE_HARD) for _, r in fw.results) <= w["late_hard"]
     assert sum(bool(r.flags & fr.LATE_SOFT) for _, r in fw.results) <= w["late_soft"]
     assert summary["verdicts"]["hard"]["n"] == w["decided"]
-    assert summary["schema"] == "edgerun.serial_host" and summary["schema_version"] == 1
+    assert summary["schema"] == "edgerun.serial_host" and summary["schema_version"] == 2
 
 
 def test_noise_between_frames_is_thrown_away_and_costs_no_frame(runtime):
@@ -240,8 +240,11 @@ def test_port_vanishing_and_returning(runtime, tmp_path):
     s = summary["sessions"]
     # the host asks for a HELLO after reconnecting; the same boot id says the device did not reset
     assert s["handshakes"] == 1 + s["repeated_hellos"] and s["repeated_hellos"] >= 1 and s["device_resets"] == 0
-    assert summary["samples"]["gaps"] == 0  # the windower restarted at the new session, not across the hole
     unplugged, replugged = fw.marks["unplug"], fw.marks["replug"]
+    # the windower restarted at the new session, not across the hole; the hole is one gap of at least the
+    # samples the sensor made while unplugged (more: those in the pty when it vanished were lost with it)
+    assert summary["samples"]["gaps"] == 1 and summary["samples"]["lost_in_gaps"] >= replugged - unplugged
+    assert any("1 gaps in the sample stream" in w for w in summary["warnings"])
     assert replugged >= 250 * 20 * 1.4  # the sensor's samples of the outage were skipped, never sent
     ends = [r.end_index for _, r in fw.results]
     # no window holds a sample from the outage: each ends before it, or a whole window after it (RESULTs
@@ -413,3 +416,30 @@ def test_cli_errors_name_what_was_wrong(tmp_path, capsys):
     assert "no such port" in capsys.readouterr().err
     assert main(["serial", "host", "--port", str(tmp_path / "ttyX"), "--window", "500", "-q"]) == 2
     assert "--window 500: the model takes windows of exactly 1000 samples" in capsys.readouterr().err
+
+
+def test_cli_give_up_still_writes_the_summary(tmp_path, capsys):
+    from edgerun.cli import main
+
+    link, out = str(tmp_path / "ttyGone"), tmp_path / "host.json"
+    with emu_mod.FirmwareEmulator(fast(unplug_at=0.3, unplug_s=600.0), link=link):
+        rc = main(["serial", "host", "--port", link, "--give-up-after", "0.5", "--json", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "error: " in err and "no such port" in err
+    doc = json.loads(out.read_text())
+    assert doc["end"]["reason"] == "gave-up" and "no such port" in doc["end"]["message"]
+    assert doc["link"]["port_lost"] == 1 and doc["link"]["port_opens"] == 1
+
+
+def test_cli_session_without_a_handshake_fails_with_a_reason(tmp_path, capsys):
+    # Something that never sends a HELLO (here an MLPerf Tiny DUT; on a real line, a wrong --baud)
+    # measured nothing: exit 1 with the reason, not 3 like a healthy short session.
+    from edgerun.cli import main
+
+    out = tmp_path / "host.json"
+    with emu_mod.FirmwareEmulator(emu_mod.DutFirmware()) as emu:
+        rc = main(["serial", "host", "--port", emu.path, "--duration", "0.3", "--json", str(out), "-q"])
+    doc = json.loads(out.read_text())
+    assert rc == 1 and doc["sessions"]["handshakes"] == 0 and doc["overall"] == "fail"
+    assert doc["verdicts"]["session"]["status"] == "fail" and "no handshake" in doc["verdicts"]["session"]["reason"]
+    assert doc["end"]["reason"] == "duration" and "session     FAIL: no handshake" in capsys.readouterr().out

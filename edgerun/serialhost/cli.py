@@ -166,7 +166,7 @@ class _StatusLine:
 def cmd_host(args: argparse.Namespace) -> int:
     from edgerun.runtime import load
     from edgerun.serialhost import ECG_DEMO_DIR
-    from edgerun.serialhost.host import HostConfig, SerialHost
+    from edgerun.serialhost.host import GaveUp, HostConfig, SerialHost
 
     _check_json(args, args.artifact)
     profile, _, budget = _budget(args)
@@ -185,8 +185,11 @@ def cmd_host(args: argparse.Namespace) -> int:
     host = SerialHost(rt, config, on_status=status)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    gave_up = None
     try:
         summary = host.run(stop, args.duration)
+    except GaveUp as exc:  # the session's counts up to the give-up are still its result
+        gave_up, summary = exc, exc.summary
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -194,6 +197,9 @@ def cmd_host(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     print(host_text(summary), file=_summary_stream(args))
     _write_json(args, summary)
+    if gave_up is not None:
+        print(f"edgerun: error: {gave_up}", file=sys.stderr)
+        return EXIT_FAIL
     return _EXIT.get(summary["overall"], EXIT_FAIL)
 
 
@@ -207,7 +213,8 @@ def host_text(s: dict[str, Any]) -> str:
         lat = f"p50 {pct['p50']['value_ns'] / 1e6:.3f} ms, p99 {pct['p99']['value_ns'] / 1e6:.3f} ms"
         lat += "" if pct["p99"]["valid"] else " (p99 not valid: too few windows)"
     lines = [
-        f"{s['artifact']['name']} on {s['port']['path']} for {s['duration_ns'] / 1e9:.1f} s",
+        f"{s['artifact']['name']} on {s['port']['path']} for {s['duration_ns'] / 1e9:.1f} s "
+        f"(ended: {s['end']['reason']})",
         f"  windows     {w['made']} made, {w['decided']} decided, {w['dropped']} dropped, {w['stale']} stale, "
         f"late {w['late_soft']} soft / {w['late_hard']} hard",
         f"  decision    {lat}",

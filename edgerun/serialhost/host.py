@@ -34,7 +34,7 @@ from edgerun.serialhost.hoststats import HostCounters, HostStatus, LatencyLog, b
 from edgerun.serialhost.link import Backoff, close_quietly, open_port
 from edgerun.serialhost.window import BoundedQueue, Window, Windower
 
-__all__ = ["HostConfig", "SerialHost"]
+__all__ = ["GaveUp", "HostConfig", "SerialHost"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,17 @@ class HostConfig:
     backoff_max_s: float = 1.0
     status_every_s: float = 0.5
     no_session_every_s: float = 0.25
+
+
+_INDEX_MOD = 1 << 32  # SAMPLES first_index is a u32
+
+
+class GaveUp(PortUnavailable):
+    """The port stayed away longer than give_up_s; ``summary`` is the session's summary up to then."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 class SerialHost:
@@ -92,6 +103,12 @@ class SerialHost:
         self._soft_ns, self._hard_ns = limit_ns(config.budget.soft_ms), limit_ns(config.budget.hard_ms)
         self.t0_ns = 0
         self._stop = threading.Event()
+        self.end: dict[str, str] = {"reason": "running"}
+        # Where the sample stream stood when the windower last restarted (a re-handshake, a reopen),
+        # as (boot id, next sample index): the first SAMPLES after a handshake of the same boot show how
+        # many samples the device skipped meanwhile, which the restarted windower cannot see.
+        self._resume: tuple[int, int] | None = None
+        self._stream_at: tuple[int, int] | None = None
 
     # -- the run ---------------------------------------------------------------------
 
@@ -108,8 +125,12 @@ class SerialHost:
         done = threading.Event()
         worker = threading.Thread(target=self._work, args=(done,), name="edgerun-serial-worker", daemon=True)
         worker.start()
+        gave_up: PortUnavailable | None = None
         try:
             self._read_loop(stop, deadline)
+            self.end = {"reason": "stopped" if stop.is_set() else "duration"}
+        except PortUnavailable as exc:  # the port stayed away past give_up_s: still a session to report
+            gave_up, self.end = exc, {"reason": "gave-up", "message": str(exc)}
         finally:
             self.queue.close()
             done.set()
@@ -117,7 +138,10 @@ class SerialHost:
             with self._write_lock:
                 close_quietly(self._ser)
                 self._ser = None
-        return build_summary(self, time.perf_counter_ns() - self.t0_ns)
+        summary = build_summary(self, time.perf_counter_ns() - self.t0_ns)
+        if gave_up is not None:
+            raise GaveUp(str(gave_up), summary) from gave_up
+        return summary
 
     def _read_loop(self, stop: threading.Event, deadline: float | None) -> None:
         timers = {"heartbeat": 0.0, "status": 0.0, "heard": time.monotonic()}
@@ -160,6 +184,7 @@ class SerialHost:
             self._ser = ser
         self.decoder.reset(mid_frame=True)
         self.windower.restart()
+        self._resume = self._stream_at
         self._rx_seq = None
         with self._lock:
             self.counters.port_opens += 1
@@ -259,6 +284,7 @@ class SerialHost:
             self.counters.handshakes += 1
             if previous is not None and previous.boot_id != hello.boot_id:
                 self.counters.device_resets += 1
+                self._stream_at = None  # a new boot counts from 0: nothing was skipped
             elif previous is not None:
                 self.counters.repeated_hellos += 1
             self.hello, self.session = hello, self.session + 1
@@ -266,6 +292,7 @@ class SerialHost:
         if self.windower.channels != hello.channels:  # a model that takes any channel count
             self.windower = Windower(self.window, self.hop, hello.channels)
         self.windower.restart()
+        self._resume = self._stream_at
         ack = fr.HelloAck(fr.PROTOCOL_VERSION, fr.ACK_OK, self.window, self.hop, "\n".join(self.labels))
         self._send(fr.HELLO_ACK, ack.pack())
 
@@ -287,12 +314,25 @@ class SerialHost:
             raise ValueError(f"SAMPLES payload of {len(msg.data)} bytes is not whole {hello.channels}-channel samples")
         raw = np.frombuffer(msg.data, dtype=dtype).reshape(-1, hello.channels)
         samples = raw.astype(np.float32) * np.float32(hello.scale)
+        self._count_skipped(hello.boot_id, msg.first_index)
         windows = self.windower.push(msg.first_index, samples, arrival_ns, self.session)
+        self._stream_at = (hello.boot_id, (msg.first_index + len(samples)) % _INDEX_MOD)
         with self._lock:
             self.counters.samples_received += len(samples)
             self.counters.windows_made += len(windows)
         for w in windows:
             self.queue.put(w, self._stop)
+
+    def _count_skipped(self, boot_id: int, first_index: int) -> None:
+        """After a restart, samples between where this boot's stream stood and where it resumes are a gap."""
+        resume, self._resume = self._resume, None
+        if resume is None or resume[0] != boot_id:
+            return
+        skipped = (first_index - resume[1]) % _INDEX_MOD
+        if 0 < skipped < _INDEX_MOD // 2:  # ahead (behind would be a replay: nothing lost)
+            with self._lock:
+                self.counters.resync_gaps += 1
+                self.counters.resync_samples_lost += skipped
 
     def _on_heartbeat(self, frame: fr.Frame) -> None:
         if self.hello is not None and not self._seq_ok(frame.seq):

@@ -7,6 +7,11 @@ any change a reader must know about, and say what changed here):
   ``edgerun.bench`` (``summarize(...).to_dict()``, ``Verdict.to_dict()``);
   ``decision`` latency runs from the arrival of a window's last sample to its
   RESULT frame handed to the port driver.
+- 2: ``end`` says how the session ended (``duration``, ``stopped`` by Ctrl-C /
+  SIGTERM, or ``gave-up`` on a port that stayed away, with ``message``): every
+  end writes a summary. ``samples.gaps``/``lost_in_gaps`` also count samples
+  the device skipped between two handshakes of the same boot (an unplug), and
+  a ``session`` verdict fails a run with no accepted handshake (a wrong baud).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from edgerun.budget import Budget, Verdict, judge_hard, judge_soft, overall
 from edgerun.measure.stats import percentile_nearest_rank, summarize
 
 SCHEMA = "edgerun.serial_host"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Latency samples kept per series; beyond this (days of a 1 Hz monitor) counts stay exact, samples stop.
 MAX_SAMPLES = 1_000_000
 _RECENT = 512
@@ -56,6 +61,8 @@ class HostCounters:
     results_unsent: int = 0
     heartbeats_received: int = 0
     device_dropped_samples: int = 0
+    resync_gaps: int = 0  # samples skipped between two handshakes of one boot (the windower restarts there)
+    resync_samples_lost: int = 0
     frames_by_type: dict[str, int] = field(default_factory=dict)
     rejections: list[str] = field(default_factory=list)
     link_events: list[str] = field(default_factory=list)
@@ -116,7 +123,9 @@ class HostStatus:
     frames_good: int = 0
 
 
-def host_verdicts(log: LatencyLog, budget: Budget, c: HostCounters, dropped: int) -> dict[str, Verdict]:
+def host_verdicts(
+    log: LatencyLog, budget: Budget, c: HostCounters, dropped: int, bad_frames: int = 0
+) -> dict[str, Verdict]:
     """Hard and soft on decision latency (as in bench), and coverage: every complete window got a decision."""
     samples = np.asarray(log.decision_ns, dtype=np.int64)
     out = {"hard": judge_hard(samples, budget), "soft": judge_soft(samples, budget)}
@@ -133,7 +142,21 @@ def host_verdicts(log: LatencyLog, budget: Budget, c: HostCounters, dropped: int
     else:
         reason = f"all {made} complete windows got a result"
         out["coverage"] = Verdict("coverage", "pass", 0.0, 0.0, "windows", reason, 0.0, made)
+    out["session"] = _session_verdict(c, bad_frames)
     return out
+
+
+def _session_verdict(c: HostCounters, bad_frames: int) -> Verdict:
+    """A session with no accepted handshake measured nothing: a failure with its likely cause, not a short run."""
+    if c.handshakes:
+        return Verdict("session", "pass", float(c.handshakes), 1.0, "handshakes", f"{c.handshakes} handshakes")
+    if c.handshakes_rejected:
+        why = f"every HELLO was refused ({'; '.join(c.rejections[:2])})"
+    elif bad_frames:
+        why = f"{bad_frames} bad frames and no HELLO: is --baud the device's baud rate?"
+    else:
+        why = "the device sent no HELLO: is its firmware streaming, at this --baud?"
+    return Verdict("session", "fail", 0.0, 1.0, "handshakes", f"no handshake: {why}")
 
 
 def _stats(log: LatencyLog) -> dict[str, Any]:
@@ -145,8 +168,9 @@ def _warnings(c: HostCounters, log: LatencyLog, windower: Any, decode: dict[str,
     out = []
     if log.capped:
         out.append(f"latency samples capped at {MAX_SAMPLES}; counts stay exact")
-    if windower.gaps:
-        out.append(f"{windower.gaps} gaps in the sample stream ({windower.samples_lost} samples never arrived)")
+    gaps, lost = windower.gaps + c.resync_gaps, windower.samples_lost + c.resync_samples_lost
+    if gaps:
+        out.append(f"{gaps} gaps in the sample stream ({lost} samples never arrived)")
     bad = decode["crc_failed"] + decode["malformed"] + decode["oversize"]
     if bad:
         out.append(f"{bad} bad frames on the line (noise, truncation or a wrong baud rate)")
@@ -164,7 +188,8 @@ def build_summary(host: Any, duration_ns: int) -> dict[str, Any]:
 
     c, log, cfg, q = host.counters, host.latencies, host.config, host.queue
     decode = host.decoder.counts.to_dict()
-    verdicts = host_verdicts(log, cfg.budget, c, q.dropped)
+    bad = decode["crc_failed"] + decode["malformed"] + decode["oversize"]
+    verdicts = host_verdicts(log, cfg.budget, c, q.dropped, bad)
     counts = asdict(c)
     return {
         "schema": SCHEMA,
@@ -177,6 +202,7 @@ def build_summary(host: Any, duration_ns: int) -> dict[str, Any]:
         "config": config_block(host),
         "budget": {"soft_ms": cfg.budget.soft_ms, "hard_ms": cfg.budget.hard_ms, "percentile": cfg.budget.percentile},
         "duration_ns": duration_ns,
+        "end": dict(host.end),
         "device": device_block(host.hello),
         "link": {k: counts[k] for k in ("port_opens", "port_lost", "stalls", "link_events")},
         "sessions": {
@@ -194,8 +220,8 @@ def build_summary(host: Any, duration_ns: int) -> dict[str, Any]:
         },
         "samples": {
             "received": c.samples_received,
-            "gaps": host.windower.gaps,
-            "lost_in_gaps": host.windower.samples_lost,
+            "gaps": host.windower.gaps + c.resync_gaps,
+            "lost_in_gaps": host.windower.samples_lost + c.resync_samples_lost,
             "overlapping": host.windower.samples_overlapping,
             "dropped_by_device": c.device_dropped_samples,
         },
