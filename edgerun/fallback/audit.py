@@ -3,9 +3,16 @@
 A record says when, where, which model, which request id, why, what happened,
 how many bytes left the device and the SHA-256 of exactly those bytes. It never
 holds the payload, the token or any header. Sinks are plain callables
-``sink(record)``; two are provided: ``JsonLinesAudit`` (append one JSON object
-per line, flushed per record) and ``MemoryAudit`` (a list, for tests and apps
-that forward records themselves).
+``sink(record)``; three are provided: ``JsonLinesAudit`` (append one JSON object
+per line, written, flushed and fsynced per record), ``StreamAudit`` (a text
+stream, the CLI's default stderr) and ``MemoryAudit`` (a list, for tests and
+apps that forward records themselves).
+
+A sink that raises has not recorded the attempt, so the client turns the remote
+off (``RemoteUnavailable`` naming the sink and the error; prefer-* modes run
+here). A sink may also have ``check()``, which raises ``OSError`` when it could
+not record: the client calls it when it is built and before every attempt, so a
+path that cannot be written stops the call before any byte leaves the device.
 """
 
 from __future__ import annotations
@@ -41,18 +48,49 @@ class AuditRecord:
 
 
 class JsonLinesAudit:
-    """Append records to a JSON-lines file (created 0600: audit trails are sensitive too)."""
+    """Append records to a JSON-lines file (created 0600: audit trails are sensitive too).
+
+    The file is opened (and created) here, so a path that cannot be written is known
+    before anything is sent; ``check()`` raises that error. Each record is opened with
+    O_APPEND (a rotated file is followed), written whole, fsynced and closed: a record
+    the call returned after is on disk.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._error: OSError | None = None
+        try:
+            os.close(self._open())
+        except OSError as exc:  # kept, not raised: the client refuses remote calls with it
+            self._error = exc
+
+    def __repr__(self) -> str:
+        return f"JsonLinesAudit({str(self.path)!r})"
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+
+    def check(self) -> None:
+        """Raise the OSError that stops this sink from recording (opening the file, or the last write)."""
+        if self._error is not None:
+            raise self._error
 
     def __call__(self, record: AuditRecord) -> None:
-        line = json.dumps(record.to_dict(), separators=(",", ":")) + "\n"
+        data = (json.dumps(record.to_dict(), separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as fh:
-                fh.write(line)
+            try:
+                fd = self._open()
+                try:
+                    view = memoryview(data)
+                    while view:  # os.write may write part of it (a full disk, a signal)
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self._error = exc  # a sink that failed once stays failed: a record may be missing
+                raise
 
 
 class StreamAudit:

@@ -100,6 +100,23 @@ class RemoteClient:
         self._thread = threading.Thread(target=self._loop.run_forever, name="edgerun-fallback-io", daemon=True)
         self._thread.start()
         self._submit(self._open()).result(timeout=10)
+        self._check_sink()  # before anything is sent: a path that cannot be written turns the remote off
+
+    def _check_sink(self) -> None:
+        """Latch the remote off when the audit sink says it cannot record (its optional ``check()``)."""
+        check = getattr(self.policy.audit_sink, "check", None)
+        if self.latched is None and check is not None:
+            try:
+                check()
+            except Exception as exc:
+                self._sink_failed(exc, "cannot record attempts")
+
+    def _sink_failed(self, exc: BaseException, what: str) -> str:
+        self.latched = (
+            f"audit sink {self.policy.audit_sink!r} {what} ({type(exc).__name__}: {exc}); "
+            "no call may leave unaudited: fix the sink (e.g. the --audit path) and start again"
+        )
+        return self.latched
 
     async def _open(self) -> None:
         from edgerun import __version__
@@ -129,7 +146,8 @@ class RemoteClient:
     # --- what the router asks before it tries ------------------------------------------
 
     def unavailable(self) -> str | None:
-        """Why no request may go out now (latched off, circuit open), or None."""
+        """Why no request may go out now (latched off, audit sink failing, circuit open), or None."""
+        self._check_sink()
         if self.latched:
             return f"remote off: {self.latched}"
         if self.breaker.state == "open":
@@ -229,6 +247,9 @@ class RemoteClient:
                 self.metrics.count("retries")
                 await asyncio.sleep(pause_s)
             headers = self.headers()
+            self._check_sink()
+            if self.latched:  # checked per attempt: a retry must not leave unaudited either
+                raise RemoteUnavailable(f"not sent: remote off: {self.latched}")
             await self._take_slot(deadline_ns)
             try:
                 if not self.breaker.allow():
@@ -375,19 +396,22 @@ class RemoteClient:
         sink = self.policy.audit_sink
         if sink is None:
             return
-        sink(
-            AuditRecord(
-                time_utc=stamp,
-                endpoint=self.endpoint,
-                model=info.model,
-                model_version=self.policy.model_version,
-                request_id=req.request_id,
-                reason=req.reason,
-                attempt=attempt,
-                outcome=outcome,
-                status=status,
-                bytes_sent=sent,
-                payload_sha256=req.sha256,
-                duration_ms=round((perf_counter_ns() - t0) / 1e6, 3),
-            )
+        record = AuditRecord(
+            time_utc=stamp,
+            endpoint=self.endpoint,
+            model=info.model,
+            model_version=self.policy.model_version,
+            request_id=req.request_id,
+            reason=req.reason,
+            attempt=attempt,
+            outcome=outcome,
+            status=status,
+            bytes_sent=sent,
+            payload_sha256=req.sha256,
+            duration_ms=round((perf_counter_ns() - t0) / 1e6, 3),
         )
+        try:
+            sink(record)
+        except Exception as exc:  # raised over the attempt's own outcome: an unaudited answer is not used
+            why = self._sink_failed(exc, f"failed to record attempt {attempt} ({outcome})")
+            raise RemoteUnavailable(f"remote off: {why}") from exc
