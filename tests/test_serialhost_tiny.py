@@ -253,3 +253,23 @@ def test_cli_reset_wait_and_no_dtr_against_a_resetting_board(dataset, tmp_path, 
     assert rc == 3 and fw.resets == 1
     (result,) = json.loads(out.read_text())["results"]
     assert result["samples_ns"]["single"] == [900_000] * 3
+
+
+def test_performance_runs_under_10_s_are_warned(dataset, capsys):
+    # The DUT's timer decides: 50 x 1.2 ms = 60 ms per run is far below MLPerf Tiny's 10 s; 20 x 600 ms
+    # = 12 s is not. Virtual time (latency_us): the test itself takes no 10 s.
+    short, cfg, _ = session(dataset, {"perf_files": 2, "limit": 2}, latency_us=1200)
+    (warning,) = [w for w in build_tiny_result(short, cfg, cfg.budget, {})["warnings"] if "10 s" in w]
+    assert warning.startswith("2 of 2 performance runs took under MLPerf Tiny's 10 s minimum (shortest 0.06 s)")
+    assert "--iterations 8333" in warning
+    long, cfg, _ = session(dataset, {"perf_files": 1, "limit": 1, "iterations": 20}, latency_us=600_000)
+    assert not [w for w in build_tiny_result(long, cfg, cfg.budget, {})["warnings"] if "10 s" in w]
+    from edgerun.cli import main
+
+    fw = emu_mod.DutFirmware(ARTIFACT, latency_us=1200)
+    with emu_mod.FirmwareEmulator(fw) as emu:
+        main(
+            ["serial", "tiny", "--port", emu.path, "--dataset", str(dataset), "--iterations", "10"]
+            + ["--limit", "2", "-q"]
+        )
+    assert "edgerun: warning: 2 of 2 performance runs took under MLPerf Tiny's 10 s minimum" in capsys.readouterr().err

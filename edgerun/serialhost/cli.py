@@ -260,6 +260,8 @@ def cmd_tiny(args: argparse.Namespace) -> int:
         _write_json(args, tiny_result_file([tiny_error_result(args.port, exc, environment())]))
         raise
     result = build_tiny_result(run, config, budget, environment())
+    for text in result["warnings"]:  # on stderr too: the summary may be on stdout, or not read at all
+        print(f"edgerun: warning: {text}", file=sys.stderr)
     print(tiny_text(result), file=_summary_stream(args))
     _write_json(args, tiny_result_file([result]))
     return _EXIT.get(result["overall"], EXIT_FAIL)

@@ -26,6 +26,8 @@ from edgerun.serialhost.tiny import TinyConfig, TinyRun
 
 SCHEMA = "edgerun.tiny"
 SCHEMA_VERSION = 1
+#: MLPerf Tiny's minimum duration of one performance run (mlcommons/tiny benchmark/runner/main.py).
+MIN_PERF_RUN_US = 10_000_000
 TIMING_SOURCE = "DUT timestamps: m-lap-us-<u32 microseconds> around the inference loop"
 
 
@@ -65,6 +67,15 @@ def _warnings(run: TinyRun, single: np.ndarray, perf: np.ndarray) -> list[str]:
             out.append(f"single-inference and N-averaged latencies differ by {ratio:.2f}x (caches? timer resolution?)")
     if single.size and int(single.min()) < 10_000:
         out.append("some single inferences took under 10 us: near the DUT timer's 1 us resolution")
+    short = [p for p in run.perf if p["elapsed_us"] < MIN_PERF_RUN_US]
+    if short:
+        # MLPerf Tiny's runner rejects performance runs shorter than 10 s (main.py: "error 2")
+        least = min(p["elapsed_us"] for p in short) / 1e6
+        need = max(round(p["iterations"] * MIN_PERF_RUN_US / max(p["elapsed_us"], 1)) for p in short)
+        out.append(
+            f"{len(short)} of {len(run.perf)} performance runs took under MLPerf Tiny's 10 s minimum "
+            f"(shortest {least:.3g} s): not valid for submission; use --iterations {need} or more"
+        )
     return out
 
 
