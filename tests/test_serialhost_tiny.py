@@ -166,7 +166,7 @@ def test_dataset_problems_name_the_file_and_the_expected_form(tmp_path):
     with pytest.raises(DutError, match=r"no .*y_labels.csv or .*/kws01/y_labels.csv"):
         read_dataset(tmp_path, "kws01")
     (tmp_path / TRUTH_FILE).write_text("a.bin, 12\n")
-    with pytest.raises(DutError, match=r"line 1: expected 'file, class_count, class', got \['a.bin', ' 12'\]"):
+    with pytest.raises(DutError, match=r"1: expected 'file, class_count, class'.*\(ad01\), got \['a.bin', ' 12'\]"):
         read_dataset(tmp_path)
     (tmp_path / TRUTH_FILE).write_text("a.bin, 12, 3\n")
     with pytest.raises(DutError, match=r"input file .*a.bin does not exist"):

@@ -34,6 +34,16 @@ class TinyFile:
     classes: int
     label: int
     data: bytes = field(repr=False)
+    bytes_to_send: int | None = None  # ad01: the file is sent in windows of this many bytes ...
+    stride: int | None = None  # ... starting every ``stride`` bytes
+
+    @property
+    def segments(self) -> tuple[bytes, ...]:
+        """What the runner loads: the whole file, or (ad01) every full window, as script.py cuts them."""
+        if self.bytes_to_send is None or self.stride is None:
+            return (self.data,)
+        size, stride = self.bytes_to_send, self.stride
+        return tuple(self.data[lo : lo + size] for lo in range(0, len(self.data) - size + 1, stride))
 
 
 @dataclass(frozen=True)
@@ -64,17 +74,27 @@ def read_dataset(root: str | Path, model: str | None = None, limit: int | None =
         for lineno, row in enumerate(csv.reader(fh), 1):
             if not row or not "".join(row).strip():
                 continue
-            if len(row) != 3:
-                raise DutError(f"{folder / TRUTH_FILE} line {lineno}: expected 'file, class_count, class', got {row}")
-            name, classes, label = (c.strip() for c in row)
+            # kws01/vww01/ic01: file, classes, class; ad01: file, classes, class, bytes_to_send, stride
+            # (the runner's csv.DictReader fieldnames in mlcommons/tiny benchmark/runner/datasets.py)
+            if len(row) not in (3, 5):
+                raise DutError(
+                    f"{folder / TRUTH_FILE} line {lineno}: expected 'file, class_count, class' or "
+                    f"'file, class_count, class, bytes_to_send, stride' (ad01), got {row}"
+                )
+            name, *numbers = (c.strip() for c in row)
             try:
-                n_classes, index = int(classes), int(label)
+                n_classes, index, *seg = (int(v) for v in numbers)
             except ValueError as exc:
-                raise DutError(f"{folder / TRUTH_FILE} line {lineno}: class_count and class must be integers") from exc
+                raise DutError(f"{folder / TRUTH_FILE} line {lineno}: all but the file name must be integers") from exc
+            if seg and (seg[0] < 1 or seg[1] < 1):
+                raise DutError(f"{folder / TRUTH_FILE} line {lineno}: bytes_to_send and stride must be >= 1")
             path = folder / name
             if not path.is_file():
                 raise DutError(f"{folder / TRUTH_FILE} line {lineno}: input file {path} does not exist")
-            files.append(TinyFile(name, n_classes, index, path.read_bytes()))
+            f = TinyFile(name, n_classes, index, path.read_bytes(), *seg)
+            if not f.segments:
+                raise DutError(f"{folder / TRUTH_FILE} line {lineno}: {name} is shorter than bytes_to_send {seg[0]}")
+            files.append(f)
             if limit is not None and len(files) >= limit:
                 break
     if not files:
