@@ -5,7 +5,9 @@ tensors on under ``binary_data="auto"``). Without a model name, Triton's model
 repository extension (``POST v2/repository/index``) lists the models; exactly one
 ready model is taken, anything else is an error that says which names exist.
 ``GET v2/models/{name}`` must then describe the local model's signature: the
-same output names and datatypes, and the inputs we may send.
+same output names and datatypes, and the inputs we may send, where it describes
+them: MLServer describes none unless the model's settings do, and then the local
+signature stands (every answer is checked against it).
 
 When the policy names the model and fixes ``binary_data``, nothing is asked: there
 is nothing to learn that would change a request, and every response is checked
@@ -74,21 +76,40 @@ async def _only_model(client: RemoteClient, deadline_ns: int) -> str:
 
 
 def _check_signature(client: RemoteClient, model: str, meta: Any) -> None:
+    """What the server describes must match the local model; what it leaves out is not held against it.
+
+    Seldon MLServer answers ``inputs: [], outputs: [], versions: []`` for a model whose
+    runtime declares nothing, which is normal: then the local signature stands (every
+    answer is checked against it anyway), and an empty ``versions`` means "unversioned".
+    """
+    if not isinstance(meta, dict):
+        raise ProtocolError(f"model metadata for {model!r} must be a JSON object, got {type(meta).__name__}")
+
     def table(key: str) -> dict[str, str]:
-        items = meta.get(key) if isinstance(meta, dict) else None
+        items = meta.get(key)
+        if items is None:
+            return {}
         if not isinstance(items, list):
-            raise ProtocolError(f"model metadata for {model!r} has no {key!r} list")
+            raise ProtocolError(f"model metadata for {model!r}: {key!r} must be a list, got {items!r:.80}")
         return {str(t.get("name")): str(t.get("datatype")) for t in items if isinstance(t, dict)}
 
     remote_in, remote_out = table("inputs"), table("outputs")
     local_out = {t.name: oip.datatype_of(t.dtype) for t in client.outputs}
     allowed = client.policy.allowed_inputs
     local_in = {t.name: oip.datatype_of(t.dtype) for t in client.inputs if allowed is None or t.name in allowed}
-    if remote_out != local_out or any(remote_in.get(k) != v for k, v in local_in.items()):
+    outputs_differ = bool(remote_out) and remote_out != local_out
+    inputs_differ = bool(remote_in) and any(remote_in.get(k) != v for k, v in local_in.items())
+    if outputs_differ or inputs_differ:
         client.latched = f"remote model {model!r} does not match the local signature"
         raise ProtocolError(
             f"remote model {model!r} has inputs {remote_in} and outputs {remote_out}; the local model sends "
             f"{local_in} and expects {local_out}"
+        )
+    version, versions = client.policy.model_version, meta.get("versions")
+    if version and isinstance(versions, list) and versions and version not in [str(v) for v in versions]:
+        raise RemoteUnavailable(
+            f"remote model {model!r} has versions {versions}, not {version!r}; set the policy's model_version "
+            "(edgerun run --fallback-version) to one of them, or leave it out"
         )
 
 
