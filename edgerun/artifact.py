@@ -30,6 +30,8 @@ from typing import Any
 from edgerun import _onnxproto
 from edgerun._jsonio import MANIFEST_MAX_BYTES, read_json
 from edgerun.errors import ArtifactError, IntegrityError
+from edgerun.schema.files import check_samples, regular_file
+from edgerun.schema.limits import MAX_ONNX_INSPECT_BYTES, MiB
 
 MANIFEST_SCHEMA = "edgerun.manifest"
 MANIFEST_SCHEMA_VERSION = 1
@@ -67,24 +69,6 @@ class TensorSpec:
     def to_dict(self) -> dict[str, Any]:
         quant = None if self.quant is None else {"scale": self.quant.scale, "zero_point": self.quant.zero_point}
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "quant": quant}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str) -> TensorSpec:
-        try:
-            quant = data.get("quant")
-            if quant and not (isinstance(quant["scale"], (int, float)) and 0 < quant["scale"] < math.inf):
-                raise ValueError("quant scale must be a finite number > 0")  # float("nan") would pass
-            return cls(
-                name=str(data["name"]),
-                shape=tuple(None if d is None else int(d) for d in data["shape"]),
-                dtype=str(data["dtype"]),
-                quant=None if not quant else Quant(float(quant["scale"]), int(quant["zero_point"])),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(
-                f"{where}: a tensor spec needs name, shape (list of int|null), dtype and "
-                f"optional quant {{scale, zero_point}}; got {data!r} ({exc})"
-            ) from exc
 
     def describe(self) -> str:
         dims = "x".join("?" if d is None else str(d) for d in self.shape) or "scalar"
@@ -209,6 +193,7 @@ def _inside(manifest_file: Path, key: str, value: str, allow_outside: bool) -> P
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
+    regular_file(path, "manifest")  # a FIFO would block the read forever
     data = read_json(path, what="manifest", error=ArtifactError, max_bytes=MANIFEST_MAX_BYTES)
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: manifest must be a JSON object, got {type(data).__name__}")
@@ -216,52 +201,39 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 
 def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
-    """Validate a manifest dict (docs/manifest.md) and build a Manifest."""
+    """Validate a manifest dict (docs/manifest.md) and build a Manifest; ArtifactError otherwise.
+
+    The schema and its version are checked here first (a newer version may mean other fields,
+    so its fields are not judged by this version's rules); every field then by the schema in
+    ``edgerun.schema.manifest``, imported here so that ``import edgerun`` does not load pydantic.
+    """
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{where}: manifest must be a JSON object, got {type(data).__name__}")
     if data.get("schema") != MANIFEST_SCHEMA:
-        raise ArtifactError(f"{where}: 'schema' must be {MANIFEST_SCHEMA!r}, got {data.get('schema')!r}")
+        raise ArtifactError(f"{where}: 'schema' must be {MANIFEST_SCHEMA!r}, got {_short(data.get('schema'))}")
     version = data.get("schema_version")
-    if not isinstance(version, int) or not 1 <= version <= MANIFEST_SCHEMA_VERSION:
+    if type(version) is not int or not 1 <= version <= MANIFEST_SCHEMA_VERSION:
         raise ArtifactError(
-            f"{where}: manifest schema_version {version!r} is not supported "
+            f"{where}: manifest schema_version {_short(version)} is not supported "
             f"(this edgerun reads 1..{MANIFEST_SCHEMA_VERSION}; upgrade edgerun for newer ones)"
         )
-    for key, allowed in (("format", FORMATS), ("precision", PRECISIONS)):
-        if data.get(key) not in allowed:
-            raise ArtifactError(f"{where}: '{key}' must be one of {allowed}, got {data.get(key)!r}")
-    for key in ("name", "model_file", "sha256"):
-        if not isinstance(data.get(key), str):
-            raise ArtifactError(f"{where}: '{key}' must be a string, got {data.get(key)!r}")
+    from edgerun.schema.manifest import validate_manifest
 
-    def specs(key: str) -> tuple[TensorSpec, ...]:
-        items = data.get(key)
-        if not isinstance(items, list):
-            raise ArtifactError(f"{where}: '{key}' must be a list of tensor specs")
-        return tuple(TensorSpec.from_dict(t, f"{where} {key}") for t in items)
+    manifest: Manifest = validate_manifest(data, where)
+    return manifest
 
-    return Manifest(
-        name=data["name"],
-        format=data["format"],
-        model_file=data["model_file"],
-        sha256=data["sha256"].lower(),
-        precision=data["precision"],
-        inputs=specs("inputs"),
-        outputs=specs("outputs"),
-        raw_inputs=specs("raw_inputs") if data.get("raw_inputs") is not None else None,
-        preprocess=tuple(data.get("preprocess") or ()),
-        postprocess=tuple(data.get("postprocess") or ()),
-        labels=tuple(str(x) for x in data.get("labels") or ()),
-        provenance=dict(data.get("provenance") or {}),
-        samples=data.get("samples") if isinstance(data.get("samples"), str) else None,
-        schema_version=version,
-    )
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
 
 
 def sniff_format(path: Path) -> str:
     """Tell ONNX from TFLite by content, and refuse anything else."""
+    size = regular_file(path, "model file")  # never open a FIFO: it blocks until someone writes
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
-        size = path.stat().st_size
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read model file ({exc.strerror or type(exc).__name__})") from exc
     if len(head) >= 8 and head[4:8] == b"TFL3":
@@ -288,8 +260,10 @@ def load_artifact(path: str | Path, *, allow_outside: bool = False) -> Artifact:
         named = _inside(manifest_file, "model_file", manifest.model_file, allow_outside)
         model_path = named if model_path == manifest_file else model_path
         if manifest.samples is not None:
-            _inside(manifest_file, "samples", manifest.samples, allow_outside)
-    if not model_path.is_file():
+            samples = _inside(manifest_file, "samples", manifest.samples, allow_outside)
+            if samples.exists():  # optional for a deployed model; refused when present and wrong
+                check_samples(samples)
+    if not model_path.exists():
         raise ArtifactError(f"{model_path}: model file not found")
     fmt = sniff_format(model_path)
     digest = sha256_file(model_path)
@@ -345,6 +319,12 @@ def inspect_model(path: Path, fmt: str | None = None) -> ModelInfo:
 
 
 def _inspect_onnx(path: Path) -> ModelInfo:
+    size = regular_file(path, "model file")
+    if size > MAX_ONNX_INSPECT_BYTES:  # read whole below; protobuf itself stops at 2 GiB
+        raise ArtifactError(
+            f"{path}: ONNX model is {size} bytes; expected at most {MAX_ONNX_INSPECT_BYTES // MiB} MiB "
+            "(weights past that live in external data files, which edgerun does not load)"
+        )
     try:
         model = _onnxproto.parse_model(path.read_bytes())
     except ValueError as exc:

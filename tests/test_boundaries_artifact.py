@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import edgerun
-from edgerun._jsonio import MANIFEST_MAX_BYTES
+from edgerun._jsonio import MANIFEST_MAX_BYTES, read_json
 from edgerun.artifact import load_artifact, manifest_path_for
 from edgerun.bench.result import read_result_file
 from edgerun.bench.runner import sample_inputs
@@ -206,11 +206,14 @@ def test_result_files_refuse_non_finite_numbers(tmp_path: Path):
 
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
-def test_a_manifest_that_never_ends_is_cut_at_the_cap(demo_copy, tmp_path: Path):
-    """/dev/zero-like sources report size 0: the read itself is bounded, not just the stat."""
+def test_a_manifest_that_never_ends_is_refused_and_the_read_is_cut_at_the_cap(demo_copy, tmp_path: Path):
+    """/dev/zero-like sources report size 0: a manifest must be a regular file, and the JSON read
+    itself is bounded for the callers that take other files (a result piped through <(...))."""
     model = demo_copy("digits-fp32.onnx")
     mpath = manifest_path_for(model)
     mpath.unlink()
     mpath.symlink_to("/dev/zero")
-    with pytest.raises(ArtifactError, match="at most"):
+    with pytest.raises(ArtifactError, match=r"manifest is a character device; expected a regular file"):
         load_artifact(mpath)
+    with pytest.raises(ArtifactError, match="at most"):
+        read_json("/dev/zero", what="manifest", error=ArtifactError, max_bytes=1024)
