@@ -69,9 +69,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     scheme = "https" if tls else "http"
     host = f"[{args.host}]" if ":" in args.host else args.host
     base = f"{scheme}://{host}:{sock.getsockname()[1]}"
-    for name in server.models:
-        print(f"serving {name} at {base}/v2/models/{name}", flush=True)
+
+    def announce() -> None:
+        # Called by uvicorn once the socket accepts: a script that waits for this line and
+        # connects is never refused (printed before the run, it could be).
+        for name in server.models:
+            print(f"serving {name} at {base}/v2/models/{name}", flush=True)
+
     if tls is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print("edgerun: warning: plain http on a non-loopback address; clients will refuse it", file=sys.stderr)
-    uvicorn_server(server.app, tls, args.log_level).run(sockets=[sock])
+    uvicorn_server(server.app, tls, args.log_level, on_started=announce).run(sockets=[sock])
     return 0

@@ -9,9 +9,11 @@ ONNX or TFLite file would; the client pre- and post-processes on the device.
 Endpoints (OIP REST): ``GET v2/health/live``, ``GET v2/health/ready``, ``GET v2``,
 ``GET v2/models/{m}[/versions/{v}]``, ``GET .../ready``, ``POST .../infer``, and
 Triton's ``POST v2/repository/index`` so a client can find the one model served.
-JSON and binary tensors both ways; ``{"error": ...}`` bodies with 400 (bad
-request), 401 (token), 404 (unknown model), 413 (too large), 500 (the engine
-failed); bearer-token auth on everything but health; TLS and mTLS through
+JSON and binary tensors both ways, gzip/deflate request bodies; ``{"error": ...}``
+bodies with 400 (bad request: checked against the OIP schema at the boundary, in
+``server_request``), 401 (token), 404 (unknown model or path), 405 (method), 413
+(too large, before or after decompression), 415 (other Content-Encoding), 500 (the
+engine failed); bearer-token auth on everything but health; TLS and mTLS through
 uvicorn. Requests run concurrently; inference runs in worker threads.
 
 ``faults`` is a test hook set from Python (never from a request): delay, a hold
@@ -40,8 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.errors import EdgerunError, ProtocolError
+from edgerun.errors import EdgerunError
 from edgerun.fallback import oip
+from edgerun.fallback.server_request import HTTPError as _HTTPError
+from edgerun.fallback.server_request import parse_infer, read_body
 
 __all__ = ["Faults", "Hold", "ReferenceServer", "ServerStats", "serve_in_thread"]
 
@@ -117,6 +121,8 @@ class ServerStats:
     body_sha256: deque[str] = field(default_factory=lambda: deque(maxlen=1000))  # to check the client's audit
     input_names: deque[list[str]] = field(default_factory=lambda: deque(maxlen=1000))
     request_ids: deque[Any] = field(default_factory=lambda: deque(maxlen=1000))  # the "id" each infer carried
+    # Requests that ended in an unexpected exception (a 500 and a traceback in the log): a bug.
+    internal_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,12 +148,6 @@ class _Model:
             "inputs": [spec(t) for t in art.inputs],
             "outputs": [spec(t) for t in art.outputs],
         }
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.headers = status, headers or {}
 
 
 class ReferenceServer:
@@ -179,6 +179,8 @@ class ReferenceServer:
 
     def _build_app(self) -> Any:
         from starlette.applications import Starlette
+        from starlette.exceptions import HTTPException
+        from starlette.responses import JSONResponse
         from starlette.routing import Route
 
         m, v = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
@@ -194,7 +196,26 @@ class ReferenceServer:
                 Route(prefix + "/ready", self._wrap(self._model_ready)),
                 Route(prefix + "/infer", self._wrap(self._infer), methods=["POST"]),
             ]
-        return Starlette(routes=routes)
+
+        async def no_route(request: Any, exc: HTTPException) -> Any:
+            # Starlette's own 404 (no such path) and 405 (wrong method) answer in plain text; OIP
+            # clients (tritonclient's get_model_config among them) decode {"error"} from every non-200.
+            where = f"{request.method} {request.url.path}"
+            if exc.status_code == 404:
+                message = f"not found: {where} is not an endpoint of this server"
+            elif exc.status_code == 405:
+                message = f"method not allowed: {where}; allowed: {(exc.headers or {}).get('Allow', '')}"
+            else:
+                message = f"{exc.detail}: {where}"
+            return JSONResponse({"error": message}, exc.status_code, headers=exc.headers)
+
+        async def crashed(request: Any, exc: Exception) -> Any:
+            # A bug, not a bad request: counted, answered in the documented shape, and the traceback
+            # still logged (Starlette re-raises after this answer).
+            self.stats.internal_errors += 1
+            return JSONResponse({"error": f"internal server error: {type(exc).__name__}"}, 500)
+
+        return Starlette(routes=routes, exception_handlers={HTTPException: no_route, Exception: crashed})
 
     def _wrap(self, handler: Any, auth: bool = True) -> Any:
         from starlette.responses import JSONResponse
@@ -269,59 +290,13 @@ class ReferenceServer:
             if faults.status is not None:
                 extra = {} if faults.retry_after_s is None else {"Retry-After": f"{faults.retry_after_s:g}"}
                 raise _HTTPError(faults.status, f"injected fault: status {faults.status}", extra)
-            body = await self._read_body(request)
+            body = await read_body(request, self.max_request_bytes)
             self.stats.body_sha256.append(hashlib.sha256(body).hexdigest())
-            head, feeds, binary_out = _parse_infer(model, body, request.headers.get(oip.HEADER_LENGTH), self.stats)
+            head, feeds, binary_out = parse_infer(model, body, request.headers.get(oip.HEADER_LENGTH), self.stats)
             outputs = await _run(model, feeds)
             return _answer(model, head.get("id"), outputs, binary_out, faults.corrupt)
         finally:
             self.stats.in_flight -= 1
-
-    async def _read_body(self, request: Any) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_request_bytes:
-            raise _HTTPError(413, f"request of {declared} bytes is over the {self.max_request_bytes}-byte limit")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_request_bytes:
-                raise _HTTPError(413, f"request is over the {self.max_request_bytes}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
-def _parse_infer(
-    model: _Model, body: bytes, header_length: str | None, stats: ServerStats
-) -> tuple[dict[str, Any], list[Any], bool]:
-    """(request header, feeds in the model's input order, whether to answer with binary tensors)."""
-    try:
-        length = None if header_length is None else int(header_length)
-        head, binary = oip.parse_body(body, length)
-        tensors = {t.name: t for t in oip.decode_tensors(head.get("inputs"), binary, "inputs")}
-    except (ValueError, ProtocolError) as exc:
-        raise _HTTPError(400, f"bad request: {exc}") from exc
-    stats.input_names.append(sorted(tensors))
-    stats.request_ids.append(head.get("id"))
-    specs = model.runtime.artifact.inputs
-    if sorted(tensors) != sorted(t.name for t in specs):
-        raise _HTTPError(400, f"inputs are {sorted(tensors)}, model {model.name!r} takes {[t.name for t in specs]}")
-    feeds = []
-    for spec in specs:
-        t = tensors[spec.name]
-        expected = oip.datatype_of(spec.dtype)
-        shape_ok = len(t.shape) == len(spec.shape) and all(s is None or s == d for d, s in zip(t.shape, spec.shape))
-        if t.datatype != expected or not shape_ok:
-            raise _HTTPError(400, f"input {spec.name!r} is {t.datatype}{list(t.shape)}, expected {spec.describe()}")
-        array = t.array
-        if spec.dtype == "str":  # the engine takes str objects
-            array = np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(array)
-        feeds.append(array)
-    wanted = head.get("outputs") or []
-    params = head.get("parameters") or {}
-    binary_out = bool(params.get("binary_data_output")) or any(
-        isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data") for o in wanted
-    )
-    return head, feeds, binary_out
 
 
 async def _run(model: _Model, feeds: list[Any]) -> dict[str, np.ndarray]:
@@ -374,10 +349,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: Any, tls: dict[str, Any] | None = None, log_level: str = "warning") -> Any:
+def uvicorn_server(
+    app: Any, tls: dict[str, Any] | None = None, log_level: str = "warning", on_started: Any = None
+) -> Any:
+    """A uvicorn server for ``app``; ``on_started()`` runs once its sockets accept connections."""
     import ssl
 
     import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn listens at the end of startup (a lifespan hook runs before that): a caller
+            # told "started" from here can connect at once and is never refused.
+            await super().startup(sockets=sockets)
+            if self.started and on_started is not None:
+                on_started()
 
     tls = dict(tls or {})
     if tls.get("ssl_ca_certs"):
@@ -385,7 +371,7 @@ def uvicorn_server(app: Any, tls: dict[str, Any] | None = None, log_level: str =
     config = uvicorn.Config(
         app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=1, **tls
     )
-    return uvicorn.Server(config)
+    return Server(config)
 
 
 @contextmanager
@@ -394,13 +380,15 @@ def serve_in_thread(
 ) -> Iterator[str]:
     """Run the server on a thread for the ``with`` block; yields its base URL."""
     sock = bind(host, port)
-    srv = uvicorn_server(server.app, tls)
+    started = threading.Event()
+    srv = uvicorn_server(server.app, tls, on_started=started.set)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, name="edgerun-serve", daemon=True)
     thread.start()
     t_end = time.monotonic() + 10
-    while not srv.started and thread.is_alive() and time.monotonic() < t_end:
-        time.sleep(0.005)
-    if not srv.started:
+    # Woken by the start itself; the short wait only notices a thread that died in startup.
+    while not started.wait(0.05) and thread.is_alive() and time.monotonic() < t_end:
+        pass
+    if not started.is_set():
         raise RuntimeError("the reference server did not start within 10 s")
     scheme = "https" if tls else "http"
     where = f"[{host}]" if ":" in host else host
