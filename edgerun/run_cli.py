@@ -186,9 +186,18 @@ def _fallback_policy(args: argparse.Namespace) -> Any:
     fields = {k: v for k, v in base.__dict__.items() if k not in overrides}
     policy = FallbackPolicy(**fields, **overrides)
     if policy.endpoint and not policy.remote_enabled:
+        # name where each came from: a URL in a TOML file is not something the user typed here
+        url_from = "--fallback-url" if args.fallback_url else f"endpoint in {args.fallback_config}"
+        mode_from = (
+            "--mode"
+            if args.mode
+            else f"{args.fallback_config} or the default"
+            if args.fallback_config
+            else "the default"
+        )
         raise PolicyError(
-            f"--fallback-url is set but the mode is {policy.mode!r}, so nothing would be sent; "
-            "add --mode prefer-local (or prefer-remote, remote-only)"
+            f"{url_from} sets {policy.endpoint} but the mode is {policy.mode!r} (from {mode_from}), so nothing "
+            "would be sent; add --mode prefer-local (or prefer-remote, remote-only), or mode = ... in [fallback]"
         )
     return policy
 

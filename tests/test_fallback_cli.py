@@ -110,3 +110,11 @@ def test_edgerun_serve_subprocess_answers_edgerun_run(capsys, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_a_url_from_the_toml_file_is_named_as_such(capsys, tmp_path):
+    config = tmp_path / "fallback.toml"
+    config.write_text('[fallback]\nendpoint = "http://127.0.0.1:9"\n')
+    code, _, err = run(capsys, "--fallback-config", str(config))
+    assert code == 2 and f"endpoint in {config} sets http://127.0.0.1:9" in err and "--fallback-url" not in err
+    assert "nothing would be sent" in err

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import threading
 import time
 import urllib.request
 
+import httpx2
 import numpy as np
 import pytest
 from test_fallback_helpers import (
@@ -23,13 +25,14 @@ from test_fallback_helpers import (
     ROUNDING_NS,
     ManualClock,
     deadline_in,
+    make_tls,
     refused_url,
     silent_listener,
 )
 
 from edgerun.artifact import load_artifact
 from edgerun.errors import DeadlineExceeded, ProtocolError, RemoteAuthError, RemoteError, RemoteUnavailable
-from edgerun.fallback import FallbackPolicy, MemoryAudit, oip
+from edgerun.fallback import FallbackPolicy, MemoryAudit, oip, transport
 from edgerun.fallback.client import RemoteClient
 from edgerun.fallback.server import Faults, Hold, ReferenceServer, serve_in_thread
 
@@ -299,3 +302,77 @@ def test_request_ids_are_random_sent_and_echoed(fresh):
     )
     with urllib.request.urlopen(request, timeout=LONG_MS / 1e3) as reply:
         assert reply.status == 200 and json.loads(reply.read())["id"] == "raw-request-1"
+
+
+def test_a_deadline_keeps_the_io_threads_own_reason(fresh):
+    # With no time left, the I/O thread raises DeadlineExceeded at once, in its own words; the
+    # sync wrapper must pass them on, not swap in its "still running at the deadline" (which it
+    # once did for every DeadlineExceeded, a TimeoutError too). The wrapper's own guard can win
+    # only when an idle I/O thread is starved for 50 ms, so a few tries decide it on any machine.
+    with client(fresh.url) as c:  # binary_data "auto": the server is asked first
+        for _ in range(5):
+            with pytest.raises(DeadlineExceeded) as err:
+                c.probe(timeout_s=0)
+            if "still running" not in str(err.value):
+                break
+    assert "no time left to ask" in str(err.value) and "/v2" in str(err.value)
+
+
+def test_a_starved_io_thread_decides_the_attempts_outcome_itself():
+    # The caller gets DeadlineExceeded 50 ms after the deadline even when the I/O thread is stuck;
+    # the attempt is not cancelled from outside (which audited it "cancelled" and never counted it
+    # against the server): the I/O thread, once it runs again, cuts it at the deadline and records it.
+    srv = ReferenceServer([FP32], threads=1)  # its own server: the held request outlives the call
+    hold, unstick, recorded = Hold(), threading.Event(), threading.Event()
+    records = []
+
+    def sink(record):
+        records.append(record)
+        recorded.set()
+
+    with serve_in_thread(srv) as url:
+        with client(url, binary_data="never", max_attempts=1, audit_sink=sink) as c:
+            c.infer(X, deadline_in(LONG_MS), "warm")  # the held request goes out on a kept-alive connection
+            records.clear()
+            recorded.clear()
+            srv.faults = Faults(hold=hold)
+
+            def starve():
+                hold.wait_arrived(1, timeout_s=FAR_NS / 1e9)  # the attempt is in flight
+                c._loop.call_soon_threadsafe(unstick.wait)  # a real stall of the I/O thread, until the test ends it
+
+            staller = threading.Thread(target=starve)
+            staller.start()
+            with pytest.raises(DeadlineExceeded):
+                c.infer(X, deadline_in(500), "starved")
+            staller.join()
+            unstick.set()
+            assert recorded.wait(FAR_NS / 1e9)
+            assert [r.outcome for r in records] == ["deadline"]
+            assert c.breaker._failures == 1  # counted against the server, as any attempt cut at the deadline
+        hold.release()
+
+
+def test_an_mtls_refusal_is_a_tls_error_and_not_retried(tmp_path):
+    tls = make_tls(tmp_path)
+    srv = ReferenceServer([FP32], threads=1)
+    options = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key), "ssl_ca_certs": str(tls.ca)}
+    with serve_in_thread(srv, tls=options) as url:
+        for binary in ("never", "auto"):  # the inference itself, and the discovery that comes first
+            with client(url, binary_data=binary, ca_bundle=str(tls.ca), max_attempts=3) as c:
+                with pytest.raises(RemoteError, match="tls-error .*client certificate") as err:
+                    c.infer(X, deadline_in(LONG_MS), "test")
+                assert not isinstance(err.value, DeadlineExceeded)
+            assert [r.outcome for r in c.policy.audit_sink] == (["tls-error"] if binary == "never" else [])
+        assert srv.stats.requests == 0
+
+
+def test_a_connect_timeout_that_ends_at_the_deadline_is_the_deadline():
+    # httpx's connect timer is cut to the time left; on a starved I/O thread it fires before our
+    # own deadline timer. Ended at (or after) the deadline, it is the deadline, not a retryable
+    # connect error; well before it (the policy's connect timeout), it is a connect error.
+    exc = httpx2.ConnectTimeout("timed out")
+    assert transport.classify(exc, time.perf_counter_ns()) == "deadline"
+    assert transport.classify(exc, time.perf_counter_ns() - 1_000_000_000) == "deadline"
+    assert transport.classify(exc, deadline_in(LONG_MS)) == "connect-error"
+    assert transport.classify(exc) == "connect-error"

@@ -24,13 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from time import perf_counter_ns
 from typing import Any
@@ -39,7 +36,7 @@ import numpy as np
 
 from edgerun.artifact import TensorSpec
 from edgerun.errors import DeadlineExceeded, InputError, ProtocolError, RemoteAuthError, RemoteError, RemoteUnavailable
-from edgerun.fallback import oip, transport
+from edgerun.fallback import exchange, oip, transport
 from edgerun.fallback.audit import AuditRecord
 from edgerun.fallback.breaker import CircuitBreaker
 from edgerun.fallback.discovery import ServerInfo, discover
@@ -50,15 +47,7 @@ __all__ = ["RemoteClient"]
 
 _RETRY_STATUS = (429, 502, 503, 504)
 _OUTER_GRACE_S = 0.05  # the loop thread enforces the deadline; this only guards a starved loop
-
-
-@dataclass(frozen=True)
-class _Request:
-    request_id: str
-    body: bytes
-    header_length: int | None
-    sha256: str
-    reason: str
+_DECODE_INLINE_BYTES = 256 * 1024  # a few ms of JSON parsing; larger answers are decoded off the I/O thread
 
 
 class _Retry(Exception):
@@ -183,9 +172,17 @@ class RemoteClient:
         remaining_s = max(0.0, (deadline_ns - perf_counter_ns()) / 1e9)
         try:
             return fut.result(timeout=remaining_s + _OUTER_GRACE_S)
-        except concurrent.futures.TimeoutError as exc:
-            fut.cancel()
-            raise DeadlineExceeded(f"remote {what} to {self.endpoint} still running at the deadline") from exc
+        except DeadlineExceeded:  # the I/O thread's own verdict (a TimeoutError too): its words stand
+            raise
+        except concurrent.futures.TimeoutError:
+            if fut.done():  # decided while this thread was waking up: that result is the outcome
+                return fut.result()
+            # A starved I/O thread: the caller gets its answer now, but the attempt is not
+            # cancelled; it ends at the deadline on the I/O thread, which audits and counts it.
+            raise DeadlineExceeded(
+                f"remote {what} to {self.endpoint} still running at the deadline (the I/O thread is "
+                f"{_OUTER_GRACE_S * 1e3:.0f} ms behind; it records the attempt's outcome itself)"
+            ) from None
 
     # --- the call ----------------------------------------------------------------------
 
@@ -193,7 +190,7 @@ class RemoteClient:
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         info = await self._ensure_info(deadline_ns)
-        req = self._encode(feeds, info.binary, reason)
+        req = exchange.encode(self.policy, self.inputs, self.outputs, feeds, info.binary, reason)
         t0 = perf_counter_ns()
         outputs = await self._attempts(req, info, deadline_ns)
         self.latency.add(perf_counter_ns() - t0)
@@ -210,33 +207,7 @@ class RemoteClient:
                 raise
         return self.info
 
-    def _encode(self, feeds: Mapping[str, np.ndarray], binary: bool, reason: str) -> _Request:
-        allowed = self.policy.allowed_inputs
-        chosen: dict[str, np.ndarray] = {}
-        for spec in self.inputs:
-            if allowed is not None and spec.name not in allowed:
-                continue  # minimisation: never sent, whatever the caller passed
-            array = np.asarray(feeds[spec.name])
-            if self.policy.redactor is not None:
-                redacted = np.asarray(self.policy.redactor(spec.name, array))
-                if redacted.shape != array.shape or redacted.dtype != array.dtype:
-                    raise InputError(
-                        f"redactor changed input {spec.name!r} from {array.dtype}{list(array.shape)} to "
-                        f"{redacted.dtype}{list(redacted.shape)}; it must keep shape and dtype"
-                    )
-                array = redacted
-            chosen[spec.name] = array
-        request_id = uuid.uuid4().hex
-        outputs = [{"name": t.name, "parameters": {"binary_data": True}} for t in self.outputs] if binary else None
-        head: dict[str, Any] = {"id": request_id, **({"outputs": outputs} if outputs else {})}
-        body, header_length = oip.encode_body(head, chosen, "inputs", binary)
-        if len(body) > self.policy.max_payload_bytes:
-            raise RemoteUnavailable(
-                f"not sent: the request is {len(body)} bytes, over max_payload_bytes {self.policy.max_payload_bytes}"
-            )
-        return _Request(request_id, body, header_length, hashlib.sha256(body).hexdigest(), reason)
-
-    async def _attempts(self, req: _Request, info: ServerInfo, deadline_ns: int) -> dict[str, np.ndarray]:
+    async def _attempts(self, req: exchange.Request, info: ServerInfo, deadline_ns: int) -> dict[str, np.ndarray]:
         last: _Retry | None = None
         for attempt in range(1, self.policy.max_attempts + 1):
             if last is not None:
@@ -283,7 +254,7 @@ class RemoteClient:
         return max(pause_s, retry_after_s or 0.0)
 
     async def _attempt(
-        self, req: _Request, info: ServerInfo, attempt: int, headers: dict[str, str], deadline_ns: int
+        self, req: exchange.Request, info: ServerInfo, attempt: int, headers: dict[str, str], deadline_ns: int
     ) -> dict[str, np.ndarray]:
         t0, stamp = perf_counter_ns(), datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         outcome, status, sent = "transport-error", None, 0
@@ -291,7 +262,7 @@ class RemoteClient:
             reply = await self._exchange(req, info, headers, deadline_ns)
             sent, status = len(req.body), reply.status
             outcome = "ok" if status == 200 else f"http-{status}"
-            outputs = self._judge(reply, req)
+            outputs = await self._judge(reply, req, deadline_ns)
             self.breaker.success()
             return outputs
         except ProtocolError:
@@ -307,22 +278,27 @@ class RemoteClient:
         except (asyncio.TimeoutError, TimeoutError) as exc:
             outcome, sent = "deadline", len(req.body)
             self.breaker.failure()
-            raise DeadlineExceeded(f"remote call to {self.endpoint} cut at the deadline (attempt {attempt})") from exc
+            what = "answer not decoded" if status == 200 else "no answer"
+            raise DeadlineExceeded(
+                f"remote call to {self.endpoint} cut at the deadline: {what} (attempt {attempt})"
+            ) from exc
         except Exception as exc:
-            outcome = transport.classify(exc) or "transport-error"
-            raise self._transport_failure(outcome, exc, req) from exc
+            outcome = transport.classify(exc, deadline_ns) or "transport-error"
+            raise self._transport_failure(outcome, exc, attempt) from exc
         finally:
             self._audit(req, info, attempt, outcome, status, sent, stamp, t0)
 
-    def _transport_failure(self, outcome: str, exc: Exception, req: _Request) -> Exception:
+    def _transport_failure(self, outcome: str, exc: Exception, attempt: int) -> Exception:
         self.breaker.failure()
         if outcome == "deadline":
-            return DeadlineExceeded(f"remote call to {self.endpoint} timed out at the deadline")
+            return DeadlineExceeded(
+                f"remote call to {self.endpoint} cut at the deadline: {transport.describe(exc)} (attempt {attempt})"
+            )
         error = RemoteError(f"{outcome} talking to {self.endpoint}: {transport.describe(exc)}")
         return _Retry(error) if outcome == "connect-error" else error
 
     async def _exchange(
-        self, req: _Request, info: ServerInfo, headers: dict[str, str], deadline_ns: int
+        self, req: exchange.Request, info: ServerInfo, headers: dict[str, str], deadline_ns: int
     ) -> transport.Reply:
         left_s = (deadline_ns - perf_counter_ns()) / 1e9
         if left_s <= 0:
@@ -341,6 +317,7 @@ class RemoteClient:
             headers=headers,
             timeout_s=left_s,
             connect_timeout_s=self.policy.connect_timeout_ms / 1e3,
+            max_bytes=exchange.reply_bound(self.outputs, info.binary),
         )
         return await asyncio.wait_for(coro, left_s)
 
@@ -356,18 +333,15 @@ class RemoteClient:
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    def _judge(self, reply: transport.Reply, req: _Request) -> dict[str, np.ndarray]:
+    async def _judge(self, reply: transport.Reply, req: exchange.Request, deadline_ns: int) -> dict[str, np.ndarray]:
         status = reply.status
         if status == 200:
-            length = reply.headers.get(oip.HEADER_LENGTH.lower())
-            try:
-                header_length = None if length is None else int(length)
-            except ValueError as exc:
-                raise ProtocolError(f"{oip.HEADER_LENGTH} is {length!r}, expected an integer") from exc
-            head, binary = oip.parse_body(reply.body, header_length)
-            if head.get("id") not in (None, req.request_id):
-                raise ProtocolError(f"response id {head.get('id')!r} does not echo request id {req.request_id!r}")
-            return oip.check_outputs(oip.decode_tensors(head.get("outputs"), binary, "outputs"), self.outputs)
+            if len(reply.body) <= _DECODE_INLINE_BYTES:
+                return exchange.decode(reply, req, self.outputs)
+            # A large answer is decoded on a worker thread, within the time left: parsing on the
+            # I/O thread would hold every other call (and this one's deadline) until it finished.
+            left_s = max(0.0, (deadline_ns - perf_counter_ns()) / 1e9)
+            return await asyncio.wait_for(asyncio.to_thread(exchange.decode, reply, req, self.outputs), left_s)
         message = f"{self.endpoint} answered {status}: {transport.error_text(reply.body)}"
         if status in (401, 403):
             self.breaker.release()
@@ -383,7 +357,7 @@ class RemoteClient:
 
     def _audit(
         self,
-        req: _Request,
+        req: exchange.Request,
         info: ServerInfo,
         attempt: int,
         outcome: str,

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerInfo", "discover", "model_url"]
 
+_METADATA_MAX_BYTES = 4 * 1024 * 1024  # server and model metadata, a repository index: JSON, never tensors
+
 
 @dataclass(frozen=True)
 class ServerInfo:
@@ -131,6 +133,7 @@ async def _get(client: RemoteClient, method: str, url: str, deadline_ns: int, bo
                 headers=headers,
                 timeout_s=left_s,
                 connect_timeout_s=client.policy.connect_timeout_ms / 1e3,
+                max_bytes=_METADATA_MAX_BYTES,
             ),
             left_s,
         )
@@ -141,11 +144,13 @@ async def _get(client: RemoteClient, method: str, url: str, deadline_ns: int, bo
         client.breaker.failure()
         raise DeadlineExceeded(f"{url} did not answer before the deadline") from exc
     except Exception as exc:
-        outcome = transport.classify(exc)
+        outcome = transport.classify(exc, deadline_ns)
         if outcome is None:
             client.breaker.release()
             raise
         client.breaker.failure()
+        if outcome == "deadline":
+            raise DeadlineExceeded(f"{url} did not answer before the deadline: {transport.describe(exc)}") from exc
         raise RemoteError(f"{outcome} asking {url}: {transport.describe(exc)}") from exc
     return _json_reply(client, url, reply)
 

@@ -10,12 +10,17 @@ and a connection pool no larger than the concurrency cap.
 httpx timeouts are per phase, not per call (encode/httpx#1450), so callers bound
 each request with ``asyncio.wait_for`` as well; ``classify`` turns the library's
 exceptions into the outcome words that the audit record and the breaker use.
+
+A reply is streamed and abandoned as soon as it passes ``max_bytes`` (the caller's
+bound, from the local output signature): a server cannot make us buffer, or parse,
+more than the model can answer.
 """
 
 from __future__ import annotations
 
 import json
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +31,7 @@ from edgerun.errors import PolicyError, ProtocolError
 __all__ = [
     "MAX_RESPONSE_BYTES",
     "Reply",
+    "TLSRefused",
     "classify",
     "describe",
     "error_text",
@@ -35,7 +41,19 @@ __all__ = [
     "ssl_context",
 ]
 
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a server cannot make us buffer more than this
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # the bound when the caller has none tighter
+# httpx's connect timer and our deadline are both float seconds on one clock: a connect cut by
+# the deadline may fire this much before the integer-ns deadline.
+_TIMER_SLACK_NS = 1_000_000
+
+
+class TLSRefused(httpx.TransportError):
+    """The server closed a connection right after its TLS handshake, before any answer.
+
+    In TLS 1.3 the server checks the client certificate after the client has finished
+    its side of the handshake, so a refused (or missing) certificate reaches the client
+    only as a broken connection on its first request; the handshake trace tells it apart.
+    """
 
 
 @dataclass(frozen=True)
@@ -79,21 +97,45 @@ async def request(
     headers: dict[str, str],
     timeout_s: float,
     connect_timeout_s: float,
+    max_bytes: int = MAX_RESPONSE_BYTES,
 ) -> Reply:
-    """One HTTP exchange; the response body is read whole, up to MAX_RESPONSE_BYTES."""
+    """One HTTP exchange; the response body is read whole, but never past ``max_bytes``."""
     timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
-    req = client.build_request(method, url, content=body, headers=headers, timeout=timeout)
-    resp = await client.send(req, stream=True)
+    seen: set[str] = set()
+
+    async def trace(event: str, info: Any) -> None:
+        seen.add(event)
+
+    extensions = {"trace": trace}
+    req = client.build_request(method, url, content=body, headers=headers, timeout=timeout, extensions=extensions)
     try:
+        resp = await client.send(req, stream=True)
+    except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+        answered = any(e.endswith("receive_response_headers.complete") for e in seen)
+        if "connection.start_tls.complete" in seen and not answered:
+            raise TLSRefused(
+                f"the server closed the connection right after the TLS handshake, before any answer "
+                f"({describe(exc)}): it refused the client certificate (mTLS: set client_cert and client_key "
+                "to one its CA signed)"
+            ) from exc
+        raise
+    try:
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:  # refused before a byte of it is read
+            raise ProtocolError(f"{url} announced a {declared}-byte answer; {_over(max_bytes)}")
         chunks, size = [], 0
         async for chunk in resp.aiter_bytes():
             size += len(chunk)
-            if size > MAX_RESPONSE_BYTES:
-                raise ProtocolError(f"response from {url} is larger than {MAX_RESPONSE_BYTES} bytes")
+            if size > max_bytes:
+                raise ProtocolError(f"the answer from {url} passed {size} bytes; {_over(max_bytes)}")
             chunks.append(chunk)
         return Reply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, b"".join(chunks))
     finally:
         await resp.aclose()
+
+
+def _over(max_bytes: int) -> str:
+    return f"the most this model's outputs can take is {max_bytes} bytes, so it was cut off (a wrong model or server)"
 
 
 def _tls_failure(exc: BaseException) -> bool:
@@ -105,17 +147,25 @@ def _tls_failure(exc: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in type(exc).__name__
 
 
-def classify(exc: Exception) -> str | None:
+def classify(exc: Exception, deadline_ns: int | None = None) -> str | None:
     """Outcome word for a library exception, or None when it is not an HTTP-layer error.
 
     connect-error: retryable (the request never left). tls-error: a certificate or
-    handshake failure, never retried. deadline: a timeout, which here means the
-    call's budget ran out. transport-error: the connection broke mid-exchange.
+    handshake failure, or a server that dropped us right after the handshake (mTLS),
+    never retried. deadline: a timeout, which here means the call's budget ran out;
+    a connect timeout is one too when it ended at the call's ``deadline_ns`` (the
+    connect timer is cut to the time left, and on a starved I/O thread it fires
+    first). transport-error: the connection broke mid-exchange.
     """
     if not isinstance(exc, httpx.HTTPError):
         return None
+    if isinstance(exc, TLSRefused):
+        return "tls-error"
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and _tls_failure(exc):
         return "tls-error"
+    cut = deadline_ns is not None and time.perf_counter_ns() >= deadline_ns - _TIMER_SLACK_NS
+    if isinstance(exc, httpx.ConnectTimeout) and cut:
+        return "deadline"
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return "connect-error"
     if isinstance(exc, httpx.TimeoutException):
