@@ -18,6 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+# MAX_DIM: a graph input/output dimension past it (or negative) is reported as unknown (None);
+# protobuf stores int64 -1 as a 10-byte varint that reads as 18446744073709551615 unsigned.
+# MAX_INITIALIZER_ELEMENTS: past it an initializer's dims are corrupt (or no edge model).
+from edgerun.schema.limits import MAX_DIM, MAX_INITIALIZER_ELEMENTS
+
 # TensorProto.DataType -> numpy dtype name (None where numpy has no native type).
 ONNX_DTYPES: dict[int, str] = {
     1: "float32",
@@ -119,22 +124,31 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
             raise ValueError(f"unsupported wire type {wire}")
 
 
-def _text(value: int | bytes) -> str:
+def _text(value: int | bytes, *, strict: bool = True) -> str:
+    """A protobuf string. Names (ops, tensors, domains) must be UTF-8, as protobuf requires: onnxruntime
+    fails on other bytes in a way it cannot report (a UnicodeDecodeError of its own message)."""
     if not isinstance(value, bytes):
         raise ValueError("expected a string field")
-    return value.decode("utf-8", errors="replace")
+    try:
+        return value.decode("utf-8", errors="strict" if strict else "replace")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"a name is not UTF-8 text (byte {exc.start} of {len(value)})") from None
+
+
+def _int64(v: int) -> int:
+    """A varint read as protobuf's int64: two's complement in 64 bits (longer varints are cut to 64)."""
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >= 1 << 63 else v
 
 
 def _ints(wire: int, value: int | bytes) -> list[int]:
     """A repeated int64 field, packed or not."""
-    if wire == 0:
-        assert isinstance(value, int)
-        return [value]
-    assert isinstance(value, bytes)
+    if isinstance(value, int):
+        return [_int64(value)]
     out, pos = [], 0
     while pos < len(value):
         v, pos = _varint(value, pos)
-        out.append(v - (1 << 64) if v >= 1 << 63 else v)
+        out.append(_int64(v))
     return out
 
 
@@ -161,7 +175,10 @@ def _tensor_type(buf: bytes, info: OnnxValue) -> None:
                     dim: int | None = None
                     for knum, _, kval in _fields(dval):
                         if knum == 1 and isinstance(kval, int):
-                            dim = kval
+                            value = _int64(kval)
+                            # -1 (and any negative) is how exporters write "dynamic"; huge is corrupt:
+                            # neither is a size edgerun can check an input against.
+                            dim = value if 0 <= value <= MAX_DIM else None
                     dims.append(dim)
             info.shape = tuple(dims)
 
@@ -175,6 +192,14 @@ def _initializer(buf: bytes) -> OnnxInitializer:
             dtype = val
         elif num == 8:
             name = _text(val)
+    count = 1
+    for d in dims:  # stepwise: a corrupt file may hold thousands of huge dims
+        count *= d
+        if d < 0 or count > MAX_INITIALIZER_ELEMENTS:
+            raise ValueError(
+                f"initializer {name[:80]!r} has dims {dims[:8]}; expected non-negative dims of at most "
+                f"{MAX_INITIALIZER_ELEMENTS} elements in all"
+            )
     return OnnxInitializer(name, ONNX_DTYPES.get(dtype, f"onnx-type-{dtype}"), tuple(dims))
 
 
@@ -216,7 +241,7 @@ def parse_model(buf: bytes) -> OnnxModel:
         if num == 1 and isinstance(val, int):
             model.ir_version = val
         elif num == 2:
-            model.producer = _text(val)
+            model.producer = _text(val, strict=False)  # free text, shown only
         elif num == 7 and isinstance(val, bytes):
             _graph(val, model)
             saw_graph = True

@@ -364,9 +364,16 @@ def _onnx_precision(ops: set[str], dtypes: Counter[str]) -> str:
 
 
 def _inspect_tflite(path: Path) -> ModelInfo:
-    from edgerun.engines.litert import open_interpreter, tensor_spec
+    from edgerun.engines.litert import open_interpreter, readable_names
 
     interp = open_interpreter(path, threads=1)
+    with readable_names(path):  # names are decoded as they are asked for
+        return _tflite_info(path, interp)
+
+
+def _tflite_info(path: Path, interp: Any) -> ModelInfo:
+    from edgerun.engines.litert import tensor_spec
+
     details = {d["index"]: d for d in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # the only public-ish way to list ops in LiteRT
     produced = {t for op in ops for t in op["outputs"]}
@@ -410,11 +417,18 @@ def _tflite_int4_tensors(path: Path) -> set[int]:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
         return set()
-    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
-    if model.SubgraphsLength() == 0:
-        return set()
-    graph = model.Subgraphs(0)
-    return {i for i in range(graph.TensorsLength()) if graph.Tensors(i).Type() == schema.TensorType.INT4}
+    import struct
+
+    try:  # the interpreter has read this file already; a flatbuffer it accepted may still mislead this reader
+        model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+        if model.SubgraphsLength() == 0:
+            return set()
+        graph = model.Subgraphs(0)
+        return {i for i in range(graph.TensorsLength()) if graph.Tensors(i).Type() == schema.TensorType.INT4}
+    except (IndexError, struct.error, ValueError, TypeError, OverflowError) as exc:
+        raise ArtifactError(
+            f"{path}: corrupt TFLite flatbuffer ({type(exc).__name__} reading its tensor types)"
+        ) from None
 
 
 def _np_name(dtype: Any) -> str:

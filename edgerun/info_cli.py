@@ -81,9 +81,10 @@ def _info_text(art: Any, info: Any, data: dict[str, Any]) -> str:
     if prov:
         lines.append("  provenance")
         for key, value in prov.items():
-            if key == "accuracy" and isinstance(value, dict):
+            if key == "accuracy" and isinstance(value, dict) and isinstance(value.get("value"), (int, float)):
+                # The schema types accuracy.value (a finite number) but lets it be absent or null.
                 value = (
-                    f"{value.get('metric', 'accuracy')} {value.get('value', 0) * 100:.2f}% on "
+                    f"{value.get('metric', 'accuracy')} {value['value'] * 100:.2f}% on "
                     f"{value.get('reference_set', '?')} (n={value.get('n', '?')}, "
                     f"measured with {value.get('measured_with', '?')})"
                 )

@@ -25,6 +25,7 @@ import numpy as np
 from edgerun.artifact import Artifact, Quant, TensorSpec
 from edgerun.engines import Session
 from edgerun.errors import ArtifactError, InputError
+from edgerun.schema.limits import MAX_RESIZE_SIDE
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,18 @@ def compile_pre(
         if name == "cast":
             out.append(Cast(str(_need(op, "dtype", where))))
         elif name == "resize":
-            h, w = (int(v) for v in _need(op, "size", where))
+            size = _need(op, "size", where)
+            if not (
+                isinstance(size, (list, tuple))
+                and len(size) == 2
+                and all(type(v) is int and 1 <= v <= MAX_RESIZE_SIDE for v in size)
+            ):
+                # Checked here too (not only by the manifest schema): ops can be compiled directly, and a
+                # 1e9 x 1e9 target would allocate its weight matrices on the first call.
+                raise ArtifactError(
+                    f"{where}: resize size must be [H, W], integers 1..{MAX_RESIZE_SIDE}; got {str(size)[:80]}"
+                )
+            h, w = size
             method = op.get("method", "bilinear")
             if method not in ("bilinear", "nearest"):
                 raise ArtifactError(f"{where}: resize method must be bilinear or nearest, got {method!r}")
@@ -304,10 +316,19 @@ def _check_int_range(x: np.ndarray, spec: TensorSpec) -> None:
 def check_input(x: Any, spec: TensorSpec) -> np.ndarray:
     """Validate one raw input against its spec; cast within the same kind (float64 -> float32),
     never to a value the target dtype cannot hold."""
-    if not isinstance(x, np.ndarray):
-        raise InputError(f"input {spec.name!r}: expected a numpy array {spec.describe()}, got {type(x).__name__}")
+    if type(x) is not np.ndarray:  # the common case costs one type check; subclasses are looked at below
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"input {spec.name!r}: expected a numpy array {spec.describe()}, got {type(x).__name__}")
+        if isinstance(x, np.ma.MaskedArray):
+            # The engine would see the values under the mask, which the caller marked as not data.
+            raise InputError(
+                f"input {spec.name!r}: a masked array; expected a plain numpy array {spec.describe()} "
+                "(fill the masked values first, e.g. x.filled(0), if the model should see them)"
+            )
     if not _shape_ok(x.shape, spec.shape):
         raise InputError(f"input {spec.name!r}: expected shape {list(spec.shape)} (null = any), got {list(x.shape)}")
+    if x.size == 0:  # a dynamic dim given as 0: a resize would index nothing, and no prediction is of nothing
+        raise InputError(f"input {spec.name!r}: shape {list(x.shape)} holds no values; expected at least one")
     if x.dtype != spec.dtype:
         if not np.can_cast(x.dtype, spec.dtype, casting="same_kind"):
             raise InputError(

@@ -217,3 +217,82 @@ def test_a_manifest_that_never_ends_is_refused_and_the_read_is_cut_at_the_cap(de
         load_artifact(mpath)
     with pytest.raises(ArtifactError, match="at most"):
         read_json("/dev/zero", what="manifest", error=ArtifactError, max_bytes=1024)
+
+
+# --- e) model files: dims, names and engine messages ---------------------------------------
+
+
+def _onnx_with_dims(tmp_path: Path, dims: list) -> Path:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "dims",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "dims.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_negative_and_huge_onnx_dims_are_shown_as_unknown(tmp_path: Path, capsys):
+    from edgerun.cli import main
+
+    path = _onnx_with_dims(tmp_path, [1, -1, 2**40, 3])
+    assert load_artifact(path).inputs[0].shape == (1, None, None, 3)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "x: float32[1x?x?x3]" in out and "18446744073709551615" not in out
+
+
+def test_negative_initializer_dims_are_a_corrupt_model(tmp_path: Path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("W", TensorProto.FLOAT, [2, 2], [1.0, 2.0, 3.0, 4.0])
+    weight.dims[0] = -2  # as a corrupt writer would leave it
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "W"], ["y"])],
+        "neg",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "neg.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ArtifactError, match=r"corrupt or truncated ONNX model \(initializer 'W' has dims \[-2, 2\]"):
+        load_artifact(path)
+
+
+@pytest.mark.parametrize(
+    "name,tensor", [("digits-int8.tflite", b"serving_default_args_0"), ("digits-fp32.onnx", b"logits")]
+)
+def test_names_that_are_not_utf8_are_an_artifact_error(demo_copy, tmp_path: Path, name, tensor):
+    from edgerun.cli import main
+
+    data = demo_copy(name).read_bytes()
+    assert tensor in data
+    bare = tmp_path / "bare" / name  # no manifest: the names are read from the model
+    bare.parent.mkdir()
+    bare.write_bytes(data.replace(tensor, b"\xff" + tensor[1:]))
+    with pytest.raises(ArtifactError, match="not UTF-8"):
+        edgerun.load(bare)
+    assert main(["info", str(bare)]) == 1
+
+
+def test_engine_messages_are_one_line(tmp_path: Path, demo_copy, capsys):
+    """LiteRT reports each failed check on a line of its own; the CLI prints one line."""
+    from edgerun.cli import main
+
+    data = bytearray(demo_copy("digits-fp32.tflite").read_bytes())
+    bare = tmp_path / "bare" / "m.tflite"
+    bare.parent.mkdir()
+    bare.write_bytes(bytes(data[: len(data) // 2]))  # buffers cut off: several checks fail
+    assert main(["info", str(bare)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgerun: error: ") and err.count("\n") == 1

@@ -126,7 +126,8 @@ def test_check_input_casts_within_kind_and_accepts_dynamic_dims():
 def test_check_input_integer_casts_keep_every_value():
     spec = TensorSpec("q", (None,), "int8")
     assert check_input(np.array([-128, 0, 127], np.int64), spec).tolist() == [-128, 0, 127]
-    assert check_input(np.zeros(0, np.int64), spec).shape == (0,)  # nothing to range-check
+    with pytest.raises(InputError, match=r"input 'q': shape \[0\] holds no values; expected at least one"):
+        check_input(np.zeros(0, np.int64), spec)  # refused before any range check (min() of nothing)
     assert check_input(np.array([-128, 127], np.int8), TensorSpec("w", (2,), "int32")).dtype == np.int32
     with pytest.raises(InputError, match=r"input 'q': values \[0, 200\] do not fit int8.*range \[-128, 127\]"):
         check_input(np.array([0, 200], np.uint8), spec)
@@ -134,6 +135,27 @@ def test_check_input_integer_casts_keep_every_value():
         check_input(np.array([1, 300], np.uint16), TensorSpec("u", (2,), "uint8"))
     with pytest.raises(InputError, match=r"values \[0, 18446744073709551615\] do not fit int64"):
         check_input(np.array([0, 2**64 - 1], np.uint64), TensorSpec("i", (2,), "int64"))
+
+
+def test_check_input_refuses_masked_arrays_and_odd_objects():
+    x = np.ma.masked_array(np.zeros((8, 8), np.float32), mask=np.eye(8, dtype=bool))
+    with pytest.raises(InputError, match=r"input 'image': a masked array; expected a plain numpy array"):
+        check_input(x, SPEC)
+    with pytest.raises(InputError, match=r"input 'image': expected a numpy array .*got float32"):
+        check_input(np.float32(1.0), SPEC)  # a numpy scalar is not an array
+    with pytest.raises(InputError, match=r"expected dtype float32 .*got object"):
+        check_input(np.zeros((8, 8), object), SPEC)
+    with pytest.raises(InputError, match=r"expected shape \[8, 8\] .*got \[\]"):
+        check_input(np.array(1.0, np.float32), SPEC)
+    sub = np.zeros((8, 8), np.float32).view(np.recarray)  # a plain subclass still passes
+    assert check_input(sub, SPEC).shape == (8, 8)
+
+
+@pytest.mark.parametrize("size", [[10**9, 10**9], [0, 8], [8], "64", [8.0, 8], [True, 8], [8193, 8]])
+def test_compile_pre_bounds_the_resize_target(size):
+    with pytest.raises(ArtifactError, match=r"m.json: resize size must be \[H, W\], integers 1..8192"):
+        compile_pre([{"op": "resize", "size": size}], SPEC, "m.json")
+    assert compile_pre([{"op": "resize", "size": [8192, 8192]}], SPEC, "m.json")
 
 
 def test_compile_rejects_unknown_and_misplaced_ops():

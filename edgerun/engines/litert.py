@@ -11,6 +11,9 @@ external delegate (GPU, Hexagon, NPU vendors). Empty = XNNPACK.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,9 +63,29 @@ def engine_version() -> str:
 
 def tensor_spec(detail: dict[str, Any]) -> TensorSpec:
     scale, zero_point = detail.get("quantization", (0.0, 0))
-    quant = Quant(float(scale), int(zero_point)) if scale else None
-    shape = tuple(int(d) for d in detail["shape"])
+    # A scale that is 0 means "not quantized"; NaN, inf or negative only comes from a corrupt file.
+    quant = Quant(float(scale), int(zero_point)) if scale and math.isfinite(scale) and scale > 0 else None
+    shape = tuple(int(d) if d >= 0 else None for d in detail["shape"])  # -1: dynamic
     return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name, quant)
+
+
+def _one_line(exc: BaseException) -> str:
+    """LiteRT's messages span lines (one per check that failed); edgerun's errors are one line."""
+    return " ".join(str(exc).split())
+
+
+@contextmanager
+def readable_names(path: Path) -> Iterator[None]:
+    """LiteRT decodes tensor and op names as UTF-8 when they are asked for (``get_input_details``,
+    ``get_tensor_details``): a name of other bytes raises UnicodeDecodeError there. The TFLite schema
+    declares names as flatbuffer strings, which are UTF-8, so such a file is refused, not patched."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(
+            f"{path}: a tensor or op name in this TFLite model is not UTF-8 text (byte {exc.start} of the name); "
+            "expected a flatbuffer whose names are UTF-8 strings, as the TFLite schema requires"
+        ) from None
 
 
 def _delegates_and_resolver(mod: Any, providers: tuple[str, ...]) -> tuple[list[Any], Any, tuple[str, ...]]:
@@ -80,7 +103,7 @@ def _delegates_and_resolver(mod: Any, providers: tuple[str, ...]) -> tuple[list[
             try:
                 delegates.append(mod.load_delegate(lib))
             except (ValueError, OSError, RuntimeError) as exc:
-                raise ProviderUnavailable(f"cannot load LiteRT delegate {lib}: {exc}") from exc
+                raise ProviderUnavailable(f"cannot load LiteRT delegate {lib}: {_one_line(exc)}") from exc
             used.append(name)
         else:
             raise ProviderUnavailable(
@@ -110,9 +133,9 @@ def _open(path: Path, threads: int | None, providers: tuple[str, ...]) -> tuple[
         )
         interp.allocate_tensors()
     except ValueError as exc:  # LiteRT reports unreadable flatbuffers as ValueError
-        raise ArtifactError(f"{path}: LiteRT cannot load this model ({exc})") from exc
+        raise ArtifactError(f"{path}: LiteRT cannot load this model ({_one_line(exc)})") from exc
     except RuntimeError as exc:
-        raise EngineError(f"{path}: LiteRT failed to prepare the model ({exc})") from exc
+        raise EngineError(f"{path}: LiteRT failed to prepare the model ({_one_line(exc)})") from exc
     return interp, used
 
 
@@ -136,7 +159,7 @@ class LiteRTSession:
             self._invoke()
             return [self._get(idx) for idx in self._out_idx]
         except (ValueError, RuntimeError) as exc:
-            raise InferenceError(f"LiteRT failed to run the model: {exc}") from exc
+            raise InferenceError(f"LiteRT failed to run the model: {_one_line(exc)}") from exc
 
 
 class LiteRTEngine:
@@ -154,4 +177,5 @@ class LiteRTEngine:
 
     def open(self, artifact: Artifact, options: EngineOptions) -> LiteRTSession:
         interp, used = _open(artifact.path, options.threads, options.providers)
-        return LiteRTSession(interp, used)
+        with readable_names(artifact.path):
+            return LiteRTSession(interp, used)

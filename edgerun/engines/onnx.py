@@ -88,8 +88,14 @@ def resolve_providers(requested: tuple[str, ...], available: list[str]) -> list[
     return resolved
 
 
+def _one_line(exc: BaseException) -> str:
+    """onnxruntime's messages may span lines; edgerun's errors are one line."""
+    return " ".join(str(exc).split())
+
+
 def _spec(arg: Any) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int) else None for d in (arg.shape or ()))
+    # A symbolic dim is a str, an unknown one None; a negative int is how some exporters say "dynamic".
+    shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
 
 
@@ -108,7 +114,7 @@ class OnnxSession:
         try:
             return self._run(None, dict(zip(self._names, feeds)))
         except Exception as exc:  # onnxruntime raises its own pybind classes
-            raise InferenceError(f"onnxruntime failed to run the model: {exc}") from exc
+            raise InferenceError(f"onnxruntime failed to run the model: {_one_line(exc)}") from exc
 
 
 class OnnxEngine:
@@ -146,6 +152,6 @@ def open_session(path: Path, options: EngineOptions) -> OnnxSession:
     except Exception as exc:
         kind = type(exc).__name__
         if kind in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail"):
-            raise ArtifactError(f"{path}: onnxruntime cannot load this model ({kind}: {exc})") from exc
-        raise EngineError(f"{path}: onnxruntime failed to create a session ({kind}: {exc})") from exc
+            raise ArtifactError(f"{path}: onnxruntime cannot load this model ({kind}: {_one_line(exc)})") from exc
+        raise EngineError(f"{path}: onnxruntime failed to create a session ({kind}: {_one_line(exc)})") from exc
     return OnnxSession(sess)
