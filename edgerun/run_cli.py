@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from edgerun.cli import EXIT_PASS, EXIT_USAGE, _err
+from edgerun.cli_types import cpu_threads, existing_file, finite_float, name_or_path, nonneg_int, whole_int
 
 __all__ = ["register"]
+
+_MS_MAX = 3_600_000.0  # a budget or deadline past an hour is a typo
+_MS = finite_float(0, _MS_MAX, low_open=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("artifact", metavar="ARTIFACT")
     r.add_argument("--input", help=".npy file with one raw input")
-    r.add_argument("--sample", type=int, default=0, help="which bundled sample to use (default 0)")
-    r.add_argument("--profile", help="device profile name or TOML path")
-    r.add_argument("--threads", type=int)
+    r.add_argument("--sample", type=nonneg_int, default=0, help="which bundled sample to use (default 0)")
+    r.add_argument("--profile", type=name_or_path, help="device profile name or TOML path")
+    r.add_argument("--threads", type=cpu_threads, help="intra-op threads (capped at the usable CPUs)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     _add_fallback_options(r)
     r.set_defaults(func=cmd_run)
@@ -43,28 +47,45 @@ def _add_fallback_options(r: argparse.ArgumentParser) -> None:
         choices=("local-only", "prefer-local", "prefer-remote", "remote-only"),
         help="where inferences may run (default local-only: nothing leaves the device)",
     )
-    g.add_argument("--fallback-config", metavar="TOML", help="policy from a TOML file ([fallback] table)")
+    g.add_argument(
+        "--fallback-config", metavar="TOML", type=existing_file, help="policy from a TOML file ([fallback] table)"
+    )
     g.add_argument("--fallback-model", metavar="NAME", help="remote model name (default: the one the server serves)")
     g.add_argument("--fallback-version", metavar="V", help="remote model version")
-    g.add_argument("--soft-ms", type=float, help="soft budget: local p99 over it routes remote (default 100)")
-    g.add_argument("--hard-ms", type=float, help="hard budget: local only; a miss is an error or --variant")
-    g.add_argument("--deadline-ms", type=float, help="bound on the whole call (default max(250, soft))")
+    g.add_argument("--soft-ms", type=_MS, help="soft budget: local p99 over it routes remote (default 100)")
+    g.add_argument("--hard-ms", type=_MS, help="hard budget: local only; a miss is an error or --variant")
+    g.add_argument("--deadline-ms", type=_MS, help="bound on the whole call (default max(250, soft))")
     g.add_argument("--fallback-on", metavar="TRIGGERS", help="comma list: local-error,soft-budget-miss (default both)")
-    g.add_argument("--hedge-ms", type=float, help="start the remote this long into a local run (default off)")
-    g.add_argument("--max-attempts", type=int, help="remote tries, retries included (default 2)")
+    g.add_argument(
+        "--hedge-ms", type=finite_float(0, _MS_MAX), help="start the remote this long into a local run (default off)"
+    )
+    g.add_argument("--max-attempts", type=whole_int(1, 100), help="remote tries, retries included (default 2)")
     g.add_argument("--binary", choices=("auto", "always", "never"), help="binary tensors (default auto)")
-    g.add_argument("--max-payload-bytes", type=int, help="refuse to send more (default 4 MiB)")
+    g.add_argument("--max-payload-bytes", type=whole_int(1, 2**40), help="refuse to send more (default 4 MiB)")
     g.add_argument("--allow-input", action="append", metavar="NAME", help="send only these model inputs")
     g.add_argument("--variant", action="append", metavar="ARTIFACT", help="smaller local artifact for hard misses")
     g.add_argument("--token-env", metavar="VAR", help="bearer token from this environment variable")
-    g.add_argument("--token-file", metavar="FILE", help="bearer token from this file (read per call)")
-    g.add_argument("--ca-bundle", metavar="PEM", help="trust these CAs for the server's certificate")
-    g.add_argument("--client-cert", metavar="PEM", help="client certificate for mTLS")
-    g.add_argument("--client-key", metavar="PEM", help="client key for mTLS")
+    g.add_argument(
+        "--token-file", metavar="FILE", type=existing_file, help="bearer token from this file (read per call)"
+    )
+    g.add_argument(
+        "--ca-bundle", metavar="PEM", type=existing_file, help="trust these CAs for the server's certificate"
+    )
+    g.add_argument("--client-cert", metavar="PEM", type=existing_file, help="client certificate for mTLS")
+    g.add_argument("--client-key", metavar="PEM", type=existing_file, help="client key for mTLS")
     g.add_argument("--audit", metavar="FILE", help="append audit records to FILE (default '-': stderr)")
-    g.add_argument("--warmup", type=int, help="local runs before the call, to learn local latency (default 1)")
-    g.add_argument("--repeat", type=int, default=1, help="calls to make; the last one is printed (default 1)")
-    g.add_argument("--probe-timeout-s", type=float, default=2.0, help="startup question to the server (default 2 s)")
+    g.add_argument(
+        "--warmup", type=whole_int(0, 1_000_000), help="local runs before the call, to learn local latency (default 1)"
+    )
+    g.add_argument(
+        "--repeat", type=whole_int(1, 1_000_000), default=1, help="calls to make; the last one is printed (default 1)"
+    )
+    g.add_argument(
+        "--probe-timeout-s",
+        type=finite_float(0, 3600, low_open=True),
+        default=2.0,
+        help="startup question to the server (default 2 s)",
+    )
     g.add_argument("--stats", action="store_true", help="print fallback metrics: routes, latencies, retries, breaker")
     g.add_argument("--stats-json", metavar="FILE", help="write fallback metrics as JSON ('-' for stdout)")
 

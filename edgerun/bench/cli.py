@@ -13,9 +13,32 @@ from pathlib import Path
 from typing import Any
 
 from edgerun.cli import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, EXIT_USAGE, _err, profile_and_budget
+from edgerun.cli_types import finite_float, integer, name_or_path, number
 from edgerun.outputs import check_outputs, input_files, write_atomic
 
 __all__ = ["register"]
+
+# Ranges of the options no library object checks before work starts (the ones that fill a
+# BenchConfig are plain numbers: BenchConfig's own check is the rule, mapped to the option).
+# Budget checks --soft-ms/--hard-ms/--percentile too, but only after the profile is read.
+_MS = finite_float(0, 3_600_000, low_open=True)  # a budget past an hour is a typo
+_PERCENTILE = finite_float(0, 100, low_open=True, high_open=True)  # p100 is the max, never "valid"
+_CELSIUS = finite_float(-50, 150)  # what a thermal zone can read; outside, the wait never ends or starts
+_WAIT_S = finite_float(0, 86_400)
+_TIMEOUT_S = finite_float(0, 30 * 86_400, low_open=True)
+
+# BenchConfig field -> the option that sets it
+_OPTION_OF = {
+    "min_runs": "--runs",
+    "min_seconds": "--min-seconds",
+    "max_seconds": "--max-seconds",
+    "warmup_runs": "--warmup",
+    "warmup_seconds": "--warmup-seconds",
+    "threads": "--threads",
+    "energy_windows": "--energy-windows",
+    "energy_window_seconds": "--energy-window-seconds",
+    "sustained_minutes": "--sustained",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,17 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "profile's real-time budgets. Several artifacts print side by side.",
     )
     b.add_argument("artifacts", nargs="*", metavar="ARTIFACT", help="model file, manifest or bundle folder")
-    b.add_argument("--profile", help="device profile name or TOML path (default: detected)")
+    b.add_argument("--profile", type=name_or_path, help="device profile name or TOML path (default: detected)")
     b.add_argument(
-        "--runs", type=int, default=1000, help="minimum steady-state inferences (default 1000; p99 needs 662)"
+        "--runs", type=integer, default=1000, help="minimum steady-state inferences (default 1000; p99 needs 662)"
     )
-    b.add_argument("--min-seconds", type=float, default=1.0, help="minimum steady-state seconds (default 1)")
+    b.add_argument("--min-seconds", type=number, default=1.0, help="minimum steady-state seconds (default 1)")
     b.add_argument(
-        "--max-seconds", type=float, default=60.0, help="stop the steady state after this many seconds (default 60)"
+        "--max-seconds", type=number, default=60.0, help="stop the steady state after this many seconds (default 60)"
     )
-    b.add_argument("--warmup", type=int, default=10, help="minimum warm-up inferences (default 10)")
-    b.add_argument("--warmup-seconds", type=float, default=0.5, help="minimum warm-up seconds (default 0.5)")
-    b.add_argument("--threads", type=int, help="intra-op threads (default: the profile's)")
+    b.add_argument("--warmup", type=integer, default=10, help="minimum warm-up inferences (default 10)")
+    b.add_argument("--warmup-seconds", type=number, default=0.5, help="minimum warm-up seconds (default 0.5)")
+    b.add_argument(
+        "--threads", type=integer, help="intra-op threads (default: the profile's; capped at the usable CPUs)"
+    )
     b.add_argument("--providers", help="comma-separated providers, e.g. XNNPACK,CPU or CUDA (must exist)")
     b.add_argument("--engine", choices=("onnx", "litert"), help="force an engine (default: by format)")
     b.add_argument(
@@ -45,29 +70,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("disable", "basic", "extended", "all"),
         help="onnxruntime graph optimisation level (default all)",
     )
-    b.add_argument("--soft-ms", type=float, help="soft budget in ms (default: the profile's)")
-    b.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
-    b.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
+    b.add_argument("--soft-ms", type=_MS, help="soft budget in ms (default: the profile's)")
+    b.add_argument("--hard-ms", type=_MS, help="hard budget in ms (default: the profile's)")
+    b.add_argument("--percentile", type=_PERCENTILE, help="percentile judged against the soft budget (default 99)")
     b.add_argument(
         "--json", metavar="FILE", help="write the versioned JSON result to FILE ('-': stdout, table to stderr)"
     )
     b.add_argument("--force", action="store_true", help="let --json replace an existing file")
     b.add_argument("--probe", help="power probe by name (must exist; default: the best one here, else an estimate)")
     b.add_argument("--no-energy", action="store_true", help="skip the energy windows")
-    b.add_argument("--energy-windows", type=int, default=3, help="energy windows per artifact (default 3)")
-    b.add_argument("--energy-window-seconds", type=float, default=0.5, help="seconds per energy window (default 0.5)")
+    b.add_argument("--energy-windows", type=integer, default=3, help="energy windows per artifact (default 3)")
+    b.add_argument("--energy-window-seconds", type=number, default=0.5, help="seconds per energy window (default 0.5)")
     b.add_argument("--no-memory", action="store_true", help="skip memory snapshots")
     b.add_argument("--no-thermal", action="store_true", help="skip thermal readings")
-    b.add_argument("--cooldown-c", type=float, help="between artifacts, wait until the hottest zone is below this (C)")
-    b.add_argument("--cooldown-s", type=float, help="between artifacts, pause this many seconds")
-    b.add_argument("--cooldown-max-s", type=float, default=300, help="give up cooling down after this (default 300)")
+    b.add_argument(
+        "--cooldown-c", type=_CELSIUS, help="between artifacts, wait until the hottest zone is below this (C)"
+    )
+    b.add_argument("--cooldown-s", type=_WAIT_S, help="between artifacts, pause this many seconds")
+    b.add_argument("--cooldown-max-s", type=_WAIT_S, default=300, help="give up cooling down after this (default 300)")
     b.add_argument(
         "--sustained",
-        type=float,
+        type=number,
         metavar="MINUTES",
         help="run the steady state this long and report drift between the first and last minute",
     )
-    b.add_argument("--timeout", type=float, help="kill a worker after this many seconds (default 2*max-seconds+120)")
+    b.add_argument(
+        "--timeout", type=_TIMEOUT_S, help="kill a worker after this many seconds (default 2*max-seconds+120)"
+    )
     b.add_argument(
         "--in-process",
         action="store_true",
@@ -84,7 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --target: the device's Python that has edgerun (default: the venv `target setup` made)",
     )
     b.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    b.set_defaults(func=cmd_bench)
+    # the parser comes along so that a BenchConfig error is reported as a usage error of its option
+    b.set_defaults(func=cmd_bench, bench_parser=b)
 
 
 class _ProgressLine:
@@ -112,30 +142,38 @@ class _ProgressLine:
 
 
 def _bench_config(args: argparse.Namespace) -> Any:
-    from edgerun.bench.runner import BenchConfig
+    """The BenchConfig the options ask for; its check is the rule, reported as a usage error of the option."""
+    import dataclasses
 
-    min_seconds, max_seconds = args.min_seconds, args.max_seconds
-    if args.sustained:
-        min_seconds = max(min_seconds, args.sustained * 60)
-        max_seconds = max(max_seconds, min_seconds * 1.5 + 10)
-    return BenchConfig(
-        min_runs=args.runs,
-        min_seconds=min_seconds,
-        max_seconds=max_seconds,
-        sustained_minutes=args.sustained,
-        warmup_runs=args.warmup,
-        warmup_seconds=args.warmup_seconds,
-        threads=args.threads,
-        providers=tuple(p for p in (args.providers or "").split(",") if p),
-        engine=args.engine,
-        graph_optimization=args.graph_opt,
-        memory=not args.no_memory,
-        thermal=not args.no_thermal,
-        energy=not args.no_energy,
-        probe=args.probe,
-        energy_windows=args.energy_windows,
-        energy_window_seconds=args.energy_window_seconds,
-    )
+    from edgerun.bench.runner import MAX_SECONDS, BenchConfig, BenchConfigError
+
+    try:
+        # first as given, so that each value is checked as the user wrote it ...
+        config = BenchConfig(
+            min_runs=args.runs,
+            min_seconds=args.min_seconds,
+            max_seconds=args.max_seconds,
+            sustained_minutes=args.sustained,
+            warmup_runs=args.warmup,
+            warmup_seconds=args.warmup_seconds,
+            threads=args.threads,
+            providers=tuple(p for p in (args.providers or "").split(",") if p),
+            engine=args.engine,
+            graph_optimization=args.graph_opt,
+            memory=not args.no_memory,
+            thermal=not args.no_thermal,
+            energy=not args.no_energy,
+            probe=args.probe,
+            energy_windows=args.energy_windows,
+            energy_window_seconds=args.energy_window_seconds,
+        )
+    except BenchConfigError as exc:
+        args.bench_parser.error(f"argument {_OPTION_OF.get(exc.field, exc.field)}: {exc.detail}")
+    if config.sustained_minutes:  # ... then the steady state stretched to the sustained run
+        min_seconds = max(config.min_seconds, config.sustained_minutes * 60)
+        max_seconds = min(MAX_SECONDS, max(config.max_seconds, min_seconds * 1.5 + 10))
+        config = dataclasses.replace(config, min_seconds=min_seconds, max_seconds=max_seconds)
+    return config
 
 
 def _cooldown(args: argparse.Namespace) -> None:
@@ -157,6 +195,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not paths:
         _err("no artifact given and the bundled demo artifacts are missing (run tools/build_demo.py)")
         return EXIT_USAGE
+    config = _bench_config(args)  # before anything else: a bad value is a usage error, not a late failure
     # before any measuring: a bad --json path must not cost (and then lose) the whole benchmark
     check_outputs([args.json], inputs=input_files([*paths, args.profile]), force=args.force)
     if args.target:  # on a device: its own edgerun (or native binaries) makes the results
@@ -164,7 +203,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         return _report_bench(args, bench_on_target_cli(args, paths), results_table)
     profile, reason, budget = profile_and_budget(args)
-    config = _bench_config(args)
+    for warning in config.warnings:  # now, not only after a run that may take minutes
+        print(f"edgerun: warning: {warning}", file=sys.stderr)
     if config.energy and config.probe:
         from edgerun.power import select_probe
 
@@ -183,6 +223,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 str(path), config.to_dict(), budget.__dict__, str(profile.source or profile.name), reason
             )
             results.append(run_in_worker(request, args.timeout or 2 * config.max_seconds + 120, progress))
+        results[-1].setdefault("warnings", []).extend(config.warnings)  # in the result file too
         if progress is not None:
             progress.done(results[-1]["overall"].upper())
     return _report_bench(args, results)

@@ -14,6 +14,7 @@ data), else seeded random tensors that match the raw input spec (labelled
 from __future__ import annotations
 
 import gc
+import math
 from array import array
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,13 +25,26 @@ from typing import Any
 import numpy as np
 
 from edgerun.artifact import Artifact, TensorSpec
-from edgerun.errors import ArtifactError
-from edgerun.runtime import Runtime, load
+from edgerun.errors import ArtifactError, BenchError
+from edgerun.runtime import Runtime, _usable_cpus, load
 
 # progress(phase, fraction_done) where phase is "load", "first" (the first inference), "warmup",
 # "measure", "energy" or "done". The bench worker turns them into the phase it reports before each
 # step, so that a crash names the step it happened in.
 Progress = Callable[[str, float], None]
+
+#: Past a week a benchmark duration is a typo (and seconds * 1e9 must stay a finite integer).
+MAX_SECONDS = 7 * 24 * 3600.0
+#: Inference and window counts; larger is a typo, not a plan.
+MAX_COUNT = 2**62
+
+
+class BenchConfigError(BenchError, ValueError):
+    """A BenchConfig field is out of range; ``field`` names it so a command can name its option."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"bench config: {field} {detail}")
+        self.field, self.detail = field, detail
 
 
 @dataclass(frozen=True)
@@ -54,11 +68,50 @@ class BenchConfig:
     energy_window_seconds: float = 0.5
     idle_seconds: float = 0.5
 
+    # Things the caller asked for that were adjusted (threads capped); the bench command adds
+    # them to each result's warnings. Not an option: filled in by __post_init__.
+    warnings: tuple[str, ...] = ()
+
     def __post_init__(self) -> None:
-        if self.min_runs < 1 or self.warmup_runs < 0:
-            raise ValueError("min_runs must be >= 1 and warmup_runs >= 0")
-        if self.min_seconds < 0 or self.warmup_seconds < 0 or self.max_seconds <= 0:
-            raise ValueError("seconds must be >= 0 (max_seconds > 0)")
+        """The one check of a benchmark's settings; the CLI maps a BenchConfigError to the option named."""
+
+        def need(ok: bool, field: str, expected: str) -> None:
+            if not ok:
+                raise BenchConfigError(field, f"must be {expected}, got {getattr(self, field)!r}")
+
+        def count(field: str, low: int) -> None:
+            value = getattr(self, field)
+            need(isinstance(value, int) and not isinstance(value, bool), field, "a whole number")
+            need(value >= low, field, f"a whole number >= {low}")
+            need(value <= MAX_COUNT, field, f"at most {MAX_COUNT}")
+
+        def seconds(field: str, low: float, open_low: bool, high: float = MAX_SECONDS) -> None:
+            value = getattr(self, field)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            need(ok and (value > low if open_low else value >= low), field, f"{'>' if open_low else '>='} {low:g}")
+            need(value <= high, field, f"at most {high:g} (a week)")
+
+        if self.sustained_minutes is not None:  # first: the bench command derives the seconds from it
+            seconds("sustained_minutes", 0, True, MAX_SECONDS / 60)
+        count("min_runs", 1)
+        count("warmup_runs", 0)
+        count("energy_windows", 1)
+        seconds("min_seconds", 0, False)
+        seconds("warmup_seconds", 0, False)
+        seconds("max_seconds", 0, True)
+        seconds("energy_window_seconds", 0, True)
+        seconds("idle_seconds", 0, True)
+        object.__setattr__(self, "warnings", tuple(self.warnings))
+        if self.threads is not None:
+            need(isinstance(self.threads, int) and not isinstance(self.threads, bool), "threads", "a whole number")
+            need(self.threads >= 1, "threads", "a whole number >= 1 (or None: the profile's)")
+            usable = _usable_cpus()
+            if self.threads > usable:
+                # more intra-op threads than usable cores only measures oversubscription (and a typo
+                # like 100000 spawns that many threads): run with the cores there are, and say so
+                note = f"threads {self.threads} capped at {usable}, the CPUs this process may use"
+                object.__setattr__(self, "threads", usable)
+                object.__setattr__(self, "warnings", (*self.warnings, note))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,6 +11,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from edgerun.cli_types import existing_file
 from edgerun.errors import CompressError
 
 EXTRA_HINT = 'edgerun compress needs the compress extra: pip install "edgerun[compress]"'
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "measured through edgerun's runtime and must pass the recipe's accuracy gate; the run ends with "
         "the size / accuracy / latency table and a Pareto plot.",
     )
-    p.add_argument("recipe", type=Path, help="the recipe TOML file")
+    p.add_argument("recipe", type=existing_file, help="the recipe TOML file")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the recipe's out_dir)")
     p.add_argument(
         "--keep-failed",

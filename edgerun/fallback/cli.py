@@ -12,6 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgerun.cli_types import cpu_threads, existing_file, host, port, whole_int
+
+# uvicorn's own names (uvicorn.config.LOG_LEVELS), written out: uvicorn is imported only when serving
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
 
 def register(sub: Any) -> None:
     s = sub.add_parser(
@@ -22,18 +27,25 @@ def register(sub: Any) -> None:
         "OVMS and the target of `edgerun run --fallback-url`. Needs the serve extra: pip install 'edgerun[serve]'.",
     )
     s.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="model file, manifest or bundle folder")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    s.add_argument("--token", help="require this bearer token (visible in `ps`: prefer --token-file)")
-    s.add_argument("--token-file", help="read the required bearer token from this file")
-    s.add_argument("--tls-cert", help="PEM certificate chain: serve https")
-    s.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    s.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates signed by it (mTLS)")
     s.add_argument(
-        "--max-request-bytes", type=int, default=16 * 1024 * 1024, help="refuse larger requests with 413 (16 MiB)"
+        "--host", type=host, default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
     )
-    s.add_argument("--threads", type=int, help="intra-op threads per model")
-    s.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    s.add_argument("--port", type=port, default=8000, help="TCP port 1-65535 (default 8000; 0 picks a free one)")
+    s.add_argument("--token", help="require this bearer token (visible in `ps`: prefer --token-file)")
+    s.add_argument("--token-file", type=existing_file, help="read the required bearer token from this file")
+    s.add_argument("--tls-cert", type=existing_file, help="PEM certificate chain: serve https")
+    s.add_argument("--tls-key", type=existing_file, help="PEM private key for --tls-cert")
+    s.add_argument(
+        "--tls-client-ca", type=existing_file, help="PEM CA bundle: require client certificates signed by it (mTLS)"
+    )
+    s.add_argument(
+        "--max-request-bytes",
+        type=whole_int(1, 2**40),
+        default=16 * 1024 * 1024,
+        help="refuse larger requests with 413 (16 MiB)",
+    )
+    s.add_argument("--threads", type=cpu_threads, help="intra-op threads per model (capped at the usable CPUs)")
+    s.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="uvicorn log level (default warning)")
     s.set_defaults(func=cmd_serve)
 
 
@@ -61,11 +73,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     from edgerun.fallback.server import ReferenceServer, bind, uvicorn_server
 
-    server = ReferenceServer(args.artifacts, _token(args), args.max_request_bytes, args.threads)
+    try:  # before the models load: a bad host or a taken port costs nothing and is one line
+        sock = bind(args.host, args.port)
+    except OSError as exc:  # socket.gaierror included (a host that does not resolve)
+        print(
+            f"edgerun: error: cannot listen on {args.host} port {args.port}: {exc.strerror or exc}; "
+            "give an address of this machine (--host) and a free port (--port, 0 for any)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        server = ReferenceServer(args.artifacts, _token(args), args.max_request_bytes, args.threads)
+    except BaseException:
+        sock.close()
+        raise
     tls = None
     if args.tls_cert:
         tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key, "ssl_ca_certs": args.tls_client_ca}
-    sock = bind(args.host, args.port)
     scheme = "https" if tls else "http"
     host = f"[{args.host}]" if ":" in args.host else args.host
     base = f"{scheme}://{host}:{sock.getsockname()[1]}"

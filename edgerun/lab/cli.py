@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from edgerun.cli_types import existing_file, finite_float
+
 __all__ = ["register"]
 
 
@@ -119,13 +121,15 @@ def register(subparsers: Any) -> None:
     )
     sub = lab.add_subparsers(dest="lab_command", metavar="SUBCOMMAND", required=True)
     r = sub.add_parser("run", help="run the plan's jobs that are not done yet (resumable)")
-    r.add_argument("plan", metavar="PLAN.toml")
+    r.add_argument("plan", metavar="PLAN.toml", type=existing_file)
     r.add_argument("--db", help="database file (default: the plan's [lab] database, next to the plan)")
     r.add_argument("-q", "--quiet", action="store_true", help="no per-device progress on stderr")
     r.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="static HTML report (plots embedded) and a Markdown summary")
-    rep.add_argument("db", nargs="?", metavar="DB", help="lab database (default: --plan's, else lab.sqlite)")
-    rep.add_argument("--plan", help="take the database from this plan")
+    rep.add_argument(
+        "db", nargs="?", metavar="DB", type=existing_file, help="lab database (default: --plan's, else lab.sqlite)"
+    )
+    rep.add_argument("--plan", type=existing_file, help="take the database from this plan")
     rep.add_argument("--plan-name", help="only this plan's results (a database can hold several)")
     rep.add_argument("-o", "--output", default="lab-report.html", help="HTML file (default lab-report.html)")
     rep.add_argument("--markdown", help="Markdown summary file (default: the HTML name with .md)")
@@ -136,9 +140,16 @@ def register(subparsers: Any) -> None:
         help="p50/p99 changes with a statistical test; exit 1 on a regression",
         description="Compare two lab databases or `edgerun bench --json` files per artifact, device and options.",
     )
-    c.add_argument("baseline", metavar="BASELINE")
-    c.add_argument("candidate", metavar="CANDIDATE")
-    c.add_argument("--threshold-pct", type=float, default=5.0, help="smallest change that counts (default 5%%)")
-    c.add_argument("--alpha", type=float, default=0.01, help="significance level of the U test (default 0.01)")
+    c.add_argument("baseline", metavar="BASELINE", type=existing_file)
+    c.add_argument("candidate", metavar="CANDIDATE", type=existing_file)
+    c.add_argument(
+        "--threshold-pct", type=finite_float(0, 1000), default=5.0, help="smallest change that counts (default 5%%)"
+    )
+    c.add_argument(
+        "--alpha",
+        type=finite_float(0, 1, low_open=True, high_open=True),
+        default=0.01,
+        help="significance level of the U test (default 0.01)",
+    )
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(func=cmd_compare)

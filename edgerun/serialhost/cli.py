@@ -15,6 +15,12 @@ import sys
 import threading
 from typing import Any
 
+from edgerun.cli_types import cpu_threads, existing_dir, finite_float, name_or_path, positive_int, whole_int
+
+_MS = finite_float(0, 3_600_000, low_open=True)  # a budget past an hour is a typo
+_SECONDS = finite_float(0, 30 * 86_400, low_open=True)
+_BAUD = whole_int(1, 100_000_000)
+
 EXIT_PASS, EXIT_FAIL, EXIT_NOT_VALID = 0, 1, 3
 _EXIT = {"pass": EXIT_PASS, "not-valid": EXIT_NOT_VALID}
 
@@ -33,10 +39,14 @@ def register(sub: Any) -> None:
 
 
 def _budget_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", help="device profile name or TOML path (default: detected)")
-    p.add_argument("--soft-ms", type=float, help="soft budget in ms (default: the profile's)")
-    p.add_argument("--hard-ms", type=float, help="hard budget in ms (default: the profile's)")
-    p.add_argument("--percentile", type=float, help="percentile judged against the soft budget (default 99)")
+    p.add_argument("--profile", type=name_or_path, help="device profile name or TOML path (default: detected)")
+    p.add_argument("--soft-ms", type=_MS, help="soft budget in ms (default: the profile's)")
+    p.add_argument("--hard-ms", type=_MS, help="hard budget in ms (default: the profile's)")
+    p.add_argument(
+        "--percentile",
+        type=finite_float(0, 100, low_open=True, high_open=True),
+        help="percentile judged against the soft budget (default 99)",
+    )
     p.add_argument("--json", metavar="FILE", help="write the JSON result to FILE ('-' for stdout: text to stderr)")
     p.add_argument("--force", action="store_true", help="let --json replace an existing file")
     p.add_argument("-q", "--quiet", action="store_true", help="no live status on stderr")
@@ -53,10 +63,12 @@ def _host_parser(modes: Any) -> None:
     )
     h.add_argument("artifact", nargs="?", metavar="ARTIFACT", help="model (default: the bundled ECG demo)")
     h.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0 or /dev/serial/by-id/...")
-    h.add_argument("--baud", type=int, default=921600, help="baud rate (default 921600)")
-    h.add_argument("--window", type=int, help="samples per window (default: the model's input length)")
-    h.add_argument("--hop", type=int, help="samples between windows (default: a quarter window)")
-    h.add_argument("--queue", type=int, default=8, help="windows waiting for inference, at most (default 8)")
+    h.add_argument("--baud", type=_BAUD, default=921600, help="baud rate (default 921600)")
+    h.add_argument("--window", type=positive_int, help="samples per window (default: the model's input length)")
+    h.add_argument("--hop", type=positive_int, help="samples between windows (default: a quarter window)")
+    h.add_argument(
+        "--queue", type=whole_int(1, 1_000_000), default=8, help="windows waiting for inference, at most (default 8)"
+    )
     h.add_argument(
         "--policy",
         choices=("drop-oldest", "block"),
@@ -64,9 +76,11 @@ def _host_parser(modes: Any) -> None:
         help="when the queue is full: drop the oldest window and count it (default), or stop reading "
         "(safe only with flow control)",
     )
-    h.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1: the reader needs a core)")
-    h.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    h.add_argument("--give-up-after", type=float, help="after an unplug, stop retrying after S seconds")
+    h.add_argument(
+        "--threads", type=cpu_threads, default=1, help="intra-op threads (default 1: the reader needs a core)"
+    )
+    h.add_argument("--duration", type=_SECONDS, help="stop after this many seconds (default: until Ctrl-C)")
+    h.add_argument("--give-up-after", type=_SECONDS, help="after an unplug, stop retrying after S seconds")
     _budget_args(h)
     h.set_defaults(func=cmd_host)
 
@@ -81,13 +95,20 @@ def _tiny_parser(modes: Any) -> None:
         "and the input files, or a folder per model named as the DUT's m-model-[...] reply.",
     )
     t.add_argument("--port", required=True, help="the DUT's serial port")
-    t.add_argument("--dataset", required=True, metavar="DIR", help="EEMBC dataset folder")
-    t.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200, EEMBC performance mode)")
-    t.add_argument("--iterations", type=int, default=100, help="inferences per performance run (default 100)")
-    t.add_argument("--warmups", type=int, default=10, help="warm-up inferences per performance run (default 10)")
-    t.add_argument("--perf-files", type=int, default=5, help="performance runs, one per input (default 5)")
-    t.add_argument("--limit", type=int, help="use only the first N inputs")
-    t.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for m-ready (default 2)")
+    t.add_argument("--dataset", required=True, metavar="DIR", type=existing_dir, help="EEMBC dataset folder")
+    t.add_argument("--baud", type=_BAUD, default=115200, help="baud rate (default 115200, EEMBC performance mode)")
+    t.add_argument(
+        "--iterations", type=whole_int(1, 10_000_000), default=100, help="inferences per performance run (default 100)"
+    )
+    t.add_argument(
+        "--warmups",
+        type=whole_int(0, 10_000_000),
+        default=10,
+        help="warm-up inferences per performance run (default 10)",
+    )
+    t.add_argument("--perf-files", type=positive_int, default=5, help="performance runs, one per input (default 5)")
+    t.add_argument("--limit", type=positive_int, help="use only the first N inputs")
+    t.add_argument("--timeout", type=_SECONDS, default=2.0, help="seconds to wait for m-ready (default 2)")
     t.add_argument(
         "--sync-timeout", type=float, default=10.0, help="retry name%% this long for a booting DUT (default 10)"
     )

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgerun.cli_types import existing_dir
+
 __all__ = ["bench_on_target_cli", "register", "results_table"]
 
 
@@ -164,7 +166,12 @@ def register(subparsers: Any) -> None:
         "--wheelhouse the dependencies come from that folder (offline, pip --no-index).",
     )
     s.add_argument("url", metavar="URL", help="ssh://[user@]host[:port][?workdir=...]")
-    s.add_argument("--wheelhouse", metavar="DIR", help="wheels for the device's platform and Python (offline install)")
+    s.add_argument(
+        "--wheelhouse",
+        metavar="DIR",
+        type=existing_dir,
+        help="wheels for the device's platform and Python (offline install)",
+    )
     s.add_argument("--base-python", default="python3", help="the device's Python to create the venv with")
     s.add_argument(
         "--system-site-packages", action="store_true", help="let the venv see system packages (Jetson onnxruntime-gpu)"
