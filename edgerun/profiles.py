@@ -19,19 +19,14 @@ job (``detect()``); the names it used to have here still resolve, lazily.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from edgerun._tomlio import read_toml
 from edgerun.budget import Budget
 from edgerun.errors import ProfileError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 __all__ = [
     "GENERIC_PROFILE",
@@ -163,19 +158,15 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
     is_path = isinstance(name_or_path, os.PathLike) or text.endswith(".toml") or "/" in text
     if is_path:
         path = Path(text)
-        if not path.is_file():
+        if not os.path.exists(path):  # not Path.exists: it raises for a name too long for the OS
             raise ProfileError(f"device profile file {path} does not exist")
     else:
         path = profile_dir() / f"{text}.toml"
-        if not path.is_file():
+        if text not in profile_names():  # a name, never a path: no filesystem error can come of it
             known = ", ".join(profile_names())
             raise ProfileError(f"unknown device profile {text!r}; known profiles: {known}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: cannot read device profile: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: not valid TOML: {exc}") from exc
+    # size-capped; nan/inf, integers past 64 bits and deep nesting are ProfileErrors naming the key
+    data = read_toml(path, ProfileError, what="device profile")
     return _parse_profile(_Table(data, str(path)), path)
 
 

@@ -9,7 +9,6 @@ This module never imports torch.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,11 +16,6 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from edgerun.errors import RecipeError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -221,14 +215,11 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a TOML recipe. Raises RecipeError naming the bad key."""
     import hashlib
 
+    from edgerun._tomlio import read_toml_bytes
+
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-        data = tomllib.loads(raw.decode("utf-8"))
-    except OSError as exc:
-        raise RecipeError(f"{p}: cannot read recipe ({exc})") from exc
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise RecipeError(f"{p}: not valid TOML ({exc})") from exc
+    # size-capped; nan/inf, integers past 64 bits (seed = 2**70) and deep nesting are RecipeErrors
+    data, raw = read_toml_bytes(p, RecipeError, what="recipe")
     recipe = parse_recipe(data, where=str(p))
     return dataclasses.replace(recipe, source_path=str(p), source_sha256=hashlib.sha256(raw).hexdigest())
 

@@ -18,19 +18,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgerun._tomlio import read_toml
 from edgerun.errors import LabError
 from edgerun.targets.options import BenchOptions
 from edgerun.targets.spec import TargetSpec, parse_target
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = ["Job", "Plan", "PlanTarget", "load_plan"]
 
@@ -169,10 +164,8 @@ def _artifacts(data: dict[str, Any], base: Path, where: str) -> tuple[Path, ...]
 def load_plan(path: str | Path, database: str | Path | None = None) -> Plan:
     """Read and check a plan; LabError naming the file, the key and what was expected."""
     where = str(path)
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise LabError(f"{where}: cannot read the plan: {exc}") from exc
+    # size-capped; nan/inf, integers past 64 bits and deep nesting are LabErrors naming the key
+    data = read_toml(path, LabError, what="plan")
     base = Path(path).resolve().parent
     lab, matrix = _table(data, "lab", where), _table(data, "matrix", where)
     unknown = sorted(set(data) - {"lab", "bench", "matrix", "artifact", "targets"})
