@@ -39,6 +39,8 @@ from time import monotonic
 from typing import Any
 
 STDERR_TAIL_BYTES = 4000
+PARENT_ENV = "EDGERUN_WORKER_PARENT"
+PARENT_POLL_S = 0.25
 
 Progress = Callable[[str, float], None]
 
@@ -121,6 +123,7 @@ def run_in_worker(
                 stderr=log,
                 pass_fds=(write_fd,),
                 start_new_session=True,  # own process group: kill it whole
+                env={**os.environ, PARENT_ENV: str(os.getpid())},
             )
         finally:
             os.close(write_fd)
@@ -303,7 +306,28 @@ def _child(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> N
     )
 
 
+def _die_with_parent() -> None:
+    """A daemon thread that kills this worker's process group once its parent is gone."""
+    import threading
+
+    try:
+        parent = int(os.environ.get(PARENT_ENV, ""))
+    except ValueError:
+        parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(PARENT_POLL_S)
+        if os.getpgid(0) == os.getpid():  # our own group (run_in_worker's new session): anything we started too
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpid(), signal.SIGKILL)
+        os._exit(1)  # not a group leader (started by hand): this process only
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
+    _die_with_parent()
     parser = argparse.ArgumentParser(description="edgerun benchmark worker (started by `edgerun bench`)")
     parser.add_argument("--result-fd", type=int, required=True)
     args = parser.parse_args(argv)

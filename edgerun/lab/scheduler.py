@@ -9,10 +9,18 @@ A failure is the failure of that job, never a hang and never the end of the lab:
   for the next ``lab run`` (they stay undone) and the other devices go on;
 - a job times out: recorded as a failure, the device's next job runs;
 - the artifact cannot be benchmarked (the device's edgerun says so): that is a result.
+
+A job's processes die with the lab (edgerun.targets.local, .ssh; the bench worker
+watches its parent): on a normal exit, an exception or SIGTERM ``run_plan`` kills every
+process group it started; after a SIGKILL the guards do it. And the device's load is
+read before each job (``load_at_start`` in the result, a warning when other processes
+keep it busy), so a job timed beside someone else's work says so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +35,50 @@ __all__ = ["LabSummary", "TargetSummary", "run_plan"]
 
 Progress = Callable[[str, str], None]  # (target name, one line)
 _DEVICE_GONE = (TargetUnreachable, TargetAuthError, TargetSetupError)
+LOAD_WINDOW_S = 0.5  # the window over which the device's CPU use by others is read before a job
+BUSY_WARN_PCT = 25.0  # share of all CPUs busy with other processes that makes a job's timings suspect
+# One read of the device: load averages, the CPU count, and the CPU counters twice, LOAD_WINDOW_S apart.
+_LOAD_SCRIPT = (
+    f"cat /proc/loadavg; grep -c '^cpu[0-9]' /proc/stat; grep '^cpu ' /proc/stat; "
+    f"sleep {LOAD_WINDOW_S}; grep '^cpu ' /proc/stat"
+)
+
+
+def device_load(target: Any) -> dict[str, Any] | None:
+    """The device's load just before a job: 1/5/15-min load averages, CPUs, and the share of all
+    CPUs that was busy over LOAD_WINDOW_S (nothing of ours runs there then: it is other processes).
+    None when the device has no /proc (not Linux) or does not answer."""
+    from edgerun.errors import TargetError
+
+    try:
+        done = target.run(["sh", "-c", _LOAD_SCRIPT], 15.0)
+    except TargetError:
+        return None
+    lines = done.text.splitlines()
+    if done.returncode != 0 or len(lines) != 4:
+        return None
+    try:
+        loadavg = [float(x) for x in lines[0].split()[:3]]
+        cpus = int(lines[1])
+        before, after = ([int(x) for x in line.split()[1:]] for line in lines[2:])
+    except ValueError:
+        return None
+    # /proc/stat: user nice system idle iowait irq softirq steal ...; idle time is idle + iowait
+    total = sum(after) - sum(before)
+    idle = (after[3] + after[4]) - (before[3] + before[4])
+    busy = 100.0 * (total - idle) / total if total > 0 else 0.0
+    return {"loadavg": loadavg, "cpus": cpus, "cpu_busy_pct": round(busy, 1), "window_s": LOAD_WINDOW_S}
+
+
+def load_warning(load: dict[str, Any] | None) -> str | None:
+    """A warning when the device was busy with other processes as the job started."""
+    if load is None or load["cpu_busy_pct"] < BUSY_WARN_PCT:
+        return None
+    return (
+        f"the device was {load['cpu_busy_pct']:.0f}% busy with other processes before this job "
+        f"(1-min load {load['loadavg'][0]:.2f} on {load['cpus']} CPUs): its timings may be slowed "
+        "(a previous run's leftovers, or another user)"
+    )
 
 
 @dataclass
@@ -111,6 +163,10 @@ class _TargetRunner:
 
         label = f"{index + 1}/{len(self.jobs)} {job.describe()}"
         start = time.monotonic()
+        load = device_load(target)
+        warning = load_warning(load)
+        if warning:
+            self.say(self.summary.name, f"{label}: WARNING {warning}")
         try:
             staged = self.staged.get(job.artifact_sha256) or stage_artifact(target, job.artifact)
             self.staged[job.artifact_sha256] = staged
@@ -127,6 +183,9 @@ class _TargetRunner:
             return True
         except EdgerunError as exc:  # the artifact itself is unusable: a final answer, stored as a result
             result = target_error_result(job.artifact, exc, identity, self.summary.name)
+        result["load_at_start"] = load
+        if warning:
+            result.setdefault("warnings", []).append(warning)
         self.store.record(self.run_id, job, result)
         self.summary.done += 1
         self.say(self.summary.name, f"{label}: {_headline(result)} ({time.monotonic() - start:.1f} s)")
@@ -165,10 +224,35 @@ def run_plan(plan: Plan, store: LabStore, progress: Progress, stop: threading.Ev
             runners.append(runner)
     # Daemon threads: an interrupted lab exits at once; every stored job was already committed.
     threads = [threading.Thread(target=r.run, args=(stop,), name=f"lab-{r.summary.name}", daemon=True) for r in runners]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(timeout=0.5)  # short waits keep Ctrl-C responsive
+    with _sigterm_as_exit():
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.5)  # short waits keep Ctrl-C (and SIGTERM) responsive
+        finally:
+            from edgerun.targets.local import kill_running
+
+            stop.set()
+            kill_running()  # the jobs in flight (their bench, worker, ssh client) go with the lab
     store.finish_run(run_id)
     return summary
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Any:
+    """SIGTERM raises SystemExit in the main thread, so the ``finally`` above kills the jobs in flight
+    (the default action would end the process with no Python code run). Only where it can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

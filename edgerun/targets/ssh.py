@@ -10,11 +10,19 @@ builds) work too.
 Every call is bounded: ``ConnectTimeout`` for the handshake, ``ServerAliveInterval`` x 3
 for a link that goes silent, the device-side ``timeout`` and a local deadline for the
 command. ``BatchMode=yes`` turns a would-be password prompt into an immediate error.
+
+A command also dies with us. ``run`` holds the ssh client's stdin open and the device
+runs the command under ``guard_script``: when this process exits in any way (SIGKILL
+included) the pipe closes, ssh sends EOF on the channel, and the guard sends SIGTERM to
+the device's ``timeout``, which passes it to the command's process group (SIGKILL 3 s
+later); the session then ends and the ssh client exits. ``ssh -tt`` would do it with a
+pty's SIGHUP, but a pty mangles the output that is parsed here.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
 import shlex
 import tarfile
@@ -24,13 +32,15 @@ from pathlib import Path, PurePosixPath
 from edgerun.errors import TargetAuthError, TargetError, TargetUnreachable
 from edgerun.targets.base import (
     DEFAULT_TIMEOUT_S,
+    KILL_AFTER_S,
     LOCAL_MARGIN_S,
+    SENTINEL,
     Completed,
     check_device_timeout,
     shell_line,
     split_sentinel,
 )
-from edgerun.targets.local import run_process
+from edgerun.targets.local import guard_script, run_process
 from edgerun.targets.spec import TargetSpec
 
 __all__ = ["SshTarget", "classify_ssh_failure"]
@@ -68,6 +78,18 @@ def _fields(done: Completed) -> tuple[int, bytes, bytes, float]:
     return done.returncode, done.stdout, done.stderr, done.duration_s
 
 
+def guarded_line(argv: Sequence[str], timeout_s: float) -> str:
+    """``shell_line`` that also stops the command when the channel's stdin closes (we died).
+
+    ``$c`` is the device's ``timeout`` itself (a simple command run in the background), which
+    forwards the SIGTERM to the command's process group; without ``timeout``, ``sh -c`` of one
+    simple command execs it, so the signal reaches the command."""
+    seconds = max(1, math.ceil(timeout_s))
+    pick = f'if command -v timeout >/dev/null 2>&1; then t="timeout -k {KILL_AFTER_S} {seconds}"; else t=; fi; '
+    run = guard_script(f"$t sh -c {shlex.quote(shlex.join(argv))}", "kill -TERM $c")
+    return f"{pick}{run}printf '\\n{SENTINEL.decode()}%d\\n' $rc"
+
+
 class SshTarget:
     """A Linux device over OpenSSH. ``workdir`` is relative to the login directory unless absolute."""
 
@@ -91,17 +113,18 @@ class SshTarget:
         user = f"{self.spec.user}@" if self.spec.user else ""
         return [*argv, "-T", "--", f"{user}{self.spec.host}"]
 
-    def _call(self, line: str, timeout_s: float, stdin: bytes | None = None) -> Completed:
+    def _call(self, line: str, timeout_s: float, stdin: bytes | None = None, hold: bool = False) -> Completed:
         """Run one shell line on the device; the command's own status, or a typed transport error."""
         deadline_s = timeout_s + self.spec.options.connect_timeout_s + LOCAL_MARGIN_S
-        done = run_process([*self.ssh_argv(), line], deadline_s, f"{self.spec.label}: {line[:60]}", stdin)
+        what = f"{self.spec.label}: {line[:60]}"
+        done = run_process([*self.ssh_argv(), line], deadline_s, what, stdin, hold_stdin=hold)
         body, status = split_sentinel(done.stdout)
         if status is None:
             raise classify_ssh_failure(self.spec.label, done)
         return Completed(done.argv, status, body, done.stderr, done.duration_s)
 
     def run(self, argv: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> Completed:
-        done = self._call(shell_line(argv, timeout_s), timeout_s)
+        done = self._call(guarded_line(argv, timeout_s), timeout_s, hold=True)
         return check_device_timeout(self.spec.label, Completed(tuple(argv), *_fields(done)), timeout_s)
 
     def path(self, remote: str) -> str:
