@@ -337,10 +337,14 @@ def check_input(x: Any, spec: TensorSpec) -> np.ndarray:
             )
         if x.dtype.kind in "iu" and np.dtype(spec.dtype).kind in "iu" and not np.can_cast(x.dtype, spec.dtype):
             _check_int_range(x, spec)  # narrowing integer casts only: the float path pays nothing
-        x = x.astype(spec.dtype)
+        with np.errstate(over="ignore"):  # float64 1e300 -> float32 inf: reported as non-finite below
+            x = x.astype(spec.dtype)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int(np.size(x) - np.isfinite(x).sum())
-        raise InputError(f"input {spec.name!r}: {bad} NaN/Inf value(s); expected finite {spec.dtype} values")
+        raise InputError(
+            f"input {spec.name!r}: {bad} NaN/Inf value(s) (as {spec.dtype}: values past its range become inf); "
+            f"expected finite {spec.dtype} values"
+        )
     return x
 
 
