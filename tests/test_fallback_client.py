@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import subprocess
+import sys
 import threading
 import time
+import tracemalloc
 import urllib.request
 
 import httpx2
@@ -32,7 +35,7 @@ from test_fallback_helpers import (
 
 from edgerun.artifact import load_artifact
 from edgerun.errors import DeadlineExceeded, ProtocolError, RemoteAuthError, RemoteError, RemoteUnavailable
-from edgerun.fallback import FallbackPolicy, MemoryAudit, oip, transport
+from edgerun.fallback import FallbackPolicy, MemoryAudit, exchange, oip, transport
 from edgerun.fallback.client import RemoteClient
 from edgerun.fallback.server import Faults, Hold, ReferenceServer, serve_in_thread
 
@@ -376,3 +379,82 @@ def test_a_connect_timeout_that_ends_at_the_deadline_is_the_deadline():
     assert transport.classify(exc, time.perf_counter_ns() - 1_000_000_000) == "deadline"
     assert transport.classify(exc, deadline_in(LONG_MS)) == "connect-error"
     assert transport.classify(exc) == "connect-error"
+
+
+# The reference server with a switchable huge_reply_bytes fault, in a process of its own, so
+# that tracemalloc here sees the client's allocations only. Each stdin line sets the fault.
+FAULT_SERVER = """
+import sys
+from edgerun.fallback.server import Faults, ReferenceServer, serve_in_thread
+srv = ReferenceServer([sys.argv[1]], threads=1)
+with serve_in_thread(srv) as url:
+    print(url, flush=True)
+    for line in sys.stdin:
+        srv.faults = Faults(huge_reply_bytes=int(line))
+        print("ok", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def fault_server():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAULT_SERVER, str(FP32)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # it logs every write to the connection the client dropped
+        text=True,
+    )
+    url = proc.stdout.readline().strip()
+
+    def huge(size: int) -> None:
+        proc.stdin.write(f"{size}\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "ok"
+
+    try:
+        assert url.startswith("http://127.0.0.1:"), "the fault server did not start"
+        yield url, huge
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def peak_growth(call):
+    """(what ``call()`` returned, its peak of Python allocations over what was live before)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_50_mb_answer_is_cut_at_what_the_output_signature_allows(fault_server):
+    # The report: a 50 MB answer came back 7-11 s after a 2 s deadline, memory grew to 764 MB,
+    # and later calls timed out unsent. The answer may take what the local outputs can, in
+    # JSON (exchange.reply_bound: 10 x FP32 -> 65,856 bytes); the client stops reading there.
+    url, huge = fault_server
+    bound = exchange.reply_bound(load_artifact(INT8).outputs, binary=False)
+    with client(url, binary_data="never", max_attempts=1) as c:
+        huge(0)
+        c.infer(X, deadline_in(LONG_MS), "warm")  # the connection, the pool, first-call allocations
+        _, normal = peak_growth(lambda: c.infer(X, deadline_in(LONG_MS), "normal"))
+        huge(50 * 2**20)
+        deadline = deadline_in(2000)
+        exc, grown = peak_growth(lambda: verdict(c, deadline))
+        returned = time.perf_counter_ns()
+        huge(0)
+        assert c.infer(X, deadline_in(LONG_MS), "after")["logits"].shape == (1, 10)  # the next call goes out
+    # A ProtocolError, not DeadlineExceeded: the I/O thread cut it at the bound, so before the
+    # deadline; FAR_NS is the stated slack for the hand-off back to this thread.
+    assert isinstance(exc, ProtocolError) and f"can take is {bound} bytes" in str(exc), exc
+    assert returned < deadline + FAR_NS
+    assert [r.outcome for r in c.policy.audit_sink] == ["ok", "ok", "protocol-error", "ok"]
+    # Beyond what a normal call allocates (the request encoding dominates), the 50 MB answer
+    # cost less than 4x the bound (measured: about 10 kB more).
+    assert grown < normal + 4 * bound, (grown, normal, bound)

@@ -108,6 +108,7 @@ class Faults:
     status: int | None = None  # answer every infer with this status and an {"error"} body
     retry_after_s: float | None = None
     corrupt: str | None = None  # "shape" | "dtype" | "name" | "id" | "json" | "header-length"
+    huge_reply_bytes: int = 0  # answer 200 with a JSON body this large, streamed without a Content-Length
 
 
 @dataclass
@@ -294,6 +295,8 @@ class ReferenceServer:
             self.stats.body_sha256.append(hashlib.sha256(body).hexdigest())
             head, feeds, binary_out = parse_infer(model, body, request.headers.get(oip.HEADER_LENGTH), self.stats)
             outputs = await _run(model, feeds)
+            if faults.huge_reply_bytes:
+                return _huge_reply(model, head.get("id"), faults.huge_reply_bytes)
             return _answer(model, head.get("id"), outputs, binary_out, faults.corrupt)
         finally:
             self.stats.in_flight -= 1
@@ -332,6 +335,27 @@ def _answer(model: _Model, request_id: Any, outputs: dict[str, np.ndarray], bina
         body = b'{"model_name": "' + body[:20]
     media = "application/octet-stream" if binary else "application/json"
     return Response(body, 200, headers=headers, media_type=media)
+
+
+def _huge_reply(model: _Model, request_id: Any, size: int) -> Any:
+    """A well-formed OIP answer of ``size`` bytes (one output with far too many numbers), streamed in
+    64 KiB pieces with no Content-Length, so only the client's reading can stop it."""
+    from starlette.responses import StreamingResponse
+
+    name = model.runtime.artifact.outputs[0].name
+    head = json.dumps({"model_name": model.name, "id": request_id}, separators=(",", ":"))
+    start = (head[:-1] + f',"outputs":[{{"name":"{name}","datatype":"FP32","shape":[1],"data":[').encode()
+    end, piece = b"0]}]}", b"0," * 32768
+
+    async def body() -> Any:
+        yield start
+        left = size - len(start) - len(end)
+        while left > 0:
+            yield piece[: min(left, len(piece))]
+            left -= len(piece)
+        yield end
+
+    return StreamingResponse(body(), 200, media_type="application/json")
 
 
 # --- running it ------------------------------------------------------------------------------
