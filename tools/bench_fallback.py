@@ -1,6 +1,7 @@
 """What the fallback client adds over a bare HTTP request, and what the reference server sustains.
 
     python tools/bench_fallback.py [--requests 1000] [--seconds 3] [--concurrency 8] [--binary always|never]
+                                   [--huge-mb 50] [--huge-deadline-ms 2000]
 
 Starts ``edgerun serve`` on the bundled FP32 demo model in a subprocess on loopback,
 then:
@@ -12,6 +13,12 @@ then:
    that drift hits both alike. Prints median and p99 of each and of the difference.
 2. throughput: ``--concurrency`` async connections posting pre-encoded requests for
    ``--seconds``; prints requests per second and the latency the server gave them.
+3. huge reply: a reference server whose every answer is ``--huge-mb`` MB of JSON
+   (``Faults.huge_reply_bytes``, streamed, no Content-Length) in a process of its own;
+   five ``RemoteClient.infer`` calls with a ``--huge-deadline-ms`` deadline. Prints
+   how each ended and when, relative to the deadline, the client's peak Python
+   allocations (tracemalloc) against a normal call's and the reply bound, the
+   process's RSS growth, and that a normal call still goes out afterwards.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgerun.artifact import load_artifact  # noqa: E402
-from edgerun.fallback import FallbackPolicy, oip  # noqa: E402
+from edgerun.fallback import FallbackPolicy, exchange, oip  # noqa: E402
 from edgerun.fallback.client import RemoteClient  # noqa: E402
 
 FP32 = ROOT / "edgerun" / "demo" / "digits-fp32.onnx"
@@ -135,12 +143,101 @@ async def throughput(
     return len(latencies), latencies
 
 
+FAULT_SERVER = """
+import sys
+from edgerun.fallback.server import Faults, ReferenceServer, serve_in_thread
+srv = ReferenceServer([sys.argv[1]], threads=1)
+with serve_in_thread(srv) as url:
+    print(url, flush=True)
+    for line in sys.stdin:
+        srv.faults = Faults(huge_reply_bytes=int(line))
+        print("ok", flush=True)
+"""
+
+
+def huge_reply(x: np.ndarray, size: int, deadline_ms: float, binary: bool) -> None:
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAULT_SERVER, str(FP32)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # it logs every write to a connection the client dropped
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    url = proc.stdout.readline().strip()
+
+    def fault(n: int) -> None:
+        proc.stdin.write(f"{n}\n")
+        proc.stdin.flush()
+        proc.stdout.readline()
+
+    art = load_artifact(ROOT / "edgerun" / "demo" / "digits-int8.onnx")
+    policy = FallbackPolicy(
+        mode="remote-only",
+        endpoint=url,
+        model_name=MODEL,
+        binary_data="always" if binary else "never",
+        audit_sink=lambda record: None,
+        deadline_ms=max(deadline_ms, 100.0),
+        max_attempts=1,
+        breaker_failure_threshold=10,  # five protocol errors would open the circuit before the last call
+    )
+    me = psutil.Process()
+    bound = exchange.reply_bound(art.outputs, binary)
+
+    def call(client: RemoteClient, ms: float) -> tuple[str, float, int]:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        t0 = time.perf_counter_ns()
+        try:
+            client.infer({"input": x}, t0 + int(ms * 1e6), "bench")
+            outcome = "ok"
+        except Exception as exc:
+            outcome = type(exc).__name__
+        took = (time.perf_counter_ns() - t0) / 1e6
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        return outcome, took, peak
+
+    try:
+        with RemoteClient(policy, art.inputs, art.outputs) as client:
+            fault(0)
+            call(client, 5000)
+            _, normal_ms, normal_peak = call(client, 5000)
+            fault(size)
+            rss0 = me.memory_info().rss
+            print(
+                f"huge reply: {size / 2**20:g} MB answers, deadline {deadline_ms:g} ms, reply bound {bound} bytes "
+                f"({'binary' if binary else 'JSON'}); normal call {normal_ms:.1f} ms, peak {normal_peak / 1e3:.0f} kB"
+            )
+            for i in range(5):
+                outcome, took, peak = call(client, deadline_ms)
+                print(
+                    f"  call {i + 1}: {outcome:<16} after {took:8.1f} ms ({took - deadline_ms:+8.1f} ms vs deadline)  "
+                    f"peak {peak / 1e3:8.0f} kB ({(peak - normal_peak) / bound:+.2f} x bound over a normal call)"
+                )
+            rss = me.memory_info().rss - rss0
+            fault(0)
+            outcome, took, _ = call(client, 5000)
+            print(
+                f"  RSS growth over the five: {rss / 2**20:.1f} MiB; the next normal call: {outcome} in {took:.1f} ms"
+            )
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=1000, help="requests per side for the overhead (default 1000)")
     ap.add_argument("--seconds", type=float, default=3.0, help="throughput run length (default 3 s)")
     ap.add_argument("--concurrency", type=int, default=8, help="throughput connections (default 8)")
     ap.add_argument("--binary", choices=("always", "never"), default="always", help="tensor encoding")
+    ap.add_argument("--huge-mb", type=float, default=50.0, help="huge-reply size in MB (default 50; 0 skips it)")
+    ap.add_argument("--huge-deadline-ms", type=float, default=2000.0, help="huge-reply call deadline (default 2000)")
     args = ap.parse_args()
     binary = args.binary == "always"
     x = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
@@ -162,6 +259,8 @@ def main() -> None:
             f"server throughput     {count / args.seconds:7.1f} req/s with {args.concurrency} connections "
             f"for {args.seconds:g} s (latency median {statistics.median(lat):.2f} ms, p99 {pct(lat, 99):.2f} ms)"
         )
+        if args.huge_mb > 0:
+            huge_reply(x, int(args.huge_mb * 2**20), args.huge_deadline_ms, binary=False)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
