@@ -119,6 +119,7 @@ calibration_samples = 32
 
 [gate]
 max_drop_points = 100.0   # what was built and recorded is checked here, not how well it compresses
+max_drop_vs_teacher_points = 100.0
 
 [[step]]
 kind = "train"

@@ -27,7 +27,7 @@ def fp32_net(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(width=0.25, depth=4)).eval()
-    return export_onnx(model.fused(), 8, tmp_path_factory.mktemp("mixed") / "net.onnx")
+    return export_onnx(model.fused(), (1, 8, 8), tmp_path_factory.mktemp("mixed") / "net.onnx")
 
 
 CALIB = np.random.default_rng(0).standard_normal((16, 1, 1, 8, 8)).astype(np.float32)
@@ -103,14 +103,16 @@ def _recipe(**gate):
 
 
 def test_recipe_mixed_export_records_the_analysis(tmp_path):
-    """Through the runner: sensitivity measured with edgerun's runtime on the reference set; manifest + report."""
+    """Through the runner: sensitivity measured with edgerun's runtime on the selection set (without a
+    validation split, the train split's tail; never the test split); manifest + report."""
     out = tmp_path / "loose"
     result = run_recipe(_recipe(max_drop_points=100.0), out)
     m = json.loads((out / "m-mixed.onnx.edgerun.json").read_text())
     assert m["precision"] == "mixed"
     mp = m["provenance"]["mixed_precision"]
     assert mp["fp32_layers"] == [] and mp["target_met"] and len(mp["sensitivity"]) == 6
-    assert "drop <= 100 points" in mp["target"] and "450 images" in mp["target"]
+    assert "drop <= 100 points" in mp["target"] and "the train split's last 256 samples" in mp["target"]
+    assert "test" not in mp["target"]
     assert all(q.onnx_int8_layers(out / "m-mixed.onnx").values())
     assert json.loads((out / "report.json").read_text())["mixed_precision"]["m-mixed.onnx"] == mp
     assert "top-1 if only it is INT8" in (out / "report.txt").read_text()

@@ -120,7 +120,7 @@ def test_qat_int4_export_equals_its_float_model_where_ptq_does_not(tmp_path):
                 {"kind": "qat", "name": "qat", "source": "float", "bits": 4, "calibration_samples": 64,
                  "finetune": {"epochs": 1}},
             ],
-            "gate": {"max_drop_points": 100.0},
+            "gate": {"max_drop_points": 100.0, "max_drop_vs_teacher_points": 100.0},
             "export": [
                 {"source": "float", "precision": "fp32"},
                 {"source": "float", "precision": "int4"},

@@ -1,13 +1,18 @@
-"""Data for compression runs: scikit-learn's digits (bundled, nothing is downloaded).
+"""Data for compression runs: the built-in scikit-learn digits, or the user's data (sources.py).
 
-The numpy pre-processing here is exactly what the produced manifests describe (cast ->
-resize -> scale -> normalize -> add batch and channel axes), so a model trained on it
-is evaluated correctly by edgerun's runtime. No torch import.
+A ``Dataset`` holds raw train / validation / test splits (samples as the user's data has them)
+and the per-sample pre-processing ops the manifests carry (docs/manifest.md). The user's data
+is pre-processed by edgerun's own op implementations (``edgerun.pipeline.compile_pre``), the
+code ``edgerun run`` executes, so a recipe measures exactly what a deployed artifact computes.
+The digits keep their batched numpy path (the same maths, vectorized for the per-epoch shift
+augmentation). No torch import.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,43 +22,98 @@ from edgerun.compress.recipe import DataConfig
 RAW_HW = 8  # sklearn digits are 8x8, values 0..16
 PIXEL_SCALE = 1.0 / 16.0
 LABELS = tuple(str(i) for i in range(10))
+# Without a validation split, selection steps (layer pruning, mixed precision) score on this many
+# of the train split's last samples. Never the test split: that is the gate's reference set.
+SELECTION_FALLBACK = 256
+
+Augment = Callable[[np.ndarray, np.random.Generator, int], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Raw (N, 8, 8) float32 images in [0, 16] and int64 labels, with the normalization stats."""
+    """Raw splits with int64 labels, the class names, and how a raw batch becomes a model batch."""
 
     train_x: np.ndarray
     train_y: np.ndarray
+    val_x: np.ndarray  # may be empty: then ``selection`` falls back to the train split's tail
+    val_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
-    size_px: int
-    mean: float
-    std: float
-    description: str
+    labels: tuple[str, ...]
+    pre_ops: tuple[dict[str, Any], ...]  # per sample, manifest vocabulary, without the batch axis
+    prepare: Callable[[np.ndarray], np.ndarray]  # raw (N, ...) -> float32 model input (N, ...)
+    description: str  # the test split (the gate's and the report's reference set)
+    raw_name: str = "input"
+    augment: Augment | None = None  # a raw-batch augmentation (the digits' random shift)
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def model_input(self, raw: np.ndarray) -> np.ndarray:
-        """(N, 8, 8) raw -> (N, 1, size, size) float32 model-ready batch."""
-        return preprocess(raw, self.size_px, self.mean, self.std)
+        return self.prepare(raw)
 
     def calibration(self, n: int) -> np.ndarray:
-        """The first n train images as batch-1 tensors (N, 1, 1, size, size) for static quantization."""
+        """The first n train samples as batch-1 tensors (N, 1, ...) for static quantization."""
         return self.model_input(self.train_x[:n])[:, None]
 
+    def train_inputs(self, rng: np.random.Generator, shift_px: int) -> np.ndarray:
+        """The train split as model input for one epoch (augmented when the source has one)."""
+        if self.augment is not None and shift_px > 0:
+            return self.model_input(self.augment(self.train_x, rng, shift_px))
+        if "train" not in self._cache:
+            self._cache["train"] = self.model_input(self.train_x)
+        return self._cache["train"]
 
-def load_dataset(cfg: DataConfig) -> Dataset:
+    def test_inputs(self) -> np.ndarray:
+        if "test" not in self._cache:
+            self._cache["test"] = self.model_input(self.test_x)
+        return self._cache["test"]
+
+    def selection(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """Raw (x, y) and a description of the set selection steps score on: validation, never test."""
+        if len(self.val_y):
+            return self.val_x, self.val_y, f"the validation split ({len(self.val_y)} samples)"
+        n = min(SELECTION_FALLBACK, len(self.train_y))
+        return self.train_x[-n:], self.train_y[-n:], f"the train split's last {n} samples (no validation split)"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One pre-processed sample's shape: the model's input without the batch axis."""
+        return tuple(self.model_input(self.train_x[:1]).shape[1:])
+
+
+def load_dataset(cfg: DataConfig, base_dir: Path | str = ".") -> Dataset:
+    if cfg.source == "sklearn-digits":
+        return _digits(cfg)
+    from edgerun.compress.preprocess import user_dataset
+
+    return user_dataset(cfg, Path(base_dir))
+
+
+def _digits(cfg: DataConfig) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     d = load_digits()
     x, y = d.images.astype(np.float32), d.target.astype(np.int64)
     tx, vx, ty, vy = train_test_split(x, y, test_size=cfg.test_fraction, stratify=y, random_state=cfg.split_seed)
+    val_x, val_y = tx[:0], ty[:0]
+    if cfg.validation_fraction > 0:
+        tx, val_x, ty, val_y = train_test_split(
+            tx, ty, test_size=cfg.validation_fraction, stratify=ty, random_state=cfg.split_seed
+        )
     if cfg.train_limit:
         tx, ty = tx[: cfg.train_limit], ty[: cfg.train_limit]
-    scaled = to_scaled(tx, cfg.input_size_px).astype(np.float64)
+    size = cfg.input_size_px
+    scaled = to_scaled(tx, size).astype(np.float64)
     mean, std = round(float(scaled.mean()), 4), round(float(scaled.std()), 4)
     desc = f"sklearn digits test split ({cfg.test_fraction:.0%}, stratified, seed {cfg.split_seed}), {len(vy)} images"
-    return Dataset(tx, ty, vx, vy, cfg.input_size_px, mean, std, desc)
+    return Dataset(
+        tx, ty, val_x, val_y, vx, vy, LABELS, digits_ops(size, mean, std),
+        lambda raw: preprocess(raw, size, mean, std), desc, "image", shift_augment,
+    )  # fmt: skip
 
 
 def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -99,15 +159,21 @@ def shift_augment(raw: np.ndarray, rng: np.random.Generator, shift_px: int) -> n
     return np.stack([pad[i, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(off)])
 
 
-def manifest_pipeline(data: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The manifest's preprocess / postprocess op lists (docs/manifest.md) for float IO."""
+def digits_ops(size_px: int, mean: float, std: float) -> tuple[dict[str, Any], ...]:
+    """The manifest ops of the digits' ``preprocess`` (per sample; the batch axis comes on top)."""
     pre: list[dict[str, Any]] = [{"op": "cast", "dtype": "float32"}]
-    if data.size_px != RAW_HW:
-        pre.append({"op": "resize", "size": [data.size_px, data.size_px], "method": "bilinear", "layout": "HW"})
+    if size_px != RAW_HW:
+        pre.append({"op": "resize", "size": [size_px, size_px], "method": "bilinear", "layout": "HW"})
     pre += [
         {"op": "scale", "factor": PIXEL_SCALE},
-        {"op": "normalize", "mean": [data.mean], "std": [data.std]},
-        {"op": "expand_dims", "axis": 0},
+        {"op": "normalize", "mean": [mean], "std": [std]},
         {"op": "expand_dims", "axis": 0},
     ]
-    return pre, [{"op": "softmax"}, {"op": "topk", "k": 3}]
+    return tuple(pre)
+
+
+def manifest_pipeline(data: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The manifest's preprocess / postprocess op lists (docs/manifest.md) for float IO: the
+    dataset's per-sample ops, then the batch axis."""
+    pre = [dict(op) for op in data.pre_ops] + [{"op": "expand_dims", "axis": 0}]
+    return pre, [{"op": "softmax"}, {"op": "topk", "k": min(3, data.n_classes)}]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edgerun.artifact import Manifest, TensorSpec, inspect_model, sha256_file, write_manifest
-from edgerun.compress.data import LABELS, RAW_HW, Dataset, manifest_pipeline
+from edgerun.compress.data import Dataset, manifest_pipeline
 
 ONNX_OPSET = 17
 
@@ -42,9 +42,12 @@ def quiet() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-def export_onnx(model: nn.Module, size_px: int, path: Path) -> Path:
-    """TorchScript exporter (dynamo=False): a plain opset-17 graph, fixed batch 1."""
-    sample = torch.zeros(1, 1, size_px, size_px)
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
+    """TorchScript exporter (dynamo=False): a plain opset-17 graph, fixed batch 1.
+
+    ``input_shape`` is one pre-processed sample's shape (the data's ``input_shape``): (1, 64, 64)
+    for a digit, (30,) for a row of features, (1, 256) for a one-channel signal."""
+    sample = torch.zeros(1, *input_shape)
     with quiet():
         torch.onnx.export(
             model.eval(),
@@ -70,14 +73,14 @@ def strip_onnx_noise(path: Path) -> None:
     onnx.save(m, str(path))
 
 
-def export_tflite(model: nn.Module, size_px: int, path: Path) -> Path:
+def export_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
     """litert-torch conversion (it lays the graph out NHWC internally)."""
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # our own progress lines report it
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines bypass Python logging
     with quiet():
         import litert_torch
 
-        edge = litert_torch.convert(model.eval(), (torch.zeros(1, 1, size_px, size_px),))
+        edge = litert_torch.convert(model.eval(), (torch.zeros(1, *input_shape),))
         edge.export(str(path))
     return path
 
@@ -110,13 +113,18 @@ def build_manifest(
         precision=precision or info.precision,
         inputs=info.inputs,
         outputs=info.outputs,
-        raw_inputs=(TensorSpec("image", (RAW_HW, RAW_HW), "float32"),),
+        raw_inputs=(raw_spec(data),),
         preprocess=tuple(pre),
         postprocess=tuple(post),
-        labels=LABELS,
+        labels=data.labels,
         provenance=provenance,
         samples=samples,
     )
+
+
+def raw_spec(data: Dataset) -> TensorSpec:
+    """One raw sample as the user's data has it: what ``edgerun run`` is given."""
+    return TensorSpec(data.raw_name, tuple(int(d) for d in data.train_x.shape[1:]), str(data.train_x.dtype))
 
 
 def save_manifest(manifest: Manifest, model_path: Path) -> Path:
@@ -124,13 +132,13 @@ def save_manifest(manifest: Manifest, model_path: Path) -> Path:
 
 
 def write_samples(path: Path, x: Any, y: Any) -> None:
-    """The manifests' ``samples``: an .npz of raw inputs ``x`` and labels ``y``, byte-stable."""
+    """The manifests' ``samples``: an .npz of raw inputs ``x`` (their own dtype) and labels ``y``, byte-stable."""
     import zipfile
 
     import numpy as np
 
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for key, arr in (("x", x.astype(np.float32)), ("y", y.astype(np.int64))):
+        for key, arr in (("x", x), ("y", y.astype(np.int64))):  # x as the raw spec declares it
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             with zf.open(info, "w") as fh:

@@ -24,6 +24,19 @@ class Measured:
 
 
 @dataclass(frozen=True)
+class TeacherRef:
+    """The teacher an export is compared with, and where along the way accuracy went.
+
+    ``losses``: (what, points lost) per stage from the teacher to the export, e.g.
+    ``("step 'student' (distill)", 1.1)``, ``("export pruned-int8.onnx", 0.2)``.
+    """
+
+    name: str
+    accuracy: float  # its FP32 ONNX export's top-1 through the runtime, like every export's
+    losses: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class GateVerdict:
     passed: bool
     accuracy: float
@@ -32,16 +45,30 @@ class GateVerdict:
     max_drop_points: float
     min_accuracy: float
     reason: str
+    teacher: str = ""  # "" when the verdict did not compare with a teacher (mixed precision's trials)
+    teacher_accuracy: float | None = None
+    drop_vs_teacher_points: float | None = None
+    max_drop_vs_teacher_points: float | None = None
+    lost_in: str = ""  # the stage that lost the most points on the way from the teacher (a failing verdict)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        d: dict[str, object] = {
             "passed": self.passed,
             "baseline_accuracy": round(self.baseline_accuracy, 4),
             "drop_points": round(self.drop_points, 2),
             "max_drop_points": self.max_drop_points,
             "min_accuracy": self.min_accuracy,
-            "reason": self.reason,
         }
+        if self.teacher:
+            d |= {
+                "teacher": self.teacher,
+                "teacher_accuracy": round(self.teacher_accuracy or 0.0, 4),
+                "drop_vs_teacher_points": round(self.drop_vs_teacher_points or 0.0, 2),
+                "max_drop_vs_teacher_points": self.max_drop_vs_teacher_points,
+            }
+        if self.lost_in:
+            d["lost_in"] = self.lost_in
+        return d | {"reason": self.reason}
 
 
 def measure_artifact(path: Path, raw_x: np.ndarray, y: np.ndarray, latency_runs: int = 200) -> Measured:
@@ -68,8 +95,15 @@ def _correct(rt, raw_x: np.ndarray, y: np.ndarray) -> int:  # rt: edgerun Runtim
     return sum(int(rt.run(img).top[0].index == label) for img, label in zip(raw_x, y))
 
 
-def judge(spec: ExportSpec, gate: GateConfig, accuracy: float, baseline_accuracy: float) -> GateVerdict:
-    """Pass when the drop against the FP32 baseline is within the limit and the floor is met."""
+def judge(
+    spec: ExportSpec,
+    gate: GateConfig,
+    accuracy: float,
+    baseline_accuracy: float,
+    teacher: TeacherRef | None = None,
+) -> GateVerdict:
+    """Pass when the drops against the FP32 baseline and against the teacher are within their
+    limits and the floor is met. A failing verdict names the stage that lost the most."""
     limit = gate.max_drop_points if spec.max_drop_points is None else spec.max_drop_points
     drop = (baseline_accuracy - accuracy) * 100.0
     reasons = []
@@ -78,7 +112,35 @@ def judge(spec: ExportSpec, gate: GateConfig, accuracy: float, baseline_accuracy
             f"top-1 {accuracy:.2%} is {drop:.2f} points below the FP32 baseline {baseline_accuracy:.2%}; "
             f"the gate allows {limit:g}"
         )
+    t_limit = t_drop = None
+    if teacher is not None:
+        t_limit = spec.max_drop_vs_teacher_points
+        t_limit = gate.max_drop_vs_teacher_points if t_limit is None else t_limit
+        t_drop = (teacher.accuracy - accuracy) * 100.0
+        if t_drop > t_limit + 1e-9:
+            reasons.append(
+                f"top-1 {accuracy:.2%} is {t_drop:.2f} points below the teacher {teacher.name!r} "
+                f"{teacher.accuracy:.2%}; the gate allows {t_limit:g}"
+            )
     if accuracy < gate.min_accuracy:
         reasons.append(f"top-1 {accuracy:.2%} is under the gate's min_accuracy {gate.min_accuracy:.2%}")
-    reason = "; ".join(reasons) or f"drop {drop:.2f} points <= {limit:g}"
-    return GateVerdict(not reasons, accuracy, baseline_accuracy, drop, limit, gate.min_accuracy, reason)
+    lost_in = _lost_in(teacher) if reasons and teacher is not None else ""
+    if lost_in:
+        reasons.append(f"most was lost in {lost_in} ({_losses(teacher)})")  # type: ignore[arg-type]
+    passed_reason = f"drop {drop:.2f} points <= {limit:g}"
+    if t_drop is not None:
+        passed_reason += f"; vs teacher {t_drop:.2f} <= {t_limit:g}"
+    return GateVerdict(
+        not reasons, accuracy, baseline_accuracy, drop, limit, gate.min_accuracy,
+        "; ".join(reasons) or passed_reason,
+        teacher.name if teacher else "", teacher.accuracy if teacher else None, t_drop, t_limit, lost_in,
+    )  # fmt: skip
+
+
+def _lost_in(teacher: TeacherRef) -> str:
+    worst = max(teacher.losses, key=lambda kv: kv[1], default=None)
+    return worst[0] if worst is not None and worst[1] > 0 else ""
+
+
+def _losses(teacher: TeacherRef) -> str:
+    return ", ".join(f"{what} {-points:+.2f}" for what, points in teacher.losses)

@@ -9,11 +9,16 @@ family at different widths, which keeps layer names aligned for feature distilla
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from edgerun.compress.recipe import ModelConfig
+from edgerun.compress.refs import call, resolve
+from edgerun.errors import CompressError
 
 # (cin, cout, stride) of the depthwise-separable blocks at width 1.0: the stem halves the
 # input, two blocks halve it again. About 35M MACs at 64x64, a millisecond per FP32
@@ -76,11 +81,12 @@ class Pointwise(nn.Module):
 class DigitsNet(nn.Module):
     """MobileNet-v1-style CNN for (N, 1, S, S) inputs; ``features.<i>`` are its layers."""
 
-    def __init__(self, cfg: ModelConfig | None = None, n_classes: int = 10):
+    def __init__(self, cfg: ModelConfig | None = None, n_classes: int = 10, in_channels: int = 1):
         super().__init__()
         cfg = cfg or ModelConfig()
-        blocks = [(_w(cin, cfg.width), _w(cout, cfg.width), s) for cin, cout, s in BLOCKS[: cfg.depth]]
-        layers: list[nn.Module] = [ConvBN(1, blocks[0][0], stride=2)]
+        width, depth = cfg.kwargs.get("width", 1.0), cfg.kwargs.get("depth", 6)
+        blocks = [(_w(cin, width), _w(cout, width), s) for cin, cout, s in BLOCKS[:depth]]
+        layers: list[nn.Module] = [ConvBN(in_channels, blocks[0][0], stride=2)]
         for cin, cout, stride in blocks:
             layers += [ConvBN(cin, cin, stride, groups=cin), Pointwise(cin, cout)]
         self.features = nn.Sequential(*layers)
@@ -109,10 +115,79 @@ def _w(channels: int, width: float) -> int:
     return max(4, int(round(channels * width / 4)) * 4)
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    if cfg.arch != "digits-cnn":
-        raise ValueError(f"unknown model arch {cfg.arch!r}; expected 'digits-cnn'")
-    return DigitsNet(cfg)
+def digits_cnn(width: float = 1.0, depth: int = 6, num_classes: int = 10, in_channels: int = 1) -> DigitsNet:
+    """The built-in ``digits-cnn`` factory (recipe ``arch = "digits-cnn"``)."""
+    return DigitsNet(ModelConfig(width=width, depth=depth), n_classes=num_classes, in_channels=in_channels)
+
+
+def build_model(cfg: ModelConfig, base_dir: Path | str = ".", offered: Mapping[str, Any] | None = None) -> nn.Module:
+    """The step's network: ``factory(**args)`` (its weights loaded when given) or a saved model file.
+
+    ``offered`` (``num_classes``, ``in_channels``, ``input_shape``) is passed to a factory whose
+    signature names it and whose recipe ``args`` do not set it.
+    """
+    base = Path(base_dir)
+    what = f"model {cfg.describe()}"
+    if cfg.file:
+        return load_model_file(base / cfg.file)
+    func = resolve(cfg.factory_ref, base, what)
+    model = call(func, cfg.kwargs, offered or {}, what)
+    if not isinstance(model, nn.Module):
+        raise CompressError(f"{what}: the factory returned {type(model).__name__}, not a torch nn.Module")
+    if cfg.weights:
+        load_weights(model, base / cfg.weights)
+    return model
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """A state dict, or a checkpoint dict holding one under ``state_dict`` / ``model_state_dict`` / ``model``."""
+    if not path.is_file():
+        raise CompressError(f"model weights: no file {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code from a checkpoint
+    except Exception as exc:  # torch raises several types for a bad file
+        raise CompressError(f"model weights {path}: not a torch state dict ({exc})") from exc
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CompressError(f"model weights {path} do not fit the factory's model: {exc}") from exc
+
+
+class ExportedModule(nn.Module):
+    """An ExportedProgram's module, usable as a step's model (a teacher, a source to export).
+
+    Its graph module refuses ``train()`` / ``eval()``, which every step calls; the program is
+    frozen in the mode it was exported in, so this wrapper records the mode and stops there.
+    The program must have been exported with a dynamic batch dimension to take training batches.
+    """
+
+    def __init__(self, program: nn.Module):
+        super().__init__()
+        self.program = program
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode
+        return self
+
+
+def load_model_file(path: Path) -> nn.Module:
+    """A torch.export ExportedProgram (``.pt2``) as its module, or a TorchScript file."""
+    if not path.is_file():
+        raise CompressError(f"model file: no file {path}")
+    try:
+        if path.suffix == ".pt2":
+            return ExportedModule(torch.export.load(str(path)).module())
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises several types for a file of the wrong kind
+        kind = "torch.export ExportedProgram" if path.suffix == ".pt2" else "TorchScript"
+        raise CompressError(f"model file {path}: not a {kind} file ({exc})") from exc
 
 
 def count_params(model: nn.Module) -> int:

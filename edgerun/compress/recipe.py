@@ -9,32 +9,50 @@ This module never imports torch.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union
 
+from edgerun.compress.data_config import DataConfig, check_data, parse_data
+from edgerun.compress.typed import build
 from edgerun.errors import RecipeError
 
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the training / reference data comes from and how a model sees it."""
-
-    source: Literal["sklearn-digits"] = "sklearn-digits"
-    test_fraction: float = 0.25
-    split_seed: int = 0
-    input_size_px: int = 64  # 8x8 digits are resized to this (8 = no resize)
-    calibration_samples: int = 200  # train images that calibrate static quantization
-    train_limit: int = 0  # use only the first N train images (0 = all); for quick runs
+# Built-in model factories: a recipe's ``arch`` is a name here, resolved like any ``factory``.
+BUILTIN_MODELS = {"digits-cnn": "edgerun.compress.models:digits_cnn"}
+MODEL_FILE_SUFFIXES = (".pt2", ".pt", ".pth", ".ts")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: Literal["digits-cnn"] = "digits-cnn"
-    width: float = 1.0  # channel multiplier of the MobileNet-style blocks
-    depth: int = 6  # depthwise-separable blocks kept (1..6)
+    """Where a step's network comes from: a factory (built-in ``arch`` or ``factory``) or a saved ``file``."""
+
+    arch: str = ""  # a built-in factory (BUILTIN_MODELS); nothing set at all = "digits-cnn"
+    factory: str = ""  # "package.module:function" or "file.py:function" returning an nn.Module
+    args: Mapping[str, Any] = field(default_factory=dict)  # the factory's keyword arguments
+    weights: str = ""  # a state dict / checkpoint loaded into the factory's model
+    file: str = ""  # a whole saved model: torch.export ExportedProgram (.pt2) or TorchScript
+    width: float | None = None  # shorthand for args.width (digits-cnn's channel multiplier)
+    depth: int | None = None  # shorthand for args.depth (digits-cnn's blocks kept, 1..6)
+
+    @property
+    def factory_ref(self) -> str:
+        """``module:function`` of the factory ("" for a saved file)."""
+        if self.file:
+            return ""
+        return self.factory or BUILTIN_MODELS[self.arch or "digits-cnn"]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        short = {k: v for k, v in (("width", self.width), ("depth", self.depth)) if v is not None}
+        return {**self.args, **short}
+
+    def describe(self) -> str:
+        if self.file:
+            return f"model file {self.file}"
+        what = self.arch or self.factory or "digits-cnn"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"{what}({args})" + (f" with weights {self.weights}" if self.weights else "")
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,15 @@ class TrainStep:
     kind: Literal["train"] = "train"
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class LoadStep:
+    """A model the user brings, already trained: nothing is trained; later steps take it as their source."""
+
+    name: str
+    model: ModelConfig
+    kind: Literal["load"] = "load"
 
 
 @dataclass(frozen=True)
@@ -139,6 +166,7 @@ class ExportSpec:
     precision: Literal["fp32", "int8", "int4", "mixed"] = "fp32"
     mode: Literal["static", "dynamic", "weight-only", ""] = ""  # "" = the precision's default
     max_drop_points: float | None = None  # overrides [gate] for this artifact (and is "mixed"'s target)
+    max_drop_vs_teacher_points: float | None = None  # overrides [gate]'s limit against the teacher
     name: str = ""  # file stem; default "<source>-<precision>[-<mode>]"
 
     @property
@@ -160,6 +188,8 @@ class ExportSpec:
 @dataclass(frozen=True)
 class GateConfig:
     max_drop_points: float = 1.0  # vs the source model's FP32 ONNX export, in accuracy points
+    max_drop_vs_teacher_points: float = 1.0  # vs the teacher's FP32 ONNX export, in accuracy points
+    teacher: str = ""  # the step every export is compared with; "" = the recipe's first step
     min_accuracy: float = 0.0  # absolute floor on top-1 (0..1)
     reference_set: Literal["test"] = "test"
 
@@ -176,8 +206,9 @@ SUPPORTED_EXPORTS = (
     ("tflite", "int4", "weight-only"),
 )
 
-Step = Union[TrainStep, DistillStep, PruneStep, LotteryStep, SparseTrainStep, QatStep]  # noqa: UP007 (a runtime alias)
+Step = Union[LoadStep, TrainStep, DistillStep, PruneStep, LotteryStep, SparseTrainStep, QatStep]  # noqa: UP007 (a runtime alias)
 STEP_KINDS: dict[str, type] = {
+    "load": LoadStep,
     "train": TrainStep,
     "distill": DistillStep,
     "prune": PruneStep,
@@ -198,6 +229,16 @@ class Recipe:
     gate: GateConfig = field(default_factory=GateConfig)
     source_path: str = ""  # the TOML file it was read from (not a TOML key)
     source_sha256: str = ""
+    base_dir: str = ""  # the recipe file's folder: relative paths in the recipe start here (not a TOML key)
+
+    @property
+    def teacher(self) -> str:
+        return self.gate.teacher or self.steps[0].name
+
+    def path(self, relative: str) -> Path:
+        """A path named in the recipe, resolved against the recipe file's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir or ".") / p
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -207,8 +248,6 @@ class Recipe:
 
 
 # --- parsing ------------------------------------------------------------------------------
-
-_NOT_KEYS = {"source_path", "source_sha256"}
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -221,7 +260,9 @@ def load_recipe(path: str | Path) -> Recipe:
     # size-capped; nan/inf, integers past 64 bits (seed = 2**70) and deep nesting are RecipeErrors
     data, raw = read_toml_bytes(p, RecipeError, what="recipe")
     recipe = parse_recipe(data, where=str(p))
-    return dataclasses.replace(recipe, source_path=str(p), source_sha256=hashlib.sha256(raw).hexdigest())
+    return dataclasses.replace(
+        recipe, source_path=str(p), source_sha256=hashlib.sha256(raw).hexdigest(), base_dir=str(p.parent)
+    )
 
 
 def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
@@ -234,10 +275,40 @@ def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
     exports_raw = data.pop("export", [])
     if not isinstance(exports_raw, list):
         raise RecipeError(f"{where}: 'export' must be an array of tables ([[export]])")
-    exports = tuple(_build(ExportSpec, e, f"{where} [[export]] #{i + 1}") for i, e in enumerate(exports_raw))
-    recipe = _build(Recipe, {**data, "steps": steps, "exports": exports}, where)
+    exports = tuple(build(ExportSpec, e, f"{where} [[export]] #{i + 1}") for i, e in enumerate(exports_raw))
+    if isinstance(data.get("data"), dict):
+        data["data"] = parse_data(data["data"], f"{where} [data]")
+    recipe = build(Recipe, {**data, "steps": steps, "exports": exports}, where)
     _check_references(recipe, where)
+    check_data(recipe.data, f"{where} [data]")
+    if recipe.gate.teacher and recipe.gate.teacher not in [s.name for s in recipe.steps]:
+        raise RecipeError(
+            f"{where} [gate]: teacher {recipe.gate.teacher!r} is not a step ({[s.name for s in recipe.steps]})"
+        )
     return recipe
+
+
+def _check_model(model: ModelConfig, where: str) -> None:
+    set_ = [k for k in ("arch", "factory", "file") if getattr(model, k)]
+    if len(set_) > 1:
+        raise RecipeError(f"{where}.model: set one of 'arch', 'factory', 'file', got {set_}")
+    if model.arch and model.arch not in BUILTIN_MODELS:
+        raise RecipeError(
+            f"{where}.model.arch: {model.arch!r} is not built in ({list(BUILTIN_MODELS)}); "
+            'use factory = "module:function"'
+        )
+    if model.factory and ":" not in model.factory:
+        raise RecipeError(
+            f'{where}.model.factory: must be "module:function" or "file.py:function", got {model.factory!r}'
+        )
+    if model.file:
+        if not model.file.endswith(MODEL_FILE_SUFFIXES):
+            raise RecipeError(
+                f"{where}.model.file: expected a {' / '.join(MODEL_FILE_SUFFIXES)} file, got {model.file!r}"
+            )
+        extra = [k for k in ("weights", "args", "width", "depth") if getattr(model, k)]
+        if extra:
+            raise RecipeError(f"{where}.model: {extra} do not apply to a saved model 'file'")
 
 
 def _parse_step(table: Any, where: str) -> Step:
@@ -247,12 +318,19 @@ def _parse_step(table: Any, where: str) -> Step:
     if kind not in STEP_KINDS:
         raise RecipeError(f"{where}: 'kind' must be one of {list(STEP_KINDS)}, got {kind!r}")
     name = table.get("name")
-    return _build(STEP_KINDS[kind], table, f"{where} ({kind} {name!r})")
+    return build(STEP_KINDS[kind], table, f"{where} ({kind} {name!r})")
 
 
 def _check_references(recipe: Recipe, where: str) -> None:
     seen: list[str] = []
     for step in recipe.steps:
+        if isinstance(step, LoadStep) and not (step.model.weights or step.model.file):
+            raise RecipeError(
+                f"{where}: load step {step.name!r}: model needs 'weights' (with a factory or arch) or 'file'; "
+                f"a model to train is a 'train' step"
+            )
+        if hasattr(step, "model"):
+            _check_model(step.model, f"{where} step {step.name!r}")
         if step.name in seen:
             raise RecipeError(f"{where}: step name {step.name!r} is used twice; names must be unique")
         inputs = step.teachers if isinstance(step, DistillStep) else (getattr(step, "source", None),)
@@ -315,91 +393,3 @@ def _check_distill(step: DistillStep, where: str) -> None:
         )
     if len(step.teachers) > 1 and (step.features or step.attention):
         raise RecipeError(f"{where}: distill step {step.name!r}: features/attention need exactly one teacher")
-
-
-# --- generic dataclass building -------------------------------------------------------
-
-
-def _build(cls: type, table: Any, where: str) -> Any:
-    """Instantiate dataclass ``cls`` from a dict, checking every key and type."""
-    if isinstance(table, cls):
-        return table
-    if not isinstance(table, dict):
-        raise RecipeError(f"{where}: must be a table, got {table!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _NOT_KEYS}
-    for key in table:
-        if key not in fields:
-            raise RecipeError(f"{where}: unknown key {key!r}; expected one of: {', '.join(fields)}")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name in table:
-            kwargs[name] = _convert(hints[name], table[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(f"{where}: missing required key {name!r}")
-    try:
-        obj = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise RecipeError(f"{where}: {exc}") from exc
-    _check_ranges(obj, where)
-    return obj
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Literal:
-        if not any(value == a and type(value) is type(a) for a in args):
-            raise RecipeError(f"{where}: must be one of {list(args)}, got {value!r}")
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _convert(inner[0], value, where)
-        return value  # a union of step types: already built
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise RecipeError(f"{where}: must be an array, got {value!r}")
-        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    return _scalar(tp, value, where)
-
-
-def _scalar(tp: Any, value: Any, where: str) -> Any:
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, str, bool) and type(value) is tp:
-        return value
-    raise RecipeError(f"{where}: must be {tp.__name__}, got {type(value).__name__} {value!r}")
-
-
-_RANGES = {
-    "test_fraction": (0.05, 0.9),
-    "input_size_px": (8, 512),
-    "width": (0.05, 8.0),
-    "depth": (1, 6),
-    "epochs": (0, 10_000),
-    "lr": (1e-7, 10.0),
-    "batch_size": (1, 100_000),
-    "temperature": (0.1, 100.0),
-    "alpha_soft": (0.0, 1.0),
-    "amount": (0.0, 0.99),
-    "amount_per_round": (0.01, 0.99),
-    "sparsity": (0.0, 0.99),
-    "drop_fraction": (0.0, 1.0),
-    "min_accuracy": (0.0, 1.0),
-    "max_drop_points": (0.0, 100.0),
-    "rounds": (1, 50),
-    "update_every_steps": (1, 1_000_000),
-    "calibration_samples": (1, 100_000),
-    "layers": (0, 10_000),
-}
-
-
-def _check_ranges(obj: Any, where: str) -> None:
-    for name, (lo, hi) in _RANGES.items():
-        value = getattr(obj, name, None)
-        if isinstance(value, int | float) and not lo <= value <= hi:
-            raise RecipeError(f"{where}.{name}: must be in [{lo}, {hi}], got {value}")

@@ -27,6 +27,9 @@ class Row:
     latency_p50_ms: float | None
     gate: str  # "pass" / "FAIL" / "-"
     kept: bool = True
+    drop_vs_teacher_points: float | None = (
+        None  # vs the recipe's teacher (its FP32 ONNX; torch rows: its PyTorch top-1)
+    )
 
     @property
     def sparsity(self) -> float:
@@ -47,7 +50,20 @@ def pareto(rows: list[Row]) -> set[str]:
 
 def format_table(rows: list[Row]) -> str:
     front = pareto(rows)
-    head = ("model", "kind", "prec", "params", "sparsity", "size KB", "top-1", "drop pt", "p50 ms", "gate", "pareto")
+    head = (
+        "model",
+        "kind",
+        "prec",
+        "params",
+        "sparsity",
+        "size KB",
+        "top-1",
+        "drop pt",
+        "vs teacher",
+        "p50 ms",
+        "gate",
+        "pareto",
+    )
     lines = []
     for r in rows:
         lines.append(
@@ -60,6 +76,7 @@ def format_table(rows: list[Row]) -> str:
                 "-" if r.size_bytes is None else f"{r.size_bytes / 1024:.1f}",
                 f"{r.accuracy:.2%}",
                 "-" if r.drop_points is None else f"{r.drop_points:+.2f}",
+                "-" if r.drop_vs_teacher_points is None else f"{r.drop_vs_teacher_points:+.2f}",
                 "-" if r.latency_p50_ms is None else f"{r.latency_p50_ms:.3f}",
                 r.gate,
                 "*" if r.name in front else "",
@@ -70,7 +87,8 @@ def format_table(rows: list[Row]) -> str:
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
     out += [fmt.format(*x) for x in lines]
     out.append(
-        "drop pt: accuracy points lost vs the source's FP32 ONNX (exports) or vs the first step (torch rows); "
+        "drop pt: accuracy points lost vs the source's FP32 ONNX (exports) or vs the teacher (torch rows); "
+        "vs teacher: points lost vs the teacher's FP32 ONNX (exports) or its PyTorch top-1 (torch rows); "
         "p50 ms: inference stage via edgerun's runtime, batch 1, 1 thread; * = on the Pareto frontier"
     )
     return "\n".join(out)

@@ -20,7 +20,7 @@ from edgerun.errors import AccuracyGateError, CompressError
 from . import export as ex
 from . import quantize as q
 from .data import Dataset, load_dataset
-from .gate import GateVerdict, Measured, judge, measure_artifact, runtime_accuracy
+from .gate import GateVerdict, Measured, TeacherRef, judge, measure_artifact, runtime_accuracy
 from .recipe import ExportSpec, Recipe
 from .report import Row, format_details, format_table, plot, write_json
 from .steps import Trained, run_step
@@ -81,12 +81,17 @@ def run_recipe(
     log = (lambda msg: progress(f"[{time.perf_counter() - t0:7.1f}s] {msg}")) if progress else (lambda msg: None)
     out = Path(out_dir) if out_dir is not None else default_out_dir(recipe)
     rng = seed_everything(recipe.seed)
-    data = load_dataset(recipe.data)
-    log(f"data: {data.description}; train {len(data.train_x)}; input {data.size_px}x{data.size_px}")
+    base_dir = Path(recipe.base_dir or ".")
+    data = load_dataset(recipe.data, base_dir)
+    log(
+        f"data: {data.description}; train {len(data.train_y)}, validation {len(data.val_y)}; raw sample "
+        f"{list(data.train_x.shape[1:])} {data.train_x.dtype} -> model input {list(data.input_shape)}; "
+        f"{data.n_classes} classes"
+    )
     done: dict[str, Trained] = {}
     for i, step in enumerate(recipe.steps, 1):
         log(f"step {i}/{len(recipe.steps)}: {step.kind} {step.name!r}")
-        done[step.name] = run_step(step, done, data, rng, log)
+        done[step.name] = run_step(step, done, data, rng, log, base_dir)
         t = done[step.name]
         log(f"  {step.name}: {t.params} parameters, torch top-1 {t.accuracy:.2%}")
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +128,8 @@ def _export_all(
         log(f"export {i}/{len(recipe.exports)}: {spec.file_name}")
         base_path, base = exports.baseline(spec.source)
         path, measured = exports.measured(spec)
-        verdict = judge(spec, recipe.gate, measured.accuracy, base.accuracy)
+        teacher = exports.teacher(spec, measured.accuracy)
+        verdict = judge(spec, recipe.gate, measured.accuracy, base.accuracy, teacher)
         _finish_manifest(path, spec, recipe, done, data, measured, verdict, base_path, details.get(spec.file_name))
         log(
             f"  {spec.file_name}: top-1 {measured.accuracy:.2%}, p50 {measured.latency_p50_ms:.3f} ms, "
@@ -161,6 +167,21 @@ class _Exports:
             self.log(f"  baseline {spec.file_name}")
         return self.measured(spec)
 
+    def teacher(self, spec: ExportSpec, accuracy: float) -> TeacherRef:
+        """The recipe's teacher (its FP32 ONNX through the runtime) and the points lost on the way
+        to this export: each step's PyTorch top-1 against the previous one, then the export's."""
+        name = self.recipe.teacher
+        _, t_measured = self.baseline(name)
+        chain = lineage(spec.source, self.done)
+        chain = chain[chain.index(name) + 1 :] if name in chain else chain
+        prev, losses = self.done[name].accuracy, []
+        for step in chain:
+            acc = self.done[step].accuracy
+            losses.append((f"step {step!r} ({self.recipe.step(step).kind})", (prev - acc) * 100.0))
+            prev = acc
+        losses.append((f"export {spec.file_name}", (prev - accuracy) * 100.0))
+        return TeacherRef(name, t_measured.accuracy, tuple(losses))
+
     def measured(self, spec: ExportSpec) -> tuple[Path, Measured]:
         if spec.file_name in self.built:
             return self.built[spec.file_name]
@@ -177,13 +198,11 @@ class _Exports:
         fused = getattr(model, "fused", lambda: model)()
         calib = self.data.calibration(self.recipe.data.calibration_samples)
         if spec.precision == "fp32":
-            (ex.export_onnx if spec.format == "onnx" else ex.export_tflite)(fused, self.data.size_px, path)
+            (ex.export_onnx if spec.format == "onnx" else ex.export_tflite)(fused, self.data.input_shape, path)
             return
-        fp32, fp32_measured = self.measured(ExportSpec(source=spec.source, format=spec.format, precision="fp32"))
+        fp32, _ = self.measured(ExportSpec(source=spec.source, format=spec.format, precision="fp32"))
         if spec.precision == "mixed":
-            self.details[spec.file_name] = _mixed(
-                spec, self.recipe, self.data, fp32, fp32_measured, calib, path, self.log
-            )
+            self.details[spec.file_name] = _mixed(spec, self.recipe, self.data, fp32, calib, path, self.log)
             return
         key = (spec.format, spec.precision, spec.resolved_mode)
         makers: dict[tuple[str, str, str], Callable[[], Any]] = {
@@ -203,26 +222,27 @@ def _mixed(
     recipe: Recipe,
     data: Dataset,
     fp32: Path,
-    fp32_measured: Measured,
     calib: Any,
     path: Path,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """ONNX mixed INT8/FP32: sensitivity through edgerun's runtime on the reference set, target = this export's gate."""
+    """ONNX mixed INT8/FP32: sensitivity and trials through edgerun's runtime on the selection set
+    (validation), target = this export's limits; the gate then judges the result on the test split."""
     from .mixed import onnx_mixed
 
-    base = fp32_measured.accuracy
+    sel_x, sel_y, sel_what = data.selection()
+    base = runtime_accuracy(fp32, sel_x, sel_y)
 
     def evaluate(trial: Path) -> float:
         ex.save_manifest(ex.build_manifest(trial, trial.stem, data, {}, None), trial)
-        return runtime_accuracy(trial, data.test_x, data.test_y)
+        return runtime_accuracy(trial, sel_x, sel_y)
 
     def accept(acc: float) -> bool:
         return judge(spec, recipe.gate, acc, base).passed
 
     limit = recipe.gate.max_drop_points if spec.max_drop_points is None else spec.max_drop_points
     floor = recipe.gate.min_accuracy
-    target = f"drop <= {limit:g} points vs FP32 {base:.2%} and top-1 >= {floor:.2%} ({data.description})"
+    target = f"drop <= {limit:g} points vs FP32 {base:.2%} and top-1 >= {floor:.2%} (on {sel_what})"
     res = onnx_mixed(fp32, path, calib, evaluate, accept, base, target=target, log=log)
     log(f"  mixed: {len(res.quantized)} layer(s) INT8, FP32 kept: {list(res.excluded) or 'none'}")
     return res.to_dict()
@@ -287,7 +307,7 @@ def _finish_manifest(
 
 
 def _torch_rows(recipe: Recipe, done: dict[str, Trained]) -> list[Row]:
-    first = done[recipe.steps[0].name].accuracy
+    first = done[recipe.teacher].accuracy
     return [
         Row(
             t.name,
@@ -301,6 +321,8 @@ def _torch_rows(recipe: Recipe, done: dict[str, Trained]) -> list[Row]:
             (first - t.accuracy) * 100,
             None,
             "-",
+            True,
+            (first - t.accuracy) * 100,
         )
         for t in done.values()
     ]
@@ -328,6 +350,7 @@ def _export_row(
         measured.latency_p50_ms,
         "pass" if verdict.passed else "FAIL",
         kept,
+        verdict.drop_vs_teacher_points,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +17,9 @@ from edgerun.compress.data import Dataset
 from edgerun.compress.models import build_model, count_nonzero, count_params
 from edgerun.compress.recipe import (
     DistillStep,
+    LoadStep,
     LotteryStep,
+    ModelConfig,
     PruneStep,
     QatStep,
     SparseTrainStep,
@@ -40,11 +43,38 @@ class Trained:
     how: str  # one line for the manifest's provenance
 
 
+@dataclass(frozen=True)
+class Ctx:
+    """What every step shares besides its inputs: the data, the seeded generator, progress, the recipe's folder."""
+
+    data: Dataset
+    rng: np.random.Generator
+    progress: Progress
+    base_dir: Path = Path(".")
+
+    def new_model(self, cfg: ModelConfig) -> nn.Module:
+        """``cfg``'s network; a factory may take the data's ``num_classes``, ``input_shape``,
+        ``in_channels`` (samples with a channel axis) or ``in_features`` (1-D samples)."""
+        shape = self.data.input_shape
+        offered = {"num_classes": self.data.n_classes, "input_shape": shape}
+        offered["in_channels" if len(shape) > 1 else "in_features"] = shape[0]
+        return build_model(cfg, self.base_dir, offered)
+
+
 def run_step(
-    step: Step, done: dict[str, Trained], data: Dataset, rng: np.random.Generator, progress: Progress
+    step: Step,
+    done: dict[str, Trained],
+    data: Dataset,
+    rng: np.random.Generator,
+    progress: Progress,
+    base_dir: Path = Path("."),
 ) -> Trained:
-    if isinstance(step, TrainStep):
-        model = build_model(step.model)
+    ctx = Ctx(data, rng, progress, base_dir)
+    if isinstance(step, LoadStep):
+        model, parent = ctx.new_model(step.model), None
+        how = f"brought trained: {step.model.describe()}"
+    elif isinstance(step, TrainStep):
+        model = ctx.new_model(step.model)
         fit(
             model,
             data,
@@ -54,9 +84,9 @@ def run_step(
             progress=progress,
             label=step.name,
         )
-        how, parent = f"trained from scratch ({step.train.epochs} epochs), {step.model}", None
+        how, parent = f"trained from scratch ({step.train.epochs} epochs), {step.model.describe()}", None
     elif isinstance(step, DistillStep):
-        model, how = _distill(step, done, data, rng, progress)
+        model, how = _distill(step, done, ctx)
         parent = ",".join(step.teachers)
     elif isinstance(step, PruneStep):
         model, how = _prune(step, done[step.source].model, data, rng, progress)
@@ -65,13 +95,13 @@ def run_step(
         model, how = _qat(step, done[step.source].model, data, rng, progress)
         parent = step.source
     elif isinstance(step, LotteryStep):
-        model, parent = _lottery(step, data, rng, progress), None
+        model, parent = _lottery(step, ctx), None
         how = (
             f"lottery ticket: {step.rounds} rounds of {step.amount_per_round:.0%} global magnitude pruning, "
             f"rewind to epoch {step.rewind_epoch}; weight sparsity {pr.weight_sparsity(model):.1%}"
         )
     else:
-        model, parent = _sparse_train(step, data, rng, progress), None
+        model, parent = _sparse_train(step, ctx), None
         how = (
             f"dynamic sparse training ({step.method}, sparsity {step.sparsity:.0%}, "
             f"update every {step.update_every_steps} steps); weight sparsity of the sparse-trained layers "
@@ -83,8 +113,9 @@ def run_step(
     )
 
 
-def _distill(step: DistillStep, done: dict[str, Trained], data: Dataset, rng: np.random.Generator, progress: Progress):
-    student = build_model(step.model)
+def _distill(step: DistillStep, done: dict[str, Trained], ctx: Ctx):
+    data, rng, progress = ctx.data, ctx.rng, ctx.progress
+    student = ctx.new_model(step.model)
     teachers = [done[t].model.eval() for t in step.teachers]
     pairs = list(step.features) + list(step.attention)
     t_tap = kd.FeatureTap(teachers[0], [p.teacher for p in pairs]) if pairs else None
@@ -116,7 +147,7 @@ def _distill(step: DistillStep, done: dict[str, Trained], data: Dataset, rng: np
     how = (
         f"distilled from {list(step.teachers)} ({step.aggregation}), T={step.temperature:g}, "
         f"alpha_soft={step.alpha_soft:g}, {len(step.features)} feature pairs, {len(step.attention)} attention pairs, "
-        f"{step.train.epochs} epochs, {step.model}"
+        f"{step.train.epochs} epochs, {step.model.describe()}"
     )
     return student, how
 
@@ -153,14 +184,11 @@ def _prune(step: PruneStep, source: nn.Module, data: Dataset, rng: np.random.Gen
     return model, f"{how}, fine-tuned {step.finetune.epochs} epochs; weight sparsity {pr.weight_sparsity(model):.1%}"
 
 
-# Images of the train split that score layers for layer pruning: its last ones (all when fewer).
-# Never the test split: that is the gate's reference set.
-LAYER_SCORE_IMAGES = 256
-
-
 def _remove_layers(step: PruneStep, model: nn.Module, data: Dataset, progress: Progress) -> str:
-    x = torch.from_numpy(data.model_input(data.train_x[-LAYER_SCORE_IMAGES:]))
-    y = torch.from_numpy(data.train_y[-LAYER_SCORE_IMAGES:])
+    # Scored on the validation split (the train split's tail without one), never the test split:
+    # that is the gate's reference set.
+    raw_x, raw_y, scored_on = data.selection()
+    x, y = torch.from_numpy(data.model_input(raw_x)), torch.from_numpy(raw_y)
     candidates = pr.removable_layers(model, x[:1])
     if step.layers > len(candidates):
         raise CompressError(
@@ -170,11 +198,11 @@ def _remove_layers(step: PruneStep, model: nn.Module, data: Dataset, progress: P
     before = count_params(model)
     removed = pr.layer_prune(model, x, y, step.layers)
     for name, increase in removed:
-        progress(f"{step.name}: removed {name} (loss {increase:+.4f} on {len(x)} train images)")
+        progress(f"{step.name}: removed {name} (loss {increase:+.4f} on {scored_on})")
     listed = ", ".join(f"{name} ({increase:+.3f} loss)" for name, increase in removed)
     return (
         f"layer pruning (greedy, {step.layers} of {len(candidates)} removable layers, loss increase on "
-        f"{len(x)} train images): removed {listed}: {before} -> {count_params(model)} parameters"
+        f"{scored_on}): removed {listed}: {before} -> {count_params(model)} parameters"
     )
 
 
@@ -194,8 +222,9 @@ def _qat(step: QatStep, source: nn.Module, data: Dataset, rng: np.random.Generat
     return model, how
 
 
-def _lottery(step: LotteryStep, data: Dataset, rng: np.random.Generator, progress: Progress) -> nn.Module:
-    model = build_model(step.model)
+def _lottery(step: LotteryStep, ctx: Ctx) -> nn.Module:
+    data, rng, progress = ctx.data, ctx.rng, ctx.progress
+    model = ctx.new_model(step.model)
     saved = {0: pr.snapshot(model)}
 
     def keep(epoch: int) -> None:
@@ -221,8 +250,9 @@ def _lottery(step: LotteryStep, data: Dataset, rng: np.random.Generator, progres
     return pr.make_permanent(model)
 
 
-def _sparse_train(step: SparseTrainStep, data: Dataset, rng: np.random.Generator, progress: Progress) -> nn.Module:
-    model = build_model(step.model)
+def _sparse_train(step: SparseTrainStep, ctx: Ctx) -> nn.Module:
+    data, rng, progress = ctx.data, ctx.rng, ctx.progress
+    model = ctx.new_model(step.model)
     total = step.train.epochs * int(np.ceil(len(data.train_x) / step.train.batch_size))
     dyn = pr.DynamicSparsity(model, step.sparsity, step.method, step.drop_fraction, step.update_every_steps, total, rng)
     fit(

@@ -1,6 +1,6 @@
 """The one training loop every step uses (train, distill, fine-tune, lottery, sparse training).
 
-AdamW with a one-cycle schedule and a shift augmentation of the raw images. What
+AdamW with a one-cycle schedule (and, for the built-in digits, a shift augmentation of the raw images). What
 differs between steps is the loss (``LossFn``) and what happens after each optimizer
 step (re-applying a sparsity mask, a RigL/SET update), passed in as callables.
 """
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgerun.compress.data import Dataset, shift_augment
+from edgerun.compress.data import Dataset
 from edgerun.compress.recipe import TrainConfig
 
 Progress = Callable[[str], None]
@@ -64,7 +64,7 @@ def fit(
     step = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        x_all = torch.from_numpy(data.model_input(shift_augment(data.train_x, rng, cfg.augment_shift_px)))
+        x_all = torch.from_numpy(data.train_inputs(rng, cfg.augment_shift_px))
         order = torch.from_numpy(rng.permutation(n))
         total = 0.0
         for i in range(0, n, cfg.batch_size):
@@ -88,7 +88,7 @@ def fit(
 @torch.no_grad()
 def torch_accuracy(model: nn.Module, data: Dataset) -> float:
     """Top-1 of the PyTorch model on the test split (for the report; the gate uses exported files)."""
-    logits = model.eval()(torch.from_numpy(data.model_input(data.test_x)))
+    logits = model.eval()(torch.from_numpy(data.test_inputs()))
     return float((logits.argmax(1).numpy() == data.test_y).mean())
 
 
