@@ -24,7 +24,16 @@ from edgerun.measure.stats import (
     percentile_nearest_rank,
 )
 
-__all__ = ["Budget", "Verdict", "judge_hard", "judge_size", "judge_soft", "limit_ns", "overall"]
+__all__ = [
+    "Budget",
+    "Verdict",
+    "allowed_misses",
+    "judge_hard",
+    "judge_size",
+    "judge_soft",
+    "limit_ns",
+    "overall",
+]
 
 
 @dataclass(frozen=True)
@@ -142,32 +151,70 @@ def judge_hard(samples_ns: Iterable[int], budget: Budget, *, kind: str = "hard")
     return Verdict(kind, status, worst_ns / 1e6, budget.hard_ms, "ms", reason, misses / n, n)
 
 
+def allowed_misses(p: float, n: int) -> int:
+    """How many of ``n`` samples may be at or over a limit with the nearest-rank ``p``-th percentile under it.
+
+    The nearest-rank percentile is the sample at rank r = ceil(p/100 * n) of the
+    ascending samples (``percentile_nearest_rank``). It is under the limit iff at
+    least r samples are, i.e. iff at most n - r samples miss. For p99 at the
+    minimum valid count of 662: r = ceil(655.38) = 656, so at most 6 may miss and
+    7 misses fail it. The rank uses the same exact rational arithmetic as
+    ``percentile_nearest_rank`` (p99.9 at n=1000 gives r = 999, not 1000).
+    """
+    if n < 1:
+        raise ValueError(f"allowed_misses needs n >= 1, got {n}")
+    if not 0 < p <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {p}")
+    return n - math.ceil(Fraction(str(float(p))) * n / 100)
+
+
 def judge_soft(samples_ns: Iterable[int], budget: Budget, *, kind: str = "soft") -> Verdict:
     """Judge integer-ns latencies against ``budget.soft_ms`` at ``budget.percentile``.
 
     Pass iff the nearest-rank percentile is under the limit AND there are at
-    least ``min_samples(percentile)`` samples. With fewer samples the verdict
-    is "not-valid" whatever the value (never a pass). ``measured`` is the
-    percentile in ms; ``miss_rate`` the fraction of samples at or over the limit.
+    least N = ``min_samples(percentile)`` samples. With fewer samples:
+
+    - "fail" when the misses already exceed ``allowed_misses(p, N)`` (7 or more
+      for p99, N = 662): every run of N samples that contains these fails,
+      whatever the unseen samples are, so more samples of a minimum-length run
+      cannot change the verdict. (A run far longer than N could dilute the
+      misses; N is the length the validity rule asks for, so it is the one
+      judged.)
+    - "not-valid" otherwise, including when every sample is under the limit: a
+      pass is never certain early, since the unseen samples could miss.
+
+    ``measured`` is the percentile of the samples in hand, in ms; ``miss_rate``
+    the fraction of samples at or over the limit.
     """
     array = as_samples_ns(samples_ns)
     if array.size == 0:
         return _no_samples(kind, budget.soft_ms)
     n = int(array.size)
     soft_limit_ns = limit_ns(budget.soft_ms)
+    misses = int(np.count_nonzero(array >= soft_limit_ns))
     value_ns = int(percentile_nearest_rank(np.sort(array), budget.percentile))
     needed = min_samples(budget.percentile)
     name = percentile_key(budget.percentile)
     limit = f"{budget.soft_ms:g} ms soft budget"
     if n < needed:
-        status = "not-valid"
-        reason = f"{name} needs {needed} samples, have {n} ({name} = {_fmt_ms(value_ns)})"
+        may_miss = allowed_misses(budget.percentile, needed)
+        if misses > may_miss:
+            status = "fail"
+            reason = (
+                f"{misses} of {n} missed the {limit}; with {needed} samples (the fewest a valid {name} needs) "
+                f"at most {may_miss} may miss, so the {name} verdict is a certain fail"
+            )
+        else:
+            status = "not-valid"
+            reason = (
+                f"{name} needs {needed} samples, have {n} ({name} = {_fmt_ms(value_ns)}; "
+                f"{misses} missed, {may_miss} of {needed} may)"
+            )
     elif value_ns < soft_limit_ns:
         status, reason = "pass", f"{name} = {_fmt_ms(value_ns)} is under the {limit}"
     else:
         status, reason = "fail", f"{name} = {_fmt_ms(value_ns)} is at or over the {limit}"
-    miss_rate = int(np.count_nonzero(array >= soft_limit_ns)) / n
-    return Verdict(kind, status, value_ns / 1e6, budget.soft_ms, "ms", reason, miss_rate, n)
+    return Verdict(kind, status, value_ns / 1e6, budget.soft_ms, "ms", reason, misses / n, n)
 
 
 def judge_size(size_bytes: int, limit_bytes: int, ideal_bytes: int | None = None) -> Verdict:

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from edgerun.budget import Budget, Verdict, judge_hard, judge_size, judge_soft, overall
+from edgerun.budget import Budget, Verdict, allowed_misses, judge_hard, judge_size, judge_soft, overall
+from edgerun.measure.stats import min_samples, percentile_nearest_rank
 
 MS = 1_000_000  # ns per ms
 
@@ -107,9 +108,46 @@ def test_soft_p90_sample_threshold(n: int, status: str) -> None:
     assert judge_soft(fast_samples(n), Budget(percentile=90)).status == status
 
 
-def test_soft_too_few_samples_is_not_valid_even_when_over() -> None:
-    # With too few samples we cannot claim a pass, nor a well-founded fail.
-    assert judge_soft(fast_samples(10, 200 * MS), Budget()).status == "not-valid"
+def test_soft_too_few_samples_is_not_valid_while_the_misses_allow_a_pass() -> None:
+    # 6 of 10 over 100 ms: a 662-sample p99 run may hold 6 misses, so the unseen 652 decide.
+    samples = np.append(fast_samples(4), [200 * MS] * 6)
+    verdict = judge_soft(samples, Budget())
+    assert verdict.status == "not-valid"
+    assert "p99 needs 662 samples, have 10" in verdict.reason and "6 missed, 6 of 662 may" in verdict.reason
+
+
+@pytest.mark.parametrize(("p", "needed", "allowed"), [(50, 10, 5), (90, 64, 6), (99, 662, 6), (99.9, 6643, 6)])
+def test_allowed_misses_at_the_minimum_count_follows_nearest_rank(p: float, needed: int, allowed: int) -> None:
+    # p99 at 662: rank ceil(0.99 * 662) = 656, so 662 - 656 = 6 samples may miss.
+    assert min_samples(p) == needed
+    assert allowed_misses(p, needed) == allowed
+    # Cross-check against the percentile itself: `allowed` misses keep it under, one more does not.
+    slow = 200 * MS
+    under = np.sort(np.append(fast_samples(needed - allowed), [slow] * allowed))
+    over = np.sort(np.append(fast_samples(needed - allowed - 1), [slow] * (allowed + 1)))
+    assert percentile_nearest_rank(under, p) < slow <= percentile_nearest_rank(over, p)
+
+
+@pytest.mark.parametrize("n", [7, 50, 661])
+def test_soft_fail_is_certain_before_the_minimum_once_misses_exceed_the_allowance(n: int) -> None:
+    # 7 misses among fewer than 662 samples: any 662-sample run holding them has p99 over budget.
+    samples = np.append(fast_samples(n - 7), [200 * MS] * 7)
+    verdict = judge_soft(samples, Budget(soft_ms=100, percentile=99))
+    assert verdict.status == "fail" and verdict.valid
+    assert f"7 of {n} missed" in verdict.reason and "with 662 samples" in verdict.reason
+    assert "at most 6 may miss" in verdict.reason
+    assert verdict.miss_rate == pytest.approx(7 / n) and verdict.n == n
+
+
+def test_soft_every_sample_missed_fails_early() -> None:
+    # The case: 50 runs, all over the budget -> FAIL, not "not valid".
+    verdict = judge_soft(fast_samples(50, 200 * MS), Budget(soft_ms=0.01))
+    assert verdict.status == "fail" and "50 of 50 missed" in verdict.reason
+
+
+def test_soft_pass_is_never_certain_before_the_minimum() -> None:
+    # No miss in 661 samples still leaves a not-valid verdict: the 662nd.. could all miss.
+    assert judge_soft(fast_samples(661), Budget(soft_ms=100)).status == "not-valid"
 
 
 def test_soft_percentile_under_passes_despite_a_tail() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from edgerun.budget import allowed_misses
 from edgerun.measure.stats import min_samples
 
 _MARK_INVALID = "*"
@@ -30,12 +31,18 @@ def _ci(stats: dict[str, Any], key: str) -> str:
     return "-" if not ci else f"{_ms(ci[0])} .. {_ms(ci[1])}"
 
 
-def _verdict(v: dict[str, Any] | None) -> str:
+def _verdict(v: dict[str, Any] | None, percentile: float | None = None) -> str:
+    """``PASS (0/1000 missed)``; a percentile verdict failed before its minimum sample count
+    says why the fail is already certain (edgerun.budget.judge_soft)."""
     if v is None:
         return "-"
     text = v["status"].upper()
     if v.get("miss_rate") is not None and v["status"] != "not-valid" and v.get("n"):
         misses = round(v["miss_rate"] * v["n"])
+        needed = min_samples(percentile) if percentile is not None else 0
+        if v["status"] == "fail" and v["n"] < needed:
+            may = allowed_misses(percentile, needed)
+            return f"{text}: {misses} of {v['n']} missed; with {needed} samples at most {may} may miss"
         text += f" ({misses}/{v['n']} missed)"
     return text
 
@@ -78,7 +85,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     rows += [
         ("total max (ms)", _ms(tot["max_ns"])),
         (f"hard < {b['hard_ms']:g} ms (all)", _verdict(v.get("hard"))),
-        (f"soft {p} < {b['soft_ms']:g} ms", _verdict(v.get("soft"))),
+        (f"soft {p} < {b['soft_ms']:g} ms", _verdict(v.get("soft"), b["percentile"])),
         ("model size", _verdict(v.get("model_size"))),
         ("peak RSS vs RAM", _verdict(v.get("peak_rss"))),
         *_measure_rows(r),

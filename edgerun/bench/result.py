@@ -26,6 +26,7 @@ and describe it here, like pyperf does):
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ import numpy as np
 from edgerun.bench.environment import environment
 from edgerun.bench.runner import BenchConfig, Measurement
 from edgerun.budget import Budget, Verdict, judge_hard, judge_size, judge_soft, overall
-from edgerun.measure.stats import histogram, stability, summarize
+from edgerun.measure.stats import histogram, min_samples, percentile_key, stability, summarize
 
 SCHEMA = "edgerun.bench"
 SCHEMA_VERSION = 3
@@ -94,9 +95,44 @@ def _thermal_block(m: Measurement) -> dict[str, Any] | None:
     return {"before": m.thermal_before.to_dict(), "after": m.thermal_after.to_dict(), "flags": flags.to_dict()}
 
 
-def _warnings(m: Measurement, stats: dict[str, Any]) -> list[str]:
+def _soft_time_warning(m: Measurement, config: BenchConfig, budget: Budget, soft: Verdict) -> str | None:
+    """How long a valid soft verdict would take, when --max-seconds cannot get there at the measured rate.
+
+    A slow device (100 ms per inference) reaches p99's 662 samples only after ~66 s of
+    steady state, past the default 60 s cap: without this the user only ever sees
+    NOT-VALID and never learns what would fix it. Not said when the samples in hand
+    already decide the verdict (a certain fail, or enough samples).
+    """
+    needed = min_samples(budget.percentile)
+    n = int(m.infer_ns.size)
+    if soft.status != "not-valid" or n >= needed or n == 0 or m.steady_ns <= 0:
+        return None
+    rate = n / (m.steady_ns / 1e9)  # inferences per second of steady state, as measured
+    seconds = needed / rate
+    if seconds <= config.max_seconds:
+        return None
+    name = percentile_key(budget.percentile)
+    return (
+        f"a valid soft {name} verdict needs {needed} samples: at the measured {rate:.3g} inferences/s that is "
+        f"about {seconds:.0f} s of steady state, past --max-seconds {config.max_seconds:g}; "
+        f"run with --max-seconds {math.ceil(seconds * 1.1)} (10% margin)"
+        + (f" and --runs {needed} or more" if config.min_runs < needed else "")
+    )
+
+
+def _warnings(
+    m: Measurement,
+    stats: dict[str, Any],
+    config: BenchConfig | None = None,
+    budget: Budget | None = None,
+    soft: Verdict | None = None,
+) -> list[str]:
     """Things a reader must know before trusting the numbers."""
     out = []
+    if config is not None and budget is not None and soft is not None:
+        slow = _soft_time_warning(m, config, budget, soft)
+        if slow:
+            out.append(slow)
     warning = stability(stats["total"])["warning"]
     if warning:
         out.append(warning)
@@ -156,7 +192,7 @@ def build_result(
         "memory": m.memory.to_dict() if m.memory is not None else None,
         "energy": m.energy.to_dict() if m.energy is not None else None,
         "thermal": _thermal_block(m),
-        "warnings": _warnings(m, stats),
+        "warnings": _warnings(m, stats, config, budget, verdicts["soft"]),
         "sustained": sustained_drift(m.start_ns, samples["total"], m.steady_ns) if config.sustained_minutes else None,
     }
 
