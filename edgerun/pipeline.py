@@ -187,8 +187,14 @@ class TopK:
     def select(self, x: np.ndarray) -> tuple[Prediction, ...]:
         row = x.reshape(-1) if x.ndim <= 1 else x.reshape(x.shape[0], -1)[0]
         k = min(self.k, row.size)
-        idx = np.argpartition(-row, k - 1)[:k]
-        idx = idx[np.argsort(-row[idx], kind="stable")]
+        # Ties go to the lowest index, as np.argmax does: quantized outputs tie often, and
+        # argpartition's arbitrary pick moved the INT8 demo's accuracy (98.67% vs 98.44%).
+        # A stable ascending sort of the reversed row, read backwards, orders by value
+        # descending and index ascending; no negation, which wraps unsigned integer outputs.
+        if k == 1:
+            idx = np.array([np.argmax(row)])
+        else:
+            idx = row.size - 1 - np.argsort(row[::-1], kind="stable")[::-1][:k]
         return tuple(
             Prediction(int(i), self.labels[i] if i < len(self.labels) else str(int(i)), float(row[i])) for i in idx
         )
