@@ -46,3 +46,25 @@ def test_all_equal_row_is_index_order() -> None:
     row = np.full(64, 0.5, dtype=np.float32)
     assert [p.index for p in TopK(5, ()).select(row)] == [0, 1, 2, 3, 4]
     assert TopK(1, ()).select(row)[0].index == 0
+
+
+class _StubRuntime:
+    """Returns scripted post-processed outputs through the real TopK, as a Runtime would."""
+
+    def __init__(self, rows: list[list[float]]) -> None:
+        self._rows = iter(np.asarray(r, dtype=np.float32).reshape(1, -1) for r in rows)
+
+    def run(self, _x: object) -> object:
+        from types import SimpleNamespace
+
+        row = next(self._rows)
+        return SimpleNamespace(outputs={"probs": row}, top=TopK(1, ()).select(row))
+
+
+def test_the_accuracy_measurement_counts_top1_ties() -> None:
+    from edgerun.compress.gate import _correct_and_ties
+
+    rows = [[0.1, 0.9, 0.9], [0.5, 0.2, 0.3], [0.4, 0.4, 0.2], [0.3, 0.3, 0.3], [0.2, 0.2, 0.6]]
+    labels = np.array([2, 0, 0, 1, 2])  # row 0: tie -> index 1, wrong; row 2: tie -> index 0, right
+    correct, ties = _correct_and_ties(_StubRuntime(rows), np.zeros((5, 1)), labels)
+    assert (correct, ties) == (3, 3)  # ties in rows 0, 2, 3; a tie below the top (row 4) is not one

@@ -21,6 +21,9 @@ class Measured:
     n: int
     latency_p50_ms: float  # median inference-stage time, batch 1, 1 thread, this machine
     engine: str
+    # Reference samples whose top-1 score was shared by another class (decided by the
+    # lowest index, as argmax does): quantized outputs tie, and each tie can move accuracy.
+    ties: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,23 +79,31 @@ def measure_artifact(path: Path, raw_x: np.ndarray, y: np.ndarray, latency_runs:
     import edgerun
 
     rt = edgerun.load(path, threads=1)
-    correct = _correct(rt, raw_x, y)
+    correct, ties = _correct_and_ties(rt, raw_x, y)
     for _ in range(10):  # warm-up: first runs allocate and pick kernels
         rt.run(raw_x[0])
     infer_ns = [rt.run(raw_x[i % len(raw_x)]).times.infer_ns for i in range(latency_runs)]
     engine = f"{rt.load_info.engine} {rt.load_info.engine_version}"
-    return Measured(correct / len(y), len(y), float(np.median(infer_ns)) / 1e6, engine)
+    return Measured(correct / len(y), len(y), float(np.median(infer_ns)) / 1e6, engine, ties)
 
 
 def runtime_accuracy(path: Path, raw_x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 of the artifact at ``path`` through ``edgerun.load`` (no latency runs)."""
     import edgerun
 
-    return _correct(edgerun.load(path, threads=1), raw_x, y) / len(y)
+    return _correct_and_ties(edgerun.load(path, threads=1), raw_x, y)[0] / len(y)
 
 
-def _correct(rt, raw_x: np.ndarray, y: np.ndarray) -> int:  # rt: edgerun Runtime
-    return sum(int(rt.run(img).top[0].index == label) for img, label in zip(raw_x, y))
+def _correct_and_ties(rt, raw_x: np.ndarray, y: np.ndarray) -> tuple[int, int]:  # rt: edgerun Runtime
+    """(top-1 correct, top-1 ties): a tie is a sample whose highest score more than one class shares."""
+    correct = ties = 0
+    for img, label in zip(raw_x, y):
+        res = rt.run(img)
+        correct += int(res.top[0].index == label)
+        scores = next(iter(res.outputs.values()))  # the first output, as TopK ranks it
+        row = scores.reshape(-1) if scores.ndim <= 1 else scores.reshape(scores.shape[0], -1)[0]
+        ties += int(np.count_nonzero(row == row.max()) > 1)
+    return correct, ties
 
 
 def judge(

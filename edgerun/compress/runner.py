@@ -285,6 +285,7 @@ def _finish_manifest(
             "metric": "top1",
             "value": round(measured.accuracy, 4),
             "n": measured.n,
+            "top1_ties": measured.ties,  # of n: top-1 decided by lowest index among equal scores
             "measured_with": f"edgerun runtime ({measured.engine})",
         },
         "metrics": {
