@@ -142,7 +142,11 @@ def _warnings(
     if thermal and thermal["flags"]["flagged"]:
         out.extend(f"thermal: {r}" for r in thermal["flags"]["reasons"])
     if m.energy is not None and m.energy.source == "estimated":
-        out.append(f"energy is an estimate ({m.energy.probe}), not a measurement")
+        out.append(f"energy is an estimate ({m.energy.probe}, scope: {m.energy.scope}), not a measurement")
+    if m.energy is not None and not m.energy.valid:
+        # The table still prints the net figure; the reason (a not-idle baseline, windows too
+        # short for the sensor) must be seen next to it.
+        out.append(f"energy figure not valid: {m.energy.reason}")
     return out
 
 

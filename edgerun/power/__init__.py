@@ -106,9 +106,11 @@ def _battery(root: Path, run: CommandRunner | None, profile: DeviceProfile | Non
 
 
 def _estimate(root: Path, run: CommandRunner | None, profile: DeviceProfile | None) -> PowerProbe:
-    from edgerun.power.estimate import EstimateProbe
+    from edgerun.power.estimate import EstimateProbe, process_busy_total_s
 
-    return EstimateProbe(profile=profile, root=root, run=run)
+    # This process's own CPU time: the machine-wide share attributed other processes' load
+    # to the model (issue 13), and the figure is per inference of this process.
+    return EstimateProbe(profile=profile, root=root, run=run, cpu_times=process_busy_total_s)
 
 
 #: Every probe, best first where several could apply to one device (sysfs before a

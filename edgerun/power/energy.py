@@ -10,7 +10,14 @@ How a window's energy is computed and reported:
   periods, or not covered by the trace at all) is reported as not valid, never silently;
 - the idle power measured right before and right after the run is subtracted:
   E_net = E - P_idle * (t1 - t0); per inference = E / N, with a 95% t-interval over
-  repeated windows.
+  repeated windows;
+- an estimate is not valid when its idle baseline is not idle (``idle_baseline_problems``):
+  idle power within ``IDLE_MARGIN`` (5%) of the run windows' mean power, or, for an
+  estimate from machine-wide CPU time (whose baseline *is* other processes' load), other
+  processes above ``OTHER_LOAD_MAX`` (10%) of all logical CPUs' time in an idle window.
+  For a measured probe the same findings are notes, not a verdict: a constant reading can
+  be a true "no measurable cost at this scope", and a meter's scope (a board, a rail,
+  another device on a serial meter) may not hold this machine's CPUs.
 
 All times are ``time.perf_counter_ns()`` integers, energies joules, powers watts; the
 report converts to mJ per inference only in ``to_dict()``.
@@ -30,12 +37,15 @@ from edgerun.measure.stats import mean_ci95
 from edgerun.power.base import PowerProbe, Trace
 
 __all__ = [
+    "IDLE_MARGIN",
     "MIN_PERIODS_IN_WINDOW",
     "MIN_SAMPLES_IN_WINDOW",
     "EnergyReport",
     "WindowEnergy",
     "WindowResult",
+    "OTHER_LOAD_MAX",
     "counter_delta",
+    "idle_baseline_problems",
     "integrate_power",
     "measure_energy",
     "report_from_trace",
@@ -48,6 +58,13 @@ __all__ = [
 MIN_SAMPLES_IN_WINDOW = 3
 #: ...and must last at least this many nominal sample periods of the sensor.
 MIN_PERIODS_IN_WINDOW = 3
+#: The idle baseline is not idle when the run windows' mean power exceeds the idle power
+#: by less than this fraction of it: the net figure is then a small difference of two
+#: nearly equal numbers (a saturated host read idle = busy and reported 0.000 mJ as valid).
+IDLE_MARGIN = 0.05
+#: ...or when other processes used more than this share of all logical CPUs' time in an
+#: idle window: their load is in the baseline, and it need not stay the same in the runs.
+OTHER_LOAD_MAX = 0.10
 
 
 # --------------------------------------------------------------------------- integration
@@ -328,12 +345,44 @@ def _mean_and_ci(values: list[float]) -> tuple[float, tuple[float, float] | None
     return mean, (mean_ci95(values) if len(values) >= 2 else None)
 
 
+def idle_baseline_problems(
+    idle_power_w: float, run_power_w: float, idle_other_load: Sequence[float | None] = ()
+) -> list[str]:
+    """Why the idle baseline is not idle (empty when it is), with the figures.
+
+    ``idle_other_load``: per idle window, other processes' share (0..1) of all logical
+    CPUs' time in it, or None where it was not read. Rules: run power - idle power
+    < ``IDLE_MARGIN`` x run power; any idle window's other load > ``OTHER_LOAD_MAX``.
+    """
+    problems = []
+    finite = math.isfinite(idle_power_w) and math.isfinite(run_power_w) and run_power_w > 0
+    if finite and run_power_w - idle_power_w < IDLE_MARGIN * run_power_w:
+        problems.append(
+            f"the idle baseline is not idle: idle power {idle_power_w:.3f} W is within "
+            f"{IDLE_MARGIN:.0%} of the run windows' {run_power_w:.3f} W, so the net figure is noise "
+            "(other load on the machine, or a model too small for this probe's scope)"
+        )
+    for i, load in enumerate(idle_other_load):
+        if load is not None and load > OTHER_LOAD_MAX:
+            problems.append(
+                f"the idle baseline is not idle: other processes used {load:.0%} of all CPUs' time in idle "
+                f"window {i} (over {OTHER_LOAD_MAX:.0%}), and their load is in the baseline"
+            )
+    return problems
+
+
 def report_from_trace(
     trace: Trace,
     idle_spans_ns: Sequence[tuple[int, int]],
     run_spans: Sequence[tuple[int, int, int]],
+    idle_other_load: Sequence[float | None] = (),
 ) -> EnergyReport:
-    """The EnergyReport of a finished trace: idle spans (start_ns, end_ns), run spans (start_ns, end_ns, inferences)."""
+    """The EnergyReport of a finished trace: idle spans (start_ns, end_ns), run spans (start_ns, end_ns, inferences).
+
+    ``idle_other_load`` (optional, per idle span): other processes' CPU share, see
+    ``idle_baseline_problems``. An estimate whose baseline is not idle is not valid; for a
+    measured trace the findings become notes (module docstring).
+    """
     idle = tuple(window_energy(trace, s, e) for s, e in idle_spans_ns)
     good_idle = [w.mean_power_w for w in idle if w.valid]
     idle_power_w = float(np.mean(good_idle)) if good_idle else math.nan
@@ -343,6 +392,12 @@ def report_from_trace(
     net, net_ci = _mean_and_ci([w.net_mj_per_inference for w in good])
     mean_power_w = float(np.mean([w.mean_power_w for w in good])) if good else math.nan
     problems = _report_problems(idle, windows)
+    baseline = idle_baseline_problems(idle_power_w, mean_power_w, idle_other_load)
+    notes = trace.notes
+    if trace.measured:
+        notes += tuple(f"note (not a verdict for a measured probe): {p}" for p in baseline)
+    else:
+        problems += baseline
     return EnergyReport(
         probe=trace.probe,
         scope=trace.scope,
@@ -360,7 +415,7 @@ def report_from_trace(
         valid=not problems,
         reason="; ".join(problems),
         rails=trace.rails,
-        notes=trace.notes,
+        notes=notes,
     )
 
 
@@ -407,23 +462,44 @@ def measure_energy(
     # on both sides so the measured windows lie inside the trace instead of overhanging it.
     rate_hz = getattr(probe, "rate_hz", None) or getattr(probe, "sample_rate_hz", None) or 10.0
     settle_s = max(0.1, 3.0 / float(rate_hz))
+    # Other processes' load around each idle window; not read for an estimate that counts this
+    # process's CPU time only (probe.excludes_other_processes): that figure leaves it out.
+    load = None if getattr(probe, "excludes_other_processes", False) else _load_reader()
+    loads: list[float | None] = []
     probe.start()
     try:
         time.sleep(settle_s)
-        idle_spans = [_idle_span(idle_s)]
+        idle_spans = [_idle_span(idle_s, load, loads)]
         run_spans = []
         for _ in range(windows):
             start_ns = time.perf_counter_ns()
             inferences = int(run_for(window_s))
             run_spans.append((start_ns, time.perf_counter_ns(), inferences))
-        idle_spans.append(_idle_span(idle_s))
+        idle_spans.append(_idle_span(idle_s, load, loads))
         time.sleep(settle_s)
     finally:
         trace = probe.stop()
-    return report_from_trace(trace, idle_spans, run_spans)
+    return report_from_trace(trace, idle_spans, run_spans, loads)
 
 
-def _idle_span(idle_s: float) -> tuple[int, int]:
+def _load_reader() -> Callable[[], tuple[float, float, float]] | None:
+    from edgerun.power.estimate import cpu_load_reader  # lazy: psutil only when energy is measured
+
+    return cpu_load_reader()
+
+
+def _idle_span(
+    idle_s: float, load: Callable[[], tuple[float, float, float]] | None, loads: list[float | None]
+) -> tuple[int, int]:
+    """Sleep ``idle_s``; append other processes' share of all CPUs' time over it to ``loads``."""
+    before = load() if load else None
     start_ns = time.perf_counter_ns()
     time.sleep(idle_s)
-    return start_ns, time.perf_counter_ns()
+    end_ns = time.perf_counter_ns()
+    after = load() if load else None
+    share = None
+    if before is not None and after is not None and after[2] > before[2]:
+        other_s = (after[0] - before[0]) - (after[1] - before[1])
+        share = min(1.0, max(0.0, other_s / (after[2] - before[2])))
+    loads.append(share)
+    return start_ns, end_ns
