@@ -3,7 +3,8 @@
 ``detect()`` reads a few cheap markers (``/proc/device-tree/model``,
 ``/etc/nv_tegra_release``, Android's ``getprop``) and returns the matching
 profile with a one-sentence reason; anything unrecognised falls back to the
-generic host profile, and the reason says so. The profiles themselves (their
+generic profile of its CPU architecture (x86_64, aarch64, armv7; else the x86_64
+one), and the reason says "fallback profile". The profiles themselves (their
 dataclasses, TOML loading and validation, lookup by name) live in
 ``edgerun.profiles``.
 """
@@ -21,7 +22,23 @@ from pathlib import Path
 
 from edgerun.profiles import GENERIC_PROFILE, DeviceProfile, load_profile
 
-__all__ = ["CommandRunner", "Detection", "detect", "run_local"]
+__all__ = ["FALLBACK_MARK", "CommandRunner", "Detection", "detect", "run_local"]
+
+#: Every fallback reason contains this phrase; the bench result repeats it in its warnings.
+FALLBACK_MARK = "fallback profile"
+
+#: The fallback for an unrecognised machine, by ``platform.machine()``: an arm64 board must
+#: not be judged with an x86-64 desktop's RAM and power model. armv8l is a 32-bit userland
+#: on a 64-bit core. Anything else (riscv64, ...) gets GENERIC_PROFILE, and its reason says so.
+_ARCH_FALLBACKS = {
+    "x86_64": GENERIC_PROFILE,
+    "amd64": GENERIC_PROFILE,
+    "aarch64": "generic-aarch64-linux",
+    "arm64": "generic-aarch64-linux",
+    "armv7l": "generic-armv7-linux",
+    "armv7": "generic-armv7-linux",
+    "armv8l": "generic-armv7-linux",
+}
 
 # A callable that runs argv (on this machine, or later over ADB/SSH) and returns its
 # stdout, or None when the command is missing or fails.
@@ -68,7 +85,7 @@ def detect(
 
     ``run`` answers commands such as ``getprop``; by default it runs them locally,
     but only when ``root`` is "/" (a fixture tree is not this machine). ``machine``
-    is the CPU architecture for the fallback reason (default: ``platform.machine()``).
+    is the CPU architecture that picks the fallback profile (default: ``platform.machine()``).
     """
     root_path = Path(root)
     runner: CommandRunner = run or (run_local if root_path.resolve() == Path("/") else _no_commands)
@@ -186,12 +203,17 @@ def _fallback(root: Path, notes: list[str], machine: str) -> Detection:
         why = "; ".join(notes)
     else:
         why = f"no Raspberry Pi, Jetson or Android markers found (checked {checked})"
-    if machine in ("x86_64", "AMD64"):
-        tail = f"using the generic host profile for this {machine} machine"
+    name = _ARCH_FALLBACKS.get(machine.lower())
+    if name is not None:
+        tail = (
+            f"using {name}, the {FALLBACK_MARK} for {machine} machines: its cores, RAM, limits and "
+            "power model are placeholders, not this machine's; pass a profile TOML of your own for real numbers"
+        )
     else:
+        name = GENERIC_PROFILE
         tail = (
             f"no shipped profile matches this {machine or 'unknown-architecture'} machine, so "
-            f"{GENERIC_PROFILE} is only a fallback: its architecture, cores, RAM and power "
+            f"{GENERIC_PROFILE} is only a {FALLBACK_MARK}: its architecture, cores, RAM and power "
             "model do not describe it; pass a profile TOML of your own for real numbers"
         )
-    return Detection(load_profile(GENERIC_PROFILE), f"{why}; {tail}")
+    return Detection(load_profile(name), f"{why}; {tail}")

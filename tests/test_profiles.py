@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgerun.budget import Budget
-from edgerun.detection import detect
+from edgerun.detection import FALLBACK_MARK, detect
 from edgerun.errors import ProfileError
 from edgerun.profiles import (
     GENERIC_PROFILE,
@@ -281,8 +281,8 @@ def test_jetson_without_a_profile_falls_back_and_says_why(tmp_path: Path) -> Non
     release = "# R32 (release), REVISION: 6.1, GCID: 27863751, BOARD: t186ref, EABI: aarch64\n"
     root = _tree(tmp_path, {"etc/nv_tegra_release": release})
     detection = detect(root=root, machine="aarch64")
-    assert detection.profile.name == GENERIC_PROFILE
-    assert "no shipped profile" in detection.reason and "aarch64" in detection.reason
+    assert detection.profile.name == "generic-aarch64-linux"  # not the x86-64 desktop's figures
+    assert "no shipped profile" in detection.reason and FALLBACK_MARK in detection.reason
 
 
 def test_orin_nx_uses_the_orin_nano_profile_and_says_so(tmp_path: Path) -> None:
@@ -301,7 +301,7 @@ def test_orin_nx_uses_the_orin_nano_profile_and_says_so(tmp_path: Path) -> None:
 def test_unsupported_raspberry_pi_falls_back(tmp_path: Path) -> None:
     root = _tree(tmp_path, {"proc/device-tree/model": "Raspberry Pi 3 Model B Plus Rev 1.3\0"})
     detection = detect(root=root, machine="aarch64")
-    assert detection.profile.name == GENERIC_PROFILE
+    assert detection.profile.name == "generic-aarch64-linux"
     assert "'Raspberry Pi 3 Model B Plus Rev 1.3'" in detection.reason
 
 
@@ -345,11 +345,51 @@ def test_non_android_runner_is_not_android(tmp_path: Path) -> None:
     assert detection.profile.name == GENERIC_PROFILE
 
 
-def test_unknown_aarch64_machine_falls_back_with_a_reason(tmp_path: Path) -> None:
-    detection = detect(root=tmp_path, machine="aarch64")
-    assert detection.profile.name == GENERIC_PROFILE
-    assert "no shipped profile matches this aarch64 machine" in detection.reason
+@pytest.mark.parametrize(
+    ("machine", "name", "architecture"),
+    [
+        ("aarch64", "generic-aarch64-linux", "aarch64"),
+        ("arm64", "generic-aarch64-linux", "aarch64"),  # macOS / BSD spelling
+        ("armv7l", "generic-armv7-linux", "armv7l"),
+        ("armv8l", "generic-armv7-linux", "armv7l"),  # a 32-bit userland on a 64-bit core
+        ("x86_64", GENERIC_PROFILE, "x86_64"),
+        ("AMD64", GENERIC_PROFILE, "x86_64"),
+    ],
+)
+def test_unknown_machine_falls_back_to_its_architecture(tmp_path: Path, machine: str, name: str, architecture: str):
+    # An arm64 board without Pi/Jetson/Android markers was judged with the x86-64 desktop's
+    # 8 GB and 10/65 W power model (issue 13).
+    detection = detect(root=tmp_path, run=lambda argv: None, machine=machine)
+    assert detection.profile.name == name and detection.profile.architecture == architecture
+    assert FALLBACK_MARK in detection.reason and name in detection.reason
     assert "no Raspberry Pi, Jetson or Android markers" in detection.reason
+
+
+def test_unknown_architecture_falls_back_to_the_x86_profile_and_says_it_does_not_fit(tmp_path: Path) -> None:
+    detection = detect(root=tmp_path, run=lambda argv: None, machine="riscv64")
+    assert detection.profile.name == GENERIC_PROFILE
+    assert "no shipped profile matches this riscv64 machine" in detection.reason
+    assert FALLBACK_MARK in detection.reason
+
+
+@pytest.mark.parametrize("name", ["generic-aarch64-linux", "generic-armv7-linux"])
+def test_arm_fallbacks_are_conservative_and_not_the_x86_figures(name: str) -> None:
+    arm, x86 = load_profile(name), load_profile(GENERIC_PROFILE)
+    assert arm.ram_bytes < x86.ram_bytes and arm.power_model.busy_w < x86.power_model.busy_w
+    assert arm.limits.model_size_limit_bytes <= 50 * MB
+
+
+def test_a_fallback_profile_is_repeated_in_the_bench_warnings(tiny_onnx: Path) -> None:
+    from edgerun.bench.result import build_result
+    from edgerun.bench.runner import BenchConfig, measure
+
+    detection = detect(root=tiny_onnx.parent, run=lambda argv: None, machine="aarch64")
+    cfg = BenchConfig(min_runs=20, min_seconds=0, warmup_runs=0, warmup_seconds=0, energy=False)
+    m = measure(tiny_onnx, cfg, detection.profile)
+    warnings = build_result(m, cfg, detection.profile.budget, detection.profile, detection.reason)["warnings"]
+    assert any(w.startswith(FALLBACK_MARK) for w in warnings)
+    chosen = build_result(m, cfg, detection.profile.budget, detection.profile, "chosen with --profile x")["warnings"]
+    assert not any(FALLBACK_MARK in w for w in chosen)
 
 
 def _this_machine_is_an_edge_device() -> bool:

@@ -126,9 +126,19 @@ def _warnings(
     config: BenchConfig | None = None,
     budget: Budget | None = None,
     soft: Verdict | None = None,
+    profile_reason: str = "",
 ) -> list[str]:
     """Things a reader must know before trusting the numbers."""
+    from edgerun.detection import FALLBACK_MARK
+
     out = []
+    if FALLBACK_MARK in profile_reason:
+        # The detection reason says it once at the top; the verdicts (RAM, size, energy
+        # estimate) lean on this profile, so the result says it where warnings are read.
+        out.append(
+            f"{FALLBACK_MARK}: no shipped device profile matched this machine, so RAM, model-size and "
+            "power-model figures are placeholders (see profile.reason); pass --profile for real ones"
+        )
     if config is not None and budget is not None and soft is not None:
         slow = _soft_time_warning(m, config, budget, soft)
         if slow:
@@ -196,7 +206,7 @@ def build_result(
         "memory": m.memory.to_dict() if m.memory is not None else None,
         "energy": m.energy.to_dict() if m.energy is not None else None,
         "thermal": _thermal_block(m),
-        "warnings": _warnings(m, stats, config, budget, verdicts["soft"]),
+        "warnings": _warnings(m, stats, config, budget, verdicts["soft"], profile_reason),
         "sustained": sustained_drift(m.start_ns, samples["total"], m.steady_ns) if config.sustained_minutes else None,
     }
 
