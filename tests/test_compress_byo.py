@@ -259,3 +259,28 @@ def test_failing_gate_names_the_step_that_lost_the_accuracy():
     assert "2.50 points below the teacher 'teacher'" in verdict.reason
     ok = judge(ExportSpec(source="pruned", max_drop_vs_teacher_points=3.0), GateConfig(), 0.955, 0.96, teacher)
     assert ok.passed and ok.to_dict()["drop_vs_teacher_points"] == 2.5
+
+
+def test_keep_best_restores_the_best_validation_epoch(tabular):
+    """keep_best: the weights of the epoch with the best top-1 on the validation split (never test)."""
+    from edgerun.compress.models import build_model
+    from edgerun.compress.recipe import ModelConfig, TrainConfig
+    from edgerun.compress.train import BestEpoch, cross_entropy, fit
+
+    recipe = tabular[0]
+    data = load_dataset(recipe.data, recipe.base_dir)
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(factory="byo.py:mlp", args={"hidden": [8]}), EXAMPLES, {"in_features": 30, "num_classes": 2}
+    )
+    probe, seen = BestEpoch(data), []
+    assert probe.what.startswith("the validation split")
+    cfg = TrainConfig(epochs=6, lr=3e-2, batch_size=32, augment_shift_px=0, keep_best=True)
+
+    def record(epoch: int) -> None:
+        probe.see(model, epoch)
+        seen.append(probe.accuracy)
+
+    fit(model, data, cfg, cross_entropy(model), np.random.default_rng(0), after_epoch=record)
+    final = float((model(torch.from_numpy(data.model_input(data.val_x))).argmax(1).numpy() == data.val_y).mean())
+    assert final == max(seen)

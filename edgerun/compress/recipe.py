@@ -62,7 +62,8 @@ class TrainConfig:
     batch_size: int = 64
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
-    augment_shift_px: int = 1  # random shift of the raw 8x8 image, 0 = off
+    augment_shift_px: int = 1  # random shift of the raw 8x8 image, 0 = off (sklearn-digits only)
+    keep_best: bool = False  # keep the epoch with the best validation top-1 (early stopping's choice)
 
 
 @dataclass(frozen=True)

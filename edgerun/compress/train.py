@@ -7,6 +7,7 @@ step (re-applying a sparsity mask, a RigL/SET update), passed in as callables.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -61,6 +62,7 @@ def fit(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
     y_all = torch.from_numpy(data.train_y)
+    best = BestEpoch(data) if cfg.keep_best else None
     step = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -80,9 +82,33 @@ def fit(
             total += float(loss.item()) * len(idx)
         if after_epoch is not None:
             after_epoch(epoch)
+        if best is not None:
+            best.see(model, epoch)
         if progress is not None:
             progress(f"{label}: epoch {epoch}/{cfg.epochs} loss {total / n:.4f}")
+    if best is not None:
+        best.restore(model, progress, label)
     return model.eval()
+
+
+class BestEpoch:
+    """``keep_best``: the weights of the epoch with the best top-1 on the selection set (the validation
+    split; without one the train split's tail), restored after the last epoch. Never the test split."""
+
+    def __init__(self, data: Dataset):
+        x, self.y, self.what = data.selection()
+        self.x = torch.from_numpy(data.model_input(x))
+        self.accuracy, self.epoch, self.state = -1.0, 0, {}
+
+    def see(self, model: nn.Module, epoch: int) -> None:
+        acc = float((logits_of(model, self.x).argmax(1).numpy() == self.y).mean())
+        if acc > self.accuracy:  # ties keep the earlier epoch
+            self.accuracy, self.epoch, self.state = acc, epoch, copy.deepcopy(model.state_dict())
+
+    def restore(self, model: nn.Module, progress: Progress | None, label: str) -> None:
+        model.load_state_dict(self.state)
+        if progress is not None:
+            progress(f"{label}: kept epoch {self.epoch} (top-1 {self.accuracy:.2%} on {self.what})")
 
 
 @torch.no_grad()
