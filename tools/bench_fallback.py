@@ -1,10 +1,14 @@
 """What the fallback client adds over a bare HTTP request, and what the reference server sustains.
 
     python tools/bench_fallback.py [--requests 1000] [--seconds 3] [--concurrency 8] [--binary always|never]
-                                   [--huge-mb 50] [--huge-deadline-ms 2000]
+                                   [--huge-mb 50] [--huge-deadline-ms 2000] [--loop auto|asyncio|uvloop]
+                                   [--http auto|h11|httptools]
+    python tools/bench_fallback.py --mlserver PATH [--rounds 7] [--seconds 3] [--concurrency 8]
 
-Starts ``edgerun serve`` on the bundled FP32 demo model in a subprocess on loopback,
-then:
+Starts the reference server (``ReferenceServer`` + ``uvicorn_server``, what ``edgerun serve``
+runs; ``--loop``/``--http`` pick uvicorn's event loop and HTTP parser, default: uvicorn's
+choice, uvloop and httptools when installed) on the bundled FP32 demo model in a
+subprocess on loopback, with one onnxruntime thread, then:
 
 1. overhead: the same inference request, alternately as a bare ``httpx2.Client``
    POST of pre-encoded bytes (nothing else) and as ``RemoteClient.infer`` (encode,
@@ -19,12 +23,23 @@ then:
    how each ended and when, relative to the deadline, the client's peak Python
    allocations (tracemalloc) against a normal call's and the reply bound, the
    process's RSS growth, and that a normal call still goes out afterwards.
+
+Side by side (``--mlserver PATH``, or EDGERUN_MLSERVER set): instead of the above, a Seldon
+MLServer (tools/mlserver_launch.py: the same model through onnxruntime, also one thread)
+runs beside the reference server on loopback, and ``--rounds`` rounds each give
+``--seconds`` of ``--concurrency`` connections to edgerun JSON, MLServer JSON and edgerun
+binary tensors, in an order that rotates every round (same client, same payloads), so
+drift on a shared machine hits all three alike. Prints req/s and latency p50/p99 per
+server (all rounds' requests pooled) and, per round, edgerun's throughput over MLServer's
+JSON; the summary is the median ratio over the rounds with its min-max spread. MLServer
+has no binary tensor extension, so edgerun binary is compared with MLServer JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import statistics
 import subprocess
@@ -51,12 +66,19 @@ def pct(values: list[float], q: float) -> float:
     return ordered[max(0, int(np.ceil(q / 100 * len(ordered))) - 1)]
 
 
-def start_server() -> tuple[subprocess.Popen[str], str]:
+SERVER = """
+import sys
+from edgerun.fallback.server import ReferenceServer, bind, uvicorn_server
+srv = ReferenceServer([sys.argv[1]], threads=1)
+sock = bind("127.0.0.1", 0)
+announce = lambda: print(f"at http://127.0.0.1:{sock.getsockname()[1]}/", flush=True)
+uvicorn_server(srv.app, on_started=announce, loop=sys.argv[2], http=sys.argv[3]).run(sockets=[sock])
+"""
+
+
+def start_server(loop: str = "auto", http: str = "auto") -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgerun.cli", "serve", str(FP32), "--port", "0", "--threads", "1"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+        [sys.executable, "-c", SERVER, str(FP32), loop, http], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -121,12 +143,12 @@ def overhead(url: str, x: np.ndarray, n: int, binary: bool) -> dict[str, list[fl
 
 
 async def throughput(
-    url: str, x: np.ndarray, seconds: float, concurrency: int, binary: bool
+    url: str, x: np.ndarray, seconds: float, concurrency: int, binary: bool, model: str = MODEL
 ) -> tuple[int, list[float]]:
     import httpx2
 
     body, headers = request_bytes(x, binary)
-    infer_url = f"{url}/v2/models/{MODEL}/infer"
+    infer_url = f"{url}/v2/models/{model}/infer"
     latencies: list[float] = []
     limits = httpx2.Limits(max_connections=concurrency)
     async with httpx2.AsyncClient(limits=limits, trust_env=False, timeout=10) as client:
@@ -230,6 +252,63 @@ def huge_reply(x: np.ndarray, size: int, deadline_ms: float, binary: bool) -> No
         proc.wait(timeout=10)
 
 
+def side_by_side(mlserver_exe: str, x: np.ndarray, rounds: int, seconds: float, concurrency: int) -> None:
+    """edgerun JSON, MLServer JSON and edgerun binary, ``rounds`` times in rotating order (module docstring)."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import mlserver_launch
+
+    slots = [("edgerun JSON", False, False), ("MLServer JSON", True, False), ("edgerun binary", False, True)]
+    rates: dict[str, list[float]] = {name: [] for name, _, _ in slots}
+    counts = dict.fromkeys(rates, 0)
+    lat: dict[str, list[float]] = {name: [] for name in rates}
+    proc, url = start_server()
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-mlserver-") as tmp,
+            mlserver_launch.mlserver(FP32, Path(tmp), MODEL, [mlserver_exe], threads=1) as ml_url,
+        ):
+            wait_ready(url)
+            print(
+                f"side by side on loopback, model {MODEL} (1 onnxruntime thread each): edgerun {url}, "
+                f"MLServer {ml_url}; {rounds} rounds x {seconds:g} s per server, {concurrency} connections"
+            )
+            for _, is_ml, binary in slots:  # warm each: connections, sessions, first-call paths
+                asyncio.run(throughput(ml_url if is_ml else url, x, 0.5, concurrency, binary))
+            for r in range(rounds):
+                order = slots[r % 3 :] + slots[: r % 3]  # rotate, so no server always runs first or last
+                for name, is_ml, binary in order:
+                    n, latencies = asyncio.run(throughput(ml_url if is_ml else url, x, seconds, concurrency, binary))
+                    rates[name].append(n / seconds)
+                    counts[name] += n
+                    lat[name].extend(latencies)
+                ml = rates["MLServer JSON"][-1]
+                print(
+                    f"  round {r + 1}: " + ", ".join(f"{name} {rates[name][-1]:6.1f}" for name, _, _ in slots)
+                    + f" req/s; JSON ratio {rates['edgerun JSON'][-1] / ml:.2f}, "
+                    f"binary/MLServer-JSON {rates['edgerun binary'][-1] / ml:.2f}"
+                )  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print("per server, all rounds pooled:")
+    for name in rates:
+        print(
+            f"  {name:<15} {statistics.median(rates[name]):7.1f} req/s (median of rounds)  n={counts[name]:6d}  "
+            f"latency p50 {pct(lat[name], 50):6.2f} ms  p99 {pct(lat[name], 99):6.2f} ms"
+        )
+    print(f"ratios over MLServer JSON (median of {rounds} rounds [min, max]):")
+    binary_ml = "n/a (MLServer has no binary tensor extension)"
+    for name in ("edgerun JSON", "edgerun binary"):
+        ratio = [a / b for a, b in zip(rates[name], rates["MLServer JSON"])]
+        print(
+            f"  {name:<15} {statistics.median(ratio):5.2f}x [{min(ratio):.2f}, {max(ratio):.2f}]  "
+            f"(p99 {pct(lat[name], 99):.2f} vs {pct(lat['MLServer JSON'], 99):.2f} ms)"
+        )
+    print(f"  MLServer binary {binary_ml}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=1000, help="requests per side for the overhead (default 1000)")
@@ -238,10 +317,21 @@ def main() -> None:
     ap.add_argument("--binary", choices=("always", "never"), default="always", help="tensor encoding")
     ap.add_argument("--huge-mb", type=float, default=50.0, help="huge-reply size in MB (default 50; 0 skips it)")
     ap.add_argument("--huge-deadline-ms", type=float, default=2000.0, help="huge-reply call deadline (default 2000)")
+    ap.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="uvicorn event loop")
+    ap.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto", help="uvicorn HTTP parser")
+    ap.add_argument(
+        "--mlserver",
+        default=os.environ.get("EDGERUN_MLSERVER"),
+        help="mlserver executable: run side by side against it instead (default: EDGERUN_MLSERVER)",
+    )
+    ap.add_argument("--rounds", type=int, default=7, help="side-by-side rounds (default 7)")
     args = ap.parse_args()
     binary = args.binary == "always"
     x = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
-    proc, url = start_server()
+    if args.mlserver:
+        side_by_side(args.mlserver, x, args.rounds, args.seconds, args.concurrency)
+        return
+    proc, url = start_server(args.loop, args.http)
     try:
         wait_ready(url)
         times = overhead(url, x, args.requests, binary)

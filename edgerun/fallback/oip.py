@@ -11,10 +11,20 @@ BYTES element is a 4-byte little-endian length and its bytes; the header's lengt
 is in the ``Inference-Header-Content-Length`` HTTP header.
 
 Every decode error is a ``ProtocolError`` naming the tensor and what was expected.
+
+Speed (a JSON body of 4096 FP32 values, the demo model's input, is ~79 KB): JSON goes
+through orjson, which writes numpy arrays without a Python float per element and parses
+~4x faster than the stdlib; element type checks and flattening are C-level passes
+(``set(map(type, ...))``, ``itertools.chain``), never a Python loop per element.
+Floating-point data is written from float64 (shortest repr of the double), so every FP16
+and FP32 value survives the trip exactly, as ``tolist()`` did; writing float32's own
+shortest repr would be ~40% shorter but a reader that parses to double and rounds to
+float32 is not guaranteed the same value.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -23,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from edgerun.artifact import TensorSpec
 from edgerun.errors import InputError, ProtocolError
@@ -110,7 +121,9 @@ def _raw(array: np.ndarray, datatype: str, name: str) -> bytes:
     return np.ascontiguousarray(array, dtype=numpy_dtype(datatype)).tobytes()
 
 
-def _json_data(array: np.ndarray, datatype: str, name: str) -> list[Any]:
+def _json_data(array: np.ndarray, datatype: str, name: str) -> Any:
+    """What goes in an entry's ``data``: a flat list of str for BYTES, else a flat C-contiguous native array
+    that orjson writes itself (OPT_SERIALIZE_NUMPY): no Python object per element."""
     if datatype == "BYTES":
         try:
             return [b.decode("utf-8") for b in _bytes_elements(array, name)]
@@ -118,10 +131,32 @@ def _json_data(array: np.ndarray, datatype: str, name: str) -> list[Any]:
             raise InputError(
                 f"tensor {name!r}: a BYTES element is not UTF-8, so it cannot go in JSON; use binary tensors"
             ) from exc
-    flat = array.reshape(-1)
-    if datatype in ("FP16", "FP32", "FP64") and not np.isfinite(flat).all():
-        raise InputError(f"tensor {name!r}: NaN/Inf cannot be written as JSON numbers; use binary tensors")
-    return flat.tolist()
+    if datatype in ("FP16", "FP32", "FP64"):
+        # float64 for every float type: its shortest repr gives the exact value back through a double
+        # (orjson would write FP32/FP16 in their own shorter repr; see the module docstring).
+        flat = np.ascontiguousarray(array, dtype=np.float64).reshape(-1)
+        if not np.isfinite(flat).all():  # orjson would write null: a different value, silently
+            raise InputError(f"tensor {name!r}: NaN/Inf cannot be written as JSON numbers; use binary tensors")
+        return flat
+    # Native byte order and C order: orjson refuses anything else.
+    return np.ascontiguousarray(array, dtype=numpy_dtype(datatype).newbyteorder("=")).reshape(-1)
+
+
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact JSON; the stdlib only for what orjson refuses in a header (integers past 64 bits)."""
+    try:
+        return orjson.dumps(value, option=_DUMPS_OPTIONS)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_jsonable).encode("utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def encode_body(
@@ -143,7 +178,7 @@ def encode_body(
         else:
             entry["data"] = _json_data(array, datatype, name)
         entries.append(entry)
-    header = json.dumps({**head, key: entries}, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    header = _dumps({**head, key: entries})
     if not binary:
         return header, None
     return header + b"".join(chunks), len(header)
@@ -152,15 +187,25 @@ def encode_body(
 # --- decoding -----------------------------------------------------------------------------
 
 
+def loads(text: bytes) -> Any:
+    """Parse JSON: orjson, then the stdlib for what only it accepts (NaN/Infinity, lone surrogates, past
+    orjson's 1024 levels), so the accepted set is the stdlib's as before; ProtocolError if neither parses."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"body is not valid JSON ({exc}); first bytes: {text[:60]!r}") from exc
+
+
 def parse_body(body: bytes, header_length: int | None) -> tuple[dict[str, Any], bytes]:
     """Split a body into its JSON header (a dict) and the binary section that follows it."""
     if header_length is not None and not 0 < header_length <= len(body):
         raise ProtocolError(f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes")
     cut = len(body) if header_length is None else header_length
-    try:
-        head = json.loads(body[:cut])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"body is not valid JSON ({exc}); first bytes: {body[:60]!r}") from exc
+    head = loads(body[:cut])
     if not isinstance(head, dict):
         raise ProtocolError(f"body must be a JSON object, got {type(head).__name__}")
     return head, body[cut:]
@@ -176,29 +221,32 @@ def _shape(entry: Mapping[str, Any], name: str) -> tuple[int, ...]:
 
 
 def _from_json(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
-    flat = _flatten(data, name)
+    flat, types = _flatten(data, name)
     if len(flat) != count:
         raise ProtocolError(f"tensor {name!r}: shape needs {count} elements, data has {len(flat)}")
+    # Element types checked exactly (one C-level pass): numpy would quietly turn 1.5 into an
+    # integer, true into 1.0, "2" into 2.0, or a UINT64 maximum next to a 0 into a float.
+    kinds: frozenset[type]
     if datatype == "BYTES":
-        if not all(isinstance(s, str) for s in flat):
-            raise ProtocolError(f"tensor {name!r}: BYTES data must be strings")
-        return _objects([s.encode("utf-8") for s in flat])
-    # Element types checked one by one: numpy would quietly turn 1.5 into an integer, or a
-    # UINT64 maximum next to a 0 into a float.
-    kinds: tuple[type, ...]
-    if datatype == "BOOL":
-        kinds, words = (bool,), "true/false"
+        kinds, words = _STR, "strings"
+    elif datatype == "BOOL":
+        kinds, words = _BOOL, "true/false"
     elif datatype in ("FP16", "FP32", "FP64"):
-        kinds, words = (int, float), "numbers"
+        kinds, words = _NUMBER, "numbers"
     else:
-        kinds, words = (int,), "integers"
-    if not all(type(v) in kinds for v in flat):
+        kinds, words = _INT, "integers"
+    if not kinds.issuperset(types):
         bad = next(v for v in flat if type(v) not in kinds)
-        raise ProtocolError(f"tensor {name!r}: {datatype} data must be {words}, got {bad!r}")
+        raise ProtocolError(f"tensor {name!r}: {datatype} data must be {words}, got {bad!r:.40}")
+    if datatype == "BYTES":
+        return _objects([s.encode("utf-8") for s in flat])
     try:
         return np.array(flat, dtype=numpy_dtype(datatype).newbyteorder("="))
     except OverflowError as exc:
         raise ProtocolError(f"tensor {name!r}: a value does not fit {datatype}") from exc
+
+
+_STR, _BOOL, _NUMBER, _INT = frozenset([str]), frozenset([bool]), frozenset([int, float]), frozenset([int])
 
 
 def _objects(items: list[Any]) -> np.ndarray:
@@ -208,9 +256,27 @@ def _objects(items: list[Any]) -> np.ndarray:
     return out
 
 
-def _flatten(data: Any, name: str) -> list[Any]:
+def _flatten(data: Any, name: str) -> tuple[list[Any], set[type]]:
+    """The elements of (possibly nested) ``data`` in row-major order, and the set of their types.
+
+    Level by level while every item of a level is a list (the common case: flat data, or
+    nesting as regular as the shape), each level one C-level pass; a level that mixes
+    lists and scalars falls back to the per-item walk.
+    """
     if not isinstance(data, list):
         raise ProtocolError(f"tensor {name!r}: data must be a list, got {type(data).__name__}")
+    flat = data
+    while True:
+        types = set(map(type, flat))
+        if list not in types:
+            return flat, types
+        if len(types) > 1:
+            flat = _flatten_ragged(flat)
+            return flat, set(map(type, flat))
+        flat = list(itertools.chain.from_iterable(flat))
+
+
+def _flatten_ragged(data: list[Any]) -> list[Any]:
     out: list[Any] = []
     stack = [data]
     while stack:  # row-major, without recursion limits on deep nesting

@@ -25,7 +25,7 @@ import numpy as np
 from edgerun.errors import ProtocolError
 from edgerun.fallback import oip
 
-__all__ = ["MAX_JSON_DEPTH", "HTTPError", "json_depth", "parse_infer", "read_body", "validate_request"]
+__all__ = ["MAX_JSON_DEPTH", "HTTPError", "check_depth", "json_depth", "parse_infer", "read_body", "validate_request"]
 
 # Deep enough for any tensor: the request object, "inputs", the entry, "data" and one level per
 # dimension. Python's json module recurses once per level and stops with RecursionError near
@@ -117,6 +117,20 @@ def json_depth(text: bytes) -> int:
     return int(np.cumsum(steps, dtype=np.int32).max())
 
 
+def check_depth(text: bytes) -> None:
+    """ProtocolError if ``text`` nests deeper than MAX_JSON_DEPTH.
+
+    Nesting can be no deeper than the number of opening brackets, which two memchr-speed
+    counts give (~10 us for the demo's 79 KB JSON body): a body with flat tensor data has
+    a handful, and only a body with more than the limit pays for the exact ``json_depth``.
+    """
+    if text.count(b"[") + text.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ProtocolError(f"JSON nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
+
+
 # --- schema --------------------------------------------------------------------------------
 
 
@@ -195,9 +209,7 @@ def parse_infer(
     try:
         length = None if header_length is None else int(header_length)
         if length is None or 0 < length <= len(body):  # a wrong length is oip.parse_body's error to name
-            depth = json_depth(body if length is None else body[:length])
-            if depth > MAX_JSON_DEPTH:
-                raise ProtocolError(f"JSON nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
+            check_depth(body if length is None else body[:length])
         head, binary = oip.parse_body(body, length)
         binary_out = validate_request(head)
         tensors = {t.name: t for t in oip.decode_tensors(head["inputs"], binary, "inputs")}
