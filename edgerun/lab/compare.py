@@ -223,11 +223,11 @@ def compare_samples(
 
 def _key(result: dict[str, Any]) -> tuple[str, str, str]:
     config = result.get("config") or {}
-    target = (result.get("target") or {}).get("name", "local")
+    target = (result.get("target") or {}).get("name") or "local"
     options = [f"threads={config['threads']}"] if config.get("threads") is not None else []
     options += [f"providers={','.join(config['providers'])}"] if config.get("providers") else []
     options += [f"engine={config['engine']}"] if config.get("engine") else []
-    return result.get("artifact", {}).get("name", "?"), target, " ".join(options)
+    return str((result.get("artifact") or {}).get("name") or "?"), str(target), " ".join(options)
 
 
 def _total_samples(result: dict[str, Any]) -> np.ndarray | None:
@@ -247,23 +247,37 @@ def load_side(path: str | Path) -> dict[tuple[str, str, str], list[dict[str, Any
     if not path.is_file():
         raise LabError(f"{path}: no such file (expected a lab database or an `edgerun bench --json` file)")
     if path.suffix == ".json":
-        from edgerun.bench.result import read_result_file
-
-        try:
-            results = read_result_file(str(path))["results"]
-        except ValueError as exc:
-            raise LabError(f"{path}: {exc}") from exc
+        results = _bench_results(path)
     else:
         from edgerun.lab.store import LabStore
 
-        store = LabStore(path, create=False)
-        results = [r.result for r in store.results()]
-        store.close()
+        store = LabStore(path, create=False)  # read-only: the file is left exactly as it was
+        try:
+            results = [r.result for r in store.results()]
+        finally:
+            store.close()
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for result in results:
         if result.get("status") == "ok":
             groups.setdefault(_key(result), []).append(result)
     return groups
+
+
+def _bench_results(path: Path) -> list[dict[str, Any]]:
+    """The results of a bench JSON file, each checked for the shape compare reads (else one LabError)."""
+    from edgerun.bench.result import read_result_file
+    from edgerun.lab.store import check_result
+
+    try:
+        doc = read_result_file(str(path))
+    except ValueError as exc:
+        raise LabError(f"{path}: {exc}") from exc
+    except (TypeError, KeyError, AttributeError) as exc:  # valid JSON, but not shaped like a result file
+        raise LabError(f"{path}: not an edgerun bench result file ({type(exc).__name__}: {exc})") from exc
+    results = doc.get("results")
+    if not isinstance(results, list):
+        raise LabError(f"{path}: `results` is not a list; expected an `edgerun bench --json` file")
+    return [check_result(r, f"{path}: results[{i}]") for i, r in enumerate(results)]
 
 
 def _pair(key: tuple[str, str, str], base: list[dict[str, Any]], cand: list[dict[str, Any]], threshold_pct: float,
