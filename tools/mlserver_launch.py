@@ -124,8 +124,8 @@ def mlserver(
     command: list[str] | None = None,
     threads: int | None = None,
     ready_timeout_s: float = READY_TIMEOUT_S,
-) -> Iterator[str]:
-    """Serve ``model`` as ``name`` from an MLServer whose settings go in ``folder``; yields its base URL.
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Serve ``model`` as ``name`` from an MLServer whose settings go in ``folder``; yields (base URL, process).
 
     ``threads``: onnxruntime's intra-op threads (None: onnxruntime's default).
     """
@@ -157,7 +157,7 @@ def mlserver(
     try:
         base = f"http://127.0.0.1:{http_port}"
         _wait_ready(proc, base, log, ready_timeout_s)
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:

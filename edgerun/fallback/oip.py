@@ -84,8 +84,13 @@ class Tensor:
 
 def datatype_of(dtype: Any) -> str:
     """OIP datatype for a numpy dtype or TensorSpec dtype name; InputError for types OIP cannot carry."""
-    d = np.dtype(dtype) if not isinstance(dtype, str) else None
-    name = dtype if isinstance(dtype, str) else ("str" if d is not None and d.kind in "OSU" else str(d))
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        d = np.dtype(dtype)
+        # .name ignores byte order ('>f4' is float32 too: encoding writes little-endian whatever it gets);
+        # str(d) would be '>f4'. Also cheaper than str(d), which matters once per tensor per request.
+        name = "str" if d.kind in "OSU" else d.name
     if name not in _DATATYPES:
         raise InputError(f"dtype {name} has no Open Inference Protocol datatype; expected one of {sorted(_NUMPY)}")
     return _DATATYPES[name]
