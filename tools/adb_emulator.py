@@ -20,6 +20,10 @@ as the working directory and ``/system/bin`` first on PATH). Other paths (``/pro
 device's Python (Termux). The fixture's ``system/bin`` holds stand-ins for ``getprop``,
 ``dumpsys`` and ``taskset``, and tests push stand-ins for the benchmark binaries that
 print recorded output (tests/fixtures/targets/README.md says where each comes from).
+
+The emulator says it is one, as the Android emulator does: ``ro.kernel.qemu`` and
+``ro.boot.qemu`` are 1 (added to the sandbox's properties), so a result from it is marked
+emulated (edgerun.targets.adb) instead of passing for the phone whose name it borrows.
 """
 
 from __future__ import annotations
@@ -311,6 +315,17 @@ class SyncSession:
         await self.stream.write(b"DONE" + struct.pack("<I", 0))
 
 
+EMULATOR_PROPS = {"ro.kernel.qemu": "1", "ro.boot.qemu": "1"}  # what the Android emulator sets
+
+
+def mark_emulated(props_file: Path) -> None:
+    """Add the emulator properties to the sandbox's getprop list (the fixture's ``getprop`` reads it)."""
+    props = read_props(props_file)
+    extra = "".join(f"[{k}]: [{v}]\n" for k, v in EMULATOR_PROPS.items() if k not in props)
+    text = props_file.read_text() if props_file.exists() else ""
+    props_file.write_text(text + ("" if not text or text.endswith("\n") else "\n") + extra)
+
+
 async def serve(device: Device, port: int) -> None:
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await Connection(device, reader, writer).serve()
@@ -331,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.sandbox.exists():
         shutil.copytree(args.fixture, args.sandbox, symlinks=True)
+        mark_emulated(args.sandbox / "system" / "getprop.txt")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(Device(args.sandbox, args.legacy_shell), args.port))
     return 0

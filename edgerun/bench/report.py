@@ -147,7 +147,9 @@ def side_by_side(results: list[dict[str, Any]]) -> str:
         for label, _ in col:
             if label not in labels:
                 labels.append(label)
-    headers = [r["artifact"].get("name") or r["artifact"]["path"] for r in results]
+    # a result from an emulator (target.emulated) must not read as the device it names
+    headers = [(r["artifact"].get("name") or r["artifact"]["path"]) + (" (emulated)" if _emulated(r) else "")
+               for r in results]  # fmt: skip
     cells = [[dict(col).get(label, "") for col in columns] for label in labels]
     width0 = max(len(x) for x in labels + [""])
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
@@ -166,6 +168,10 @@ def side_by_side(results: list[dict[str, Any]]) -> str:
         if r["status"] != "ok":
             lines.append(f"{header}: {r['error']['type']}: {r['error']['message']}")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _emulated(result: dict[str, Any]) -> bool:
+    return (result.get("target") or {}).get("emulated") is True
 
 
 def _starred_percentiles(label: str, cell: str) -> list[float]:

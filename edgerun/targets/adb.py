@@ -9,6 +9,12 @@ Exit codes: ``adb shell`` returns the command's status only with shell protocol 
 a sentinel with its real status (``edgerun.targets.base``), and a missing sentinel is a
 transport failure. Files never travel through ``adb shell cat``: on old devices the
 shell's pty turns "\\n" into "\\r\\n" and corrupts binary files; push and pull use sync.
+
+Emulators: the Android emulator (goldfish / ranchu) sets ``ro.kernel.qemu=1`` (older images)
+or ``ro.boot.qemu=1`` (newer ones), and tools/adb_emulator.py answers both as it does. Its
+results are canned or run on a PC's CPU, whatever model the device reports, so
+``AdbTarget.facts()`` says ``emulated: true`` for the result's ``target`` block, and the
+reports print "(emulated)".
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from edgerun.targets.base import (
 from edgerun.targets.local import run_process
 from edgerun.targets.spec import TargetSpec
 
-__all__ = ["AdbTarget", "classify_adb_failure"]
+__all__ = ["EMULATOR_PROPERTIES", "AdbTarget", "classify_adb_failure"]
 
 DEFAULT_WORKDIR = "/data/local/tmp/edgerun"
+EMULATOR_PROPERTIES = ("ro.kernel.qemu", "ro.boot.qemu")  # "1" on the Android emulator
 _UNAUTHORIZED = re.compile(r"unauthorized|insufficient permissions", re.IGNORECASE)
 _GONE = re.compile(
     r"device .* not found|no devices|device offline|error: closed|protocol fault|connection reset|"
@@ -65,6 +72,7 @@ class AdbTarget:
         self.workdir = spec.options.workdir or DEFAULT_WORKDIR
         self.python = spec.options.python  # e.g. Termux's; None: only the native runner is possible
         self._connected = False
+        self._emulated: bool | None = None
 
     def client_argv(self) -> list[str]:
         """The adb client and its server port, without a device selection."""
@@ -120,3 +128,15 @@ class AdbTarget:
             local = Path(tmp) / "pulled"
             self.pull(remote, local, timeout_s)
             return local.read_bytes()
+
+    def emulated(self, timeout_s: float = 30.0) -> bool:
+        """Whether the device is an emulator (one of EMULATOR_PROPERTIES is 1); asked once, then cached."""
+        if self._emulated is None:
+            script = "; ".join(f"getprop {name}" for name in EMULATOR_PROPERTIES)
+            done = self.run(["sh", "-c", script], timeout_s)
+            self._emulated = done.returncode == 0 and "1" in done.text.split()
+        return self._emulated
+
+    def facts(self) -> dict[str, bool]:
+        """What a result's ``target`` block adds for this device: ``{"emulated": True}`` on an emulator."""
+        return {"emulated": True} if self.emulated() else {}
