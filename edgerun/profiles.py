@@ -10,7 +10,8 @@ TOML keys carry human units (``ram_mb``, ``model_size_mb``, ``idle_w``); the
 dataclasses here carry bytes (``ram_bytes``, ``model_size_limit_bytes``).
 ``ram_mb`` is MiB (2**20 bytes: RAM is sold in binary units, "8 GB" = 8192);
 ``model_size_*_mb`` is decimal MB (10**6 bytes), as app stores report file sizes
-and as ``edgerun.budget.judge_size`` reports them.
+and as ``edgerun.budget.judge_size`` reports them. ``flash_kb`` (optional, microcontroller
+profiles) is KiB, as MCU data sheets count flash ("1 MB" = 1024 KB): ``flash_bytes``.
 
 Which profile describes the machine we are running on is ``edgerun.detection``'s
 job (``detect()``); the names it used to have here still resolve, lazily.
@@ -126,6 +127,7 @@ class DeviceProfile:
     power: PowerSensors
     thermal: ThermalSensors
     power_model: PowerModel
+    flash_bytes: int | None = None  # on-chip program flash of an MCU (``edgerun mcu check``); None: not stated
     schema_version: int = SCHEMA_VERSION
     source: Path | None = field(default=None, compare=False)
 
@@ -254,11 +256,16 @@ def _parse_profile(top: _Table, path: Path) -> DeviceProfile:
         power=_parse_power(top.table("power")),
         thermal=_parse_thermal(top.table("thermal")),
         power_model=_parse_power_model(top.table("power_model")),
+        flash_bytes=_kib(top.integer("flash_kb", default=None)),
         schema_version=version,
         source=path,
     )
     top.finish()
     return profile
+
+
+def _kib(kib: int | None) -> int | None:
+    return None if kib is None else kib * 1024
 
 
 def _parse_engine(table: _Table) -> EngineConfig:
