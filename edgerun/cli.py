@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgerun.serialhost.cli",
     "edgerun.targets.cli",
     "edgerun.lab.cli",
+    "edgerun.mcu_cli",
 )
 
 
