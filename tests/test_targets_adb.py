@@ -115,6 +115,7 @@ def test_benchmark_model_runs_pinned_and_its_output_becomes_a_result(phone, tmp_
     url = phone.url(benchmark_model=TFLITE_REMOTE, taskset="f0")
     r = _bench(url, DEMO / "digits-int8.tflite", tmp_path / "r.json", "--runs", "50", "--threads", "4")
     assert r["status"] == "ok" and r["runner"]["kind"] == "native" and r["target"]["runner"] == "native"
+    assert r["target"]["emulated"] is True
     _validate(tmp_path / "r.json")
     total = r["stats"]["total"]
     assert total["n"] == 50 and total["mean_ns"] == 266473000 and total["max_ns"] == 268116000
@@ -156,6 +157,7 @@ def test_edgerun_itself_on_a_device_with_python(phone, tmp_path: Path) -> None:
                "--warmup-seconds", "0", "--no-energy")  # fmt: skip
     assert r["status"] == "ok" and r["target"]["runner"] == "edgerun" and r["steady"]["runs"] >= 100
     assert r["target"]["model"] == "Google Pixel 8" and len(r["samples_ns"]["infer"]) >= 100
+    assert r["target"]["emulated"] is True  # tools/adb_emulator.py says ro.kernel.qemu=1: never read as a phone
 
 
 def test_missing_or_unconfigured_binary_is_a_setup_error(phone) -> None:
