@@ -14,7 +14,7 @@ Every decode error is a ``ProtocolError`` naming the tensor and what was expecte
 
 Speed (a JSON body of 4096 FP32 values, the demo model's input, is ~79 KB): JSON goes
 through orjson, which writes numpy arrays without a Python float per element and parses
-~4x faster than the stdlib; element type checks and flattening are C-level passes
+~10x faster than the stdlib on such data; element type checks and flattening are C-level passes
 (``set(map(type, ...))``, ``itertools.chain``), never a Python loop per element.
 Floating-point data is written from float64 (shortest repr of the double), so every FP16
 and FP32 value survives the trip exactly, as ``tolist()`` did; writing float32's own

@@ -16,7 +16,11 @@ bodies with 400 (bad request: checked against the OIP schema at the boundary, in
 engine failed); bearer-token auth on everything but health; TLS and mTLS through
 uvicorn. Requests run concurrently; inference runs in worker threads.
 
-``faults`` is a test hook set from Python (never from a request): delay, a hold
+Speed: JSON through orjson (``oip``), uvloop and httptools when installed, inference
+handed to the loop's default executor; ``tools/bench_fallback.py --mlserver`` measures
+it against Seldon MLServer (docs/fallback.md, "Speed").
+
+``faults`` is a test hook (``server_hooks``) set from Python (never from a request): delay, a hold
 (requests wait at the server until the test releases them), status, and corrupt
 answers (wrong shape, dtype, name or id, bad JSON, wrong binary header length).
 ``stats`` counts requests and the most in flight at once, and keeps the last
