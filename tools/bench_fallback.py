@@ -24,15 +24,11 @@ subprocess on loopback, with one onnxruntime thread, then:
    allocations (tracemalloc) against a normal call's and the reply bound, the
    process's RSS growth, and that a normal call still goes out afterwards.
 
-Side by side (``--mlserver PATH``, or EDGERUN_MLSERVER set): instead of the above, a Seldon
-MLServer (tools/mlserver_launch.py: the same model through onnxruntime, also one thread)
-runs beside the reference server on loopback, and ``--rounds`` rounds each give
-``--seconds`` of ``--concurrency`` connections to edgerun JSON, MLServer JSON and edgerun
-binary tensors, in an order that rotates every round (same client, same payloads), so
-drift on a shared machine hits all three alike. Prints req/s and latency p50/p99 per
-server (all rounds' requests pooled) and, per round, edgerun's throughput over MLServer's
-JSON; the summary is the median ratio over the rounds with its min-max spread. MLServer
-has no binary tensor extension, so edgerun binary is compared with MLServer JSON.
+Side by side (``--mlserver PATH``, or EDGERUN_MLSERVER set), instead of the above: a Seldon
+MLServer (tools/mlserver_launch.py, same model, one thread) beside the reference server;
+``--rounds`` rounds of edgerun JSON, MLServer JSON and edgerun binary in rotating order.
+Prints req/s, p50/p99 and server CPU per request, and edgerun over MLServer JSON as the
+median of per-round ratios with the spread (docs/fallback.md, "Speed").
 """
 
 from __future__ import annotations
@@ -149,9 +145,8 @@ async def throughput(
 ) -> tuple[int, list[float]]:
     """``concurrency`` keep-alive connections posting one pre-encoded request for ``seconds``: (count, latencies ms).
 
-    client "raw": HTTP/1.1 written and read on asyncio streams (~40 us of CPU a request), so that the
-    load generator takes as little as it can of the CPUs the server under test runs on; "httpx2":
-    an httpx2.AsyncClient (~460 us a request on the 2-core development VM: as much as the server).
+    "raw": HTTP/1.1 on asyncio streams (~50 us of CPU a request), so the load generator takes little of
+    the CPUs the server runs on; "httpx2": an httpx2.AsyncClient (~460 us a request on the 2-core VM).
     """
     body, headers = request_bytes(x, binary)
     path = f"/v2/models/{MODEL}/infer"
