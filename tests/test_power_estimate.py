@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -87,15 +88,40 @@ def test_estimate_matches_the_power_model_for_a_known_utilisation():
         return count
 
     report = measure_energy(probe, run_for, windows=3, window_s=0.2, idle_s=0.2)
-    # Idle and run windows read the same utilisation (the saturated-host case): the baseline
-    # is not idle, so the figure is not valid, whatever the other figures say.
-    assert not report.valid and "the idle baseline is not idle: idle power 32.000 W" in report.reason
     watts = IDLE_W + (BUSY_W - IDLE_W) * 0.4
-    assert report.idle_power_w == pytest.approx(watts, rel=1e-9)
-    assert report.mean_power_w == pytest.approx(watts, rel=1e-9)
-    gross = [watts * w.duration_s * 1e3 / w.inferences for w in report.windows]
-    assert report.gross_mj_per_inference == pytest.approx(sum(gross) / len(gross), rel=1e-9)
-    assert all(w.net_j == pytest.approx(0.0, abs=1e-9) for w in report.windows)
+    # The trace is exactly linear in time (each interval holds watts x its length), so every window
+    # it covers holds watts x its duration, resolved or not. It covers them all unless stop()'s
+    # bounded join timed out on a starved sampler thread and the final read was skipped: a window
+    # past the trace's end is then flagged "not covered" (NaN), never clamped.
+    spans = [(w.joules, w.duration_s, w.reason) for w in report.idle]
+    spans += [(w.gross_j, w.duration_s, w.reason) for w in report.windows]
+    for joules, duration_s, reason in spans:
+        if math.isnan(joules):
+            assert "window not covered by samples" in reason
+        else:
+            assert joules == pytest.approx(watts * duration_s, rel=1e-9)
+    # The report's figures are over the windows the sampler resolved (valid: enough samples, no gap
+    # over half the window). Under heavy load the sampler thread can be starved for over a second
+    # (seen: a 1313.7 ms gap in a 0.2 s window); such a window is left out of the means, as the
+    # report defines them, so the expectations are over the same windows (NaN when there are none).
+    idle = [w for w in report.idle if w.valid]
+    runs = [w for w in report.windows if w.valid]
+    assert report.idle_power_w == pytest.approx(watts if idle else math.nan, rel=1e-9, nan_ok=True)
+    assert report.mean_power_w == pytest.approx(watts if runs else math.nan, rel=1e-9, nan_ok=True)
+    gross = [watts * w.duration_s * 1e3 / w.inferences for w in runs]
+    expected = sum(gross) / len(gross) if gross else math.nan
+    assert report.gross_mj_per_inference == pytest.approx(expected, rel=1e-9, nan_ok=True)
+    for w in report.windows:
+        if math.isfinite(w.net_j):
+            assert w.net_j == pytest.approx(0.0, abs=1e-9)
+    # Idle and run windows read the same utilisation (the saturated-host case): the baseline is not
+    # idle, so the figure is not valid, whatever the other figures say (and an unresolved window
+    # makes it not valid too, with its own reason).
+    assert not report.valid
+    if idle and runs:
+        assert "the idle baseline is not idle: idle power 32.000 W" in report.reason
+    for i, w in enumerate(report.windows):
+        assert w.valid or f"window {i} not valid: {w.reason}" in report.reason
     d = report.to_dict()
     json.dumps(d, allow_nan=False)
     assert (d["source"], d["scope"], d["probe"]) == ("estimated", SCOPE_MACHINE, "estimate")
