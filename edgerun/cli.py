@@ -29,7 +29,9 @@ EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_VALID = 0, 1, 2, 3
 
 # Every subcommand comes from one of these modules: each has ``register(subparsers)`` and
 # imports nothing heavy at module level (its command functions import lazily). The order
-# here is the order of the commands in ``edgerun --help``.
+# here is the order of the commands in ``edgerun --help``. A module named in COMMANDS below is
+# imported only when one of its commands is given; one that is not (yet) there is imported
+# and registered on every start, which works but costs its import each time.
 COMMAND_MODULES: tuple[str, ...] = (
     "edgerun.bench.cli",
     "edgerun.info_cli",
@@ -42,6 +44,29 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgerun.lab.cli",
     "edgerun.mcu_cli",
 )
+
+
+# Command name -> (module that registers it, the one-line help `edgerun --help` shows). With it,
+# `edgerun --help` and `edgerun CMD ...` import no command module but the one given: importing
+# all of them cost ~0.1 s of CPU per start (the compress recipe parser, the fallback policy, the
+# targets' specs), paid by every `edgerun run`. The help must equal the module's own ``help=``
+# (tests/test_startup.py checks both ways).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("edgerun.bench.cli", "benchmark artifacts (default: the bundled demo)"),
+    "info": ("edgerun.info_cli", "describe an artifact"),
+    "run": ("edgerun.run_cli", "one inference"),
+    "profiles": ("edgerun.machine_cli", "list device profiles"),
+    "doctor": ("edgerun.machine_cli", "what this machine offers: engines, providers, probes, thermal"),
+    "compress": (
+        "edgerun.compress.cli",
+        "run a compression recipe: distill, prune, quantize, export, gate, Pareto report",
+    ),
+    "serve": ("edgerun.fallback.cli", "serve artifacts over the Open Inference Protocol (cloud-fallback stand-in)"),
+    "serial": ("edgerun.serialhost.cli", "wearable firmware over a serial port: stream host, MLPerf Tiny DUT runner"),
+    "target": ("edgerun.targets.cli", "prepare and inspect devices (ssh, adb) that `bench --target` and `lab` drive"),
+    "lab": ("edgerun.lab.cli", "run a device-lab plan, report on it, compare two runs"),
+    "mcu": ("edgerun.mcu_cli", "microcontroller checks with TFLite Micro (ops, arena, flash) before flashing"),
+}
 
 
 def _err(msg: str) -> None:
@@ -68,9 +93,29 @@ def profile_and_budget(args: argparse.Namespace) -> tuple[Any, str, Any]:
     return profile, reason, budget
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_in(argv: list[str]) -> str | None:
+    """The command a command line names: its first word that is not an option.
+
+    The top-level parser has no option that takes a value (only --help and --version), so
+    the first non-option word is the one argparse will take as COMMAND; after ``--`` every
+    word is one.
+    """
+    for i, word in enumerate(argv):
+        if word == "--":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: the command it names gets its module's full parser, every other
+    command a stub with only its name and help (enough for ``edgerun --help`` and for "invalid
+    choice" errors). ``argv=None`` registers every command's full parser (tests, documentation).
+    """
     from edgerun import __version__
 
+    chosen = command_in(argv) if argv is not None else None
     parser = argparse.ArgumentParser(
         prog="edgerun",
         description="edgerun: on-device inference runtime and benchmark harness for edge medical AI.",
@@ -80,7 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgerun {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMAND_MODULES:
-        importlib.import_module(module).register(sub)
+        names = [name for name, (mod, _) in COMMANDS.items() if mod == module]
+        if argv is None or not names or chosen in names:
+            importlib.import_module(module).register(sub)
+            continue
+        for name in names:
+            # add_help=False: a stub is never the parser that runs (its module's replaces it when
+            # the command is given); it only has to list the command under its help.
+            sub.add_parser(name, help=COMMANDS[name][1], add_help=False)
     return parser
 
 
@@ -100,7 +152,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = _parse(parser, argv)
     try:
         return int(args.func(args))

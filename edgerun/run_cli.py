@@ -155,6 +155,8 @@ def _print_run(rt: Any, res: Any, source: str, args: argparse.Namespace) -> None
         "route": res.route,
         "top": [{"index": p.index, "label": p.label, "score": p.score} for p in res.top],
         "times_ns": {"pre": res.times.pre_ns, "infer": res.times.infer_ns, "post": res.times.post_ns},
+        "threads": rt.load_info.threads,  # edgerun.threads: explicit > profile > usable CPUs, capped
+        "threads_source": rt.load_info.threads_detail,
         "outputs": {k: np.asarray(v).tolist() for k, v in res.outputs.items()} if not res.top else None,
     }
     if rt.fallback is not None:
@@ -162,7 +164,7 @@ def _print_run(rt: Any, res: Any, source: str, args: argparse.Namespace) -> None
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    print(f"{rt.artifact.name}  route={res.route}  input={source}")
+    print(f"{rt.artifact.name}  route={res.route}  input={source}  threads={rt.load_info.threads}")
     if res.reason:
         print(f"  reason: {res.reason}")
     for p in res.top:
@@ -180,12 +182,12 @@ def _print_run(rt: Any, res: Any, source: str, args: argparse.Namespace) -> None
 
 def _fallback_policy(args: argparse.Namespace) -> Any:
     """A FallbackPolicy from --fallback-config / --profile and the run options; None when none was asked for."""
+    asked = (args.fallback_url, args.mode, args.fallback_config, args.soft_ms, args.hard_ms, args.variant)
+    if not any(v is not None for v in asked):
+        return None  # before the imports: a plain local run needs no policy (tomllib, audit, ...)
     from edgerun.errors import PolicyError
     from edgerun.fallback import FallbackPolicy, JsonLinesAudit, StreamAudit
 
-    asked = (args.fallback_url, args.mode, args.fallback_config, args.soft_ms, args.hard_ms, args.variant)
-    if not any(v is not None for v in asked):
-        return None
     if args.fallback_config:
         base = FallbackPolicy.from_toml(args.fallback_config)
     elif args.profile:

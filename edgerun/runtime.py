@@ -14,7 +14,6 @@ Result says the route and why (``reason``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter_ns
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from edgerun.artifact import Artifact, TensorSpec, load_artifact
 from edgerun.engines import EngineOptions, engine_for
 from edgerun.pipeline import Pipeline, Prediction, StageTimes
+from edgerun.threads import resolve_threads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,6 +59,10 @@ class LoadInfo:
     engine_version: str
     providers: tuple[str, ...]
     threads: int | None
+    # where ``threads`` came from (edgerun.threads: "explicit", "profile <name>", "usable CPUs"),
+    # and that with any cap and the CPU limit in words
+    threads_source: str = ""
+    threads_detail: str = ""
 
 
 class Runtime:
@@ -107,9 +111,10 @@ class Runtime:
 
 
 def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """The affinity mask limited by any cgroup CPU quota (edgerun.threads; the bench caps with it too)."""
+    from edgerun.threads import usable_cpus
+
+    return usable_cpus()
 
 
 def _resolve_profile(profile: DeviceProfile | str | Path | None) -> DeviceProfile | None:
@@ -134,7 +139,9 @@ def load(
     """Load, verify and open an artifact.
 
     ``profile``: a DeviceProfile, a profile name, a path to a profile TOML, or None.
-    Threads default to the profile's (capped at this machine's usable CPUs). Providers:
+    Threads (edgerun.threads, one rule for every command): ``threads`` if given, else the
+    profile's, else this machine's usable CPUs (affinity mask and cgroup quota), always capped at
+    the usable CPUs; ``load_info.threads_source`` says which. Providers:
     explicitly requested ones must exist (``ProviderUnavailable`` otherwise); None takes
     the profile's preferred providers that this build offers, else the engine's default.
     ``fallback``: a FallbackPolicy (edgerun.fallback); None keeps every inference on the device.
@@ -146,10 +153,8 @@ def load(
     artifact = load_artifact(path, allow_outside=allow_outside)
     t1 = perf_counter_ns()
     eng = engine_for(artifact.format, engine)
-    if threads is None and prof is not None:
-        # A profile describes the target device; on a smaller machine (a dev box standing in
-        # for it) more threads than usable cores would only measure oversubscription.
-        threads = min(prof.engine.threads, _usable_cpus())
+    choice = resolve_threads(threads, prof.engine.threads if prof else None, prof.name if prof else None)
+    threads = choice.threads
     if providers is None and prof is not None and prof.engine.preferred == eng.name:
         # A profile's providers are a preference: take those this build has. Explicitly
         # requested providers (the argument) must all exist.
@@ -158,7 +163,7 @@ def load(
     session = eng.open(artifact, options)
     pipeline = Pipeline(artifact, session)
     t2 = perf_counter_ns()
-    info = LoadInfo(t1 - t0, t2 - t1, eng.name, eng.version(), session.providers, threads)
+    info = LoadInfo(t1 - t0, t2 - t1, eng.name, eng.version(), session.providers, threads, choice.source, choice.detail)
     runtime = Runtime(artifact, pipeline, prof, info)
     if fallback is not None:
         from edgerun.fallback.router import Router

@@ -179,6 +179,7 @@ def build_result(
             "version": li.engine_version,
             "providers": list(li.providers),
             "threads": li.threads,
+            "threads_source": li.threads_detail,  # edgerun.threads: explicit > profile > usable CPUs, capped
             "graph_optimization": config.graph_optimization,
         },
         "environment": environment(),

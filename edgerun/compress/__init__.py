@@ -7,24 +7,41 @@
 Needs the ``compress`` extra (``pip install "edgerun[compress]"``: torch==2.13.0,
 torch-pruning, onnx, litert-torch, ai-edge-quantizer, matplotlib). The recipe grammar
 is in docs/compress.md. ``import edgerun`` never imports this package; importing it
-loads only the recipe parser, and torch comes in with ``run_recipe``.
+loads nothing else: the recipe parser comes in with the first of its names used (it is
+tens of milliseconds, and ``edgerun compress --help`` or ``edgerun.compress.cli`` alone need
+none of it), torch with ``run_recipe``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from edgerun.compress.recipe import Recipe, load_recipe, parse_recipe
-
 __all__ = ["Recipe", "RunResult", "load_recipe", "parse_recipe", "run_recipe"]
 
+# Public name -> the submodule that defines it, imported on first use (PEP 562).
+_LAZY = {
+    "Recipe": "edgerun.compress.recipe",
+    "load_recipe": "edgerun.compress.recipe",
+    "parse_recipe": "edgerun.compress.recipe",
+    "RunResult": "edgerun.compress.runner",
+    "run_recipe": "edgerun.compress.runner",
+}
+
 if TYPE_CHECKING:
+    from edgerun.compress.recipe import Recipe, load_recipe, parse_recipe
     from edgerun.compress.runner import RunResult, run_recipe
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("run_recipe", "RunResult"):
-        from edgerun.compress import runner
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgerun.compress' has no attribute {name!r}")
+    import importlib
 
-        return getattr(runner, name)
-    raise AttributeError(f"module 'edgerun.compress' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

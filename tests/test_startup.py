@@ -1,0 +1,176 @@
+"""Start-up stays cheap by mechanism, not by a timing assertion (issue 13; tools/bench_startup.py
+measures the CPU time): ``edgerun --help`` imports no command module and no numpy, ``edgerun CMD``
+imports only CMD's module, and a run imports no engine, schema or library it does not use."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from edgerun import cli
+from edgerun.demo import DEMO_DIR
+
+# The child lists sys.modules as it exits. Not `python -X importtime`: it logs only imports made
+# by the import statement, not importlib.import_module's (how edgerun.cli loads a command module).
+ENTRY = (
+    "import atexit, os, sys\n"
+    "atexit.register(lambda: open(os.environ['MODULES_OUT'], 'w').write('\\n'.join(sorted(sys.modules))))\n"
+    "from edgerun.cli import main\n"
+    "sys.exit(main())"
+)
+COMMAND_MODULES = set(cli.COMMAND_MODULES) | {module for module, _ in cli.COMMANDS.values()}
+
+
+def imported_by(*argv: str) -> set[str]:
+    """Every module a fresh ``edgerun ARGV`` process has imported when it exits."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "modules"
+        env = {**os.environ, "MODULES_OUT": str(out)}
+        proc = subprocess.run(
+            [sys.executable, "-c", ENTRY, *argv], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return set(out.read_text().split())
+
+
+def _top(modules: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules}
+
+
+def test_help_imports_the_table_only() -> None:
+    mods = imported_by("--help")
+    assert "edgerun.cli" in mods
+    assert not mods & COMMAND_MODULES, sorted(mods & COMMAND_MODULES)
+    assert not _top(mods) & {"numpy", "pydantic", "onnxruntime", "ai_edge_litert", "torch", "tomllib"}
+    assert not {m for m in mods if m.startswith("edgerun.compress")}
+
+
+def test_a_command_imports_its_own_module_only() -> None:
+    mods = imported_by("profiles")
+    assert mods & COMMAND_MODULES == {"edgerun.machine_cli"}
+
+
+def test_help_lists_every_command_with_its_one_line_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps long help lines
+    for name, (_, help_text) in cli.COMMANDS.items():
+        if cli.COMMANDS[name][0] in cli.COMMAND_MODULES:
+            assert f"{name} {help_text}" in out, name
+
+
+def test_the_table_matches_what_the_modules_register() -> None:
+    # Both ways: the table's help is the module's help= (so --help shows what the full parser
+    # would), and every command a tabled module registers is in the table (else it would vanish
+    # from `edgerun --help` and answer "invalid choice").
+    for module in cli.COMMAND_MODULES:
+        tabled = {name: text for name, (mod, text) in cli.COMMANDS.items() if mod == module}
+        if not tabled:
+            continue
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        registered = {a.dest: a.help for a in sub._choices_actions}
+        assert registered == tabled, module
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("run", "--fallback-url"), ("bench", "--in-process"), ("compress", "--keep-failed"), ("serve", "--threads")],
+)
+def test_command_help_shows_the_full_options(command: str, option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    assert option in capsys.readouterr().out
+
+
+def test_unknown_command_is_a_usage_error_naming_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err and "'run'" in err
+
+
+def test_command_in_reads_the_first_word_that_is_not_an_option() -> None:
+    assert cli.command_in(["run", "m.onnx"]) == "run"
+    assert cli.command_in(["--version"]) is None
+    assert cli.command_in([]) is None
+    assert cli.command_in(["--", "bench"]) == "bench"
+
+
+def test_build_parser_without_argv_registers_every_command() -> None:
+    # tests and docs use the full parser: no stub may be in it (a stub has no options and no -h)
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert all(p.add_help for p in sub.choices.values())
+    assert set(cli.COMMANDS) <= set(sub.choices)
+
+
+def test_an_onnx_run_without_a_manifest_imports_no_other_engine_schema_or_subsystem(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    shutil.copy(DEMO_DIR / "digits-fp32.onnx", model)  # no manifest beside it
+    mods = imported_by("run", str(model))
+    assert "onnxruntime" in mods and "numpy" in mods
+    top = _top(mods)
+    assert not top & {"ai_edge_litert", "tflite_runtime", "torch", "pydantic", "httpx", "onnx"}, sorted(top)
+    assert not {m for m in mods if m.startswith(("edgerun.compress", "edgerun.fallback", "edgerun.schema.manifest"))}
+    assert mods & COMMAND_MODULES == {"edgerun.run_cli"}
+
+
+def test_pydantic_comes_in_only_to_parse_a_manifest() -> None:
+    mods = imported_by("run", str(DEMO_DIR / "digits-fp32.onnx"))  # the demo has a manifest
+    assert "edgerun.schema.manifest" in mods and "pydantic" in mods
+    assert not _top(mods) & {"ai_edge_litert", "torch"}
+
+
+def test_an_fp32_tflite_run_does_not_read_the_flatbuffer_schema(tmp_path: Path) -> None:
+    # the schema tells INT4 from int8; a model whose constants LiteRT reports as float has neither
+    model = tmp_path / "m.tflite"
+    shutil.copy(DEMO_DIR / "digits-fp32.tflite", model)
+    mods = imported_by("run", str(model))
+    assert "ai_edge_litert.interpreter" in mods
+    assert "ai_edge_litert.schema_py_generated" not in mods
+    assert not _top(mods) & {"onnxruntime", "pydantic", "torch"}
+
+
+def test_an_int8_tflite_still_has_its_int4_tensors_looked_for(tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert.schema_py_generated")
+    model = tmp_path / "m.tflite"
+    shutil.copy(DEMO_DIR / "digits-int8.tflite", model)
+    code = (
+        "import sys; from pathlib import Path; from edgerun.artifact import inspect_model\n"
+        f"info = inspect_model(Path({str(model)!r}))\n"
+        "print(info.precision, 'ai_edge_litert.schema_py_generated' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["int8", "True"]
+
+
+def test_edgerun_compress_imports_its_recipe_parser_on_first_use() -> None:
+    code = (
+        "import sys, edgerun.compress as c\n"
+        "before = 'edgerun.compress.recipe' in sys.modules\n"
+        "c.load_recipe\n"
+        "print(before, 'edgerun.compress.recipe' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "False"]
+
+
+def test_edgerun_compress_names_resolve_lazily() -> None:
+    import edgerun.compress as c
+    from edgerun.compress import recipe
+
+    assert c.load_recipe is recipe.load_recipe and c.Recipe is recipe.Recipe
+    assert set(dir(c)) == set(c.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        c.nope  # noqa: B018

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""What does starting edgerun cost, against bare Python and a minimal raw-engine script?
+
+Runs each command N times as a fresh process, round-robin (so that drift on a busy
+machine hits every case alike), and reports the median CPU time (user + system, from
+``os.wait4``'s rusage of that child alone) with the interquartile range and n:
+
+- ``python -c pass``                       bare interpreter start
+- ``edgerun --help``                       the command table, nothing else
+- ``edgerun run DEMO.onnx`` / ``.tflite``  one inference through edgerun
+- ``raw onnx`` / ``raw tflite``            the same inference written against onnxruntime /
+  LiteRT directly (scripts written to a temporary folder, printed with ``--show-scripts``)
+
+and the ratios edgerun / raw. Goals (issue 13): ``edgerun run`` <= 1.15x the raw script,
+``edgerun --help`` <= 60 ms CPU. CPU time, not wall time: it does not count waiting for a
+busy machine's scheduler, so it is steadier on a shared box (still report the machine).
+``--threads N`` passes the same thread count to edgerun and to the raw scripts; without it each
+uses its own default (edgerun: its thread rule; ORT: one per physical core; LiteRT: 1).
+
+Bytecode: an installed package starts from cached .pyc files; an editable checkout run with
+PYTHONDONTWRITEBYTECODE=1 (as CI and some containers set) compiles every edgerun module on every
+start, tens of ms that no user pays. So the children get a bytecode cache in the temporary folder
+(PYTHONPYCACHEPREFIX, filled by the warm-up runs); ``--no-pyc-cache`` keeps the environment as is.
+
+    python tools/bench_startup.py [--runs 20] [--threads 2] [--onnx M.onnx] [--tflite M.tflite] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "edgerun" / "demo"
+
+# What a user who skips edgerun writes: open the model, feed one input, print the top class.
+# The input is one bundled sample when the model has an .npz beside it (as `edgerun run` uses),
+# else zeros; reading it costs the same numpy import edgerun pays.
+RAW_ONNX = """\
+import sys
+import numpy as np
+import onnxruntime as ort
+threads = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+so = ort.SessionOptions()
+if threads:
+    so.intra_op_num_threads = threads
+sess = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+inp = sess.get_inputs()[0]
+shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+x = np.zeros(shape, np.float32)
+out = sess.run(None, {inp.name: x})[0]
+print(int(np.argmax(out)))
+"""
+
+RAW_TFLITE = """\
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+threads = int(sys.argv[2]) if len(sys.argv) > 2 else None
+it = Interpreter(model_path=sys.argv[1], num_threads=threads)
+it.allocate_tensors()
+d = it.get_input_details()[0]
+it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+it.invoke()
+out = it.get_tensor(it.get_output_details()[0]["index"])
+print(int(np.argmax(out)))
+"""
+
+# The console script `edgerun` does exactly this (pyproject's [project.scripts]); spelling it out
+# keeps the measurement independent of where the venv put the script.
+EDGERUN = "import sys; from edgerun.cli import main; sys.exit(main())"
+
+
+def cpu_seconds(argv: list[str], env: dict[str, str] | None = None) -> float:
+    """User + system CPU seconds of one child process (its own rusage, not the whole tree's total)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.decode(errors='replace')[-2000:]}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def cases(py: str, onnx: Path, tflite: Path, scripts: Path, threads: int | None) -> dict[str, list[str]]:
+    (scripts / "raw_onnx.py").write_text(RAW_ONNX)
+    (scripts / "raw_tflite.py").write_text(RAW_TFLITE)
+    t_opt = ["--threads", str(threads)] if threads else []
+    t_arg = [str(threads)] if threads else []
+    return {
+        "python -c pass": [py, "-c", "pass"],
+        "edgerun --help": [py, "-c", EDGERUN, "--help"],
+        f"edgerun run {onnx.name}": [py, "-c", EDGERUN, "run", str(onnx), *t_opt],
+        f"raw onnx {onnx.name}": [py, str(scripts / "raw_onnx.py"), str(onnx), *t_arg],
+        f"edgerun run {tflite.name}": [py, "-c", EDGERUN, "run", str(tflite), *t_opt],
+        f"raw tflite {tflite.name}": [py, str(scripts / "raw_tflite.py"), str(tflite), *t_arg],
+    }
+
+
+def measure(
+    commands: dict[str, list[str]], runs: int, warmup: int, env: dict[str, str] | None
+) -> dict[str, list[float]]:
+    for argv in commands.values():  # compile .pyc files and fill the page cache before timing
+        for _ in range(warmup):
+            cpu_seconds(argv, env)
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, argv in commands.items():
+            samples[name].append(cpu_seconds(argv, env))
+    return samples
+
+
+def child_env(tmp: Path, pyc_cache: bool) -> dict[str, str] | None:
+    if not pyc_cache:
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    return env
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"median_ms": statistics.median(values) * 1e3, "q1_ms": q[0] * 1e3, "q3_ms": q[2] * 1e3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--runs", type=int, default=20, help="processes per case (default 20)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed processes per case first (default 2)")
+    ap.add_argument("--threads", type=int, help="the same intra-op thread count for edgerun and the raw scripts")
+    ap.add_argument("--onnx", type=Path, default=DEMO / "digits-fp32.onnx", help="ONNX model (default: the demo's)")
+    ap.add_argument("--tflite", type=Path, default=DEMO / "digits-fp32.tflite", help="TFLite model (default: demo)")
+    ap.add_argument("--python", default=sys.executable, help="interpreter to run (default: this one)")
+    ap.add_argument(
+        "--no-pyc-cache", action="store_true", help="no bytecode cache of our own (default: one in a temp folder)"
+    )
+    ap.add_argument("--show-scripts", action="store_true", help="print the raw-engine scripts and exit")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    args = ap.parse_args(argv)
+    if args.show_scripts:
+        print(f"# raw_onnx.py\n{RAW_ONNX}\n# raw_tflite.py\n{RAW_TFLITE}")
+        return 0
+    if args.runs < 1 or args.warmup < 0:
+        ap.error("--runs must be >= 1 and --warmup >= 0")
+    with tempfile.TemporaryDirectory(prefix="edgerun-startup-") as tmp:
+        commands = cases(args.python, args.onnx, args.tflite, Path(tmp), args.threads)
+        samples = measure(commands, args.runs, args.warmup, child_env(Path(tmp), not args.no_pyc_cache))
+    stats = {name: summary(v) for name, v in samples.items()}
+    names = list(commands)
+    med = {name: stats[name]["median_ms"] for name in names}
+    ratios = {
+        "edgerun --help / python -c pass": med[names[1]] / med[names[0]],
+        f"{names[2]} / {names[3]}": med[names[2]] / med[names[3]],
+        f"{names[4]} / {names[5]}": med[names[4]] / med[names[5]],
+    }
+    machine = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "pyc_cache": "environment's" if args.no_pyc_cache else "PYTHONPYCACHEPREFIX in a temp folder",
+    }
+    if args.json:
+        doc = {"runs": args.runs, "threads": args.threads, "machine": machine, "cases": stats, "ratios": ratios}
+        print(json.dumps(doc, indent=1))
+        return 0
+    print(f"CPU time (user+sys) per process, median [q1-q3] of n={args.runs}, round-robin; threads={args.threads}")
+    cpus = f"{machine['usable_cpus']}/{machine['logical_cpus']} CPUs"
+    print(f"machine: {machine['platform']}, {cpus}, Python {machine['python']}, load {machine['load_avg']}")
+    print(f"bytecode cache: {machine['pyc_cache']}")
+    for name in names:
+        s = stats[name]
+        print(f"  {name:<36} {s['median_ms']:8.1f} ms  [{s['q1_ms']:.1f}-{s['q3_ms']:.1f}]")
+    for name, r in ratios.items():
+        print(f"  {name:<58} {r:5.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
