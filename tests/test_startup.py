@@ -139,6 +139,7 @@ def test_an_fp32_tflite_run_does_not_read_the_flatbuffer_schema(tmp_path: Path) 
     mods = imported_by("run", str(model))
     assert "ai_edge_litert.interpreter" in mods
     assert "ai_edge_litert.schema_py_generated" not in mods
+    assert "importlib.metadata" not in mods  # the engine's version comes from its __version__
     assert not _top(mods) & {"onnxruntime", "pydantic", "torch"}
 
 
