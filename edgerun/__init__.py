@@ -51,15 +51,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccuracyGateError",
+    "Artifact",
     "ArtifactError",
     "BenchError",
     "Budget",
     "CompressError",
     "DeadlineExceeded",
+    "DeviceProfile",
     "DutError",
     "EdgerunError",
     "EngineError",
     "EngineUnavailable",
+    "FallbackPolicy",
     "HandshakeError",
     "InferenceError",
     "InputError",
@@ -86,6 +89,7 @@ __all__ = [
     "TargetTimeout",
     "TargetUnreachable",
     "TensorSpec",
+    "Verdict",
     "__version__",
     "detect",
     "load",
@@ -96,7 +100,11 @@ __all__ = [
 # Public names that live in submodules; resolved on first use so that
 # ``import edgerun`` does not pull in numpy-heavy modules before they are needed.
 _LAZY = {
+    "Artifact": "edgerun.artifact",
     "Budget": "edgerun.budget",
+    "DeviceProfile": "edgerun.profiles",
+    "FallbackPolicy": "edgerun.fallback.policy",
+    "Verdict": "edgerun.budget",
     "Result": "edgerun.runtime",
     "Runtime": "edgerun.runtime",
     "load": "edgerun.runtime",
@@ -108,11 +116,12 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from edgerun.artifact import TensorSpec, load_artifact
-    from edgerun.budget import Budget
+    from edgerun.artifact import Artifact, TensorSpec, load_artifact
+    from edgerun.budget import Budget, Verdict
     from edgerun.detection import detect
+    from edgerun.fallback.policy import FallbackPolicy
     from edgerun.pipeline import StageTimes
-    from edgerun.profiles import load_profile
+    from edgerun.profiles import DeviceProfile, load_profile
     from edgerun.runtime import Result, Runtime, load
 
 
