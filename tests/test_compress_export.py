@@ -170,7 +170,7 @@ def test_gemm_to_matmul_keeps_the_numbers(tmp_path):
 
 @pytest.mark.slow
 def test_demo_recipe_rebuilds_the_bundled_demo(tmp_path):
-    """tools/build_demo.py (recipes/digits-demo.toml, ~6 min on 2 cores) end to end, checking what holds on
+    """tools/build_demo.py (recipes/digits-demo.toml, 3-5 min on 2 cores) end to end, checking what holds on
     any machine: training is seeded, but float reductions differ across CPUs and kernels, so exact accuracies,
     bytes and a post-training INT4 variant's gate are not facts to assert here."""
     from tool_modules import tool as load_tool

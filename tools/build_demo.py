@@ -11,7 +11,7 @@ goes to --work; the five demo files are then laid out under their demo names
 (digits-*.onnx / .tflite, manifests, digits-test.npz) in --out.
 
     pip install -e '.[compress]'
-    python tools/build_demo.py                             # ~6 minutes on 2 cores, into build/demo
+    python tools/build_demo.py                             # 3-5 minutes on 2 cores, into build/demo
     edgerun bench build/demo/*.edgerun.json                # benchmark the rebuilt set
     SOURCE_DATE_EPOCH=1795800000 python tools/build_demo.py --out edgerun/demo   # refresh the bundle
 
