@@ -40,7 +40,7 @@ def _verdict(v: dict[str, Any] | None, percentile: float | None = None) -> str:
     if v.get("miss_rate") is not None and v["status"] != "not-valid" and v.get("n"):
         misses = round(v["miss_rate"] * v["n"])
         needed = min_samples(percentile) if percentile is not None else 0
-        if v["status"] == "fail" and v["n"] < needed:
+        if percentile is not None and v["status"] == "fail" and v["n"] < needed:
             may = allowed_misses(percentile, needed)
             return f"{text}: {misses} of {v['n']} missed; with {needed} samples at most {may} may miss"
         text += f" ({misses}/{v['n']} missed)"

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import sqlite3
+import tempfile
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -310,7 +311,17 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
             continue  # a lab opened it while it was being read: try again (then -wal exists: mode=ro)
         data[18:20] = b"\x01\x01"  # the copy in rollback mode: an in-memory database has no -wal
         db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        db.deserialize(bytes(data))
+        if hasattr(db, "deserialize"):  # Python 3.11+
+            db.deserialize(bytes(data))
+        else:  # Python 3.10: restore the copy into the in-memory database through a private temp file
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = Path(tmp) / "copy.sqlite"
+                copy.write_bytes(bytes(data))
+                src = sqlite3.connect(copy)
+                try:
+                    src.backup(db)
+                finally:
+                    src.close()
         return db
     raise LabError(f"{path}: the database kept changing while it was read; try again")
 

@@ -121,7 +121,8 @@ def bench_on_target(
     else:
         result = _edgerun_result(target, staged, options)
         runner = "edgerun"
-    facts = getattr(target, "facts", dict)()  # e.g. {"emulated": True}: an emulator must never read as a phone
+    # e.g. {"emulated": True}: an emulator must never read as a phone
+    facts: dict[str, Any] = getattr(target, "facts", dict)()
     result["target"] = {**identity.to_dict(), **facts, "runner": runner, "artifact_remote_path": staged.remote_model}
     return result
 
