@@ -60,6 +60,7 @@ def _load_file(path: Path, what: str) -> Any:
 def call(func: Callable[..., Any], kwargs: Mapping[str, Any], offered: Mapping[str, Any], what: str) -> Any:
     """Call ``func(**kwargs)``, adding each of ``offered`` (e.g. ``num_classes``) that its signature
     names and ``kwargs`` does not set: a factory learns the data's shape without the recipe repeating it."""
+    params: Mapping[str, Any]
     try:
         params = inspect.signature(func).parameters
     except (TypeError, ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -98,7 +98,8 @@ class BestEpoch:
     def __init__(self, data: Dataset):
         x, self.y, self.what = data.selection()
         self.x = torch.from_numpy(data.model_input(x))
-        self.accuracy, self.epoch, self.state = -1.0, 0, {}
+        self.accuracy, self.epoch = -1.0, 0
+        self.state: dict[str, Any] = {}
 
     def see(self, model: nn.Module, epoch: int) -> None:
         acc = float((logits_of(model, self.x).argmax(1).numpy() == self.y).mean())

@@ -91,7 +91,7 @@ def reply_bound(outputs: Sequence[TensorSpec], binary: bool) -> int:
         dims = list(spec.shape)
         if spec.dtype in ("str", "object", "bytes") or any(d is None or not isinstance(d, int) or d < 0 for d in dims):
             return transport.MAX_RESPONSE_BYTES
-        count = math.prod(dims)
+        count = math.prod(int(d) for d in dims if d is not None)  # every d is an int here (checked above)
         total += count * (np.dtype(spec.dtype).itemsize if binary else JSON_CHARS_PER_ELEMENT)
     return min(total + HEAD_ALLOWANCE, transport.MAX_RESPONSE_BYTES)
 

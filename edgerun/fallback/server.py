@@ -146,7 +146,8 @@ class ReferenceServer:
             self.stats.internal_errors += 1
             return JSONResponse({"error": f"internal server error: {type(exc).__name__}"}, 500)
 
-        return Starlette(routes=routes, exception_handlers={HTTPException: no_route, Exception: crashed})
+        handlers = {HTTPException: no_route, Exception: crashed}
+        return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
 
     def _wrap(self, handler: Any, auth: bool = True) -> Any:
         from starlette.responses import JSONResponse

@@ -123,14 +123,14 @@ def _bootstrap(side: Side, qs: np.ndarray, rng: np.random.Generator, rounds: int
     sizes = {part.size for part in side}
     if len(sizes) == 1:  # equal repetitions (the lab's case): whole chunks of rounds at once
         stack, (n,) = np.stack(side), sizes
-        out = []
+        chunks = []
         chunk = max(1, MAX_RESAMPLED // stack.size)
         for start in range(0, rounds, chunk):
             k = min(chunk, rounds - start)
             reps = rng.integers(0, len(side), size=(k, len(side), 1))
             draw = stack[reps, rng.integers(0, n, size=(k, len(side), n))].reshape(k, -1)
-            out.append(np.quantile(draw, qs, axis=1, method="inverted_cdf").T)
-        return np.concatenate(out)
+            chunks.append(np.quantile(draw, qs, axis=1, method="inverted_cdf").T)
+        return np.concatenate(chunks)
     out = np.empty((rounds, qs.size))
     for b in range(rounds):
         chosen = [side[i] for i in rng.integers(0, len(side), len(side))]

@@ -230,8 +230,9 @@ class LabStore:
                 result = json.loads(row["result_json"])
             except ValueError as exc:
                 raise LabError(f"{where}: its stored JSON is damaged ({exc}); run that job again") from exc
-            out.append(StoredResult(*(row[n] for n in names[:8]), columns={c: row[c] for c in _COLUMNS},
-                                    result=check_result(result, where)))  # fmt: skip
+            fields = [row[n] for n in names[:8]]  # the eight leading fields, in StoredResult's order
+            columns = {c: row[c] for c in _COLUMNS}
+            out.append(StoredResult(*fields, columns=columns, result=check_result(result, where)))  # type: ignore[misc]
         return out
 
     def failures(self, plan: str | None = None) -> list[dict[str, Any]]:

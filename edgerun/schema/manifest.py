@@ -18,8 +18,8 @@ models costs tens of milliseconds that ``import edgerun`` does not pay.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -74,8 +74,12 @@ def _no_nul(value: str) -> str:
     return value
 
 
-Name = _text(L.MAX_NAME_CHARS)
-FileName = Annotated[_text(L.MAX_PATH_CHARS, 1), AfterValidator(_no_nul)]
+if TYPE_CHECKING:  # built by a function call, which a static checker cannot read as a type
+    Name = str
+    FileName = str
+else:
+    Name = _text(L.MAX_NAME_CHARS)
+    FileName = Annotated[_text(L.MAX_PATH_CHARS, 1), AfterValidator(_no_nul)]
 # Strict float takes JSON ints too, never bools or strings ("nan"); allow_inf_nan=False refuses NaN/inf.
 Finite = StrictFloat
 Dtype = Literal[DTYPES]  # type: ignore[valid-type]
@@ -317,7 +321,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
 
 
-def _message(err: dict[str, Any], path: str) -> str:
+def _message(err: Mapping[str, Any], path: str) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "union_tag_invalid":
         kinds = PRE_OPS if path.startswith("preprocess") else POST_OPS
