@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,19 @@ from edgerun.measure.memory import (
 from edgerun.profiles import load_profile
 
 MB = 1_000_000
+
+
+def resident(nbytes: int) -> mmap.mmap:
+    """``nbytes`` of new resident memory: an anonymous mapping with every page written.
+
+    Not np.ones: malloc may serve a large array from heap memory that earlier tests freed but
+    that is still resident (a library can raise the mmap threshold), and RSS would not grow.
+    """
+    block = mmap.mmap(-1, nbytes)
+    np.frombuffer(block, dtype=np.uint8)[:: mmap.PAGESIZE] = 1
+    return block
+
+
 MIB = 1024 * 1024
 linux_only = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 
@@ -177,10 +191,10 @@ def test_real_snapshot_of_this_process():
 def test_200mb_array_raises_rss_and_reset_peak_claims_what_the_kernel_did():
     """Whatever reset_peak() answers must be what happened (in this sandbox: it resets)."""
     before = snapshot(uss=False)
-    big = np.ones(200 * MB // 8)  # np.ones writes every page, so all of it is resident
+    big = resident(200 * MB)
     during = snapshot(uss=False)
     assert during.rss_bytes - before.rss_bytes > 190 * MB
-    del big
+    big.close()
     peak_after_free = _hwm_bytes()
     assert peak_after_free - before.rss_bytes > 190 * MB  # the high-water mark remembers it
 
@@ -191,12 +205,11 @@ def test_200mb_array_raises_rss_and_reset_peak_claims_what_the_kernel_did():
         # Measured from the RSS right after the reset, not from `before`: in a full test run other
         # objects may be freed in between, and RSS can end below where this test started.
         base = snapshot(uss=False).rss_bytes
-        small = np.ones(50 * MB // 8)
+        small = resident(50 * MB)
         assert 45 * MB < _hwm_bytes() - base < 150 * MB
-        del small
+        small.close()
     else:  # an independent write must not succeed where reset_peak() said it cannot
-        big = np.ones(200 * MB // 8)
-        del big
+        resident(200 * MB).close()
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
@@ -208,15 +221,16 @@ def test_200mb_array_raises_rss_and_reset_peak_claims_what_the_kernel_did():
 def test_tracker_on_this_process_reports_phases_and_a_steady_peak():
     tracker = PeakTracker(model_file_bytes=42 * MB)
     tracker.before_load()
-    weights = np.ones(60 * MB // 8)  # the "session": stays resident
+    weights = resident(60 * MB)  # the "session": stays resident
     tracker.after_session()
-    scratch = np.ones(100 * MB // 8)  # a first-inference workspace, freed before steady state
+    scratch = resident(100 * MB)  # a first-inference workspace, freed before steady state
     tracker.after_first_inference()
-    del scratch
+    scratch.close()
     ok, why = tracker.start_steady_state()
-    activations = np.ones(20 * MB // 8)
+    activations = resident(20 * MB)
     report = tracker.report()
-    del weights, activations
+    weights.close()
+    activations.close()
 
     assert report.rss_after_session_bytes - report.rss_before_load_bytes > 55 * MB
     assert report.rss_after_first_inference_bytes - report.rss_after_session_bytes > 95 * MB
