@@ -17,7 +17,6 @@ import io
 import os
 import random
 import string
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from edgerun.cli import main
 from edgerun.demo import DEMO_DIR
 
 MODEL = str(DEMO_DIR / "digits-fp32.onnx")
-SLOW_S = 8.0  # a case slower than this ran for real: a refusal is milliseconds
 
 NUMBERS = [
     "0", "-0", "-1", "-1e9", "1e308", "1e999", "-1e999", str(2**70), "9" * 5000, "nan", "NaN", "-nan",
@@ -143,20 +141,20 @@ COMMANDS = [
 CASES = [(words, base, option) for words, base, options in COMMANDS for option in options]
 
 
-def _run(argv: list[str]) -> tuple[int, str, float]:
-    err = io.StringIO()
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main(argv)
         except SystemExit as exc:  # argparse's usage errors
             code = exc.code if isinstance(exc.code, int) else 1
-    return code, err.getvalue(), time.perf_counter() - start
+    return code, err.getvalue(), out.getvalue()
 
 
-def _check(argv: list[str], option: str, code: int, err: str, took: float) -> None:
+def _check(argv: list[str], option: str, code: int, err: str, out: str) -> None:
     shown = f"edgerun {' '.join(a[:40] for a in argv)}"
-    assert took < SLOW_S, f"{shown}: ran {took:.1f} s"
+    # A refusal measures nothing: a case that ran for real printed its result (a mechanism, not a clock).
+    assert out == "", f"{shown}: printed a result:\n{out[:300]}"
     assert "Traceback" not in err and "this is a bug" not in err, f"{shown}:\n{err[:600]}"
     errors = [line for line in err.splitlines() if "error:" in line]
     if code == 2 and err.startswith("usage: edgerun "):
@@ -207,5 +205,5 @@ def test_odd_option_values_are_refused_cleanly(
         argv += ["--", value]  # after "--": a value such as "-1" is the positional, not an option
     else:
         argv.insert(len(words), f"{option}={value}")  # "=": "-nan" is the value, not an option
-    code, err, took = _run(argv)
-    _check(argv, option, code, err, took)
+    code, err, out = _run(argv)
+    _check(argv, option, code, err, out)
