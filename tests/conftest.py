@@ -70,3 +70,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The fallback tests' reference server on the FP32 demo model, one per test module."""
+    from edgerun.fallback.server import ReferenceServer, serve_in_thread
+
+    srv = ReferenceServer([DEMO_DIR / "digits-fp32.onnx"], threads=1)
+    with serve_in_thread(srv) as url:
+        srv.url = url
+        yield srv
+
+
+@pytest.fixture
+def fresh(server):
+    """``server`` with no faults and zeroed stats; a hold left by a failed test is released."""
+    from edgerun.fallback.server import Faults
+
+    server.faults = Faults()
+    server.stats.__init__()
+    yield server
+    if server.faults.hold is not None:  # a test that failed mid-hold must not leave requests parked
+        server.faults.hold.release()
+    server.faults = Faults()

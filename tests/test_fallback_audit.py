@@ -19,25 +19,10 @@ from edgerun.artifact import load_artifact
 from edgerun.errors import RemoteUnavailable
 from edgerun.fallback import FallbackPolicy, JsonLinesAudit
 from edgerun.fallback.client import RemoteClient
-from edgerun.fallback.server import Faults, ReferenceServer, serve_in_thread
+from edgerun.fallback.server import Faults
 
 X = {"input": np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)}
 DIGIT = np.load(FP32.parent / "digits-test.npz")["x"][0].astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = ReferenceServer([FP32], threads=1)
-    with serve_in_thread(srv) as url:
-        srv.url = url
-        yield srv
-
-
-@pytest.fixture
-def fresh(server):
-    server.faults = Faults()
-    server.stats.__init__()
-    return server
 
 
 def make_policy(url: str, sink, mode: str = "remote-only") -> FallbackPolicy:

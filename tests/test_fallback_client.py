@@ -42,24 +42,6 @@ from edgerun.fallback.server import Faults, Hold, ReferenceServer, serve_in_thre
 X = {"input": np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)}
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = ReferenceServer([FP32], threads=1)
-    with serve_in_thread(srv) as url:
-        srv.url = url
-        yield srv
-
-
-@pytest.fixture
-def fresh(server):
-    server.faults = Faults()
-    server.stats.__init__()
-    yield server
-    if server.faults.hold is not None:  # a test that failed mid-hold must not leave requests parked
-        server.faults.hold.release()
-    server.faults = Faults()
-
-
 def client(url: str, clock_ns=time.monotonic_ns, **kw) -> RemoteClient:
     art = load_artifact(INT8)
     values = {
