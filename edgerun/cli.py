@@ -9,10 +9,8 @@ Each command lives in its own module and adds itself through ``COMMAND_MODULES``
     edgerun doctor                edgerun/machine_cli.py   what this machine offers: engines, probes, thermal
     edgerun compress, serve, serial, target, lab           edgerun/<subsystem>/cli.py
 
-Only the command modules print for humans; errors become exit codes in ``main``.
-
-Exit codes: 0 every verdict passed; 1 a verdict failed or an artifact errored;
-2 usage error; 3 nothing failed but some verdict was not valid (too few samples).
+Only the command modules print for humans; errors become exit codes in ``main``, from the one
+table in ``edgerun/exitcodes.py`` (0 pass, 1 fail or an EdgerunError, 2 usage, 3 not valid).
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ import sys
 from typing import Any
 
 from edgerun.errors import EdgerunError
-
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_VALID = 0, 1, 2, 3
+from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, EXIT_USAGE, exit_code  # noqa: F401 (re-exported)
 
 # Every subcommand comes from one of these modules: each has ``register(subparsers)`` and
 # imports nothing heavy at module level (its command functions import lazily). The order
@@ -157,15 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(parser, argv)
     try:
         return int(args.func(args))
-    except EdgerunError as exc:
+    except EdgerunError as exc:  # a UsageError or PolicyError is exit 2, the rest 1: edgerun/exitcodes.py
         _err(str(exc))
-        return EXIT_FAIL
-    except ValueError as exc:  # bad option values caught by our dataclasses' validation
-        _err(str(exc))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
+        return exit_code(exc)
+    except KeyboardInterrupt as exc:
         _err("interrupted")
-        return 130
+        return exit_code(exc)
     except BrokenPipeError:  # `edgerun info ... | head`: the reader left, nothing to report
         sys.stderr.close()
         return EXIT_PASS

@@ -14,7 +14,10 @@ is kept for debugging.
     │   ├── ProviderUnavailable  a requested execution provider / delegate is missing
     │   └── InferenceError     the engine raised while running a model
     ├── ProfileError           an unknown or malformed device profile
-    ├── ProbeUnavailable       a power probe the user named cannot be used here (says why)
+    ├── ProbeError             a power probe failed or was misused (stopped before it started, started twice)
+    │   └── ProbeUnavailable   a power probe the user named cannot be used here (says why)
+    ├── UsageError             an argument, option or setting is out of range, of the wrong kind or unknown
+    ├── MeasurementError       samples, a power trace or a tool's output cannot give the figure asked for
     ├── BenchError             a benchmark could not produce a result
     ├── SerialError            a serial-attached device (wearable firmware, MLPerf Tiny DUT) failed us
     │   ├── PortUnavailable    the serial port is missing, busy or not permitted (says which and what to do)
@@ -37,8 +40,19 @@ is kept for debugging.
         ├── RecipeError        a recipe is malformed: names the bad key and what was expected
         └── AccuracyGateError  an exported variant lost more accuracy than the recipe's gate allows
 
-``InputError`` is also a ``ValueError`` so that generic callers that expect the
-numpy convention keep working.
+Builtin exceptions are not raised on purpose (tests/test_errors_raised.py scans every ``raise``),
+except where a Python protocol asks for one: ``AttributeError`` from a module's ``__getattr__``,
+``KeyError`` from ``__getitem__``, ``TypeError`` from a ``json`` ``default=`` hook,
+``NotImplementedError`` in an abstract method, ``ValueError`` in a pydantic validator (pydantic
+turns it into its ValidationError, which the schema layer translates), ``SystemExit`` from a
+signal handler, and a bare ``raise`` that re-raises.
+
+Some classes are also builtin exceptions, so that callers written against the builtin convention
+keep working: ``InputError``, ``UsageError``, ``MeasurementError`` and ``PolicyError`` are
+``ValueError`` (numpy's and the standard library's "bad value" convention; ``except ValueError``
+in older callers still catches them), ``DeadlineExceeded`` is a ``TimeoutError``.
+
+Each class has one exit code in the command line: ``edgerun.exitcodes.ERROR_EXIT_CODES``.
 """
 
 from __future__ import annotations
@@ -58,9 +72,11 @@ __all__ = [
     "InputError",
     "IntegrityError",
     "LabError",
+    "MeasurementError",
     "OutputError",
     "PolicyError",
     "PortUnavailable",
+    "ProbeError",
     "ProbeUnavailable",
     "ProfileError",
     "ProtocolError",
@@ -75,6 +91,7 @@ __all__ = [
     "TargetSetupError",
     "TargetTimeout",
     "TargetUnreachable",
+    "UsageError",
 ]
 
 
@@ -114,8 +131,22 @@ class ProfileError(EdgerunError):
     """A device profile is unknown or malformed."""
 
 
-class ProbeUnavailable(EdgerunError):
+class ProbeError(EdgerunError):
+    """A power probe failed or was misused (stopped before it started, started twice)."""
+
+
+class ProbeUnavailable(ProbeError):
     """A power probe that was asked for by name cannot be used here; the message says why and what to do."""
+
+
+class UsageError(EdgerunError, ValueError):
+    """An argument, option or setting is out of range, of the wrong kind or unknown: the caller's
+    mistake, not the model's or the device's. The message names it and what was expected."""
+
+
+class MeasurementError(EdgerunError, ValueError):
+    """Samples, a power trace or a benchmark tool's output cannot give the figure asked for
+    (an empty sample set, a trace that does not cover the window, a summary line missing)."""
 
 
 class BenchError(EdgerunError):

@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgerun.cli import EXIT_FAIL, EXIT_PASS
+from edgerun.cli_types import finite_float, whole_int
+from edgerun.exitcodes import EXIT_FAIL, EXIT_PASS
 
 __all__ = ["RUNTIME_FLASH_BYTES", "check_model", "register"]
 
@@ -65,14 +66,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument(
         "--runtime-flash-kb",
-        type=float,
+        type=finite_float(0, 1024 * 1024),
         default=RUNTIME_FLASH_BYTES / 1024,
         metavar="KB",
         help=f"flash allowed for the TFLM runtime, KiB (default {RUNTIME_FLASH_BYTES // 1024}: an assumption)",
     )
     c.add_argument(
         "--resolution",
-        type=int,
+        type=whole_int(1, 1 << 20),
         default=16,
         metavar="BYTES",
         help="arena search resolution in bytes (default 16: TFLM's buffer alignment)",
@@ -82,8 +83,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    if args.runtime_flash_kb < 0:
-        raise ValueError(f"--runtime-flash-kb must be >= 0, got {args.runtime_flash_kb:g}")
     from edgerun.profiles import load_profile
 
     profiles = [load_profile(name) for name in (args.profile or ["wearable-band"])]
@@ -100,7 +99,9 @@ def check_model(
 
     tflm.require_tflm()  # before any work: the one-line install hint
     if resolution < 1:
-        raise ValueError(f"--resolution must be >= 1 byte, got {resolution}")
+        from edgerun.errors import UsageError
+
+        raise UsageError(f"--resolution must be >= 1 byte, got {resolution}")
     art, lite_problem = _load(Path(model))
     ops = tflm.model_ops(art.path.read_bytes(), str(art.path))
     start = _generous(tflm, art.path, art.size_bytes)

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgerun.cli import EXIT_PASS, EXIT_USAGE, _err
 from edgerun.cli_types import cpu_threads, existing_file, finite_float, name_or_path, nonneg_int, whole_int
+from edgerun.exitcodes import EXIT_PASS
 
 __all__ = ["register"]
 
@@ -122,14 +122,9 @@ def _read_input(path: str) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
 
     from edgerun.bench.runner import sample_inputs
-    from edgerun.errors import PolicyError
     from edgerun.runtime import load
 
-    try:
-        policy = _fallback_policy(args)
-    except PolicyError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    policy = _fallback_policy(args)  # a PolicyError is a usage error, exit 2 (edgerun/exitcodes.py)
     given = _read_input(args.input) if args.input else None  # before the model loads: a typo costs nothing
     rt = load(args.artifact, args.profile, threads=args.threads, fallback=policy)
     try:
@@ -254,7 +249,9 @@ def _token_provider(env: str | None, path: str | None) -> Any:
         if env:
             value = os.environ.get(env)
             if not value:
-                raise KeyError(f"environment variable {env} is not set")
+                from edgerun.errors import UsageError
+
+                raise UsageError(f"--token-env {env}: the environment variable is not set or empty")
             return value
         return Path(str(path)).read_text(encoding="utf-8").strip()
 
