@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgerun.errors import UsageError
 from edgerun.measure.stats import (
     as_samples_ns,
     min_samples,
@@ -46,9 +47,9 @@ class Budget:
 
     def __post_init__(self) -> None:
         if not (self.soft_ms > 0 and self.hard_ms > 0):
-            raise ValueError(f"budgets must be positive, got soft={self.soft_ms} hard={self.hard_ms}")
+            raise UsageError(f"budgets must be positive, got soft={self.soft_ms} hard={self.hard_ms}")
         if not 0 < self.percentile < 100:
-            raise ValueError(f"budget percentile must be in (0, 100), got {self.percentile}")
+            raise UsageError(f"budget percentile must be in (0, 100), got {self.percentile}")
 
 
 # ---------------------------------------------------------------------------
@@ -85,7 +86,7 @@ class Verdict:
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
-            raise ValueError(f"verdict status must be one of {STATUSES}, got {self.status!r}")
+            raise UsageError(f"verdict status must be one of {STATUSES}, got {self.status!r}")
 
     @property
     def passed(self) -> bool:
@@ -162,9 +163,9 @@ def allowed_misses(p: float, n: int) -> int:
     ``percentile_nearest_rank`` (p99.9 at n=1000 gives r = 999, not 1000).
     """
     if n < 1:
-        raise ValueError(f"allowed_misses needs n >= 1, got {n}")
+        raise UsageError(f"allowed_misses needs n >= 1, got {n}")
     if not 0 < p <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {p}")
+        raise UsageError(f"percentile must be in (0, 100], got {p}")
     return n - math.ceil(Fraction(str(float(p))) * n / 100)
 
 
@@ -226,9 +227,9 @@ def judge_size(size_bytes: int, limit_bytes: int, ideal_bytes: int | None = None
     limit, or an ideal outside (0, limit_bytes].
     """
     if size_bytes < 0 or limit_bytes <= 0:
-        raise ValueError(f"need size_bytes >= 0 and limit_bytes > 0, got {size_bytes}, {limit_bytes}")
+        raise UsageError(f"need size_bytes >= 0 and limit_bytes > 0, got {size_bytes}, {limit_bytes}")
     if ideal_bytes is not None and not 0 < ideal_bytes <= limit_bytes:
-        raise ValueError(f"ideal_bytes must be in (0, limit_bytes={limit_bytes}], got {ideal_bytes}")
+        raise UsageError(f"ideal_bytes must be in (0, limit_bytes={limit_bytes}], got {ideal_bytes}")
     size, limit = f"{size_bytes / _BYTES_PER_MB:.3f} MB", f"{limit_bytes / _BYTES_PER_MB:g} MB"
     if size_bytes >= limit_bytes:
         status, reason = "fail", f"model is {size}, at or over the {limit} limit"

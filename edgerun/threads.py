@@ -28,6 +28,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgerun.errors import UsageError
+
 __all__ = ["CpuLimit", "ThreadChoice", "cgroup_cpu_quota", "cpu_limit", "resolve_threads", "usable_cpus"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -153,7 +155,7 @@ def resolve_threads(
     else:
         return ThreadChoice(limit.cpus, "usable CPUs", f"usable CPUs: {limit.reason}")
     if asked < 1:
-        raise ValueError(f"threads must be >= 1, got {asked}")
+        raise UsageError(f"threads must be >= 1, got {asked}")
     if asked > limit.cpus:
         # more intra-op threads than usable cores only measures oversubscription (a profile
         # describes its target device, maybe bigger than the dev box standing in for it)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import edgerun
-from edgerun.errors import ProbeUnavailable
+from edgerun.errors import ProbeError, ProbeUnavailable
 from edgerun.power import discover, measure_energy, probe_names, select_probe, window_energy
 from edgerun.power.android import AndroidBatteryProbe, AndroidOdpmProbe, charging_sources, parse_powerstats
 from edgerun.power.base import Trace
@@ -614,10 +614,10 @@ def test_importing_edgerun_power_loads_no_sensor_module():
 def test_lifecycle_misuse_and_a_sensor_gone_before_start(tmp_path):
     root = copy_tree("jetson-orin", tmp_path)
     probe = JetsonIna3221Probe(root=root)
-    with pytest.raises(RuntimeError, match="not started"):
+    with pytest.raises(ProbeError, match="not started"):
         probe.stop()
     probe.start()
-    with pytest.raises(RuntimeError, match="already started"):
+    with pytest.raises(ProbeError, match="already started"):
         probe.start()
     probe.stop()
     (root / ORIN_HWMON / "curr1_input").unlink()

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from tool_modules import tool
 
-from edgerun.errors import InputError, ProbeUnavailable
+from edgerun.errors import InputError, ProbeError, ProbeUnavailable
 from edgerun.power import serial_lpm01a, serial_ppk2, serial_um
 from edgerun.power.base import Trace
 from edgerun.power.serial_base import SerialMeter, parse_scope, port_error_reason, stream_times_ns
@@ -167,7 +167,7 @@ def test_check_on_a_missing_port_says_so(cls) -> None:
     assert availability.reason.startswith("no such port /dev/ttyEDGERUN404")
     with pytest.raises(ProbeUnavailable, match="no such port"):
         probe.start()
-    with pytest.raises(RuntimeError, match="was not started"):
+    with pytest.raises(ProbeError, match="was not started"):
         probe.stop()
 
 
@@ -234,7 +234,7 @@ def test_scope_is_what_the_meter_is_wired_to(emulate) -> None:
     emu = emulate("lpm01a")
     probe = Lpm01aProbe(emu.path, scope="rail:vdd_mcu")
     probe.start()
-    with pytest.raises(RuntimeError, match="already started"):
+    with pytest.raises(ProbeError, match="already started"):
         probe.start()
     time.sleep(0.1)
     trace = probe.stop()

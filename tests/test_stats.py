@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from edgerun.errors import UsageError
 from edgerun.measure.stats import (
     EARLY_STOP_ALPHA,
     PERCENTILES,
@@ -120,7 +121,7 @@ def test_summarize_single_sample_has_zero_std() -> None:
 def test_summarize_custom_percentiles_and_get_missing() -> None:
     stats = summarize(ONE_TO_HUNDRED, percentiles=(75,))
     assert stats.get(75).value_ns == 75
-    with pytest.raises(KeyError, match="p75"):
+    with pytest.raises(UsageError, match="p75"):
         stats.get(99)
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgerun.errors import ArtifactError, EngineError, EngineUnavailable
+from edgerun.errors import ArtifactError, EngineError, EngineUnavailable, UsageError
 
 __all__ = [
     "ArenaSearch",
@@ -269,7 +269,7 @@ def smallest_arena(
     small model needs a handful of children, not log2(arena / resolution).
     """
     if resolution < 1:
-        raise ValueError(f"arena search resolution must be >= 1 byte, got {resolution}")
+        raise UsageError(f"arena search resolution must be >= 1 byte, got {resolution}")
     probes = [start]
     lo, hi = 0, start.arena  # lo failed (0 always does), hi worked
     guess = start.recorded_total

@@ -362,7 +362,7 @@ def serve_in_thread(
     while not started.wait(0.05) and thread.is_alive() and time.monotonic() < t_end:
         pass
     if not started.is_set():
-        raise RuntimeError("the reference server did not start within 10 s")
+        raise EdgerunError("the reference server did not start within 10 s")
     scheme = "https" if tls else "http"
     where = f"[{host}]" if ":" in host else host
     try:

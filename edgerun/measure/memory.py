@@ -38,7 +38,7 @@ from typing import Any
 import psutil
 
 from edgerun.budget import Verdict, judge_size
-from edgerun.errors import BenchError
+from edgerun.errors import BenchError, UsageError
 from edgerun.profiles import DeviceProfile
 
 __all__ = [
@@ -328,7 +328,7 @@ def judge_peak_rss(report: MemoryReport, ram_bytes: int, max_ram_fraction: float
     says nothing about the model).
     """
     if not 0 < max_ram_fraction <= 1:
-        raise ValueError(f"max_ram_fraction must be in (0, 1], got {max_ram_fraction}")
+        raise UsageError(f"max_ram_fraction must be in (0, 1], got {max_ram_fraction}")
     limit_bytes = ram_bytes * max_ram_fraction
     limit = f"{max_ram_fraction:.0%} of {_mib(ram_bytes)} RAM ({_mib(limit_bytes)}, a heuristic)"
     peak = report.peak_rss_steady_bytes

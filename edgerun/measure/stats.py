@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgerun.errors import MeasurementError, UsageError
+
 __all__ = [
     "EARLY_STOP_ALPHA",
     "PERCENTILES",
@@ -61,11 +63,11 @@ def as_samples_ns(samples_ns: Iterable[int]) -> npt.NDArray[np.int64]:
     if array.size == 0:
         return np.zeros(0, dtype=np.int64)
     if array.ndim != 1:
-        raise ValueError(f"samples_ns must be 1-D, got shape {array.shape}")
+        raise MeasurementError(f"samples_ns must be 1-D, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"samples_ns must be integer nanoseconds, got dtype {array.dtype}")
+        raise MeasurementError(f"samples_ns must be integer nanoseconds, got dtype {array.dtype}")
     if array.min() < 0:
-        raise ValueError(f"samples_ns must be non-negative, got min {int(array.min())}")
+        raise MeasurementError(f"samples_ns must be non-negative, got min {int(array.min())}")
     return array.astype(np.int64, copy=False)
 
 
@@ -92,9 +94,9 @@ def percentile_nearest_rank(sorted_values: Sequence[Any] | np.ndarray, p: float)
     """
     n = len(sorted_values)
     if n == 0:
-        raise ValueError("percentile of an empty sample set is undefined")
+        raise MeasurementError("percentile of an empty sample set is undefined")
     if not 0 < p <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {p}")
+        raise UsageError(f"percentile must be in (0, 100], got {p}")
     rank = math.ceil(Fraction(str(float(p))) * n / 100)
     return sorted_values[rank - 1]
 
@@ -127,7 +129,7 @@ def min_samples(p: float) -> int:
     be bounded this way).
     """
     if not 0 < p < 100:
-        raise ValueError(f"min_samples needs a percentile in (0, 100), got {p}")
+        raise UsageError(f"min_samples needs a percentile in (0, 100), got {p}")
     return math.ceil(math.log(EARLY_STOP_ALPHA) / math.log(p / 100.0))
 
 
@@ -164,7 +166,7 @@ class Stats:
             if value.p == float(p):
                 return value
         available = ", ".join(percentile_key(v.p) for v in self.percentiles)
-        raise KeyError(f"{percentile_key(p)} was not computed; available: {available}")
+        raise UsageError(f"{percentile_key(p)} was not computed; available: {available}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; min/max/percentile values are int ns, mean/std float ns."""
@@ -190,7 +192,7 @@ def summarize(
     """
     array = as_samples_ns(samples_ns)
     if array.size == 0:
-        raise ValueError("cannot summarize an empty set of samples (no inference was timed)")
+        raise MeasurementError("cannot summarize an empty set of samples (no inference was timed)")
     ordered = np.sort(array)
     n = int(ordered.size)
     values = tuple(
@@ -225,10 +227,10 @@ def histogram(samples_ns: Iterable[int], bins: int = 32) -> dict[str, Any]:
     Raises ValueError for no samples or bins < 1.
     """
     if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
+        raise UsageError(f"bins must be >= 1, got {bins}")
     array = as_samples_ns(samples_ns)
     if array.size == 0:
-        raise ValueError("cannot build a histogram of an empty set of samples")
+        raise MeasurementError("cannot build a histogram of an empty set of samples")
     low_ns, high_ns = int(array.min()), int(array.max()) + 1
     # geomspace cannot start at 0; a 0 ns sample (coarse clock) joins the first bin.
     raw_edges = np.geomspace(max(low_ns, 1), high_ns, bins + 1)
@@ -275,9 +277,9 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
     """
     array = _as_array(values).astype(float)
     if array.ndim != 1 or array.size < 2:
-        raise ValueError(f"mean_ci95 needs at least 2 values in a 1-D sequence, got {array.size}")
+        raise MeasurementError(f"mean_ci95 needs at least 2 values in a 1-D sequence, got {array.size}")
     if not np.all(np.isfinite(array)):
-        raise ValueError("mean_ci95 values must be finite (no NaN or inf)")
+        raise MeasurementError("mean_ci95 values must be finite (no NaN or inf)")
     n = int(array.size)
     mean = float(np.mean(array))
     half_width = _t975(n - 1) * float(np.std(array, ddof=1)) / math.sqrt(n)

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgerun.errors import UsageError
+
 __all__ = [
     "AndroidThermal",
     "CooldownResult",
@@ -382,7 +384,7 @@ def cooldown(
     ``max_wait_s`` seconds; past it the result says it gave up. Temperatures in degrees C.
     """
     if max_wait_s < 0 or poll_s <= 0 or (pause_s is not None and pause_s < 0):
-        raise ValueError(f"need max_wait_s >= 0, poll_s > 0, pause_s >= 0; got {max_wait_s}, {poll_s}, {pause_s}")
+        raise UsageError(f"need max_wait_s >= 0, poll_s > 0, pause_s >= 0; got {max_wait_s}, {poll_s}, {pause_s}")
     if until_c is None and not pause_s:
         return CooldownResult(True, 0.0, None, None, until_c, pause_s, 0, "no cooldown asked")
     start = read()

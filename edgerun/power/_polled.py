@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerun.errors import ProbeUnavailable
+from edgerun.errors import ProbeError, ProbeUnavailable, UsageError
 from edgerun.power.base import Availability, Trace
 
 # Runs argv (here, or over adb/ssh) and returns its stdout, or None when it is missing or fails:
@@ -46,7 +46,7 @@ class PolledProbe:
 
     def __init__(self, rate_hz: float) -> None:
         if not rate_hz > 0:
-            raise ValueError(f"rate_hz must be positive, got {rate_hz}")
+            raise UsageError(f"rate_hz must be positive, got {rate_hz}")
         self.rate_hz = float(rate_hz)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -94,7 +94,7 @@ class PolledProbe:
     def start(self) -> None:
         """Open the sensor, take the first reading now, then sample on a daemon thread."""
         if self._thread is not None:
-            raise RuntimeError(f"power probe {self.name!r} is already started")
+            raise ProbeError(f"power probe {self.name!r} is already started")
         self._open()
         self._t_ns, self._values, self._failure = [], [], None
         # A fresh event per run: a thread left over from a run whose stop() timed out still
@@ -114,7 +114,7 @@ class PolledProbe:
         """Stop sampling and return everything read since start() (one last read if the sensor is still there)."""
         thread = self._thread
         if thread is None:
-            raise RuntimeError(f"power probe {self.name!r} was not started")
+            raise ProbeError(f"power probe {self.name!r} was not started")
         self._stop.set()
         self._close()
         # A read stuck in a dead command must not hang the benchmark: wait a bounded time.

@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgerun.errors import UsageError
 from edgerun.power._polled import CommandRunner, PolledProbe, ReadFailed, default_runner
 from edgerun.power.base import Availability, Trace
 
@@ -90,9 +91,9 @@ class AndroidBatteryProbe(PolledProbe):
     ) -> None:
         super().__init__(rate_hz)
         if sign not in SIGN_CONVENTIONS:
-            raise ValueError(f"sign must be one of {SIGN_CONVENTIONS}, got {sign!r}")
+            raise UsageError(f"sign must be one of {SIGN_CONVENTIONS}, got {sign!r}")
         if current_unit not in ("auto", "uA", "mA") or voltage_unit not in ("auto", "uV", "mV"):
-            raise ValueError(f"current_unit / voltage_unit: got {current_unit!r} / {voltage_unit!r}")
+            raise UsageError(f"current_unit / voltage_unit: got {current_unit!r} / {voltage_unit!r}")
         self.root = Path(root)
         self.run = default_runner(self.root, run)
         self.sign, self.current_unit, self.voltage_unit = sign, current_unit, voltage_unit

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from edgerun.errors import MeasurementError, UsageError
 from edgerun.measure.stats import mean_ci95
 from edgerun.power.base import PowerProbe, Trace
 
@@ -74,19 +75,19 @@ def _series(t_ns: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarr
     t = np.asarray(t_ns, dtype=np.int64)
     v = np.asarray(values, dtype=np.float64)
     if t.ndim != 1 or t.shape != v.shape:
-        raise ValueError(f"t_ns and values must be 1-D and of equal length, got {t.shape} and {v.shape}")
+        raise MeasurementError(f"t_ns and values must be 1-D and of equal length, got {t.shape} and {v.shape}")
     if t.size < 2:
-        raise ValueError(f"need at least 2 samples, got {t.size}")
+        raise MeasurementError(f"need at least 2 samples, got {t.size}")
     if np.any(np.diff(t) < 0):
-        raise ValueError("t_ns must be non-decreasing")
+        raise MeasurementError("t_ns must be non-decreasing")
     return t, v
 
 
 def _check_covered(t: np.ndarray, start_ns: int, end_ns: int) -> None:
     if end_ns <= start_ns:
-        raise ValueError(f"empty window: end_ns {end_ns} <= start_ns {start_ns}")
+        raise MeasurementError(f"empty window: end_ns {end_ns} <= start_ns {start_ns}")
     if start_ns < t[0] or end_ns > t[-1]:
-        raise ValueError(
+        raise MeasurementError(
             f"window not covered by samples: it starts {(t[0] - start_ns) / 1e6:+.3f} ms before the first "
             f"sample and ends {(end_ns - t[-1]) / 1e6:+.3f} ms after the last"
         )
@@ -139,7 +140,7 @@ def unwrap_counter(joules: Sequence[float] | np.ndarray, counter_max_j: float | 
     if not np.any(drops):
         return j
     if counter_max_j is None or not counter_max_j > 0:
-        raise ValueError("the energy counter decreased but its wrap point (counter_max_j) is unknown")
+        raise MeasurementError("the energy counter decreased but its wrap point (counter_max_j) is unknown")
     wraps = np.concatenate(([0.0], np.cumsum(drops, dtype=np.float64)))
     return j + wraps * counter_max_j
 
@@ -189,7 +190,7 @@ def window_energy(trace: Trace, start_ns: int, end_ns: int) -> WindowEnergy:
         elif trace.kind == "energy":
             joules = counter_delta(t, trace.values, start_ns, end_ns, trace.counter_max_j)
         else:
-            raise ValueError(f"unknown trace kind {trace.kind!r} (expected 'power' or 'energy')")
+            raise MeasurementError(f"unknown trace kind {trace.kind!r} (expected 'power' or 'energy')")
     except ValueError as exc:
         return WindowEnergy(math.nan, False, str(exc), samples, duration_s)
     problems = _resolution_problems(t, start_ns, end_ns, samples, trace.sample_rate_hz)
@@ -456,7 +457,7 @@ def measure_energy(
     ``window_s`` long enough for the sensor: at least 3 sample periods, better 100.
     """
     if windows < 1 or window_s <= 0 or idle_s <= 0:
-        raise ValueError(f"need windows >= 1, window_s > 0, idle_s > 0; got {windows}, {window_s}, {idle_s}")
+        raise UsageError(f"need windows >= 1, window_s > 0, idle_s > 0; got {windows}, {window_s}, {idle_s}")
     # A probe's first sample arrives a moment after start() (a thread's first poll, a meter's
     # first line), and its last one a moment before stop(): settle for a few sample periods
     # on both sides so the measured windows lie inside the trace instead of overhanging it.

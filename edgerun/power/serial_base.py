@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from edgerun.errors import EdgerunError, InputError, ProbeUnavailable
+from edgerun.errors import EdgerunError, InputError, ProbeError, ProbeUnavailable
 from edgerun.power.base import SCOPES, Availability, Trace
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ class SerialMeter:
     def start(self) -> None:
         """Open the port, configure the meter and start the reader thread. Raises ProbeUnavailable if it cannot."""
         if self._thread is not None:
-            raise RuntimeError(f"power probe {self.name!r} on {self.port} is already started")
+            raise ProbeError(f"power probe {self.name!r} on {self.port} is already started")
         ser = open_port(self.port, self.baud)
         try:
             ser.reset_input_buffer()  # bytes from before start() belong to nobody's window
@@ -222,7 +222,7 @@ class SerialMeter:
     def stop(self) -> Trace:
         """Stop the thread and the meter, close the port, return the power trace (W, perf_counter_ns)."""
         if self._thread is None or self._ser is None:
-            raise RuntimeError(f"power probe {self.name!r} was not started")
+            raise ProbeError(f"power probe {self.name!r} was not started")
         self._stop_evt.set()
         self._thread.join(JOIN_TIMEOUT_S)
         notes = [f"{self.name} on {self.port} at {self.baud} baud"]

@@ -1,11 +1,13 @@
-"""The native runner: LiteRT ``benchmark_model`` / ``onnxruntime_perf_test`` on an Android device.
+"""The native runner: LiteRT ``benchmark_model`` / ``onnxruntime_perf_test`` on an Android device,
+TensorRT's ``trtexec`` on an SSH target (``edgerun.targets.trtexec``, a Jetson).
 
-For phones without Python. The binary the user pushed (its path is a target option)
-benchmarks the staged model; its console output (``native_parse``) becomes a result in
-the shape of ``edgerun.bench.result`` with a ``runner`` block that lists what the binary
-cannot give (stage breakdown, raw samples, most percentiles). Around the run: thermal
-state before and after, the charging state, CPU pinning with ``taskset``, and energy
-when the device has a power source (``edgerun.targets.android``).
+For phones without Python, and for TensorRT's own timing on a Jetson. The binary the user
+pushed (its path is a target option) benchmarks the staged model; its console output
+(``native_parse``, ``trtexec_parse``) becomes a result in the shape of ``edgerun.bench.result``
+with a ``runner`` block that lists what the binary cannot give (stage breakdown, raw samples,
+most percentiles). Around the run: thermal state before and after, the charging state (adb),
+CPU pinning with ``taskset``, and energy when the device has a power source
+(``edgerun.targets.android``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from edgerun.errors import TargetError, TargetSetupError
+from edgerun.errors import TargetError, TargetSetupError, UsageError
 from edgerun.targets.base import Completed, Target, command_runner
 from edgerun.targets.bench import StagedArtifact
 from edgerun.targets.identity import TargetIdentity
@@ -42,7 +44,7 @@ def _tflite_argv(binary: str, model: str, options: BenchOptions) -> list[str]:
         if provider == "cpu":
             continue
         if provider not in _TFLITE_DELEGATES:
-            raise ValueError(f"benchmark_model: provider {provider!r} unknown; expected {sorted(_TFLITE_DELEGATES)}")
+            raise UsageError(f"benchmark_model: provider {provider!r} unknown; expected {sorted(_TFLITE_DELEGATES)}")
         argv.append(_TFLITE_DELEGATES[provider])
     return argv
 
@@ -50,7 +52,7 @@ def _tflite_argv(binary: str, model: str, options: BenchOptions) -> list[str]:
 def _ort_argv(binary: str, model: str, options: BenchOptions) -> list[str]:
     providers = _providers(options) or ["cpu"]
     if len(providers) > 1 or providers[0] not in _ORT_PROVIDERS:
-        raise ValueError(f"onnxruntime_perf_test takes one provider of {sorted(_ORT_PROVIDERS)}, got {providers}")
+        raise UsageError(f"onnxruntime_perf_test takes one provider of {sorted(_ORT_PROVIDERS)}, got {providers}")
     # -r forces "times" mode: exactly N runs after its one fixed warm-up; -I: random inputs.
     argv = [binary, "-e", _ORT_PROVIDERS[providers[0]], "-m", "times", "-r", str(options.runs), "-I"]
     if options.threads is not None:
@@ -59,7 +61,11 @@ def _ort_argv(binary: str, model: str, options: BenchOptions) -> list[str]:
 
 
 def native_argv(target: Target, staged: StagedArtifact, options: BenchOptions) -> list[str]:
-    """The command line for the artifact's binary (by format), pinned with taskset when asked."""
+    """The command line for the artifact's binary (by format; ssh: trtexec), pinned with taskset when asked."""
+    if target.spec.kind == "ssh":
+        from edgerun.targets.trtexec import trtexec_argv
+
+        return trtexec_argv(target, staged, options)
     o = target.spec.options
     binary = o.benchmark_model if staged.format == "tflite" else o.onnxruntime_perf_test
     if not binary:
@@ -82,9 +88,13 @@ def _run_binary(target: Target, argv: list[str], options: BenchOptions) -> Compl
     return done
 
 
-def _parse(done: Completed, fmt: str, options: BenchOptions, label: str) -> NativeRun:
+def _parse(done: Completed, fmt: str, options: BenchOptions, label: str, tool: str = "") -> NativeRun:
     text = done.text + "\n" + done.stderr.decode("utf-8", errors="replace")  # LiteRT logs to stderr too
     try:
+        if tool == "trtexec":
+            from edgerun.targets.trtexec_parse import parse_trtexec
+
+            return parse_trtexec(done.text)  # stdout only: its [W]/[E] lines go to stderr
         return parse_benchmark_model(text) if fmt == "tflite" else parse_perf_test(text, options.runs)
     except ValueError as exc:
         raise TargetError(f"{label}: unexpected benchmark output ({exc}): {done.tail()}") from exc
@@ -109,11 +119,14 @@ def native_result_on(
 
     argv = native_argv(target, staged, options)
     profile, reason = _profile(target, options)
-    charging = charging_state(target)
+    # a Jetson or Pi over ssh has no `dumpsys battery`: charging applies to phones
+    no_battery = {"sources": [], "charging": None, "warning": None}
+    charging = charging_state(target) if target.spec.kind == "adb" else no_battery
     before = None if options.no_thermal else read_target_thermal(target)
 
     def work() -> NativeRun:
-        return _parse(_run_binary(target, argv, options), staged.format, options, target.spec.label)
+        tool = "trtexec" if target.spec.kind == "ssh" else ""
+        return _parse(_run_binary(target, argv, options), staged.format, options, target.spec.label, tool)
 
     if options.no_energy:
         run, energy = work(), None
