@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from edgerun.errors import UsageError
+
 __all__ = ["KINDS", "RUNNERS", "TargetOptions", "TargetSpec", "parse_target"]
 
 KINDS = ("local", "ssh", "adb")
@@ -71,17 +73,17 @@ class TargetOptions:
 
     def __post_init__(self) -> None:
         if self.connect_timeout_s <= 0 or self.alive_interval_s <= 0:
-            raise ValueError(
+            raise UsageError(
                 f"connect_timeout_s and alive_interval_s must be > 0 seconds, "
                 f"got {self.connect_timeout_s} and {self.alive_interval_s}"
             )
         if self.runner is not None and self.runner not in RUNNERS:
-            raise ValueError(f"target option runner must be one of {RUNNERS}, got {self.runner!r}")
+            raise UsageError(f"target option runner must be one of {RUNNERS}, got {self.runner!r}")
         if self.taskset is not None:
             try:
                 int(self.taskset, 16)
             except ValueError:
-                raise ValueError(
+                raise UsageError(
                     f"target option taskset must be a hex CPU mask like 'f0', got {self.taskset!r}"
                 ) from None
 
@@ -97,9 +99,9 @@ def _coerce(key: str, value: Any) -> Any:
         if "int" in kind:
             return int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"target option {key} must be a number, got {value!r}") from None
+        raise UsageError(f"target option {key} must be a number, got {value!r}") from None
     if not isinstance(value, str):
-        raise ValueError(f"target option {key} must be a string, got {value!r}")
+        raise UsageError(f"target option {key} must be a string, got {value!r}")
     return value
 
 
@@ -108,10 +110,10 @@ def options_from(kind: str, values: Mapping[str, Any]) -> TargetOptions:
     out = {}
     for key, value in values.items():
         if key not in _FIELDS:
-            raise ValueError(f"unknown target option {key!r}; known: {', '.join(sorted(_FIELDS))}")
+            raise UsageError(f"unknown target option {key!r}; known: {', '.join(sorted(_FIELDS))}")
         only = _ONLY.get(key)
         if only is not None and only != kind:
-            raise ValueError(f"target option {key!r} applies to {only} targets, not {kind}")
+            raise UsageError(f"target option {key!r} applies to {only} targets, not {kind}")
         out[key] = _coerce(key, value)
     return TargetOptions(**out)
 
@@ -162,22 +164,22 @@ def parse_target(url: str, name: str = "", extra: Mapping[str, Any] | None = Non
     text = url.strip()
     parts = urlsplit("local://" if text == "local" else text)
     if parts.scheme not in KINDS:
-        raise ValueError(f"target {url!r}: expected local, ssh://[user@]host[:port] or adb://[serial]")
+        raise UsageError(f"target {url!r}: expected local, ssh://[user@]host[:port] or adb://[serial]")
     query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
     options = options_from(parts.scheme, {**query, **dict(extra or {})})
     if parts.scheme == "local":
         if parts.netloc or parts.path not in ("", "/"):
-            raise ValueError(f"target {url!r}: local takes no host or path (use ?workdir=...)")
+            raise UsageError(f"target {url!r}: local takes no host or path (use ?workdir=...)")
         return TargetSpec("local", options=options, name=name)
     netloc = unquote(parts.netloc)  # not .hostname: adb serials are case-sensitive
     if parts.path not in ("", "/"):
-        raise ValueError(f"target {url!r}: no path expected after the host (use ?workdir=... for a directory)")
+        raise UsageError(f"target {url!r}: no path expected after the host (use ?workdir=... for a directory)")
     if parts.scheme == "adb":
         return TargetSpec("adb", host=netloc, options=options, name=name)
     user, _, hostport = netloc.rpartition("@")
     host, _, port = hostport.partition(":")
     if not host:
-        raise ValueError(f"target {url!r}: expected ssh://[user@]host[:port], the host is missing")
+        raise UsageError(f"target {url!r}: expected ssh://[user@]host[:port], the host is missing")
     if port and not port.isdigit():
-        raise ValueError(f"target {url!r}: the port must be a number, got {port!r}")
+        raise UsageError(f"target {url!r}: the port must be a number, got {port!r}")
     return TargetSpec("ssh", host=host, user=user or None, port=int(port) if port else None, options=options, name=name)
