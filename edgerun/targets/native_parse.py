@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from edgerun.errors import MeasurementError
+
 __all__ = ["NativeRun", "parse_benchmark_model", "parse_perf_test"]
 
 _NUM = r"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
@@ -73,7 +75,7 @@ def parse_benchmark_model(text: str) -> NativeRun:
     counts = [tuple(float(v) for v in m.groups()) for m in _COUNT.finditer(text)]
     timings = _TIMINGS.search(text)
     if not counts:
-        raise ValueError("benchmark_model output has no 'count=... avg=... std=...' line")
+        raise MeasurementError("benchmark_model output has no 'count=... avg=... std=...' line")
     steady = counts[-1]
     if timings is not None:  # the steady line is the one whose avg the summary repeats
         steady = next((c for c in counts if round(c[5]) == round(float(timings.group(4)))), steady)
@@ -110,7 +112,7 @@ def parse_perf_test(text: str, requested_runs: int | None = None) -> NativeRun:
     """
     found = {key: rx.search(text) for key, rx in _ORT_LINES.items()}
     if found["mean_ms"] is None:
-        raise ValueError("onnxruntime_perf_test output has no 'Average inference time cost' line")
+        raise MeasurementError("onnxruntime_perf_test output has no 'Average inference time cost' line")
     value = {key: float(m.group(1)) for key, m in found.items() if m is not None}
     percentiles = {_ORT_KEYS[p]: round(float(s) * 1e9) for p, s in _ORT_PCT.findall(text) if p in _ORT_KEYS}
     notes = ["percentiles at index floor(N*p) of the sorted latencies (onnxruntime's method, not nearest rank)"]
