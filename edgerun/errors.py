@@ -22,7 +22,8 @@ is kept for debugging.
     ├── SerialError            a serial-attached device (wearable firmware, MLPerf Tiny DUT) failed us
     │   ├── PortUnavailable    the serial port is missing, busy or not permitted (says which and what to do)
     │   ├── HandshakeError     the firmware's handshake is missing or incompatible (version, sample format)
-    │   └── DutError           a DUT's reply was malformed, an ``e-[...]`` error, or never came
+    │   ├── DutError           a DUT's reply was malformed, an ``e-[...]`` error, or never came
+    │   └── FrameError         a host-mode frame's payload does not fit its type (too short, partial samples)
     ├── PolicyError            a fallback policy is invalid: names the field and what was expected
     ├── DeadlineExceeded       a call ran out of budget: a hard-budget miss, or the remote cut at the deadline
     ├── RemoteError            the remote (cloud) route failed: error status, transport error
@@ -48,7 +49,7 @@ turns it into its ValidationError, which the schema layer translates), ``SystemE
 signal handler, and a bare ``raise`` that re-raises.
 
 Some classes are also builtin exceptions, so that callers written against the builtin convention
-keep working: ``InputError``, ``UsageError``, ``MeasurementError`` and ``PolicyError`` are
+keep working: ``InputError``, ``UsageError``, ``MeasurementError``, ``FrameError`` and ``PolicyError`` are
 ``ValueError`` (numpy's and the standard library's "bad value" convention; ``except ValueError``
 in older callers still catches them), ``DeadlineExceeded`` is a ``TimeoutError``.
 
@@ -67,6 +68,7 @@ __all__ = [
     "EdgerunError",
     "EngineError",
     "EngineUnavailable",
+    "FrameError",
     "HandshakeError",
     "InferenceError",
     "InputError",
@@ -195,6 +197,10 @@ class HandshakeError(SerialError):
 
 class DutError(SerialError):
     """An EEMBC / MLPerf Tiny DUT replied malformed, answered ``e-[...]``, or did not answer in time."""
+
+
+class FrameError(SerialError, ValueError):
+    """A host-mode frame's payload does not fit its type (shorter than its header, partial samples)."""
 
 
 class CompressError(EdgerunError):
