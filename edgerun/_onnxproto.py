@@ -70,6 +70,7 @@ class OnnxNode:
     op_type: str
     domain: str
     inputs: list[str]
+    int_attrs: dict[str, int] = field(default_factory=dict)  # the node's scalar int attributes (e.g. K, N)
 
 
 @dataclass
@@ -212,7 +213,21 @@ def _node(buf: bytes) -> OnnxNode:
             node.op_type = _text(val)
         elif num == 7:
             node.domain = _text(val)
+        elif num == 5 and isinstance(val, bytes):
+            _int_attribute(val, node.int_attrs)
     return node
+
+
+def _int_attribute(buf: bytes, into: dict[str, int]) -> None:
+    """An AttributeProto (name = 1, i = 3): kept when it holds a scalar int; other kinds are skipped."""
+    name, value = "", None
+    for num, _, val in _fields(buf):
+        if num == 1:
+            name = _text(val, strict=False)
+        elif num == 3 and isinstance(val, int):
+            value = _int64(val)
+    if name and value is not None:
+        into[name] = value
 
 
 def _graph(buf: bytes, model: OnnxModel) -> None:

@@ -333,13 +333,19 @@ def _inspect_onnx(path: Path) -> ModelInfo:
     dtypes: Counter[str] = Counter()
     for init in model.initializers:
         dtypes[init.dtype] += math.prod(init.dims)
-    # MatMulNBits stores int4 weights packed two per uint8; count them as int4 parameters.
-    packed = {n.inputs[1] for n in model.nodes if n.op_type == "MatMulNBits" and len(n.inputs) > 1}
+    # MatMulNBits stores a K x N weight as int4 packed two per uint8, in blocks of block_size along K:
+    # B is (N, ceil(K / block_size), block_size / 2) bytes, the last block zero-padded. The weight's
+    # parameters are K * N (its attributes; com.microsoft MatMulNBits, onnxruntime docs/ContribOperators.md),
+    # not the padded bytes x 2.
+    packed = {
+        n.inputs[1]: n.int_attrs for n in model.nodes if n.op_type == "MatMulNBits" and len(n.inputs) > 1
+    }
     for init in model.initializers:
         if init.name in packed:
             count = math.prod(init.dims)
+            attrs = packed[init.name]
             dtypes[init.dtype] -= count
-            dtypes["int4"] += 2 * count
+            dtypes["int4"] += attrs["K"] * attrs["N"] if "K" in attrs and "N" in attrs else 2 * count
     plain_ops = {n.op_type for n in model.nodes}
     return ModelInfo(
         format="onnx",
