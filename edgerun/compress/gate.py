@@ -24,6 +24,7 @@ class Measured:
     # Reference samples whose top-1 score was shared by another class (decided by the
     # lowest index, as argmax does): quantized outputs tie, and each tie can move accuracy.
     ties: int = 0
+    latency_n: int = 0  # runs the median is of
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,21 @@ class GateVerdict:
 
 
 def measure_artifact(path: Path, raw_x: np.ndarray, y: np.ndarray, latency_runs: int = 200) -> Measured:
-    """Top-1 and median inference latency of the artifact at ``path`` via ``edgerun.load``."""
+    """Top-1 and median inference latency of the artifact at ``path`` via ``edgerun.load``.
+
+    ``latency_runs = 0``: accuracy only, latency NaN (a run times its artifacts together afterwards,
+    interleaved: ``edgerun.compress.latency``)."""
     import edgerun
 
     rt = edgerun.load(path, threads=1)
     correct, ties = _correct_and_ties(rt, raw_x, y)
+    engine = f"{rt.load_info.engine} {rt.load_info.engine_version}"
+    if latency_runs <= 0:
+        return Measured(correct / len(y), len(y), float("nan"), engine, ties)
     for _ in range(10):  # warm-up: first runs allocate and pick kernels
         rt.run(raw_x[0])
     infer_ns = [rt.run(raw_x[i % len(raw_x)]).times.infer_ns for i in range(latency_runs)]
-    engine = f"{rt.load_info.engine} {rt.load_info.engine_version}"
-    return Measured(correct / len(y), len(y), float(np.median(infer_ns)) / 1e6, engine, ties)
+    return Measured(correct / len(y), len(y), float(np.median(infer_ns)) / 1e6, engine, ties, latency_runs)
 
 
 def runtime_accuracy(path: Path, raw_x: np.ndarray, y: np.ndarray) -> float:
