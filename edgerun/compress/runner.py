@@ -7,6 +7,7 @@ manifest), so a broken gate never leaves a usable-looking file behind.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -21,6 +22,7 @@ from . import export as ex
 from . import quantize as q
 from .data import Dataset, load_dataset
 from .gate import GateVerdict, Measured, TeacherRef, judge, measure_artifact, runtime_accuracy
+from .latency import interleaved
 from .recipe import ExportSpec, Recipe
 from .report import Row, format_details, format_table, plot, write_json
 from .steps import Trained, run_step
@@ -123,17 +125,25 @@ def _export_all(
 ) -> list[Produced]:
     ex.write_samples(stage / SAMPLES_FILE, data.test_x, data.test_y)
     exports = _Exports(recipe, done, data, stage, log, details)
-    produced: list[Produced] = []
+    judged = []
     for i, spec in enumerate(recipe.exports, 1):
         log(f"export {i}/{len(recipe.exports)}: {spec.file_name}")
         base_path, base = exports.baseline(spec.source)
         path, measured = exports.measured(spec)
         teacher = exports.teacher(spec, measured.accuracy)
         verdict = judge(spec, recipe.gate, measured.accuracy, base.accuracy, teacher)
-        _finish_manifest(path, spec, recipe, done, data, measured, verdict, base_path, details.get(spec.file_name))
-        log(
-            f"  {spec.file_name}: top-1 {measured.accuracy:.2%}, p50 {measured.latency_p50_ms:.3f} ms, "
-            f"gate {'pass' if verdict.passed else 'FAIL'} ({verdict.reason})"
+        gate = "pass" if verdict.passed else "FAIL"
+        log(f"  {spec.file_name}: top-1 {measured.accuracy:.2%}, gate {gate} ({verdict.reason})")
+        judged.append((spec, path, measured, verdict, base_path))
+    # Latency last, all files side by side in interleaved rounds (edgerun/compress/latency.py).
+    timed = interleaved([j[1] for j in judged], data.test_x)
+    produced: list[Produced] = []
+    for spec, path, measured, verdict, base_path in judged:
+        lat = timed[path]
+        measured = dataclasses.replace(measured, latency_p50_ms=lat.p50_ms, latency_n=lat.n)
+        log(f"  {spec.file_name}: p50 {lat.p50_ms:.3f} ms (n = {lat.n}, {lat.rounds} interleaved rounds)")
+        _finish_manifest(
+            path, spec, recipe, done, data, measured, verdict, base_path, details.get(spec.file_name), lat.to_dict()
         )
         kept = verdict.passed or keep_failed
         if kept:
@@ -189,7 +199,7 @@ class _Exports:
         self._produce(spec, path)
         # A first manifest so the runtime applies the right pre/post-processing; metrics come after.
         ex.save_manifest(ex.build_manifest(path, spec.stem, self.data, {}, SAMPLES_FILE), path)
-        measured = measure_artifact(path, self.data.test_x, self.data.test_y)
+        measured = measure_artifact(path, self.data.test_x, self.data.test_y, latency_runs=0)  # timed later
         self.built[spec.file_name] = (path, measured)
         return path, measured
 
@@ -197,6 +207,14 @@ class _Exports:
         model = self.done[spec.source].model
         fused = getattr(model, "fused", lambda: model)()
         calib = self.data.calibration(self.recipe.data.calibration_samples)
+        if spec.format == "pte":  # ExecuTorch: built from the torch model, FP32 or INT8 (export_executorch.py)
+            from . import export_executorch as et
+
+            if spec.precision == "fp32":
+                et.export_pte(fused, self.data.input_shape, path)
+            else:
+                et.export_pte_int8(fused, self.data.input_shape, path, calib)
+            return
         if spec.precision == "fp32":
             (ex.export_onnx if spec.format == "onnx" else ex.export_tflite)(fused, self.data.input_shape, path)
             return
@@ -266,6 +284,7 @@ def _finish_manifest(
     verdict: GateVerdict,
     baseline: Path,
     detail: dict[str, Any] | None = None,
+    latency: dict[str, Any] | None = None,
 ) -> None:
     """Rewrite the manifest with provenance: recipe, lineage, parent, every measured metric, the gate."""
     from edgerun.artifact import inspect_model, sha256_file
@@ -294,6 +313,7 @@ def _finish_manifest(
             "parameter_dtypes": info.parameter_dtypes,
             "weight_sparsity": round(1 - src.nonzero_params / src.params, 4),
             "latency_p50_ms": round(measured.latency_p50_ms, 4),
+            "latency": latency,
             "torch_top1": round(src.accuracy, 4),
         },
         "gate": verdict.to_dict(),
@@ -352,6 +372,7 @@ def _export_row(
         "pass" if verdict.passed else "FAIL",
         kept,
         verdict.drop_vs_teacher_points,
+        measured.latency_n,
     )
 
 
