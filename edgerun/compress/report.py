@@ -1,13 +1,16 @@
 """The Pareto report of a compression run: one row per model (torch steps and exported files).
 
-A row is on the frontier when no other exported row is at least as good on size,
-accuracy and latency and strictly better on one: the lecture's large / medium / small /
-tiny picture, measured on this machine.
+The table's ``pareto`` column: no other exported row that passed its gate is at least as good
+on size, accuracy and latency and strictly better on one. The plot's frontier is the same
+rule on the two axes it draws (file size, accuracy); latency is the marker area there. Rows
+that failed their gate are drawn (as crosses) but are never on a frontier. The lecture's
+large / medium / small / tiny picture, measured on this machine.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,22 +33,37 @@ class Row:
     drop_vs_teacher_points: float | None = (
         None  # vs the recipe's teacher (its FP32 ONNX; torch rows: its PyTorch top-1)
     )
+    latency_n: int = 0  # runs the latency median is of (interleaved rounds, edgerun/compress/latency.py)
 
     @property
     def sparsity(self) -> float:
         return 1.0 - self.nonzero_params / self.params if self.params else 0.0
 
 
-def pareto(rows: list[Row]) -> set[str]:
-    """Names of the exported rows no other exported row dominates (smaller, more accurate, faster)."""
-    pts = [r for r in rows if r.kept and r.size_bytes is not None and r.latency_p50_ms is not None]
+AXES = ("size", "accuracy", "latency")
+
+
+def _key(r: Row, axis: str) -> float:
+    """Smaller is better on every axis."""
+    return {"size": float(r.size_bytes or 0), "accuracy": -r.accuracy, "latency": r.latency_p50_ms or 0.0}[axis]
+
+
+def pareto(rows: list[Row], axes: tuple[str, ...] = AXES) -> set[str]:
+    """Names of the exported rows that passed their gate and that no other such row dominates on ``axes``
+    (at least as good on each, strictly better on one): smaller, more accurate, faster by default."""
+    pts = [r for r in rows if r.kept and r.gate != "FAIL" and r.size_bytes is not None and r.latency_p50_ms is not None]
 
     def dominates(a: Row, b: Row) -> bool:
-        ka = (a.size_bytes, -a.accuracy, a.latency_p50_ms)
-        kb = (b.size_bytes, -b.accuracy, b.latency_p50_ms)
-        return all(x <= y for x, y in zip(ka, kb)) and ka != kb  # type: ignore[operator]
+        ka, kb = [_key(a, x) for x in axes], [_key(b, x) for x in axes]
+        return all(x <= y for x, y in zip(ka, kb)) and ka != kb
 
     return {b.name for b in pts if not any(dominates(a, b) for a in pts if a is not b)}
+
+
+def plot_frontier(rows: list[Row]) -> list[Row]:
+    """The plot's frontier: rows on the Pareto frontier of file size and accuracy, by size."""
+    front = pareto(rows, ("size", "accuracy"))
+    return sorted((r for r in rows if r.name in front), key=lambda r: (r.size_bytes or 0, -r.accuracy))
 
 
 def format_table(rows: list[Row]) -> str:
@@ -89,7 +107,9 @@ def format_table(rows: list[Row]) -> str:
     out.append(
         "drop pt: accuracy points lost vs the source's FP32 ONNX (exports) or vs the teacher (torch rows); "
         "vs teacher: points lost vs the teacher's FP32 ONNX (exports) or its PyTorch top-1 (torch rows); "
-        "p50 ms: inference stage via edgerun's runtime, batch 1, 1 thread; * = on the Pareto frontier"
+        "p50 ms: median inference stage via edgerun's runtime, batch 1, 1 thread, "
+        f"{_latency_n(rows)} runs per file interleaved with the other files; "
+        "* = on the Pareto frontier (size, top-1, latency; passed gates only)"
     )
     return "\n".join(out)
 
@@ -125,6 +145,11 @@ def write_json(rows: list[Row], path: Path, details: dict[str, dict[str, Any]] |
     path.write_text(json.dumps(doc, indent=2))
 
 
+def _latency_n(rows: list[Row]) -> str:
+    ns = sorted({r.latency_n for r in rows if r.latency_p50_ms is not None})
+    return "/".join(str(n) for n in ns) or "0"
+
+
 def plot(rows: list[Row], path: Path, title: str) -> Path | None:
     """Size vs accuracy scatter (marker area ~ latency), frontier drawn; None when matplotlib is missing."""
     try:
@@ -134,32 +159,56 @@ def plot(rows: list[Row], path: Path, title: str) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    pts = [r for r in rows if r.size_bytes is not None and r.latency_p50_ms is not None]
-    front = sorted((r for r in pts if r.name in pareto(rows)), key=lambda r: r.size_bytes or 0)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in pts:
-        ax.scatter((r.size_bytes or 0) / 1024, r.accuracy * 100, s=40 + 60 * (r.latency_p50_ms or 0), alpha=0.6)
-    # One label per spot (variants often coincide); neighbours alternate above and below their points.
-    for i, ((size_kb, acc), names) in enumerate(_label_groups(pts).items()):
-        above = i % 2 == 0
-        ax.annotate("\n".join(names), (size_kb, acc), xytext=(6, 5 if above else -5), textcoords="offset points",
-                    va="bottom" if above else "top", fontsize=7)  # fmt: skip
-    ax.plot([(r.size_bytes or 0) / 1024 for r in front], [r.accuracy * 100 for r in front], "k--", lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("file size (KB, log)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"{title}: Pareto frontier (marker area ~ latency)")
-    fig.tight_layout()
+    fig = figure(rows, title)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def _label_groups(pts: list[Row]) -> dict[tuple[float, float], list[str]]:
-    """Labels ("name  0.26 ms") grouped by spot: same accuracy and file size within 5%."""
-    groups: dict[tuple[float, float], list[str]] = {}
+def marker_area(r: Row) -> float:
+    """Scatter marker area (points^2) for a row: grows with its latency."""
+    return 40 + 60 * (r.latency_p50_ms or 0.0)
+
+
+def figure(rows: list[Row], title: str):  # -> matplotlib.figure.Figure
+    """The Pareto figure: passed files as dots, failed ones as red crosses, each label beside its marker
+    (to the right, past the marker's radius), the frontier of the two plotted axes dashed."""
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if r.size_bytes is not None and r.latency_p50_ms is not None]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for failed, style in ((False, {"marker": "o", "alpha": 0.6}), (True, {"marker": "X", "color": "tab:red"})):
+        group = [r for r in pts if (r.gate == "FAIL") == failed]
+        if group:
+            ax.scatter(
+                [(r.size_bytes or 0) / 1024 for r in group], [r.accuracy * 100 for r in group],
+                s=[marker_area(r) for r in group], label="failed its gate" if failed else "passed", **style,
+            )  # fmt: skip
+    for (size_kb, acc), members in _label_groups(pts).items():
+        radius = max(math.sqrt(marker_area(r) / math.pi) for r in members)  # points
+        text = "\n".join(
+            f"{r.name}  {r.latency_p50_ms:.2f} ms" + (" FAIL" if r.gate == "FAIL" else "") for r in members
+        )
+        ax.annotate(text, (size_kb, acc), xytext=(radius + 3, 0), textcoords="offset points",
+                    ha="left", va="center", fontsize=7)  # fmt: skip
+    front = plot_frontier(rows)
+    ax.plot([(r.size_bytes or 0) / 1024 for r in front], [r.accuracy * 100 for r in front], "k--", lw=1,
+            label="Pareto frontier (size, top-1)")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (KB, log)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{title}: Pareto frontier of size and top-1 (marker area ~ latency)")
+    ax.legend(loc="lower right", fontsize=7)
+    ax.margins(x=0.25)  # room for the labels right of the largest files
+    fig.tight_layout()
+    return fig
+
+
+def _label_groups(pts: list[Row]) -> dict[tuple[float, float], list[Row]]:
+    """Rows grouped by spot (same accuracy, file size within 5%): one label block per spot."""
+    groups: dict[tuple[float, float], list[Row]] = {}
     for r in sorted(pts, key=lambda r: r.size_bytes or 0):
         size_kb, acc = (r.size_bytes or 0) / 1024, r.accuracy * 100
         spot = next((k for k in groups if abs(k[1] - acc) < 0.01 and abs(k[0] / size_kb - 1) < 0.05), (size_kb, acc))
-        groups.setdefault(spot, []).append(f"{r.name}  {r.latency_p50_ms:.2f} ms")
+        groups.setdefault(spot, []).append(r)
     return groups
