@@ -22,6 +22,7 @@ _SECONDS = finite_float(0, 30 * 86_400, low_open=True)
 _BAUD = whole_int(1, 100_000_000)
 
 EXIT_PASS, EXIT_FAIL, EXIT_NOT_VALID = 0, 1, 3
+_NET = "or a port served by ser2net (a labgrid NetworkSerialPort): rfc2217://HOST:PORT or socket://HOST:PORT (raw)"
 _EXIT = {"pass": EXIT_PASS, "not-valid": EXIT_NOT_VALID}
 
 
@@ -62,7 +63,7 @@ def _host_parser(modes: Any) -> None:
         "and prints the summary.",
     )
     h.add_argument("artifact", nargs="?", metavar="ARTIFACT", help="model (default: the bundled ECG demo)")
-    h.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0 or /dev/serial/by-id/...")
+    h.add_argument("--port", required=True, help=f"serial port, e.g. /dev/ttyACM0 or /dev/serial/by-id/...; {_NET}")
     h.add_argument("--baud", type=_BAUD, default=921600, help="baud rate (default 921600)")
     h.add_argument("--window", type=positive_int, help="samples per window (default: the model's input length)")
     h.add_argument("--hop", type=positive_int, help="samples between windows (default: a quarter window)")
@@ -94,7 +95,7 @@ def _tiny_parser(modes: Any) -> None:
         "Then every input once, with results%%, for accuracy. DIR holds y_labels.csv (file, classes, class) "
         "and the input files, or a folder per model named as the DUT's m-model-[...] reply.",
     )
-    t.add_argument("--port", required=True, help="the DUT's serial port")
+    t.add_argument("--port", required=True, help=f"the DUT's serial port; {_NET}")
     t.add_argument("--dataset", required=True, metavar="DIR", type=existing_dir, help="EEMBC dataset folder")
     t.add_argument("--baud", type=_BAUD, default=115200, help="baud rate (default 115200, EEMBC performance mode)")
     t.add_argument(
@@ -256,11 +257,18 @@ def host_text(s: dict[str, Any]) -> str:
 def cmd_tiny(args: argparse.Namespace) -> int:
     from edgerun.bench.environment import environment
     from edgerun.errors import SerialError
+    from edgerun.serialhost.link import dtr_settable
     from edgerun.serialhost.tiny import TinyConfig, run_tiny
     from edgerun.serialhost.tinyresult import build_tiny_result, tiny_error_result, tiny_result_file
 
     _check_json(args, args.dataset)
     _, _, budget = _budget(args)
+    if args.no_dtr and not dtr_settable(args.port):
+        print(
+            f"edgerun: warning: --no-dtr does nothing on {args.port}: raw TCP carries no DTR/RTS (the serving "
+            "host's ser2net raises DTR as it opens the UART; use rfc2217:// to set the lines)",
+            file=sys.stderr,
+        )
     config = TinyConfig(
         port=args.port,
         baud=args.baud,

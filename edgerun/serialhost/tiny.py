@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from edgerun.budget import Budget
 from edgerun.errors import DutError, PortUnavailable
-from edgerun.serialhost.link import WRITE_TIMEOUT_S, close_quietly, port_error_reason
+from edgerun.serialhost.link import close_quietly, port_error_reason, serial_object, set_write_timeout
 from edgerun.serialhost.tinydata import TinyDataset, read_dataset
 
 __all__ = ["DutInfo", "EnergyMonitor", "InferReply", "TinyConfig", "TinyDut", "run_tiny"]
@@ -272,12 +272,11 @@ def open_dut_port(port: str, baud: int, no_dtr: bool = False) -> Any:
     """Open the DUT's port raw at ``baud``; with ``no_dtr`` DTR and RTS stay low from the start.
 
     Arduino-class boards reset when DTR rises, which an ordinary open does: setting the lines
-    before ``open()`` (pyserial applies them as it opens) keeps such a board running."""
-    import serial  # lazy: import edgerun stays light
-
-    ser = serial.Serial()
-    ser.port, ser.baudrate, ser.timeout, ser.write_timeout = port, baud, 0.05, WRITE_TIMEOUT_S
-    ser.exclusive = True  # a second reader would steal half of every answer
+    before ``open()`` (pyserial applies them as it opens) keeps such a board running. ``port`` may
+    be an ``rfc2217://`` or ``socket://`` URL (edgerun/serialhost/link.py says what DTR does there)."""
+    ser = serial_object(port)
+    ser.baudrate, ser.timeout = baud, 0.05
+    set_write_timeout(ser, port)
     if no_dtr:
         ser.dtr = ser.rts = False
     try:
