@@ -38,6 +38,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from edgerun.errors import UsageError
+
 __all__ = ["RHYTHMS", "EcgStream", "simulate_window"]
 
 RHYTHMS = ("normal", "af-like", "pvc")
@@ -113,7 +115,7 @@ class EcgStream:
 
     def __init__(self, rhythm: str = "normal", sample_rate_hz: float = 250.0, seed: int = 0) -> None:
         if rhythm not in RHYTHMS:
-            raise ValueError(f"rhythm {rhythm!r}: expected one of {', '.join(RHYTHMS)}")
+            raise UsageError(f"rhythm {rhythm!r}: expected one of {', '.join(RHYTHMS)}")
         self.fs = float(sample_rate_hz)
         self.rng = np.random.default_rng(seed)
         self.rhythm = rhythm
@@ -128,7 +130,7 @@ class EcgStream:
 
     def set_rhythm(self, rhythm: str) -> None:
         if rhythm not in RHYTHMS:
-            raise ValueError(f"rhythm {rhythm!r}: expected one of {', '.join(RHYTHMS)}")
+            raise UsageError(f"rhythm {rhythm!r}: expected one of {', '.join(RHYTHMS)}")
         if rhythm not in self._records:
             drawn = _draw_record(rhythm, self.rng)
             base = self.record  # same body, same electrodes: keep gain, noise and wander

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 from cobs import cobs
 
+from edgerun.errors import FrameError, UsageError
+
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
@@ -82,7 +84,7 @@ class Frame:
 def encode_frame(frame_type: int, seq: int, payload: bytes = b"", flags: int = 0) -> bytes:
     """The wire bytes of one frame: 0x00, COBS(header | payload | crc32), 0x00."""
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ValueError(f"payload is {len(payload)} bytes; the protocol allows at most {MAX_PAYLOAD_BYTES}")
+        raise UsageError(f"payload is {len(payload)} bytes; the protocol allows at most {MAX_PAYLOAD_BYTES}")
     body = _HEADER.pack(frame_type, flags, seq & 0xFFFF) + payload
     return b"\x00" + cobs.encode(body + _CRC.pack(zlib.crc32(body))) + b"\x00"
 
@@ -187,7 +189,7 @@ class FrameDecoder:
 
 def _need_len(payload: bytes, at_least: int, what: str) -> None:
     if len(payload) < at_least:
-        raise ValueError(f"{what} payload is {len(payload)} bytes; expected at least {at_least}")
+        raise FrameError(f"{what} payload is {len(payload)} bytes; expected at least {at_least}")
 
 
 def _text(raw: bytes) -> str:

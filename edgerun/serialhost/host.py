@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgerun.budget import Budget, limit_ns
-from edgerun.errors import EdgerunError, PortUnavailable
+from edgerun.errors import EdgerunError, FrameError, PortUnavailable, UsageError
 from edgerun.serialhost import frames as fr
 from edgerun.serialhost.handshake import check_hello, model_window
 from edgerun.serialhost.hoststats import HostCounters, HostStatus, LatencyLog, build_summary, status_of
@@ -78,9 +78,9 @@ class SerialHost:
         win, self.model_channels, self.layout = model_window(self.artifact)
         window = config.window or win
         if window is None:
-            raise ValueError("the model's window length is dynamic: give --window N")
+            raise UsageError("the model's window length is dynamic: give --window N")
         if win is not None and config.window is not None and config.window != win:
-            raise ValueError(f"--window {config.window}: the model takes windows of exactly {win} samples")
+            raise UsageError(f"--window {config.window}: the model takes windows of exactly {win} samples")
         self.window = window
         self.hop = config.hop or max(1, window // 4)
         signal = (self.artifact.manifest.provenance if self.artifact.manifest else {}).get("signal", {})
@@ -251,7 +251,7 @@ class SerialHost:
             else:
                 with self._lock:
                     self.counters.frames_unexpected += 1
-        except ValueError:  # a payload too short for its type: counted, never fatal
+        except FrameError:  # a payload too short for its type: counted, never fatal
             with self._lock:
                 self.counters.payloads_malformed += 1
 
@@ -311,7 +311,7 @@ class SerialHost:
         msg = fr.Samples.unpack(frame.payload)
         dtype, size = fr.SAMPLE_TYPES[hello.sample_type]
         if len(msg.data) % (size * hello.channels):
-            raise ValueError(f"SAMPLES payload of {len(msg.data)} bytes is not whole {hello.channels}-channel samples")
+            raise FrameError(f"SAMPLES payload of {len(msg.data)} bytes is not whole {hello.channels}-channel samples")
         raw = np.frombuffer(msg.data, dtype=dtype).reshape(-1, hello.channels)
         samples = raw.astype(np.float32) * np.float32(hello.scale)
         self._count_skipped(hello.boot_id, msg.first_index)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgerun.errors import UsageError
+
 __all__ = ["POLICIES", "BoundedQueue", "Window", "Windower"]
 
 POLICIES = ("drop-oldest", "block")
@@ -47,7 +49,7 @@ class Windower:
 
     def __init__(self, window: int, hop: int, channels: int) -> None:
         if window < 1 or hop < 1:
-            raise ValueError(f"window and hop must be >= 1 sample, got window={window} hop={hop}")
+            raise UsageError(f"window and hop must be >= 1 sample, got window={window} hop={hop}")
         self.window, self.hop, self.channels = window, hop, channels
         self._cap = 2 * window + 4096
         self._buf = np.zeros((self._cap, channels), dtype=np.float32)
@@ -121,9 +123,9 @@ class BoundedQueue:
 
     def __init__(self, maxsize: int, policy: str = "drop-oldest") -> None:
         if maxsize < 1:
-            raise ValueError(f"queue size must be >= 1, got {maxsize}")
+            raise UsageError(f"queue size must be >= 1, got {maxsize}")
         if policy not in POLICIES:
-            raise ValueError(f"queue policy {policy!r}: expected one of {', '.join(POLICIES)}")
+            raise UsageError(f"queue policy {policy!r}: expected one of {', '.join(POLICIES)}")
         self.maxsize, self.policy = maxsize, policy
         self.dropped = 0
         self.blocked_ns = 0
