@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgerun.budget import Budget
-from edgerun.errors import DutError, PortUnavailable
+from edgerun.errors import DutError, PortUnavailable, UsageError
 from edgerun.serialhost.link import close_quietly, port_error_reason, serial_object, set_write_timeout
 from edgerun.serialhost.tinydata import TinyDataset, read_dataset
 
@@ -251,7 +251,7 @@ class TinyConfig:
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.warmups < 0 or self.perf_files < 0:
-            raise ValueError(
+            raise UsageError(
                 f"iterations must be >= 1, warmups and perf_files >= 0; got {self.iterations}, "
                 f"{self.warmups}, {self.perf_files}"
             )
