@@ -69,10 +69,12 @@ def stage_artifact(target: Target, path: Path) -> StagedArtifact:
 
 
 def uses_native_runner(target: Target) -> bool:
-    """Android without a Python that has edgerun: the native benchmark binaries do the work."""
+    """Android without a Python that has edgerun, or ``runner=native`` (ssh: trtexec): native binaries do the work."""
+    runner = target.spec.options.runner
+    if target.spec.kind == "ssh":
+        return runner == "native"
     if target.spec.kind != "adb":
         return False
-    runner = target.spec.options.runner
     return runner == "native" or (runner is None and not target.python)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgerun.errors import MeasurementError
 
@@ -64,6 +65,7 @@ class NativeRun:
     percentiles_ns: dict[str, int] = field(default_factory=dict)
     peak_memory_bytes: int | None = None
     notes: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)  # tool-specific figures (trtexec: GPU compute, ...)
 
 
 def _ns_us(value: str) -> int:

@@ -112,6 +112,21 @@ def _environment(identity: TargetIdentity, run: NativeRun) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _engine(run: NativeRun, staged: StagedArtifact, options: BenchOptions) -> dict[str, Any]:
+    if run.tool == "trtexec":  # TensorRT itself, not onnxruntime: the precision flags are its build flags
+        return {
+            "name": "tensorrt",
+            "version": run.details.get("tensorrt_version"),
+            "providers": ["tensorrt"],
+            "threads": None,
+            "graph_optimization": None,
+            "precision_flags": run.details.get("precision"),
+        }
+    return {"name": "litert" if staged.format == "tflite" else "onnx", "version": None,
+            "providers": [p for p in (options.providers or "").split(",") if p], "threads": options.threads,
+            "graph_optimization": None}  # fmt: skip
+
+
 def _run_blocks(run: NativeRun, staged: StagedArtifact, options: BenchOptions) -> dict[str, Any]:
     """What the binary measured, under the keys an edgerun result uses."""
     stats = _stats(run)
@@ -120,9 +135,7 @@ def _run_blocks(run: NativeRun, staged: StagedArtifact, options: BenchOptions) -
         "artifact": {"name": staged.name, "path": staged.remote_model, "format": staged.format,
                      "precision": staged.precision, "sha256": staged.sha256, "size_bytes": staged.size_bytes,
                      "manifest": None, "accuracy": staged.accuracy},
-        "engine": {"name": "litert" if staged.format == "tflite" else "onnx", "version": None,
-                   "providers": [p for p in (options.providers or "").split(",") if p], "threads": options.threads,
-                   "graph_optimization": None},
+        "engine": _engine(run, staged, options),
         "config": {"min_runs": options.runs, "min_seconds": options.min_seconds, "max_seconds": options.max_seconds,
                    "warmup_runs": options.warmup, "warmup_seconds": options.warmup_seconds},
         "input_source": f"{run.tool}'s own inputs (random unless the binary was given input files)",
@@ -162,6 +175,8 @@ def build_native_result(
         "unavailable": _unavailable(run),
         "notes": list(run.notes),
     }
+    if run.details:
+        runner["details"] = run.details
     return {
         "status": "ok",
         "runner": runner,

@@ -15,9 +15,14 @@ connect_timeout_s    all    seconds to wait for a connection (default 10)
 ssh_config           ssh    an ssh_config file (``ssh -F``); default: the user's own
 identity_file        ssh    a private key (``ssh -i``); default: ssh_config, agent, ~/.ssh
 alive_interval_s     ssh    ServerAliveInterval; 3 unanswered = link dropped (default 5)
-runner               adb    ``edgerun`` (Python on the device, e.g. Termux) or ``native``
+runner               adb,   ``edgerun`` (Python on the device, e.g. Termux) or ``native``
+                     ssh    (ssh: ``trtexec`` benchmarks ONNX artifacts, e.g. on a Jetson)
 benchmark_model      adb    path of LiteRT/TFLite ``benchmark_model`` on the device
 onnxruntime_perf_test adb   path of ``onnxruntime_perf_test`` on the device
+trtexec              ssh    path of TensorRT's ``trtexec`` on the device (JetPack:
+                            ``/usr/src/tensorrt/bin/trtexec``); used with ``runner=native``
+trtexec_precision    ssh    ``fp16``, ``int8`` or ``fp16,int8``: trtexec's ``--fp16`` /
+                            ``--int8`` (default: none, FP32 kernels)
 taskset              adb    CPU mask (hex) to pin the benchmark to, e.g. ``f0`` = big cores
 power                adb    ``auto`` (ODPM, else battery gauge), ``off``, or a probe name
 adb                  adb    the adb client executable (default ``adb``)
@@ -35,15 +40,18 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from edgerun.errors import UsageError
 
-__all__ = ["KINDS", "RUNNERS", "TargetOptions", "TargetSpec", "parse_target"]
+__all__ = ["KINDS", "RUNNERS", "TRTEXEC_PRECISIONS", "TargetOptions", "TargetSpec", "parse_target"]
 
 KINDS = ("local", "ssh", "adb")
 RUNNERS = ("edgerun", "native")
+TRTEXEC_PRECISIONS = ("fp16", "int8", "fp16,int8")  # "," not "+": a URL query reads "+" as a space
 _ONLY = {
     "ssh_config": "ssh",
     "identity_file": "ssh",
     "alive_interval_s": "ssh",
-    "runner": "adb",
+    "runner": "adb/ssh",
+    "trtexec": "ssh",
+    "trtexec_precision": "ssh",
     "benchmark_model": "adb",
     "onnxruntime_perf_test": "adb",
     "taskset": "adb",
@@ -66,6 +74,8 @@ class TargetOptions:
     runner: str | None = None
     benchmark_model: str | None = None
     onnxruntime_perf_test: str | None = None
+    trtexec: str | None = None
+    trtexec_precision: str | None = None
     taskset: str | None = None
     power: str = "auto"
     adb: str = "adb"
@@ -79,6 +89,10 @@ class TargetOptions:
             )
         if self.runner is not None and self.runner not in RUNNERS:
             raise UsageError(f"target option runner must be one of {RUNNERS}, got {self.runner!r}")
+        if self.trtexec_precision is not None and self.trtexec_precision not in TRTEXEC_PRECISIONS:
+            raise UsageError(
+                f"target option trtexec_precision must be one of {TRTEXEC_PRECISIONS}, got {self.trtexec_precision!r}"
+            )
         if self.taskset is not None:
             try:
                 int(self.taskset, 16)
@@ -112,7 +126,7 @@ def options_from(kind: str, values: Mapping[str, Any]) -> TargetOptions:
         if key not in _FIELDS:
             raise UsageError(f"unknown target option {key!r}; known: {', '.join(sorted(_FIELDS))}")
         only = _ONLY.get(key)
-        if only is not None and only != kind:
+        if only is not None and kind not in only.split("/"):
             raise UsageError(f"target option {key!r} applies to {only} targets, not {kind}")
         out[key] = _coerce(key, value)
     return TargetOptions(**out)
