@@ -18,11 +18,12 @@ is kept for debugging.
     │   └── ProbeUnavailable   a power probe the user named cannot be used here (says why)
     ├── UsageError             an argument, option or setting is out of range, of the wrong kind or unknown
     ├── MeasurementError       samples, a power trace or a tool's output cannot give the figure asked for
-    ├── BenchError             a benchmark could not produce a result
+    ├── BenchError             a benchmark could not produce a result, or a result file is unreadable
     ├── SerialError            a serial-attached device (wearable firmware, MLPerf Tiny DUT) failed us
     │   ├── PortUnavailable    the serial port is missing, busy or not permitted (says which and what to do)
     │   ├── HandshakeError     the firmware's handshake is missing or incompatible (version, sample format)
     │   ├── DutError           a DUT's reply was malformed, an ``e-[...]`` error, or never came
+    │   │   └── DutTimeout     the DUT stopped answering (a hung board: a power cycle may bring it back)
     │   └── FrameError         a host-mode frame's payload does not fit its type (too short, partial samples)
     ├── PolicyError            a fallback policy is invalid: names the field and what was expected
     ├── DeadlineExceeded       a call ran out of budget: a hard-budget miss, or the remote cut at the deadline
@@ -65,6 +66,7 @@ __all__ = [
     "CompressError",
     "DeadlineExceeded",
     "DutError",
+    "DutTimeout",
     "EdgerunError",
     "EngineError",
     "EngineUnavailable",
@@ -152,7 +154,7 @@ class MeasurementError(EdgerunError, ValueError):
 
 
 class BenchError(EdgerunError):
-    """A benchmark could not produce a result."""
+    """A benchmark could not produce a result, or a result file cannot be read (not a result, unknown schema)."""
 
 
 class PolicyError(EdgerunError, ValueError):
@@ -197,6 +199,10 @@ class HandshakeError(SerialError):
 
 class DutError(SerialError):
     """An EEMBC / MLPerf Tiny DUT replied malformed, answered ``e-[...]``, or did not answer in time."""
+
+
+class DutTimeout(DutError):
+    """The DUT did not answer within the timeout: it may have hung (a power cycle may bring it back)."""
 
 
 class FrameError(SerialError, ValueError):
