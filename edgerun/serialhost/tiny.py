@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgerun.budget import Budget
-from edgerun.errors import DutError, PortUnavailable, UsageError
+from edgerun.errors import DutError, DutTimeout, PortUnavailable, UsageError
 from edgerun.serialhost.link import close_quietly, port_error_reason, serial_object, set_write_timeout
 from edgerun.serialhost.tinydata import TinyDataset, read_dataset
 
@@ -97,7 +97,7 @@ class TinyDut:
                     raise DutError(f"DUT answered {cmd + '%'!r} with an error: {line}")
                 lines.append(line)
         got = f"; it said {lines[-3:]}" if lines else "; it said nothing"
-        raise DutError(f"no m-ready within {timeout_s or self.timeout_s:g} s after {cmd + '%'!r}{got}")
+        raise DutTimeout(f"no m-ready within {timeout_s or self.timeout_s:g} s after {cmd + '%'!r}{got}")
 
     def _stale(self, line: str) -> bool:
         """True for the lines of a late answer to a retried ``name%`` (``m-name-...`` then its ``m-ready``)."""
@@ -156,7 +156,7 @@ class TinyDut:
                     break
             attempt_s = min(self.timeout_s, attempt_s * 2)
         said = f"it said {heard[-4:]}" if heard else "it said nothing"
-        raise DutError(
+        raise DutTimeout(
             f"no m-name-dut-[<name>] answer to 'name%' on {self.ser.port} within {timeout_s:g} s "
             f"(sent {sent} times; {said}): check the baud rate and that the DUT firmware runs; "
             "a board that reboots when the port opens needs --reset-wait S (or --no-dtr)"
