@@ -5,9 +5,10 @@
     Session.run(feeds)                    list of output arrays, in Session.outputs order
 
 One module per engine (``onnx.py`` for onnxruntime, ``litert.py`` for LiteRT /
-tflite-runtime). Each imports its engine lazily and translates the engine's
-exceptions into edgerun's error tree at this boundary. Policy (which engine,
-which providers, how many threads) lives above, in the runtime and the bench.
+tflite-runtime, ``executorch.py`` for ExecuTorch ``.pte`` programs). Each imports its
+engine lazily and translates the engine's exceptions into edgerun's error tree at this
+boundary. Policy (which engine, which providers, how many threads) lives above, in the
+runtime and the bench.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from edgerun.artifact import Artifact, TensorSpec
 
-ENGINES = ("onnx", "litert")
+ENGINES = ("onnx", "litert", "executorch")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
@@ -69,8 +70,8 @@ class Engine(Protocol):
 
 def engine_for(fmt: str, name: str | None = None) -> Engine:
     """The engine for an artifact format (or the one named)."""
-    name = name or {"onnx": "onnx", "tflite": "litert"}[fmt]
-    expected = {"onnx": "onnx", "litert": "tflite"}
+    name = name or {"onnx": "onnx", "tflite": "litert", "pte": "executorch"}[fmt]
+    expected = {"onnx": "onnx", "litert": "tflite", "executorch": "pte"}
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
     if expected[name] != fmt:
@@ -81,6 +82,10 @@ def engine_for(fmt: str, name: str | None = None) -> Engine:
         from edgerun.engines.onnx import OnnxEngine
 
         return OnnxEngine()
+    if name == "executorch":  # imports torch only when a session is opened
+        from edgerun.engines.executorch import ExecuTorchEngine
+
+        return ExecuTorchEngine()
     from edgerun.engines.litert import LiteRTEngine
 
     return LiteRTEngine()
