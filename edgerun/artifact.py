@@ -36,7 +36,7 @@ from edgerun.schema.limits import MAX_ONNX_INSPECT_BYTES, MiB
 MANIFEST_SCHEMA = "edgerun.manifest"
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_SUFFIX = ".edgerun.json"
-FORMATS = ("onnx", "tflite")
+FORMATS = ("onnx", "tflite", "pte")  # pte: ExecuTorch program (edgerun/engines/pte.py)
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
 
 # ONNX ops that only appear in quantized graphs.
@@ -240,10 +240,13 @@ def sniff_format(path: Path) -> str:
         return "tflite"
     if head[:1] == b"\x08":  # ModelProto field 1 (ir_version), varint: how every ONNX file starts
         return "onnx"
+    if len(head) >= 8 and head[4:8] == b"ET12":  # ExecuTorch's flatbuffer identifier (schema/program.fbs)
+        return "pte"
     # Name the file and its size, never its bytes: it may be anything (a swapped-in record, a key).
     raise ArtifactError(
-        f"{path}: not an ONNX or TFLite model ({size} bytes; expected an ONNX protobuf ModelProto, "
-        "whose first byte is 0x08, or a TFLite flatbuffer with the 'TFL3' identifier at byte 4)"
+        f"{path}: not an ONNX or TFLite model, nor an ExecuTorch program ({size} bytes; expected an ONNX "
+        "protobuf ModelProto, "
+        "whose first byte is 0x08, or a TFLite or ExecuTorch flatbuffer with 'TFL3' or 'ET12' at byte 4)"
     )
 
 
@@ -315,6 +318,10 @@ def inspect_model(path: Path, fmt: str | None = None) -> ModelInfo:
     fmt = fmt or sniff_format(path)
     if fmt == "onnx":
         return _inspect_onnx(path)
+    if fmt == "pte":
+        from edgerun.engines.pte import pte_model_info  # edgerun's own reader: no ExecuTorch, no torch
+
+        return pte_model_info(path)
     return _inspect_tflite(path)
 
 
