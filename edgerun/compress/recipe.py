@@ -163,7 +163,7 @@ class ExportSpec:
     """One artifact: a step's model in one format and precision."""
 
     source: str
-    format: Literal["onnx", "tflite"] = "onnx"
+    format: Literal["onnx", "tflite", "pte"] = "onnx"  # pte: ExecuTorch (XNNPACK-lowered)
     precision: Literal["fp32", "int8", "int4", "mixed"] = "fp32"
     mode: Literal["static", "dynamic", "weight-only", ""] = ""  # "" = the precision's default
     max_drop_points: float | None = None  # overrides [gate] for this artifact (and is "mixed"'s target)
@@ -205,6 +205,8 @@ SUPPORTED_EXPORTS = (
     ("tflite", "fp32", ""),
     ("tflite", "int8", "static"),
     ("tflite", "int4", "weight-only"),
+    ("pte", "fp32", ""),  # ExecuTorch, XNNPACK-lowered (edgerun/compress/export_executorch.py)
+    ("pte", "int8", "static"),  # PT2E XNNPACKQuantizer: per-channel weights, calibrated activations
 )
 
 Step = Union[LoadStep, TrainStep, DistillStep, PruneStep, LotteryStep, SparseTrainStep, QatStep]  # noqa: UP007 (a runtime alias)
