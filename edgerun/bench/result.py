@@ -34,6 +34,7 @@ import numpy as np
 from edgerun.bench.environment import environment
 from edgerun.bench.runner import BenchConfig, Measurement
 from edgerun.budget import Budget, Verdict, judge_hard, judge_size, judge_soft, overall
+from edgerun.errors import BenchError
 from edgerun.measure.stats import histogram, min_samples, percentile_key, stability, summarize
 
 SCHEMA = "edgerun.bench"
@@ -241,14 +242,14 @@ def result_file(
 def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
     """Bring a result file of any supported schema version up to ``SCHEMA_VERSION`` (in memory)."""
     if doc.get("schema") != SCHEMA:
-        raise ValueError(f"not an edgerun benchmark result (schema {doc.get('schema')!r}, expected {SCHEMA!r})")
+        raise BenchError(f"not an edgerun benchmark result (schema {doc.get('schema')!r}, expected {SCHEMA!r})")
     version = doc.get("schema_version")
     if version == SCHEMA_VERSION:
         return doc
     if version == 2:  # version 3 only added the native-runner variant
         return {**doc, "schema_version": SCHEMA_VERSION, "upgraded_from": version}
     if version != 1:
-        raise ValueError(f"result schema_version {version!r} is not supported (this edgerun reads 1..{SCHEMA_VERSION})")
+        raise BenchError(f"result schema_version {version!r} is not supported (this edgerun reads 1..{SCHEMA_VERSION})")
     for res in doc.get("results", []):
         if res.get("status") != "ok":
             continue
@@ -272,7 +273,7 @@ def read_result_file(path: str) -> dict[str, Any]:
     """Read a result file written by any edgerun version this one understands."""
     from edgerun._jsonio import RESULT_MAX_BYTES, read_json
 
-    return upgrade(read_json(path, what="bench result file", error=ValueError, max_bytes=RESULT_MAX_BYTES))
+    return upgrade(read_json(path, what="bench result file", error=BenchError, max_bytes=RESULT_MAX_BYTES))
 
 
 def sustained_drift(start_ns: np.ndarray, total_ns: np.ndarray, duration_ns: int) -> dict[str, Any]:
