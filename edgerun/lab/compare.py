@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.errors import LabError
+from edgerun.errors import BenchError, LabError
 
 __all__ = ["Comparison", "MetricChange", "compare_files", "compare_samples", "mann_whitney_greater"]
 
@@ -270,7 +270,7 @@ def _bench_results(path: Path) -> list[dict[str, Any]]:
 
     try:
         doc = read_result_file(str(path))
-    except ValueError as exc:
+    except BenchError as exc:
         raise LabError(f"{path}: {exc}") from exc
     except (TypeError, KeyError, AttributeError) as exc:  # valid JSON, but not shaped like a result file
         raise LabError(f"{path}: not an edgerun bench result file ({type(exc).__name__}: {exc})") from exc
