@@ -14,7 +14,7 @@ Use it in a test module::
         lab.add_place(name, tags={"board": "rpi5"})   # matches */NAME/* (the group of that name)
         lab.places()[name]                        # labgrid.remote.common.Place, as the coordinator has it
         exp.kill(); exp.restart()                 # the exporter host goes away and comes back
-        with lab.session() as s: ...              # a labgrid ClientSession (acquire by hand: s.stub...)
+        with lab.session(user="bob") as c: ...  # an edgerun LabgridClient (c.acquire, c.rpc(...))
 
 Or without pytest: ``env = LabgridEnv.start(tmp_dir)`` ... ``env.stop()``.
 
@@ -37,7 +37,6 @@ Or without pytest: ``env = LabgridEnv.start(tmp_dir)`` ... ``env.stop()``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import os
@@ -183,62 +182,43 @@ class LabgridEnv:
 
     @contextlib.contextmanager
     def session(self, user: str | None = None) -> Iterator[Any]:
-        """A labgrid ClientSession on a private event loop (``user`` sets the name it acquires as)."""
-        from labgrid.remote.client import start_session
+        """A client of this coordinator: ``edgerun.lab.labgrid_client.LabgridClient`` (labgrid's
+        ClientSession on the process's one grpc event loop: grpc.aio fails with two loops at once,
+        so the tests never open a ClientSession of their own beside the lab's). ``user`` sets the
+        user part of the identity it acquires places under."""
+        from edgerun.lab.labgrid_client import LabgridClient
 
-        saved = os.environ.get("LG_USERNAME")
-        if user:
-            os.environ["LG_USERNAME"] = user
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)  # grpc.aio binds its channel to the thread's current loop
+        client = LabgridClient(self.address, user=user)
         try:
-            session = start_session(self.address, loop=loop)
-            session.run = lambda coro: loop.run_until_complete(coro)  # type: ignore[attr-defined]
-            try:
-                yield session
-            finally:
-                loop.run_until_complete(session.stop())
-                loop.run_until_complete(session.close())
+            yield client
         finally:
-            loop.close()
-            asyncio.set_event_loop(None)
-            if user:
-                if saved is None:
-                    os.environ.pop("LG_USERNAME", None)
-                else:
-                    os.environ["LG_USERNAME"] = saved
+            client.close()
 
     def add_place(self, name: str, matches: list[str] | None = None, tags: dict[str, str] | None = None) -> None:
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
 
-        with self.session() as s:
-            s.run(s.stub.AddPlace(pb.AddPlaceRequest(name=name)))
+        with self.session() as c:
+            c.rpc("AddPlace", pb.AddPlaceRequest(name=name), "create")
             for pattern in matches or [f"*/{name}/*"]:
-                s.run(s.stub.AddPlaceMatch(pb.AddPlaceMatchRequest(placename=name, pattern=pattern)))
+                c.rpc("AddPlaceMatch", pb.AddPlaceMatchRequest(placename=name, pattern=pattern), "add-match")
             if tags:
-                s.run(s.stub.SetPlaceTags(pb.SetPlaceTagsRequest(placename=name, tags=tags)))
-            s.run(s.sync_with_coordinator())
+                c.rpc("SetPlaceTags", pb.SetPlaceTagsRequest(placename=name, tags=tags), "set-tags")
 
     def places(self) -> dict[str, Any]:
-        with self.session() as s:
-            return dict(s.places)
+        with self.session() as c:
+            return c.places()
 
     def hold(self, place: str, user: str = "colleague") -> None:
-        """Another engineer acquires ``place`` (their own labgrid identity)."""
-        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
-
-        with self.session(user=user) as s:
-            s.run(s.stub.AcquirePlace(pb.AcquirePlaceRequest(placename=place)))
-            s.run(s.sync_with_coordinator())
+        """Another engineer acquires ``place`` (their own labgrid identity: this host, ``user``)."""
+        with self.session(user=user) as c:
+            c.acquire(place)
 
     def free(self, place: str) -> None:
         """Release ``place`` whoever holds it (``labgrid-client release --kick``)."""
-        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb
-
-        with self.session() as s:
-            if s.places[place].acquired:
-                s.run(s.stub.ReleasePlace(pb.ReleasePlaceRequest(placename=place)))
-                s.run(s.sync_with_coordinator())
+        with self.session() as c:
+            holder = c.places()[place].acquired
+            if holder:
+                c.release(place, identity=holder)
 
     def stop(self) -> None:
         for exp in self.exporters:

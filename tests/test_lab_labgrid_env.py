@@ -9,8 +9,8 @@ devices = target_devices()
 
 
 def _resources(lab, name: str) -> dict:  # noqa: ANN001
-    with lab.session() as s:
-        return {e: g for e, g in s.resources.items() if name in g}
+    with lab.session() as c:
+        return {e: g for e, g in c.resources().items() if name in g}
 
 
 def test_exporter_place_hold_and_free(labgrid_lab) -> None:  # noqa: ANN001, F811
@@ -22,7 +22,7 @@ def test_exporter_place_hold_and_free(labgrid_lab) -> None:  # noqa: ANN001, F81
     assert place.tags == {"board": "rpi5"} and place.acquired is None
     (group,) = _resources(lab, name).values()
     entry = group[name]["NetworkService"]
-    assert entry.avail and entry.params["port"] == 2222
+    assert entry["avail"] and entry["params"]["port"] == 2222
 
     lab.hold(name)
     assert lab.places()[name].acquired.endswith("/colleague")
