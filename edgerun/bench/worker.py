@@ -243,6 +243,7 @@ def _engine_of(path: str, engine: str | None) -> str | None:
 
     from edgerun._jsonio import MANIFEST_MAX_BYTES, read_json
     from edgerun.artifact import MANIFEST_SUFFIX, sniff_format
+    from edgerun.errors import ArtifactError
 
     p = Path(path)
     try:
@@ -250,7 +251,7 @@ def _engine_of(path: str, engine: str | None) -> str | None:
             manifests = list(p.glob("*" + MANIFEST_SUFFIX))
             p = manifests[0] if len(manifests) == 1 else p
         if p.name.endswith(MANIFEST_SUFFIX):
-            fmt = read_json(p, what="manifest", error=ValueError, max_bytes=MANIFEST_MAX_BYTES).get("format")
+            fmt = read_json(p, what="manifest", error=ArtifactError, max_bytes=MANIFEST_MAX_BYTES).get("format")
         else:
             fmt = sniff_format(p)
     except Exception:  # the real load reports what is wrong with the artifact, in its own words
