@@ -58,6 +58,7 @@ ERROR_EXIT_CODES: dict[type[E.EdgerunError], int] = {
     E.PortUnavailable: EXIT_FAIL,
     E.HandshakeError: EXIT_FAIL,
     E.DutError: EXIT_FAIL,
+    E.DutTimeout: EXIT_FAIL,
     E.FrameError: EXIT_FAIL,
     E.DeadlineExceeded: EXIT_FAIL,
     E.RemoteError: EXIT_FAIL,
