@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads", type=integer, help="intra-op threads (default: the profile's; capped at the usable CPUs)"
     )
     b.add_argument("--providers", help="comma-separated providers, e.g. XNNPACK,CPU or CUDA (must exist)")
-    b.add_argument("--engine", choices=("onnx", "litert"), help="force an engine (default: by format)")
+    b.add_argument("--engine", choices=("onnx", "litert", "executorch"), help="force an engine (default: by format)")
     b.add_argument(
         "--graph-opt",
         default="all",

@@ -238,7 +238,7 @@ def _engine_of(path: str, engine: str | None) -> str | None:
     unsure (or unknown: the real load says so); the engine is then imported inside the
     "loading the artifact" phase, which blames neither the engine nor the model alone."""
     if engine:
-        return engine if engine in ("onnx", "litert") else None
+        return engine if engine in ("onnx", "litert", "executorch") else None
     from pathlib import Path
 
     from edgerun._jsonio import MANIFEST_MAX_BYTES, read_json
@@ -256,7 +256,7 @@ def _engine_of(path: str, engine: str | None) -> str | None:
             fmt = sniff_format(p)
     except Exception:  # the real load reports what is wrong with the artifact, in its own words
         return None
-    return {"onnx": "onnx", "tflite": "litert"}.get(fmt) if isinstance(fmt, str) else None
+    return {"onnx": "onnx", "tflite": "litert", "pte": "executorch"}.get(fmt) if isinstance(fmt, str) else None
 
 
 def _import_engine(engine: str, send: Callable[[dict[str, Any]], None]) -> None:
@@ -264,12 +264,17 @@ def _import_engine(engine: str, send: Callable[[dict[str, Any]], None]) -> None:
     for a model that crashed it. A missing engine is left for the real load to report."""
     from edgerun.errors import EdgerunError
 
-    send({"type": "phase", "phase": IMPORTING, "engine": "onnxruntime" if engine == "onnx" else "LiteRT"})
+    label = {"onnx": "onnxruntime", "executorch": "ExecuTorch"}.get(engine, "LiteRT")
+    send({"type": "phase", "phase": IMPORTING, "engine": label})
     with contextlib.suppress(EdgerunError, ImportError):
         if engine == "onnx":
             from edgerun.engines.onnx import _ort
 
             _ort()
+        elif engine == "executorch":  # executorch.runtime imports torch: seconds, before the model is read
+            from edgerun.engines.executorch import _runtime
+
+            _runtime()
         else:
             from edgerun.engines.litert import interpreter_module
 
