@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from edgerun.errors import UsageError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -42,9 +44,9 @@ class EngineOptions:
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise UsageError(f"threads must be >= 1, got {self.threads}")
         if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise ValueError(
+            raise UsageError(
                 f"graph_optimization must be one of {GRAPH_OPTIMIZATION_LEVELS}, got {self.graph_optimization!r}"
             )
 
@@ -73,7 +75,7 @@ def engine_for(fmt: str, name: str | None = None) -> Engine:
     name = name or {"onnx": "onnx", "tflite": "litert", "pte": "executorch"}[fmt]
     expected = {"onnx": "onnx", "litert": "tflite", "executorch": "pte"}
     if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
+        raise UsageError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
     if expected[name] != fmt:
         from edgerun.errors import EngineError
 
