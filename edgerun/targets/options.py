@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgerun.errors import UsageError
+
 __all__ = ["BenchOptions"]
 
 # Flags whose value is passed on; booleans are the --no-* switches, on when True.
@@ -53,7 +55,7 @@ class BenchOptions:
 
     def __post_init__(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.max_seconds <= 0 or self.min_seconds < 0:
-            raise ValueError(
+            raise UsageError(
                 f"bench options: need runs >= 1, warmup >= 0, min_seconds >= 0, max_seconds > 0; got "
                 f"{self.runs}, {self.warmup}, {self.min_seconds}, {self.max_seconds}"
             )
@@ -70,7 +72,7 @@ class BenchOptions:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"{where}: unknown bench option(s) {unknown}; known: {', '.join(sorted(names))}")
+            raise UsageError(f"{where}: unknown bench option(s) {unknown}; known: {', '.join(sorted(names))}")
         return cls(**dict(values))
 
     def replace(self, **changes: Any) -> BenchOptions:
