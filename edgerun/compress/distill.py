@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgerun.errors import UsageError
+
 
 def soft_targets(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.softmax(teacher_logits / temperature, dim=-1)
@@ -56,14 +58,14 @@ def aggregate_teachers(
         w = torch.full((k, 1, 1), 1.0 / k)
     elif how == "weighted":
         if len(weights) != k:
-            raise ValueError(f"weighted aggregation needs {k} weights, got {len(weights)}")
+            raise UsageError(f"weighted aggregation needs {k} weights, got {len(weights)}")
         w = torch.tensor(weights, dtype=probs.dtype).reshape(k, 1, 1)
         w = w / w.sum()
     elif how == "confidence":
         conf = torch.stack([F.softmax(z, dim=-1).max(dim=-1).values for z in teacher_logits])  # (K, N)
         w = F.softmax(conf, dim=0).unsqueeze(-1)
     else:
-        raise ValueError(f"unknown teacher aggregation {how!r}; expected average, weighted or confidence")
+        raise UsageError(f"unknown teacher aggregation {how!r}; expected average, weighted or confidence")
     return (w * probs).sum(dim=0)
 
 
@@ -98,7 +100,7 @@ class FeatureTap:
         missing = [n for n in names if n not in modules]
         if missing:
             known = [n for n in modules if n.count(".") <= 1 and n]
-            raise ValueError(f"no layer named {missing} in {type(model).__name__}; layers: {known}")
+            raise UsageError(f"no layer named {missing} in {type(model).__name__}; layers: {known}")
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles = [modules[n].register_forward_hook(self._keep(n)) for n in names]
 
