@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
+from edgerun.errors import UsageError
+
 PRUNABLE = (nn.Conv2d, nn.Linear)
 Prunable = nn.Conv2d | nn.Linear
 
@@ -43,7 +45,7 @@ def magnitude_prune(model: nn.Module, *, amount: float = 0.0, threshold: float =
         for _, m in layers:
             prune.l1_unstructured(m, "weight", amount=amount)
     else:
-        raise ValueError(f"unknown pruning scope {scope!r}; expected 'global' or 'layer'")
+        raise UsageError(f"unknown pruning scope {scope!r}; expected 'global' or 'layer'")
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
@@ -178,7 +180,7 @@ def layer_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int) -> l
     """
     candidates = removable_layers(model, x[:1])
     if not 0 < n <= len(candidates):
-        raise ValueError(f"cannot remove {n} layers: {len(candidates)} are removable ({candidates})")
+        raise UsageError(f"cannot remove {n} layers: {len(candidates)} are removable ({candidates})")
     removed: list[tuple[str, float]] = []
     for _ in range(n):
         scores = layer_importance(model, x, y, candidates)
@@ -233,7 +235,7 @@ class DynamicSparsity:
         rng: np.random.Generator,
     ):
         if method not in ("rigl", "set"):
-            raise ValueError(f"unknown dynamic sparsity method {method!r}; expected 'rigl' or 'set'")
+            raise UsageError(f"unknown dynamic sparsity method {method!r}; expected 'rigl' or 'set'")
         self.method, self.drop_fraction, self.every = method, drop_fraction, update_every_steps
         self.stop_step = int(0.75 * total_steps)
         self.rng = rng
