@@ -35,6 +35,8 @@ from torch import nn
 from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
 from torch.nn.utils import parametrize
 
+from edgerun.errors import UsageError
+
 INT4_BLOCK = 32  # MatMulNBits block size of the int4 export (quantize.onnx_int4)
 
 
@@ -109,7 +111,7 @@ class QatHandle:
 def attach(model: nn.Module, bits: int) -> QatHandle:
     """Put fake quantization for ``bits`` (8 or 4) into ``model``'s forward pass (in place)."""
     if bits not in (8, 4):
-        raise ValueError(f"bits must be 8 or 4, got {bits}")
+        raise UsageError(f"bits must be 8 or 4, got {bits}")
     kinds = (nn.Conv2d, nn.Linear) if bits == 8 else (nn.Linear,)
     layers = [m for m in model.modules() if isinstance(m, kinds)]
     act_fq = nn.ModuleList()
