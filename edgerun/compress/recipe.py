@@ -247,7 +247,7 @@ class Recipe:
         for s in self.steps:
             if s.name == name:
                 return s
-        raise KeyError(name)
+        raise RecipeError(f"no step named {name!r}; steps: {', '.join(s.name for s in self.steps)}")
 
 
 # --- parsing ------------------------------------------------------------------------------
