@@ -75,9 +75,10 @@ class AdbTarget:
         self._emulated: bool | None = None
 
     def client_argv(self) -> list[str]:
-        """The adb client and its server port, without a device selection."""
-        argv = [self.spec.options.adb]
-        return argv + ["-P", str(self.spec.options.server_port)] if self.spec.options.server_port else argv
+        """The adb client and its server's host and port, without a device selection."""
+        argv, opts = [self.spec.options.adb], self.spec.options
+        argv += ["-H", opts.server_host] if opts.server_host else []
+        return argv + ["-P", str(opts.server_port)] if opts.server_port else argv
 
     def adb_argv(self) -> list[str]:
         argv = self.client_argv()

@@ -27,6 +27,8 @@ taskset              adb    CPU mask (hex) to pin the benchmark to, e.g. ``f0`` 
 power                adb    ``auto`` (ODPM, else battery gauge), ``off``, or a probe name
 adb                  adb    the adb client executable (default ``adb``)
 server_port          adb    the adb server's port (``adb -P``; default: adb's own, 5037)
+server_host          adb    the adb server's host (``adb -H``; default: this machine's; a lab's
+                            phones hang off an adb server on the exporter host, docs/lab.md)
 ==================== ====== ===============================================================
 """
 
@@ -58,6 +60,7 @@ _ONLY = {
     "power": "adb",
     "adb": "adb",
     "server_port": "adb",
+    "server_host": "adb",
 }
 
 
@@ -80,6 +83,7 @@ class TargetOptions:
     power: str = "auto"
     adb: str = "adb"
     server_port: int | None = None
+    server_host: str | None = None
 
     def __post_init__(self) -> None:
         if self.connect_timeout_s <= 0 or self.alive_interval_s <= 0:
