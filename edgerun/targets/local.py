@@ -33,7 +33,7 @@ from edgerun.targets.spec import TargetSpec
 
 __all__ = ["LocalTarget", "guard_script", "kill_running", "run_process"]
 
-_running: set[int] = set()  # process groups started by run_process and not finished yet
+_running: dict[int, int] = {}  # process group -> the thread that started it (run_process, not finished yet)
 _running_lock = threading.Lock()
 
 
@@ -51,10 +51,12 @@ def guard_script(command: str, on_close: str) -> str:
     )
 
 
-def kill_running() -> None:
-    """SIGKILL every process group run_process started that is still running (the lab is leaving)."""
+def kill_running(thread: int | None = None) -> None:
+    """SIGKILL every process group run_process started that is still running (the lab is leaving),
+    or only those started by the thread ``thread`` (``threading.get_ident()``: one lab worker whose
+    device went away)."""
     with _running_lock:
-        groups = list(_running)
+        groups = [pgid for pgid, owner in _running.items() if thread is None or owner == thread]
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
@@ -86,7 +88,7 @@ def run_process(
         if held:
             os.close(held[0])
     with _running_lock:
-        _running.add(proc.pid)
+        _running[proc.pid] = threading.get_ident()
     try:
         out, err = proc.communicate(stdin, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -100,7 +102,7 @@ def run_process(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         with _running_lock:
-            _running.discard(proc.pid)
+            _running.pop(proc.pid, None)
         if held:
             os.close(held[1])
     return Completed(tuple(argv), proc.returncode, out, err, time.monotonic() - start)
