@@ -135,6 +135,7 @@ def load(
     graph_optimization: str = "all",
     fallback: FallbackPolicy | None = None,
     allow_outside: bool = False,
+    record_placement: bool = False,
 ) -> Runtime:
     """Load, verify and open an artifact.
 
@@ -147,6 +148,7 @@ def load(
     ``fallback``: a FallbackPolicy (edgerun.fallback); None keeps every inference on the device.
     ``allow_outside``: let the manifest's ``model_file`` / ``samples`` lead out of its folder
     (refused by default, docs/manifest.md).
+    ``record_placement``: onnxruntime profiles the first inference (EngineOptions.record_placement).
     """
     prof = _resolve_profile(profile)
     t0 = perf_counter_ns()
@@ -159,7 +161,12 @@ def load(
         # A profile's providers are a preference: take those this build has. Explicitly
         # requested providers (the argument) must all exist.
         providers = eng.usable(prof.engine.providers)
-    options = EngineOptions(threads=threads, graph_optimization=graph_optimization, providers=tuple(providers or ()))
+    options = EngineOptions(
+        threads=threads,
+        graph_optimization=graph_optimization,
+        providers=tuple(providers or ()),
+        record_placement=record_placement,
+    )
     session = eng.open(artifact, options)
     pipeline = Pipeline(artifact, session)
     t2 = perf_counter_ns()

@@ -161,6 +161,14 @@ def _warnings(
     return out
 
 
+def _engine_details(m: Measurement) -> dict[str, Any]:
+    """onnxruntime: which provider ran each node, the provider options applied, the TensorRT engine cache."""
+    details = dict(getattr(m.runtime.pipeline.session, "details", None) or {})
+    if m.node_placement is not None:
+        details["node_placement"] = m.node_placement
+    return details
+
+
 def build_result(
     m: Measurement, config: BenchConfig, budget: Budget, profile: Any, profile_reason: str
 ) -> dict[str, Any]:
@@ -182,6 +190,7 @@ def build_result(
             "threads": li.threads,
             "threads_source": li.threads_detail,  # edgerun.threads: explicit > profile > usable CPUs, capped
             "graph_optimization": config.graph_optimization,
+            **_engine_details(m),
         },
         "environment": environment(),
         "config": config.to_dict(),

@@ -136,6 +136,7 @@ class Measurement:
     energy: Any = None  # edgerun.power.energy.EnergyReport
     thermal_before: Any = None  # edgerun.measure.thermal.ThermalState
     thermal_after: Any = None
+    node_placement: dict[str, Any] | None = None  # onnxruntime: which provider ran each node (first inference)
 
 
 def sample_inputs(artifact: Artifact, seed: int) -> tuple[list[Any], str]:
@@ -248,6 +249,7 @@ def measure(
         threads=config.threads,
         providers=config.providers,
         graph_optimization=config.graph_optimization,
+        record_placement=bool(config.providers),  # which provider ran each node, when providers were asked for
     )
     if mem:
         # The verified model file's size, known once the artifact is resolved: `path` may be a
@@ -260,6 +262,7 @@ def measure(
     _, _, first = rt.pipeline(inputs[0])
     if mem:
         mem.after_first_inference()
+    placement = getattr(rt.pipeline.session, "node_placement", lambda: None)()  # stops the profiler
     warm, warm_ns, _ = _loop(
         rt,
         inputs,
@@ -305,6 +308,7 @@ def measure(
         energy=energy,
         thermal_before=thermal_before,
         thermal_after=read_thermal() if config.thermal else None,
+        node_placement=placement,
     )
 
 

@@ -36,11 +36,15 @@ class EngineOptions:
     providers: execution providers / delegates in preference order, by short name
         ("CPU", "XNNPACK", "CUDA", "TensorRT", "NNAPI", "CoreML", ...) or the engine's
         full name; LiteRT also takes "delegate:/path/to/libdelegate.so". Empty = default.
+        onnxruntime's TensorRT takes options: "tensorrt:fp16:int8:cache=DIR" (engines/ort_providers.py).
+    record_placement: onnxruntime profiles the first inference so the session's ``node_placement()``
+        can say which provider ran each node (the bench sets it when providers are asked for).
     """
 
     threads: int | None = None
     graph_optimization: str = "all"
     providers: tuple[str, ...] = ()
+    record_placement: bool = False
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:

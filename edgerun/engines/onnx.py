@@ -5,10 +5,16 @@ Execution providers are asked for by short name ("CPU", "XNNPACK", "CUDA",
 that this onnxruntime build does not offer is a ``ProviderUnavailable`` listing
 what ``onnxruntime.get_available_providers()`` does offer: onnxruntime itself
 would silently fall back to the CPU, and a benchmark must not do that.
+
+TensorRT takes options in its name (``tensorrt:fp16:int8:cache=DIR``, ``ort_providers``). A
+session opened with providers asked for explicitly records which provider ran each node
+(onnxruntime's profiler, first inference only) and the options onnxruntime applied.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,9 +78,17 @@ def _ort() -> Any:
 
 
 def resolve_providers(requested: tuple[str, ...], available: list[str]) -> list[str]:
-    """Map short names to onnxruntime provider names; refuse missing ones."""
-    resolved = []
-    for name in requested:
+    """Map short names to onnxruntime provider names; refuse missing ones. Options (``:fp16``) are dropped."""
+    return [name for name, _ in provider_list(requested, available)]
+
+
+def provider_list(requested: tuple[str, ...], available: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """(onnxruntime provider name, its options) for each requested provider, CPU last; refuse missing ones."""
+    from edgerun.engines.ort_providers import split_provider
+
+    resolved: list[tuple[str, dict[str, str]]] = []
+    for spec in requested:
+        name = spec.split(":")[0]
         full = PROVIDER_ALIASES.get(name.lower(), name)
         if full not in available:
             raise ProviderUnavailable(
@@ -82,9 +96,9 @@ def resolve_providers(requested: tuple[str, ...], available: list[str]) -> list[
                 f"available: {', '.join(available)}. Install the onnxruntime package built for it "
                 "(e.g. onnxruntime-gpu, onnxruntime-qnn) or ask for one of the available providers."
             )
-        resolved.append(full)
-    if resolved and "CPUExecutionProvider" not in resolved:
-        resolved.append("CPUExecutionProvider")  # nodes a provider cannot take still need a home
+        resolved.append((full, split_provider(spec, full)[1]))
+    if resolved and "CPUExecutionProvider" not in [name for name, _ in resolved]:
+        resolved.append(("CPUExecutionProvider", {}))  # nodes a provider cannot take still need a home
     return resolved
 
 
@@ -102,9 +116,11 @@ def _spec(arg: Any) -> TensorSpec:
 class OnnxSession:
     engine = "onnx"
 
-    def __init__(self, sess: Any) -> None:
+    def __init__(self, sess: Any, profiling: bool = False, details: dict[str, Any] | None = None) -> None:
         self.native = sess  # the onnxruntime.InferenceSession, for tools that bypass edgerun
         self.providers = tuple(sess.get_providers())
+        self.details = details or {}  # provider options applied, TensorRT engine cache (bench result: engine)
+        self._profiling = profiling
         self.inputs = tuple(_spec(a) for a in sess.get_inputs())
         self.outputs = tuple(_spec(a) for a in sess.get_outputs())
         self._names = [t.name for t in self.inputs]
@@ -115,6 +131,18 @@ class OnnxSession:
             return self._run(None, dict(zip(self._names, feeds)))
         except Exception as exc:  # onnxruntime raises its own pybind classes
             raise InferenceError(f"onnxruntime failed to run the model: {_one_line(exc)}") from exc
+
+    def node_placement(self) -> dict[str, Any] | None:
+        """Stop the profiler (run after the first inference) and say which provider ran each node.
+
+        None when the session was not profiled (no providers asked for explicitly)."""
+        if not self._profiling:
+            return None
+        from edgerun.engines.ort_providers import node_placement
+
+        self._profiling = False
+        path = self.native.end_profiling()
+        return node_placement(path) if path else None
 
 
 class OnnxEngine:
@@ -146,12 +174,27 @@ def open_session(path: Path, options: EngineOptions) -> OnnxSession:
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[options.graph_optimization]
-    providers = resolve_providers(options.providers, ort.get_available_providers())
+    from edgerun.engines.ort_providers import cache_files, cache_report
+
+    providers = provider_list(options.providers, ort.get_available_providers())
+    asked = {name: opts for name, opts in providers}
+    profiling = bool(providers)  # asked for explicitly: record where each node runs (first inference)
+    if profiling:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"edgerun-ort-{os.getpid()}")
+    before = cache_files(asked)
     try:
-        sess = ort.InferenceSession(str(path), sess_options=so, providers=providers or None)
+        sess = ort.InferenceSession(
+            str(path), sess_options=so, providers=[(n, o) if o else n for n, o in providers] or None
+        )
     except Exception as exc:
         kind = type(exc).__name__
         if kind in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail"):
             raise ArtifactError(f"{path}: onnxruntime cannot load this model ({kind}: {_one_line(exc)})") from exc
         raise EngineError(f"{path}: onnxruntime failed to create a session ({kind}: {_one_line(exc)})") from exc
-    return OnnxSession(sess)
+    applied = sess.get_provider_options()
+    details = {"provider_options": {k: applied.get(k, {}) for k in asked}} if asked else {}
+    cache = cache_report(asked, before)
+    if cache is not None:
+        details["tensorrt_engine_cache"] = cache
+    return OnnxSession(sess, profiling, details)
