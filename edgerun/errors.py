@@ -7,7 +7,8 @@ is kept for debugging.
 
     EdgerunError
     ├── ArtifactError          the model file or manifest is unusable
-    │   └── IntegrityError     the model file's sha256 does not match the manifest
+    │   ├── IntegrityError     the model file's sha256 does not match the manifest
+    │   └── FormatError        a model file's bytes do not parse as its format (edgerun.formats readers)
     ├── InputError             a wrong input: shape, dtype, NaN/Inf, missing name
     ├── EngineError            an inference engine failed
     │   ├── EngineUnavailable  the engine's Python package is not installed
@@ -50,7 +51,8 @@ turns it into its ValidationError, which the schema layer translates), ``SystemE
 signal handler, and a bare ``raise`` that re-raises.
 
 Some classes are also builtin exceptions, so that callers written against the builtin convention
-keep working: ``InputError``, ``UsageError``, ``MeasurementError``, ``FrameError`` and ``PolicyError`` are
+keep working: ``InputError``, ``UsageError``, ``MeasurementError``, ``FormatError``, ``FrameError`` and
+``PolicyError`` are
 ``ValueError`` (numpy's and the standard library's "bad value" convention; ``except ValueError``
 in older callers still catches them), ``DeadlineExceeded`` is a ``TimeoutError``.
 
@@ -70,6 +72,7 @@ __all__ = [
     "EdgerunError",
     "EngineError",
     "EngineUnavailable",
+    "FormatError",
     "FrameError",
     "HandshakeError",
     "InferenceError",
@@ -109,6 +112,13 @@ class ArtifactError(EdgerunError):
 
 class IntegrityError(ArtifactError):
     """The model file's sha256 differs from the one its manifest records."""
+
+
+class FormatError(ArtifactError, ValueError):
+    """A model file's bytes do not parse as its format (truncated, garbled, out-of-range fields).
+
+    Raised by the readers in ``edgerun.formats`` without the file's path; the caller that knows
+    the path re-raises it as an ArtifactError naming the file."""
 
 
 class InputError(EdgerunError, ValueError):

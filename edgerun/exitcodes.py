@@ -44,6 +44,7 @@ ERROR_EXIT_CODES: dict[type[E.EdgerunError], int] = {
     E.PolicyError: EXIT_USAGE,
     E.ArtifactError: EXIT_FAIL,
     E.IntegrityError: EXIT_FAIL,
+    E.FormatError: EXIT_FAIL,
     E.InputError: EXIT_FAIL,
     E.EngineError: EXIT_FAIL,
     E.EngineUnavailable: EXIT_FAIL,
