@@ -51,10 +51,9 @@ turns it into its ValidationError, which the schema layer translates), ``SystemE
 signal handler, and a bare ``raise`` that re-raises.
 
 Some classes are also builtin exceptions, so that callers written against the builtin convention
-keep working: ``InputError``, ``UsageError``, ``MeasurementError``, ``FormatError``, ``FrameError`` and
-``PolicyError`` are
-``ValueError`` (numpy's and the standard library's "bad value" convention; ``except ValueError``
-in older callers still catches them), ``DeadlineExceeded`` is a ``TimeoutError``.
+keep working: ``InputError``, ``UsageError``, ``MeasurementError``, ``FormatError``, ``FrameError``
+and ``PolicyError`` are ``ValueError`` (numpy's and the standard library's "bad value" convention;
+``except ValueError`` in older callers still catches them), ``DeadlineExceeded`` is a ``TimeoutError``.
 
 Each class has one exit code in the command line: ``edgerun.exitcodes.ERROR_EXIT_CODES``.
 """
