@@ -62,7 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--threads", type=integer, help="intra-op threads (default: the profile's; capped at the usable CPUs)"
     )
-    b.add_argument("--providers", help="comma-separated providers, e.g. XNNPACK,CPU or CUDA (must exist)")
+    b.add_argument(
+        "--providers",
+        help="comma-separated providers, e.g. XNNPACK,CPU or CUDA (must exist); TensorRT takes options: "
+        "tensorrt:fp16:int8:cache=DIR,cuda,cpu. Given, the result records which provider ran each node",
+    )
     b.add_argument("--engine", choices=("onnx", "litert", "executorch"), help="force an engine (default: by format)")
     b.add_argument(
         "--graph-opt",
