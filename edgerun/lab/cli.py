@@ -1,4 +1,4 @@
-"""``edgerun lab run|report|compare``. Registered through ``edgerun.cli.COMMAND_MODULES``.
+"""``edgerun lab run|report|compare|places|merge``. Registered through ``edgerun.cli.COMMAND_MODULES``.
 
 Exit codes: ``run`` 0 when every job of the plan is done, 1 when some are left (failed
 or unreachable device: run it again to resume); ``compare`` 0 no regression, 1 a
@@ -112,6 +112,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 3 if not any(r.verdict != "not comparable" for r in rows) else 0
 
 
+def cmd_places(args: argparse.Namespace) -> int:
+    from edgerun.lab.labgrid_client import coordinator_address
+    from edgerun.lab.places import describe_places, places_table
+
+    plan = None
+    if args.plan:
+        from edgerun.lab.plan import load_plan
+
+        plan = load_plan(args.plan)
+    address = coordinator_address(args.coordinator or (plan.coordinator if plan else None))
+    view = describe_places(address, plan)
+    print(json.dumps(view, indent=1) if args.json else places_table(view))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from edgerun.lab.merge import merge_databases
+
+    summary = merge_databases(Path(args.output), [Path(p) for p in args.databases])
+    print(f"wrote {args.output}: {summary.runs} run(s), {summary.results} result(s), {summary.failures} failure(s)")
+    for name, count in summary.duplicates.items():
+        print(f"  {name}: {count} job(s) already in an earlier input, kept from there", file=sys.stderr)
+    return 0
+
+
 def register(subparsers: Any) -> None:
     lab = subparsers.add_parser(
         "lab",
@@ -153,3 +178,23 @@ def register(subparsers: Any) -> None:
     )
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(func=cmd_compare)
+    pl = sub.add_parser(
+        "places",
+        help="the labgrid places a coordinator offers, and which a plan would use",
+        description="List the coordinator's places (tags, who holds them, their NetworkService) and, given a "
+        "plan, which places each labgrid target matches. The coordinator: --coordinator, else the plan's "
+        "[lab] coordinator, else LG_COORDINATOR. See docs/lab.md, 'From one host to a lab'.",
+    )
+    pl.add_argument("plan", nargs="?", metavar="PLAN.toml", type=existing_file, help="show which places it uses")
+    pl.add_argument("--coordinator", metavar="HOST:PORT", help="labgrid coordinator (default: plan, LG_COORDINATOR)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=cmd_places)
+    m = sub.add_parser(
+        "merge",
+        help="merge lab databases (several lab hosts) into a new one for one report",
+        description="Copy every run, result and failure of the inputs into a new database OUT; a job in more "
+        "than one input is kept once (from the first). The inputs are read-only; OUT must not exist.",
+    )
+    m.add_argument("output", metavar="OUT.sqlite", help="the new database")
+    m.add_argument("databases", metavar="DB", nargs="+", type=existing_file, help="lab databases to merge (2+)")
+    m.set_defaults(func=cmd_merge)

@@ -5,6 +5,12 @@
     [matrix]              optional axes: threads = [1, 4], providers = ["CPU", "XNNPACK"], engines = ["onnx"]
     [[artifact]]          path = "models/ecg-int8.onnx" (relative to the plan)
     [targets.NAME]        url = "ssh://pi@pi5.local", any target option, cooldown_s, cooldown_c, cooldown_max_s
+    [targets.NAME]        labgrid = "place-name" | {board = "rpi5"} (a labgrid place, or any place with these
+                          tags), ssh options for its NetworkService, place_wait_s; [lab] coordinator
+
+A labgrid target is a pool: each of its jobs runs once, on whichever matching place the
+coordinator allocates (one worker per place: edgerun.lab.labgrid_run); its key names the
+selector (``labgrid://rpi5-1``, ``labgrid://?board=rpi5``), not the place.
 
 Jobs are the product artifacts x targets x threads x providers x engines x repetitions
 (an engine axis skips artifacts of the other format). A job's key is a hash of
@@ -18,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,9 @@ __all__ = ["Job", "Plan", "PlanTarget", "load_plan"]
 
 _ENGINE_FORMAT = {"onnx": ".onnx", "litert": ".tflite"}
 _COOLDOWN_KEYS = ("cooldown_s", "cooldown_c", "cooldown_max_s")
+_LABGRID_KEYS = ("labgrid", "place_wait_s")
+DEFAULT_PLACE_WAIT_S = 600.0  # how long a labgrid place held by someone else is waited for
+_TAG = re.compile(r"[a-z][a-z0-9_]+")  # labgrid's TAG_KEY (labgrid/remote/common.py)
 
 
 @dataclass(frozen=True)
@@ -41,10 +51,21 @@ class PlanTarget:
     cooldown_s: float | None = None
     cooldown_c: float | None = None
     cooldown_max_s: float = 300.0
+    labgrid: dict[str, str] | None = None  # a labgrid reservation filter ({"name": place} or tags)
+    place_wait_s: float = DEFAULT_PLACE_WAIT_S
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def address(self) -> str:
+        """What the job key names: the URL, or for labgrid the selector (any matching place)."""
+        if self.labgrid is None:
+            return self.spec.url
+        if set(self.labgrid) == {"name"}:
+            return f"labgrid://{self.labgrid['name']}"
+        return "labgrid://?" + "&".join(f"{k}={v}" for k, v in sorted(self.labgrid.items()))
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,7 @@ class Plan:
     threads: tuple[int | None, ...] = (None,)
     providers: tuple[str | None, ...] = (None,)
     engines: tuple[str | None, ...] = (None,)
+    coordinator: str | None = None  # labgrid coordinator HOST:PORT ([lab] coordinator; else LG_COORDINATOR)
 
     def jobs(self) -> list[Job]:
         """Every job of the plan, in a stable order (target, artifact, options, repetition)."""
@@ -101,7 +123,7 @@ class Plan:
 
     def _job(self, target: PlanTarget, artifact: Path, sha: str, options: BenchOptions, rep: int) -> Job:
         identity = {
-            "plan": self.name, "artifact_sha256": sha, "target": target.name, "url": target.spec.url,
+            "plan": self.name, "artifact_sha256": sha, "target": target.name, "url": target.address,
             "options": options.argv(), "repetition": rep,
         }  # fmt: skip
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -134,8 +156,14 @@ def _targets(data: dict[str, Any], where: str) -> tuple[PlanTarget, ...]:
         raise LabError(f'{where}: no [targets.NAME] table; add e.g. [targets.here] with url = "local"')
     out = []
     for name, table in tables.items():
+        if isinstance(table, dict) and "labgrid" in table:
+            out.append(_labgrid_target(name, table, where))
+            continue
         if not isinstance(table, dict) or "url" not in table:
-            raise LabError(f'{where}: [targets.{name}] needs url = "local" | "ssh://..." | "adb://..."')
+            raise LabError(
+                f'{where}: [targets.{name}] needs url = "local" | "ssh://..." | "adb://..." '
+                '(or labgrid = "PLACE" | {tag = "value"})'
+            )
         options = {k: v for k, v in table.items() if k != "url" and k not in _COOLDOWN_KEYS}
         cooldown = {k: float(table[k]) for k in _COOLDOWN_KEYS if k in table}
         try:
@@ -144,6 +172,36 @@ def _targets(data: dict[str, Any], where: str) -> tuple[PlanTarget, ...]:
             raise LabError(f"{where}: [targets.{name}]: {exc}") from exc
         out.append(PlanTarget(spec, **cooldown))
     return tuple(out)
+
+
+def _labgrid_target(name: str, table: dict[str, Any], where: str) -> PlanTarget:
+    """``labgrid = "place"`` or ``labgrid = {tag = "value", ...}``; the other keys are ssh options
+    for the place's NetworkService (its address, port and user come from the exporter)."""
+    here = f"{where}: [targets.{name}]"
+    select = table["labgrid"]
+    if isinstance(select, str) and select:
+        filters = {"name": select}
+    elif isinstance(select, dict) and select and all(isinstance(v, str) for v in select.values()):
+        filters = dict(select)
+    else:
+        raise LabError(
+            f'{here}: labgrid must be a place name or a table of tags like {{board = "rpi5"}}, got {select!r}'
+        )
+    bad = [k for k in filters if not _TAG.fullmatch(k)]
+    if bad:
+        raise LabError(f"{here}: labgrid tag names must be lowercase letters, digits and _ (labgrid's rule), got {bad}")
+    if "url" in table:
+        raise LabError(f"{here}: give url or labgrid, not both (a labgrid place's address comes from its exporter)")
+    wait = table.get("place_wait_s", DEFAULT_PLACE_WAIT_S)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 7 * 86400:
+        raise LabError(f"{here}: place_wait_s must be seconds between 0 and 604800, got {wait!r}")
+    options = {k: v for k, v in table.items() if k not in _COOLDOWN_KEYS and k not in _LABGRID_KEYS}
+    cooldown = {k: float(table[k]) for k in _COOLDOWN_KEYS if k in table}
+    try:
+        spec = parse_target("ssh://labgrid-place", name=name, extra=options)  # the host is filled in per place
+    except ValueError as exc:
+        raise LabError(f"{here}: {exc}") from exc
+    return PlanTarget(spec, **cooldown, labgrid=filters, place_wait_s=float(wait))
 
 
 def _artifacts(data: dict[str, Any], base: Path, where: str) -> tuple[Path, ...]:
@@ -178,7 +236,11 @@ def load_plan(path: str | Path, database: str | Path | None = None) -> Plan:
     repetitions = lab.get("repetitions", 1)
     if not isinstance(repetitions, int) or repetitions < 1:
         raise LabError(f"{where}: [lab] repetitions must be a whole number >= 1, got {repetitions!r}")
+    coordinator = lab.get("coordinator")
+    if coordinator is not None and (not isinstance(coordinator, str) or not coordinator.strip()):
+        raise LabError(f'{where}: [lab] coordinator must be "HOST:PORT" (a labgrid coordinator), got {coordinator!r}')
     return Plan(
+        coordinator=coordinator,
         name=str(lab.get("name", Path(path).stem)),
         path=Path(path).resolve(),
         database=Path(database) if database else base / str(lab.get("database", "lab.sqlite")),

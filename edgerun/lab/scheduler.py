@@ -186,10 +186,14 @@ class _TargetRunner:
         result["load_at_start"] = load
         if warning:
             result.setdefault("warnings", []).append(warning)
+        self._annotate(result)
         self.store.record(self.run_id, job, result)
         self.summary.done += 1
         self.say(self.summary.name, f"{label}: {_headline(result)} ({time.monotonic() - start:.1f} s)")
         return True
+
+    def _annotate(self, result: dict[str, Any]) -> None:
+        """Add to a result before it is stored (a labgrid place worker says which place)."""
 
     def _cooldown(self, target: Any) -> None:
         t = self.plan_target
@@ -210,22 +214,39 @@ class _TargetRunner:
 def run_plan(plan: Plan, store: LabStore, progress: Progress, stop: threading.Event | None = None) -> LabSummary:
     """Run every job of ``plan`` that ``store`` does not hold yet; returns what happened per target."""
     jobs = plan.jobs()
+    labgrid_targets = [t for t in plan.targets if t.labgrid is not None]
+    if labgrid_targets:  # before anything runs: a plan with labgrid targets and no coordinator is a usage error
+        from edgerun.lab.labgrid_client import coordinator_address
+
+        coordinator_address(plan.coordinator)
     done = store.done_keys(plan.name)
     todo = [j for j in jobs if j.key not in done]
     run_id = store.begin_run(plan.name, str(plan.path), len(jobs), len(jobs) - len(todo))
     summary = LabSummary(run_id, len(jobs), len(jobs) - len(todo))
     stop = stop or threading.Event()
-    runners = []
-    for plan_target in plan.targets:
-        mine = [j for j in todo if j.target == plan_target.name]
-        runner = _TargetRunner(plan_target, mine, store, run_id, progress)
-        summary.targets[plan_target.name] = runner.summary
-        if mine:
-            runners.append(runner)
-    # Daemon threads: an interrupted lab exits at once; every stored job was already committed.
-    threads = [threading.Thread(target=r.run, args=(stop,), name=f"lab-{r.summary.name}", daemon=True) for r in runners]
+    runners: list[_TargetRunner] = []
+    labgrid = None
     with _sigterm_as_exit():
         try:
+            if labgrid_targets:
+                from edgerun.lab.labgrid_run import LabgridRun
+
+                labgrid = LabgridRun(plan, store, run_id, progress)
+            for plan_target in plan.targets:
+                mine = [j for j in todo if j.target == plan_target.name]
+                if plan_target.labgrid is not None:
+                    summary.targets[plan_target.name] = TargetSummary(plan_target.name, len(mine))
+                    if mine and labgrid is not None:
+                        runners += labgrid.workers(plan_target, mine, summary.targets[plan_target.name])
+                    continue
+                runner = _TargetRunner(plan_target, mine, store, run_id, progress)
+                summary.targets[plan_target.name] = runner.summary
+                if mine:
+                    runners.append(runner)
+            # Daemon threads: an interrupted lab exits at once; every stored job was already committed.
+            threads = [
+                threading.Thread(target=r.run, args=(stop,), name=f"lab-{r.summary.name}", daemon=True) for r in runners
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -236,6 +257,8 @@ def run_plan(plan: Plan, store: LabStore, progress: Progress, stop: threading.Ev
 
             stop.set()
             kill_running()  # the jobs in flight (their bench, worker, ssh client) go with the lab
+            if labgrid is not None:
+                labgrid.close()  # every place released, every reservation cancelled
     store.finish_run(run_id)
     return summary
 

@@ -1,0 +1,311 @@
+"""A plan's labgrid targets: reserve and acquire matching places, run the jobs there, release them.
+
+Per labgrid target (a pool of interchangeable places: ``labgrid = "rpi5-1"`` or
+``labgrid = {board = "rpi5"}``) one worker per matching place, each on its own thread:
+
+1. **reserve** with the target's filter (labgrid's scheduler allocates a free matching place
+   to each waiting reservation, so N workers get N different places) and poll until it is
+   allocated, for at most the target's ``place_wait_s``; a place someone else holds is never
+   allocated, so it is waited for, and after the limit the worker gives up; if no worker of
+   the target got a place, its jobs are skipped with that reason (a failure row each);
+2. **lease** the place in the ledger (before acquiring: a crash between the two leaves a lease
+   to recover from), then **acquire** it;
+3. the place's ``NetworkService`` (address, port, user, from its exporter) becomes an ssh
+   target with the plan's ssh options: identify once, then take jobs from the target's pool,
+   each claimed in the ledger first (edgerun.lab.ledger: a job done or claimed by a live lab
+   elsewhere is not taken), run and stored exactly as for an ssh target, the result's
+   ``target.labgrid`` saying which coordinator, place, exporter, lab host, identity and when;
+4. **release** the place and cancel the reservation when the pool is empty, the device is
+   gone, or the lab stops (``close``, from ``run_plan``'s ``finally``: Ctrl-C, SIGTERM, an
+   exception). After a SIGKILL the lease stays: the next ``lab run`` on this host releases the
+   places whose lab process is gone before it reserves again.
+
+When the exporter of a place in use goes away (the coordinator deletes its resources) the
+worker's running job is stopped at once (its process groups killed), recorded as a failure,
+and the worker lets the place go; the other places go on, and the next run does that job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from typing import Any
+
+from edgerun.errors import LabError
+from edgerun.lab.labgrid_client import LabgridClient, PlaceBusy, coordinator_address, filter_text, matches
+from edgerun.lab.ledger import Ledger, precise_utc
+from edgerun.lab.plan import Job, Plan, PlanTarget
+from edgerun.lab.scheduler import _DEVICE_GONE, Progress, TargetSummary, _TargetRunner
+from edgerun.lab.store import LabStore
+
+__all__ = ["LabgridRun"]
+
+POLL_S = 0.25  # how often a waiting reservation is polled (also keeps it from expiring: labgrid's 60 s)
+
+
+class _Pool:
+    """The jobs of one labgrid target, shared by its place workers."""
+
+    def __init__(self, plan_target: PlanTarget, jobs: list[Job], summary: TargetSummary) -> None:
+        self.plan_target, self.jobs, self.summary = plan_target, jobs, summary
+        self.pending = list(jobs)
+        self.lock = threading.Lock()
+        self.workers: list[_PlaceWorker] = []
+
+    def has_work(self) -> bool:
+        with self.lock:
+            return bool(self.pending)
+
+
+class _PlaceWorker(_TargetRunner):
+    """One place of a pool: reserve, acquire, run jobs from the pool, release."""
+
+    def __init__(self, run: LabgridRun, pool: _Pool) -> None:
+        super().__init__(pool.plan_target, pool.jobs, run.store, run.run_id, run.say)
+        self.lab, self.pool = run, pool
+        self.summary = TargetSummary(pool.plan_target.name, 0)
+        self.place: str | None = None
+        self.token: str | None = None
+        self.exporter: str | None = None
+        self.gave_up: str | None = None
+        self.lost = threading.Event()
+        self.thread_id: int | None = None
+        self._started = ""
+        self._let_go = threading.Lock()
+
+    def _run(self, stop: threading.Event) -> None:
+        self.thread_id = threading.get_ident()
+        try:
+            place = self._acquire(stop)
+            if place is not None:
+                self._work(place, stop)
+        finally:
+            self.let_go()
+
+    # ------------------------------------------------------------ reserve + acquire
+
+    def _acquire(self, stop: threading.Event) -> str | None:
+        client, t = self.lab.client, self.plan_target
+        assert client is not None and t.labgrid is not None
+        deadline = time.monotonic() + t.place_wait_s
+        self.token = client.reserve(t.labgrid).token
+        while True:
+            if stop.is_set() or not self.pool.has_work():
+                return None
+            res = client.poll(self.token)
+            if res.state == "allocated" and res.places:
+                place = res.places[0]
+                self.lab.ledger.lease(self.lab.address, place, client.identity, self.run_id, self.token)
+                try:
+                    client.acquire(place)
+                except PlaceBusy:  # taken between allocation and acquire: wait on
+                    self.lab.ledger.drop_lease(self.lab.address, place)
+                else:
+                    self.place = place
+                    return place
+            elif res.state in ("expired", "invalid"):
+                client.cancel(self.token)
+                self.token = client.reserve(t.labgrid).token
+            if time.monotonic() >= deadline:
+                self.gave_up = self._busy_reason()
+                return None
+            stop.wait(POLL_S)
+
+    def _busy_reason(self) -> str:
+        t = self.plan_target
+        assert self.lab.client is not None and t.labgrid is not None
+        held = [
+            f"{p.name} by {p.acquired}" if p.acquired else f"{p.name} (reserved for someone else)"
+            for p in self.lab.client.places().values()
+            if matches(p, t.labgrid)
+        ]
+        return (
+            f"no place matching {filter_text(t.labgrid)} came free within place_wait_s = {t.place_wait_s:g} s "
+            f"(held: {', '.join(held) or 'none'})"
+        )
+
+    # ------------------------------------------------------------ run jobs there
+
+    def _work(self, place: str, stop: threading.Event) -> None:
+        from edgerun.targets import open_target
+
+        client = self.lab.client
+        assert client is not None
+        service = client.network_service(place)
+        self.summary.name = f"{self.plan_target.name}@{place}"
+        if service is None:
+            self._stop(f"place {place} has no available NetworkService (its exporter is down, or no match)")
+            return
+        self.exporter = str(service["exporter"])
+        client.watch(self._on_resource_gone)
+        port = int(service.get("port") or 22)
+        spec = dataclasses.replace(
+            self.plan_target.spec, host=str(service["address"]), user=service.get("username") or None,
+            port=None if port == 22 else port,
+        )  # fmt: skip
+        self.plan_target = dataclasses.replace(self.plan_target, spec=spec)
+        target = open_target(spec)
+        try:
+            identity = self._identify(target)
+        except _DEVICE_GONE as exc:
+            self._stop(f"{type(exc).__name__}: {exc}")
+            return
+        index = 0
+        while not stop.is_set() and not self.lost.is_set():
+            job = self._next_job()
+            if job is None:
+                return
+            if index:
+                self._cooldown(target)
+            try:
+                ok = self._one(target, identity, job, index)
+            finally:
+                self.lab.ledger.unclaim(job)
+            index += 1
+            if self.lost.is_set():
+                self._stop(f"exporter {self.exporter} went away during a job: place {place} lost its NetworkService")
+                return
+            if not ok:
+                return
+
+    def _next_job(self) -> Job | None:
+        client = self.lab.client
+        assert client is not None and self.place is not None
+
+        def holder(place: str) -> str | None:
+            info = client.places().get(place)
+            return info.acquired if info is not None else None
+
+        with self.pool.lock:
+            for job in list(self.pool.pending):
+                state = self.lab.ledger.claim(job, self.run_id, client.identity, self.place, holder)
+                if state != "taken":
+                    self.pool.pending.remove(job)
+                if state == "ok":
+                    return job
+        return None
+
+    def _one(self, target: Any, identity: Any, job: Job, index: int) -> bool:
+        self._started = precise_utc()
+        return super()._one(target, identity, job, index)
+
+    def _annotate(self, result: dict[str, Any]) -> None:
+        assert self.lab.client is not None
+        block = result.get("target")
+        if not isinstance(block, dict):
+            block = result["target"] = {}
+        block["labgrid"] = {
+            "coordinator": self.lab.address, "place": self.place, "exporter": self.exporter,
+            "identity": self.lab.client.identity, "lab_host": self.lab.ledger.me.host,
+            "started_utc": self._started, "finished_utc": precise_utc(),
+        }  # fmt: skip
+
+    def _on_resource_gone(self, exporter: str, group: str, name: str) -> None:
+        """On the client's loop thread: an exporter's resource was deleted or became unavailable."""
+        if exporter == self.exporter and self.place is not None and not self.lost.is_set():
+            self.lost.set()
+            from edgerun.targets.local import kill_running
+
+            if self.thread_id is not None:
+                kill_running(self.thread_id)  # the job in flight on that place stops now
+
+    def let_go(self) -> None:
+        """Release the place (only if we still hold it) and cancel the reservation; idempotent."""
+        client = self.lab.client
+        with self._let_go:
+            if client is None:
+                return
+            if self.place is not None:
+                with contextlib.suppress(LabError):
+                    client.release(self.place)
+                self.lab.ledger.drop_lease(self.lab.address, self.place)
+                self.say(self.summary.name, f"released place {self.place}")
+                self.place = None
+            if self.token is not None:
+                client.cancel(self.token)
+                self.token = None
+
+
+class LabgridRun:
+    """The labgrid side of one ``run_plan``: one coordinator connection, the ledger, the workers."""
+
+    def __init__(self, plan: Plan, store: LabStore, run_id: int, say: Progress) -> None:
+        self.store, self.run_id, self.say = store, run_id, say
+        self.address = coordinator_address(plan.coordinator)
+        self.ledger = Ledger(store)
+        self.pools: list[_Pool] = []
+        self.client: LabgridClient | None = None
+        self.error: str | None = None
+        try:
+            self.client = LabgridClient(self.address)
+            self._recover()
+        except LabError as exc:
+            self.error = str(exc)
+
+    def _recover(self) -> None:
+        """Release the places a lab process on this host acquired and never released (it was killed)."""
+        assert self.client is not None
+        places = self.client.places()
+        for lease in self.ledger.orphaned_leases(self.address):
+            info = places.get(lease["place"])
+            if info is not None and info.acquired == lease["identity"]:
+                self.client.release(lease["place"], identity=lease["identity"])
+                self.say("labgrid", f"released place {lease['place']}, left acquired by a lab (pid {lease['pid']}) "
+                         "that is gone")  # fmt: skip
+            if lease["reservation"]:
+                self.client.cancel(lease["reservation"])
+            self.ledger.forget_lease(self.address, lease["place"], lease["pid"])
+
+    def workers(self, plan_target: PlanTarget, jobs: list[Job], summary: TargetSummary) -> list[_PlaceWorker]:
+        """The place workers for one target's jobs (none when no place matches: the reason is said)."""
+        if self.client is None:
+            summary.stopped = self.error
+            self.say(summary.name, f"stopped, {len(jobs)} job(s) left for the next run: {self.error}")
+            return []
+        assert plan_target.labgrid is not None
+        candidates = [p for p in self.client.places().values() if matches(p, plan_target.labgrid)]
+        pool = _Pool(plan_target, jobs, summary)
+        self.pools.append(pool)
+        if not candidates:
+            summary.stopped = f"no place on coordinator {self.address} matches {filter_text(plan_target.labgrid)}"
+            self.say(summary.name, f"stopped, {len(jobs)} job(s) left for the next run: {summary.stopped}")
+            return []
+        self.say(summary.name, f"{len(jobs)} job(s) for place(s) {', '.join(sorted(p.name for p in candidates))}")
+        pool.workers = [_PlaceWorker(self, pool) for _ in range(min(len(candidates), len(jobs)))]
+        return pool.workers
+
+    def close(self) -> None:
+        """Release every place and reservation, count what each target did, say what was skipped."""
+        for pool in self.pools:
+            for worker in pool.workers:
+                worker.let_go()
+        done = self.store.done_keys(self.pools[0].jobs[0].plan) if self.pools and self.pools[0].jobs else set()
+        for pool in self.pools:
+            s = pool.summary
+            s.failed = sum(w.summary.failed for w in pool.workers)
+            s.done = sum(1 for j in pool.jobs if j.key in done)
+            stopped = [w.summary.stopped for w in pool.workers if w.summary.stopped]
+            s.stopped = s.stopped or (stopped[0] if stopped else None)
+            if pool.workers and all(w.gave_up for w in pool.workers):
+                self._skip(pool, str(pool.workers[0].gave_up), done)
+        if self.client is not None:
+            self.client.close()
+
+    def _skip(self, pool: _Pool, reason: str, done: set[str]) -> None:
+        """No place came free: the target's jobs that nobody ran or runs are skipped, with the reason."""
+        assert self.client is not None
+        client = self.client
+        left = {j.key for j in pool.jobs} - done
+
+        def holder(place: str) -> str | None:
+            info = client.places().get(place)
+            return info.acquired if info is not None else None
+
+        elsewhere = self.ledger.claimed_by_others(left, holder)
+        skipped = [j for j in pool.jobs if j.key in left and j.key not in elsewhere]
+        for job in skipped:
+            self.store.record_failure(self.run_id, job, PlaceBusy(reason))
+        pool.summary.stopped = f"{len(skipped)} job(s) skipped: {reason}"
+        self.say(pool.summary.name, pool.summary.stopped)

@@ -1,0 +1,100 @@
+"""`edgerun lab run` on labgrid places: a real labgrid-coordinator and labgrid-exporter on loopback
+(tests/labgrid_env.py) exporting NetworkServices that point at the loopback sshd (the session's ssh
+device, edgerun set up there). No stand-in for labgrid: places are reserved, acquired and released
+through the coordinator, and what it says afterwards is what the tests check.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from labgrid_env import labgrid_lab  # noqa: F401
+from tool_modules import target_devices
+
+from edgerun.cli import main
+from edgerun.lab.store import LabStore
+
+devices = target_devices()
+DEMO = Path(__file__).resolve().parent.parent / "edgerun" / "demo"
+
+BENCH = """
+[bench]
+runs = 40
+min_seconds = 0.02
+warmup = 2
+warmup_seconds = 0
+no_energy = true
+in_process = true
+"""
+
+
+@pytest.fixture(scope="module")
+def ssh_device(tmp_path_factory: pytest.TempPathFactory):
+    reason = devices.sshd_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    device = devices.ssh_device(tmp_path_factory.mktemp("ssh-device"))
+    yield device
+    devices.release_ssh(device)
+
+
+def ssh_config_for_ip(device, tmp_path: Path) -> Path:  # noqa: ANN001
+    """An ssh_config for the address the exporter announces (127.0.0.1), as a lab host has for its boards."""
+    root = device.server.root
+    path = tmp_path / "ssh_config"
+    path.write_text(
+        f"Host 127.0.0.1\n  IdentityFile {root / 'user_key'}\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {root / 'known_hosts'}\n  StrictHostKeyChecking yes\n"
+    )
+    return path
+
+
+def service(device) -> dict:  # noqa: ANN001
+    return {"NetworkService": {"address": "127.0.0.1", "username": device.server.user, "port": device.server.port}}
+
+
+def write_plan(tmp_path: Path, device, coordinator: str, select: str, repetitions: int = 1, extra: str = "") -> Path:  # noqa: ANN001
+    cfg = ssh_config_for_ip(device, tmp_path)
+    text = (
+        f'[lab]\nname = "lg-{tmp_path.name}"\nrepetitions = {repetitions}\ncoordinator = "{coordinator}"\n{BENCH}\n'
+        f'[[artifact]]\npath = "{DEMO / "digits-int8.tflite"}"\n\n'
+        f'[targets.pi]\nlabgrid = {select}\nssh_config = "{cfg}"\nworkdir = "{device.server.workdir}"\n'
+        f"alive_interval_s = 1\nconnect_timeout_s = 5\n{extra}"
+    )
+    (tmp_path / "plan.toml").write_text(text)
+    return tmp_path / "plan.toml"
+
+
+def results(db: Path) -> list:
+    store = LabStore(db, create=False)
+    try:
+        return store.results()
+    finally:
+        store.close()
+
+
+def test_acquire_run_release_on_a_place_picked_by_tags(labgrid_lab, ssh_device, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811
+    lab = labgrid_lab
+    place = lab.unique("rpi")
+    lab.exporter(lab.unique("exp"), {place: service(ssh_device)})
+    lab.add_place(place, tags={"board": "rpi5"})
+    plan = write_plan(tmp_path, ssh_device, lab.address, '{board = "rpi5"}', repetitions=2)
+    db = tmp_path / "lab.sqlite"
+    assert main(["lab", "run", str(plan), "--db", str(db)]) == 0
+    err = capsys.readouterr().err
+    assert f"[pi@{place}] 2/2 digits-int8.tflite rep 2:" in err and f"released place {place}" in err
+    rows = results(db)
+    assert len(rows) == 2 and {r.result["target"]["labgrid"]["place"] for r in rows} == {place}
+    block = rows[0].result["target"]["labgrid"]
+    assert block["coordinator"] == lab.address and block["identity"].count("/") == 1
+    assert block["started_utc"] < block["finished_utc"]
+    assert rows[0].result["target"]["kind"] == "ssh" and rows[0].result["status"] == "ok"
+    assert lab.places()[place].acquired is None, "the place was released"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+    assert main(["lab", "run", str(plan), "--db", str(db), "-q"]) == 0  # all done: nothing reserved or rerun
+    assert len(results(db)) == 2
