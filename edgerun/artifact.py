@@ -13,67 +13,30 @@ version ``MANIFEST_SCHEMA_VERSION``). Loading an artifact:
    reads them from the model itself.
 
 ``inspect_model`` gathers what ``edgerun info`` prints (op histogram, parameter
-count, opsets). It reads ONNX with edgerun's own small protobuf reader and
-TFLite through the LiteRT interpreter (imported lazily).
+count, opsets) from the readers in ``edgerun.formats`` (ONNX: edgerun's own protobuf reader;
+TFLite: the LiteRT interpreter, imported lazily). ``TensorSpec``, ``Quant`` and ``ModelInfo`` live
+there and are re-exported here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgerun import _onnxproto
 from edgerun._jsonio import MANIFEST_MAX_BYTES, read_json
-from edgerun.errors import ArtifactError, IntegrityError
+from edgerun.errors import ArtifactError, FormatError, IntegrityError
+from edgerun.formats.spec import ModelInfo, Quant, TensorSpec  # noqa: F401 (re-exported: their first home)
 from edgerun.schema.files import check_samples, regular_file
 from edgerun.schema.limits import MAX_ONNX_INSPECT_BYTES, MiB
 
 MANIFEST_SCHEMA = "edgerun.manifest"
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_SUFFIX = ".edgerun.json"
-FORMATS = ("onnx", "tflite", "pte")  # pte: ExecuTorch program (edgerun/engines/pte.py)
+FORMATS = ("onnx", "tflite", "pte")  # pte: ExecuTorch program (edgerun/formats/pte.py)
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
-
-# ONNX ops that only appear in quantized graphs.
-_ONNX_INT4_OPS = {"MatMulNBits", "GatherBlockQuantized"}
-_ONNX_INT8_OPS = {
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "DynamicQuantizeLinear",
-    "ConvInteger",
-    "MatMulInteger",
-    "DynamicQuantizeMatMul",
-}
-
-
-@dataclass(frozen=True)
-class Quant:
-    """Per-tensor affine quantization: real = scale * (q - zero_point)."""
-
-    scale: float
-    zero_point: int
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
-    quant: Quant | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        quant = None if self.quant is None else {"scale": self.quant.scale, "zero_point": self.quant.zero_point}
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "quant": quant}
-
-    def describe(self) -> str:
-        dims = "x".join("?" if d is None else str(d) for d in self.shape) or "scalar"
-        q = "" if self.quant is None else f" (scale={self.quant.scale:.6g}, zero_point={self.quant.zero_point})"
-        return f"{self.name}: {self.dtype}[{dims}]{q}"
 
 
 @dataclass(frozen=True)
@@ -300,32 +263,22 @@ def load_artifact(path: str | Path, *, allow_outside: bool = False) -> Artifact:
     )
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the model file itself says (independent of any manifest)."""
-
-    format: str
-    precision: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    parameter_count: int
-    parameter_dtypes: dict[str, int]  # dtype -> number of parameters stored in it
-    op_histogram: dict[str, int]
-    versions: dict[str, int]  # ONNX: ir_version + opsets; TFLite: schema version
-
-
 def inspect_model(path: Path, fmt: str | None = None) -> ModelInfo:
     fmt = fmt or sniff_format(path)
     if fmt == "onnx":
         return _inspect_onnx(path)
     if fmt == "pte":
-        from edgerun.engines.pte import pte_model_info  # edgerun's own reader: no ExecuTorch, no torch
+        from edgerun.formats.pte import pte_model_info  # edgerun's own reader: no ExecuTorch, no torch
 
         return pte_model_info(path)
-    return _inspect_tflite(path)
+    from edgerun.formats import tflite
+
+    return tflite.model_info(path)
 
 
 def _inspect_onnx(path: Path) -> ModelInfo:
+    from edgerun.formats import onnx
+
     size = regular_file(path, "model file")
     if size > MAX_ONNX_INSPECT_BYTES:  # read whole below; protobuf itself stops at 2 GiB
         raise ArtifactError(
@@ -333,124 +286,9 @@ def _inspect_onnx(path: Path) -> ModelInfo:
             "(weights past that live in external data files, which edgerun does not load)"
         )
     try:
-        model = _onnxproto.parse_model(path.read_bytes())
-    except ValueError as exc:
+        return onnx.model_info(path.read_bytes())
+    except FormatError as exc:
         raise ArtifactError(f"{path}: corrupt or truncated ONNX model ({exc})") from exc
-    ops = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in model.nodes)
-    dtypes: Counter[str] = Counter()
-    for init in model.initializers:
-        dtypes[init.dtype] += math.prod(init.dims)
-    # MatMulNBits stores a K x N weight as int4 packed two per uint8, in blocks of block_size along K:
-    # B is (N, ceil(K / block_size), block_size / 2) bytes, the last block zero-padded. The weight's
-    # parameters are K * N (its attributes; com.microsoft MatMulNBits, onnxruntime docs/ContribOperators.md),
-    # not the padded bytes x 2.
-    packed = {
-        n.inputs[1]: n.int_attrs for n in model.nodes if n.op_type == "MatMulNBits" and len(n.inputs) > 1
-    }
-    for init in model.initializers:
-        if init.name in packed:
-            count = math.prod(init.dims)
-            attrs = packed[init.name]
-            dtypes[init.dtype] -= count
-            dtypes["int4"] += attrs["K"] * attrs["N"] if "K" in attrs and "N" in attrs else 2 * count
-    plain_ops = {n.op_type for n in model.nodes}
-    return ModelInfo(
-        format="onnx",
-        precision=_onnx_precision(plain_ops, dtypes),
-        inputs=tuple(TensorSpec(v.name, v.shape, v.dtype) for v in model.inputs),
-        outputs=tuple(TensorSpec(v.name, v.shape, v.dtype) for v in model.outputs),
-        parameter_count=sum(dtypes.values()),
-        parameter_dtypes={k: v for k, v in dtypes.items() if v},
-        op_histogram=dict(ops.most_common()),
-        versions={"ir_version": model.ir_version, **{f"opset:{k}": v for k, v in model.opsets.items()}},
-    )
-
-
-def _onnx_precision(ops: set[str], dtypes: Counter[str]) -> str:
-    if ops & _ONNX_INT4_OPS or dtypes.get("int4") or dtypes.get("uint4"):
-        return "int4"
-    if ops & _ONNX_INT8_OPS or any(op.startswith("QLinear") for op in ops):
-        return "int8"
-    if dtypes.get("float16", 0) > dtypes.get("float32", 0):
-        return "fp16"
-    return "fp32"
-
-
-def _inspect_tflite(path: Path) -> ModelInfo:
-    from edgerun.engines.litert import open_interpreter, readable_names
-
-    interp = open_interpreter(path, threads=1)
-    with readable_names(path):  # names are decoded as they are asked for
-        return _tflite_info(path, interp)
-
-
-def _tflite_info(path: Path, interp: Any) -> ModelInfo:
-    from edgerun.engines.litert import tensor_spec
-
-    details = {d["index"]: d for d in interp.get_tensor_details()}
-    ops = interp._get_ops_details()  # the only public-ish way to list ops in LiteRT
-    produced = {t for op in ops for t in op["outputs"]}
-    graph_inputs = {d["index"] for d in interp.get_input_details()}
-    consumed = {t for op in ops for t in op["inputs"] if t >= 0}
-    constants = consumed - produced - graph_inputs
-    # LiteRT reports INT4 tensors as int8, so only a model with int8 constants can hold any: only
-    # then is the flatbuffer schema read (importing it costs ~25 ms of CPU, every fp32 load paid it).
-    maybe_int4 = any(index in details and _np_name(details[index]["dtype"]) == "int8" for index in constants)
-    int4 = _tflite_int4_tensors(path) if maybe_int4 else set()
-    dtypes: Counter[str] = Counter()
-    for index in constants:
-        d = details.get(index)
-        if d is not None:
-            dtype = "int4" if index in int4 else _np_name(d["dtype"])
-            dtypes[dtype] += int(math.prod(int(x) for x in d["shape"]))
-    precision = "fp32"
-    if dtypes.get("int4"):
-        precision = "int4"
-    elif dtypes.get("int8") or dtypes.get("uint8"):
-        precision = "int8"
-    elif dtypes.get("float16", 0) > dtypes.get("float32", 0):
-        precision = "fp16"
-    return ModelInfo(
-        format="tflite",
-        precision=precision,
-        inputs=tuple(tensor_spec(d) for d in interp.get_input_details()),
-        outputs=tuple(tensor_spec(d) for d in interp.get_output_details()),
-        parameter_count=sum(dtypes.values()),
-        parameter_dtypes=dict(dtypes),
-        op_histogram=dict(Counter(op["op_name"] for op in ops).most_common()),
-        versions={"tflite_schema": 3},
-    )
-
-
-def _tflite_int4_tensors(path: Path) -> set[int]:
-    """Indices of the INT4 tensors of the main subgraph, read from the flatbuffer.
-
-    The LiteRT interpreter reports INT4 tensors (ai-edge-quantizer's weight-only int4) as int8;
-    the schema's TensorType tells them apart. Empty where the schema module is missing
-    (the old tflite_runtime package).
-    """
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        return set()
-    import struct
-
-    try:  # the interpreter has read this file already; a flatbuffer it accepted may still mislead this reader
-        model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
-        if model.SubgraphsLength() == 0:
-            return set()
-        graph = model.Subgraphs(0)
-        return {i for i in range(graph.TensorsLength()) if graph.Tensors(i).Type() == schema.TensorType.INT4}
-    except (IndexError, struct.error, ValueError, TypeError, OverflowError) as exc:
-        raise ArtifactError(
-            f"{path}: corrupt TFLite flatbuffer ({type(exc).__name__} reading its tensor types)"
-        ) from None
-
-
-def _np_name(dtype: Any) -> str:
-    import numpy as np
-
-    return np.dtype(dtype).name
 
 
 def write_manifest(manifest: Manifest, model_path: Path) -> Path:

@@ -16,7 +16,7 @@ from edgerun._jsonio import MANIFEST_MAX_BYTES, read_json
 from edgerun.artifact import load_artifact, manifest_path_for
 from edgerun.bench.result import read_result_file
 from edgerun.bench.runner import sample_inputs
-from edgerun.errors import ArtifactError, InputError, IntegrityError
+from edgerun.errors import ArtifactError, BenchError, InputError, IntegrityError
 from edgerun.pipeline import compile_pre
 
 SECRET = b"PATIENT 4711 HIV+ "  # what a file that is not a model might hold
@@ -201,7 +201,7 @@ def test_oversized_manifest_is_refused_before_it_is_read(demo_copy):
 def test_result_files_refuse_non_finite_numbers(tmp_path: Path):
     path = tmp_path / "r.json"
     path.write_text('{"schema": "edgerun.bench", "schema_version": 2, "results": [{"x": NaN}]}')
-    with pytest.raises(ValueError, match=rf"{path}: .*NaN at results\[0\]\.x"):
+    with pytest.raises(BenchError, match=rf"{path}: .*NaN at results\[0\]\.x"):
         read_result_file(str(path))
 
 

@@ -4,7 +4,7 @@ That runtime's Python bindings load libtorch: importing it imports torch (second
 so this module imports it only when a session is opened, and the package is an optional extra
 (``pip install 'edgerun[executorch]'``, pinned to the verified ``executorch==1.5.1`` with
 torch 2.13.0). Nothing else in edgerun imports this module at start-up; ``.pte`` files are read
-for ``edgerun info`` and bare-file artifacts by edgerun.engines.pte without ExecuTorch or torch.
+for ``edgerun info`` and bare-file artifacts by edgerun.formats.pte without ExecuTorch or torch.
 
 Backends are compiled into the program: a ``.pte`` lowered to XNNPACK runs its delegated part in
 XNNPACK whatever is asked, and the rest on ExecuTorch's CPU kernels. So ``providers`` here is a
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgerun.artifact import TensorSpec
 from edgerun.engines import EngineOptions
-from edgerun.engines.pte import SCALAR_TYPES, inspect_pte
 from edgerun.errors import ArtifactError, EngineError, EngineUnavailable, InferenceError, ProviderUnavailable
+from edgerun.formats.pte import SCALAR_TYPES, inspect_pte
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,4 +1,4 @@
-"""A minimal, read-only ONNX protobuf reader.
+"""ONNX: a minimal, read-only protobuf reader, and what a model file says about itself (``model_info``).
 
 ``edgerun info`` and precision detection need the graph (op types, initializers,
 opsets, IO types) but not the ``onnx`` package, which is not a runtime
@@ -9,14 +9,19 @@ ValueInfoProto, TypeProto, TensorShapeProto) and the protobuf encoding spec
 (https://protobuf.dev/programming-guides/encoding/). Unknown fields are skipped.
 Subgraphs (If/Loop bodies) are not descended into.
 
-Any malformed input raises ``ValueError``; ``edgerun.artifact`` turns it into
-an ``ArtifactError`` that names the file.
+Any malformed input raises ``FormatError`` (an ArtifactError, and a ValueError);
+``edgerun.artifact`` re-raises it as an ``ArtifactError`` that names the file.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from edgerun.errors import FormatError
+from edgerun.formats.spec import ModelInfo, TensorSpec
 
 # MAX_DIM: a graph input/output dimension past it (or negative) is reported as unknown (None);
 # protobuf stores int64 -1 as a 10-byte varint that reads as 18446744073709551615 unsigned.
@@ -88,7 +93,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(buf):
-            raise ValueError("truncated varint")
+            raise FormatError("truncated varint")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -96,7 +101,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             return result, pos
         shift += 7
         if shift > 70:
-            raise ValueError("varint too long")
+            raise FormatError("varint too long")
 
 
 def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
@@ -106,34 +111,34 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
         if number == 0:
-            raise ValueError("field number 0")
+            raise FormatError("field number 0")
         if wire == 0:
             value, pos = _varint(buf, pos)
             yield number, wire, value
         elif wire == 2:
             length, pos = _varint(buf, pos)
             if pos + length > end:
-                raise ValueError("length-delimited field runs past the end")
+                raise FormatError("length-delimited field runs past the end")
             yield number, wire, buf[pos : pos + length]
             pos += length
         elif wire in (1, 5):
             size = 8 if wire == 1 else 4
             if pos + size > end:
-                raise ValueError("fixed-width field runs past the end")
+                raise FormatError("fixed-width field runs past the end")
             pos += size
         else:
-            raise ValueError(f"unsupported wire type {wire}")
+            raise FormatError(f"unsupported wire type {wire}")
 
 
 def _text(value: int | bytes, *, strict: bool = True) -> str:
     """A protobuf string. Names (ops, tensors, domains) must be UTF-8, as protobuf requires: onnxruntime
     fails on other bytes in a way it cannot report (a UnicodeDecodeError of its own message)."""
     if not isinstance(value, bytes):
-        raise ValueError("expected a string field")
+        raise FormatError("expected a string field")
     try:
         return value.decode("utf-8", errors="strict" if strict else "replace")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"a name is not UTF-8 text (byte {exc.start} of {len(value)})") from None
+        raise FormatError(f"a name is not UTF-8 text (byte {exc.start} of {len(value)})") from None
 
 
 def _int64(v: int) -> int:
@@ -197,7 +202,7 @@ def _initializer(buf: bytes) -> OnnxInitializer:
     for d in dims:  # stepwise: a corrupt file may hold thousands of huge dims
         count *= d
         if d < 0 or count > MAX_INITIALIZER_ELEMENTS:
-            raise ValueError(
+            raise FormatError(
                 f"initializer {name[:80]!r} has dims {dims[:8]}; expected non-negative dims of at most "
                 f"{MAX_INITIALIZER_ELEMENTS} elements in all"
             )
@@ -269,5 +274,59 @@ def parse_model(buf: bytes) -> OnnxModel:
                     version = oval
             model.opsets[domain or "ai.onnx"] = version
     if not saw_graph or model.ir_version == 0:
-        raise ValueError("no graph or IR version: not an ONNX ModelProto")
+        raise FormatError("no graph or IR version: not an ONNX ModelProto")
     return model
+
+
+# ONNX ops that only appear in quantized graphs.
+INT4_OPS = {"MatMulNBits", "GatherBlockQuantized"}
+INT8_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+}
+
+
+def model_info(data: bytes) -> ModelInfo:
+    """IO specs, op histogram, parameters by dtype, precision and versions of a serialized ModelProto."""
+    model = parse_model(data)
+    ops = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in model.nodes)
+    dtypes: Counter[str] = Counter()
+    for init in model.initializers:
+        dtypes[init.dtype] += math.prod(init.dims)
+    # MatMulNBits stores a K x N weight as int4 packed two per uint8, in blocks of block_size along K:
+    # B is (N, ceil(K / block_size), block_size / 2) bytes, the last block zero-padded. The weight's
+    # parameters are K * N (its attributes; com.microsoft MatMulNBits, onnxruntime docs/ContribOperators.md),
+    # not the padded bytes x 2.
+    packed = {n.inputs[1]: n.int_attrs for n in model.nodes if n.op_type == "MatMulNBits" and len(n.inputs) > 1}
+    for init in model.initializers:
+        if init.name in packed:
+            count = math.prod(init.dims)
+            attrs = packed[init.name]
+            dtypes[init.dtype] -= count
+            dtypes["int4"] += attrs["K"] * attrs["N"] if "K" in attrs and "N" in attrs else 2 * count
+    plain_ops = {n.op_type for n in model.nodes}
+    return ModelInfo(
+        format="onnx",
+        precision=precision(plain_ops, dtypes),
+        inputs=tuple(TensorSpec(v.name, v.shape, v.dtype) for v in model.inputs),
+        outputs=tuple(TensorSpec(v.name, v.shape, v.dtype) for v in model.outputs),
+        parameter_count=sum(dtypes.values()),
+        parameter_dtypes={k: v for k, v in dtypes.items() if v},
+        op_histogram=dict(ops.most_common()),
+        versions={"ir_version": model.ir_version, **{f"opset:{k}": v for k, v in model.opsets.items()}},
+    )
+
+
+def precision(ops: set[str], dtypes: Counter[str]) -> str:
+    """int4 / int8 from quantized ops or weight dtypes; fp16 where most parameters are float16; else fp32."""
+    if ops & INT4_OPS or dtypes.get("int4") or dtypes.get("uint4"):
+        return "int4"
+    if ops & INT8_OPS or any(op.startswith("QLinear") for op in ops):
+        return "int8"
+    if dtypes.get("float16", 0) > dtypes.get("float32", 0):
+        return "fp16"
+    return "fp32"

@@ -32,12 +32,9 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from edgerun.errors import ArtifactError
-
-if TYPE_CHECKING:
-    from edgerun.artifact import ModelInfo
+from edgerun.errors import ArtifactError, FormatError
+from edgerun.formats.spec import ModelInfo, TensorSpec
 
 PTE_IDENTIFIER = b"ET12"
 XNNPACK_BACKEND = "XnnpackBackend"
@@ -98,7 +95,7 @@ class _Buf:
     def _u(self, fmt: str, pos: int) -> int:
         size = struct.calcsize(fmt)
         if pos < 0 or pos + size > len(self.data):
-            raise ValueError(f"offset {pos} outside the {len(self.data)}-byte {self.where}")
+            raise FormatError(f"offset {pos} outside the {len(self.data)}-byte {self.where}")
         return int(struct.unpack_from(fmt, self.data, pos)[0])
 
     def root(self) -> int:
@@ -126,7 +123,7 @@ class _Buf:
             return 0, 0
         n = self._u("<I", at)
         if n * elem > len(self.data) - at - 4:
-            raise ValueError(f"a vector of {n} elements runs past the end of the {self.where}")
+            raise FormatError(f"a vector of {n} elements runs past the end of the {self.where}")
         return at + 4, n
 
     def tables(self, table: int, index: int) -> list[int]:
@@ -144,7 +141,7 @@ class _Buf:
             return ""
         n = self._u("<I", at)
         if n > len(self.data) - at - 4:
-            raise ValueError(f"a string runs past the end of the {self.where}")
+            raise FormatError(f"a string runs past the end of the {self.where}")
         return bytes(self.data[at + 4 : at + 4 + n]).decode("utf-8", "replace")
 
 
@@ -158,7 +155,7 @@ def inspect_pte(path: Path, method: str = "forward") -> PteInfo:
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
             return _read(data, path, method)
-    except (ValueError, struct.error, UnicodeDecodeError, OverflowError) as exc:
+    except (ValueError, struct.error, UnicodeDecodeError, OverflowError) as exc:  # FormatError; mmap of 0 bytes
         raise ArtifactError(
             f"{path}: corrupt or truncated ExecuTorch program ({exc}); expected a .pte flatbuffer as "
             "ExecuTorch's to_executorch() writes it"
@@ -169,24 +166,24 @@ def inspect_pte(path: Path, method: str = "forward") -> PteInfo:
 
 def _read(data: mmap.mmap, path: Path, method: str) -> PteInfo:
     if not is_pte(bytes(data[:8])):
-        raise ValueError("no 'ET12' identifier at byte 4")
+        raise FormatError("no 'ET12' identifier at byte 4")
     segment_base = 0
     if bytes(data[8:12]) == b"eh00":
         size = struct.unpack_from("<Q", data, 16)[0]
         if size > len(data):
-            raise ValueError(f"the header says the program is {size} bytes, the file has {len(data)}")
+            raise FormatError(f"the header says the program is {size} bytes, the file has {len(data)}")
         segment_base = struct.unpack_from("<Q", data, 24)[0]
     buf = _Buf(data, "program")
     program = buf.root()
     plans = {buf.string(p, 0): p for p in buf.tables(program, 1)}
     if method not in plans:
-        raise ValueError(f"no method {method!r} (methods: {', '.join(sorted(plans)) or 'none'})")
+        raise FormatError(f"no method {method!r} (methods: {', '.join(sorted(plans)) or 'none'})")
     plan = plans[method]
     values = buf.tables(plan, 2)
 
     def tensor(index: int) -> PteTensor:
         if not 0 <= index < len(values) or buf.scalar(values[index], 0, "<B") != _TENSOR:
-            raise ValueError(f"value {index} of {method!r} is an IO of a kind other than a tensor")
+            raise FormatError(f"value {index} of {method!r} is an IO of a kind other than a tensor")
         t = buf.ref(values[index], 1)
         assert t is not None
         stype = buf.scalar(t, 0, "<b")
@@ -238,19 +235,19 @@ def _delegate_blob(
 ) -> bytes:
     ref = buf.ref(delegate, 1)
     if ref is None:
-        raise ValueError("a delegate without its processed data")
+        raise FormatError("a delegate without its processed data")
     location, index = buf.scalar(ref, 0, "<b"), buf.scalar(ref, 1, "<I")
     if location == 0:  # INLINE
         if index >= len(inline):
-            raise ValueError(f"inline delegate data {index} of {len(inline)}")
+            raise FormatError(f"inline delegate data {index} of {len(inline)}")
         start, n = buf.vector(inline[index], 0, 1)
         return bytes(data[start : start + n])
     if index >= len(segments):
-        raise ValueError(f"delegate segment {index} of {len(segments)}")
+        raise FormatError(f"delegate segment {index} of {len(segments)}")
     offset, size = segments[index]
     start = base + offset
     if start + size > len(data):
-        raise ValueError(f"delegate segment {index} ends at byte {start + size}, past the end of the file")
+        raise FormatError(f"delegate segment {index} ends at byte {start + size}, past the end of the file")
     return bytes(data[start : start + size])
 
 
@@ -259,11 +256,11 @@ def _xnnpack_constants(blob: bytes) -> Counter[str]:
     if len(blob) >= 30 and bytes(blob[4:8]) == b"XH00":
         fb_offset, fb_size = struct.unpack_from("<II", blob, 10)
         if fb_offset + fb_size > len(blob):
-            raise ValueError("the XNNPACK header points past the end of its delegate data")
+            raise FormatError("the XNNPACK header points past the end of its delegate data")
         blob = blob[fb_offset : fb_offset + fb_size]
     buf = _Buf(blob, "XNNPACK graph")
     if bytes(blob[4:7]) != b"XN0":  # XN00, and XN01 as executorch 1.5 writes it
-        raise ValueError("XNNPACK delegate data without an 'XN0x' identifier")
+        raise FormatError("XNNPACK delegate data without an 'XN0x' identifier")
     counts: Counter[str] = Counter()
     for xvalue in buf.tables(buf.root(), 2):
         kind, value = buf.scalar(xvalue, 0, "<B"), buf.ref(xvalue, 1)
@@ -284,8 +281,6 @@ def _xnnpack_constants(blob: bytes) -> Counter[str]:
 
 def pte_model_info(path: Path) -> ModelInfo:
     """``edgerun info`` / a bare ``.pte``'s artifact: IO specs, precision, parameters, ops, from the file alone."""
-    from edgerun.artifact import ModelInfo, TensorSpec
-
     info = inspect_pte(path)
     ops = Counter({f"delegate:{k}": v for k, v in info.delegates.items()}) + info.operators
     return ModelInfo(

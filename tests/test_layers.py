@@ -1,0 +1,63 @@
+"""The layers hold: model-file readers (edgerun.formats) sit below both artifact and the engines.
+
+Read from the source (tools/import_cycles.py), so a lazy import inside a function counts too: a
+reader that needs an engine, or an artifact that needs one to describe a file, is a circle again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+_spec = importlib.util.spec_from_file_location("import_cycles", TOOLS / "import_cycles.py")
+assert _spec is not None and _spec.loader is not None
+import_cycles = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(import_cycles)
+
+EDGES = import_cycles.graph()
+
+# what the readers may use: the error tree, each other, and the shared size limits (constants only)
+FORMATS_MAY_IMPORT = ("edgerun.errors", "edgerun.formats", "edgerun.schema.limits")
+
+
+def _under(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_formats_import_only_errors_limits_and_each_other() -> None:
+    readers = [m for m in EDGES if _under(m, "edgerun.formats")]
+    assert {"edgerun.formats.onnx", "edgerun.formats.tflite", "edgerun.formats.pte"} <= set(readers)
+    bad = {m: sorted(t for t in EDGES[m] if not any(_under(t, ok) for ok in FORMATS_MAY_IMPORT)) for m in readers}
+    assert not any(bad.values()), f"edgerun.formats imports a higher layer: { {k: v for k, v in bad.items() if v} }"
+
+
+def test_artifact_does_not_import_the_engines() -> None:
+    assert not {t for t in EDGES["edgerun.artifact"] if _under(t, "edgerun.engines")}
+
+
+def test_no_circle_through_artifact_and_the_engines() -> None:
+    for group in import_cycles.cycles(import_cycles.graph(packages=True)):
+        assert not {"edgerun.artifact", "edgerun.engines"} <= set(group), group
+
+
+def test_the_cycle_finder_finds_a_lazy_cycle(tmp_path: Path) -> None:
+    pkg = tmp_path / "edgerun"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from edgerun import b\n")
+    (pkg / "b.py").write_text("def f():\n    from edgerun.a import x\n")  # lazy: still a dependency
+    (pkg / "c.py").write_text("import edgerun.a\n")
+    assert import_cycles.cycles(import_cycles.graph(pkg)) == [["edgerun.a", "edgerun.b"]]
+
+
+def test_reading_a_model_does_not_import_an_engine_module() -> None:
+    code = (
+        "import sys; from pathlib import Path; from edgerun.artifact import inspect_model; from edgerun.demo import "
+        "DEMO_DIR\nfor n in ('digits-fp32.onnx', 'digits-int8.tflite'): inspect_model(DEMO_DIR / n)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('edgerun.engines')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
