@@ -9,7 +9,7 @@ import argparse
 import json
 from typing import Any
 
-from edgerun.cli import EXIT_PASS
+from edgerun.exitcodes import EXIT_PASS
 
 __all__ = ["register"]
 
