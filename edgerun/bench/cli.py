@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgerun.cli import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, EXIT_USAGE, _err, profile_and_budget
+from edgerun.cli import _err, profile_and_budget
 from edgerun.cli_types import finite_float, integer, name_or_path, number
+from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, EXIT_USAGE
 from edgerun.outputs import check_outputs, input_files, write_atomic
 
 __all__ = ["register"]
