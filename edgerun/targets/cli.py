@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerun.cli_types import existing_dir
+from edgerun.exitcodes import EXIT_PASS
 
 __all__ = ["bench_on_target_cli", "register", "results_table"]
 
@@ -45,7 +46,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
             f"{report.url}: edgerun {report.edgerun_version} ready at {report.venv_python} "
             f"(Python {report.python_version})"
         )
-    return 0
+    return EXIT_PASS
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -61,7 +62,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         info["charging"] = charging_state(target)
     if args.json:
         print(json.dumps(info, indent=1))
-        return 0
+        return EXIT_PASS
     for key, value in info["identity"].items():
         print(f"{key:<16} {value}")
     thermal = info["thermal"]
@@ -69,7 +70,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'thermal sources':<16} {'; '.join(thermal['sources']) or '(none)'}")
     if "charging" in info:
         print(f"{'charging':<16} {info['charging']['sources'] or 'no'}")
-    return 0
+    return EXIT_PASS
 
 
 def _cooldown(args: argparse.Namespace, target: Any) -> None:
