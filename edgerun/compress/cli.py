@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgerun.cli_types import existing_file
 from edgerun.errors import CompressError
+from edgerun.exitcodes import EXIT_PASS
 
 EXTRA_HINT = 'edgerun compress needs the compress extra: pip install "edgerun[compress]"'
 NEEDED = ("torch", "torch_pruning", "onnx", "sklearn")
@@ -47,7 +48,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)  # a RecipeError is reported by edgerun.cli.main
     if args.check:
         print(f"{args.recipe}: valid recipe {recipe.name!r}: {len(recipe.steps)} steps, {len(recipe.exports)} exports")
-        return 0
+        return EXIT_PASS
     missing = missing_modules()
     if missing:
         raise CompressError(f"{EXTRA_HINT} (missing: {', '.join(missing)})")
@@ -70,4 +71,4 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(f"Pareto plot: {result.plot_path}")
     print(f"report: {result.out_dir / 'report.json'}")
     result.raise_for_gate()
-    return 0
+    return EXIT_PASS
