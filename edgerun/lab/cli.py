@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerun.cli_types import existing_file, finite_float
+from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS
 
 __all__ = ["register"]
 
@@ -49,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, t in summary.targets.items():
         if t.stopped:
             print(f"  {name}: {t.stopped}")
-    return 0 if left == 0 else 1
+    return EXIT_PASS if left == 0 else EXIT_FAIL
 
 
 def _database(args: argparse.Namespace) -> Path:
@@ -79,7 +80,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"wrote {out} and {md}")
-    return 0
+    return EXIT_PASS
 
 
 def _compare_table(rows: list[Any]) -> str:
@@ -108,8 +109,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(_compare_table(rows) if rows else "nothing to compare: no artifact/device/options on both sides")
         print("* not valid: too few samples for that percentile; never gated on", file=sys.stderr)
     if any(r.verdict == "regression" for r in rows):
-        return 1
-    return 3 if not any(r.verdict != "not comparable" for r in rows) else 0
+        return EXIT_FAIL
+    return EXIT_NOT_VALID if not any(r.verdict != "not comparable" for r in rows) else EXIT_PASS
 
 
 def cmd_places(args: argparse.Namespace) -> int:
@@ -124,7 +125,7 @@ def cmd_places(args: argparse.Namespace) -> int:
     address = coordinator_address(args.coordinator or (plan.coordinator if plan else None))
     view = describe_places(address, plan)
     print(json.dumps(view, indent=1) if args.json else places_table(view))
-    return 0
+    return EXIT_PASS
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -134,7 +135,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {summary.runs} run(s), {summary.results} result(s), {summary.failures} failure(s)")
     for name, count in summary.duplicates.items():
         print(f"  {name}: {count} job(s) already in an earlier input, kept from there", file=sys.stderr)
-    return 0
+    return EXIT_PASS
 
 
 def register(subparsers: Any) -> None:
