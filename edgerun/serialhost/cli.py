@@ -16,12 +16,12 @@ import threading
 from typing import Any
 
 from edgerun.cli_types import cpu_threads, existing_dir, finite_float, name_or_path, positive_int, whole_int
+from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS
 
 _MS = finite_float(0, 3_600_000, low_open=True)  # a budget past an hour is a typo
 _SECONDS = finite_float(0, 30 * 86_400, low_open=True)
 _BAUD = whole_int(1, 100_000_000)
 
-EXIT_PASS, EXIT_FAIL, EXIT_NOT_VALID = 0, 1, 3
 _NET = "or a port served by ser2net (a labgrid NetworkSerialPort): rfc2217://HOST:PORT or socket://HOST:PORT (raw)"
 _EXIT = {"pass": EXIT_PASS, "not-valid": EXIT_NOT_VALID}
 
