@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerun.cli_types import cpu_threads, existing_file, host, port, whole_int
+from edgerun.exitcodes import EXIT_FAIL, EXIT_PASS, EXIT_USAGE
 
 # uvicorn's own names (uvicorn.config.LOG_LEVELS), written out: uvicorn is imported only when serving
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -58,7 +59,7 @@ def _token(args: argparse.Namespace) -> str | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("edgerun: error: --tls-cert and --tls-key go together", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     import importlib.util
 
     # The server module imports starlette and uvicorn lazily, inside the functions that build the app:
@@ -70,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "pip install 'edgerun[serve]'",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USAGE
     from edgerun.fallback.server import ReferenceServer, bind, uvicorn_server
 
     try:  # before the models load: a bad host or a taken port costs nothing and is one line
@@ -81,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "give an address of this machine (--host) and a free port (--port, 0 for any)",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_FAIL
     try:
         server = ReferenceServer(args.artifacts, _token(args), args.max_request_bytes, args.threads)
     except BaseException:
@@ -103,4 +104,4 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if tls is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print("edgerun: warning: plain http on a non-loopback address; clients will refuse it", file=sys.stderr)
     uvicorn_server(server.app, tls, args.log_level, on_started=announce).run(sockets=[sock])
-    return 0
+    return EXIT_PASS
