@@ -35,7 +35,9 @@ from edgerun.schema.limits import MAX_ONNX_INSPECT_BYTES, MiB
 MANIFEST_SCHEMA = "edgerun.manifest"
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_SUFFIX = ".edgerun.json"
-FORMATS = ("onnx", "tflite", "pte")  # pte: ExecuTorch program (edgerun/formats/pte.py)
+# pte: ExecuTorch program (edgerun/formats/pte.py); coreml: a .mlpackage folder, read and
+# verified by edgerun/coreml.py (load_artifact takes model files only)
+FORMATS = ("onnx", "tflite", "pte", "coreml")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
 
 
