@@ -98,3 +98,71 @@ def test_acquire_run_release_on_a_place_picked_by_tags(labgrid_lab, ssh_device, 
         assert conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
     assert main(["lab", "run", str(plan), "--db", str(db), "-q"]) == 0  # all done: nothing reserved or rerun
     assert len(results(db)) == 2
+
+
+def test_a_place_held_by_someone_else_is_waited_for_then_its_jobs_are_skipped(
+    labgrid_lab,
+    ssh_device,
+    tmp_path: Path,
+    capsys,  # noqa: ANN001, F811
+) -> None:
+    lab = labgrid_lab
+    place = lab.unique("held")
+    lab.exporter(lab.unique("exp"), {place: service(ssh_device)})
+    lab.add_place(place)
+    lab.hold(place, user="colleague")
+    wait_s = 1.5
+    plan = write_plan(tmp_path, ssh_device, lab.address, f'"{place}"', extra=f"place_wait_s = {wait_s}\n")
+    db = tmp_path / "lab.sqlite"
+    import time
+
+    start = time.monotonic()
+    assert main(["lab", "run", str(plan), "--db", str(db)]) == 1
+    assert time.monotonic() - start >= wait_s, "gave up before the configured wait was over"
+    out = capsys.readouterr()
+    assert f"came free within place_wait_s = {wait_s:g} s" in out.out and f"{place} by " in out.out
+    assert "1 job(s) skipped" in out.out
+    assert lab.places()[place].acquired.endswith("/colleague"), "the colleague's place was left alone"
+    assert results(db) == []
+    store = LabStore(db, create=False)
+    (failure,) = store.failures()
+    store.close()
+    assert failure["error_type"] == "PlaceBusy" and "colleague" in failure["message"]
+    lab.free(place)
+    assert main(["lab", "run", str(plan), "--db", str(db), "-q"]) == 0  # free now: the next run does it
+    assert [r.result["target"]["labgrid"]["place"] for r in results(db)] == [place]
+
+
+def test_no_matching_place_and_no_coordinator_are_one_line_each(
+    labgrid_lab, ssh_device, tmp_path: Path, capsys, monkeypatch
+) -> None:  # noqa: ANN001, F811, E501
+    plan = write_plan(tmp_path, ssh_device, labgrid_lab.address, '{board = "nosuchboard"}')
+    assert main(["lab", "run", str(plan), "--db", str(tmp_path / "a.sqlite")]) == 1
+    assert "no place on coordinator" in capsys.readouterr().out
+    text = plan.read_text().replace(f'coordinator = "{labgrid_lab.address}"\n', "")
+    plan.write_text(text)
+    monkeypatch.delenv("LG_COORDINATOR", raising=False)
+    assert main(["lab", "run", str(plan), "--db", str(tmp_path / "b.sqlite")]) == 1  # a LabError, before any job
+    assert "LG_COORDINATOR" in capsys.readouterr().err
+    assert not (tmp_path / "b.sqlite").exists() or results(tmp_path / "b.sqlite") == []
+    monkeypatch.setenv("LG_COORDINATOR", f"127.0.0.1:{devices.free_port()}")  # nothing listens there
+    assert main(["lab", "run", str(plan), "--db", str(tmp_path / "c.sqlite")]) == 1
+    assert "cannot connect" in capsys.readouterr().out
+
+
+def test_lab_places_lists_the_coordinator_and_what_a_plan_uses(labgrid_lab, ssh_device, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811, E501
+    lab = labgrid_lab
+    place = lab.unique("listed")
+    lab.exporter(lab.unique("exp"), {place: service(ssh_device)})
+    lab.add_place(place, tags={"board": "listed"})
+    plan = write_plan(tmp_path, ssh_device, lab.address, '{board = "listed"}')
+    assert main(["lab", "places", str(plan), "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    (mine,) = [p for p in view["places"] if p["name"] == place]
+    assert mine["targets"] == ["pi"] and mine["acquired"] is None and mine["tags"] == {"board": "listed"}
+    (res,) = mine["resources"]
+    assert res["cls"] == "NetworkService" and res["avail"] and res["params"]["port"] == ssh_device.server.port
+    assert view["targets"]["pi"] == {"selector": "labgrid://?board=listed", "places": [place]}
+    assert main(["lab", "places", "--coordinator", lab.address]) == 0
+    table = capsys.readouterr().out
+    assert place in table and f"@127.0.0.1:{ssh_device.server.port}" in table
