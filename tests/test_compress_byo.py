@@ -1,8 +1,9 @@
 """Your model on your data: the worked examples of docs/compress.md, run as written, and the data sources.
 
-The two example recipes (recipes/examples/) go teacher -> distilled student -> pruned -> INT8
-ONNX and TFLite; ``edgerun run`` on the raw test rows must give the predictions the recipe
-measured, so the manifests really describe the user's input, pre-processing and labels.
+The three example recipes (recipes/examples/: tabular, 1-D signals, an image CNN brought as factory +
+checkpoint) go teacher -> distilled student -> pruned -> INT8 ONNX and TFLite; ``edgerun run`` on the
+raw test rows must give the predictions the recipe measured, so the manifests really describe the
+user's input, pre-processing and labels.
 """
 
 from __future__ import annotations
@@ -67,6 +68,18 @@ def signal(tmp_path_factory, one_torch_thread):
     return recipe, run_recipe(recipe, work / "out"), work / "out"
 
 
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory, one_torch_thread):
+    """The docs' image recipe beside scans.py in a fresh folder, with the checkpoint its first
+    command writes (the user's trained CNN)."""
+    work = tmp_path_factory.mktemp("scans")
+    for name in ("scans.toml", "scans.py"):
+        shutil.copy(EXAMPLES / name, work / name)
+    resolve("scans.py:train_teacher", work, "test")(work / "scan-teacher.pt")
+    recipe = load_recipe(work / "scans.toml")
+    return recipe, run_recipe(recipe, work / "out"), work / "out"
+
+
 def test_tabular_manifests_describe_30_standardized_features_and_the_users_labels(tabular):
     recipe, result, out = tabular
     assert not result.failed
@@ -122,6 +135,52 @@ def test_edgerun_run_on_raw_signals_reproduces_the_recipe(signal, tmp_path, caps
         assert preds == [rt.run(x).top[0].index for x in data.test_x[::3]]
         all_preds = np.array([rt.run(x).top[0].index for x in data.test_x])
         assert np.mean(all_preds == data.test_y) == produced.measured.accuracy
+
+
+def test_image_manifests_take_one_raw_uint8_scan_with_the_teachers_preprocessing(scan):
+    recipe, result, out = scan
+    assert not result.failed, [p.verdict.reason for p in result.failed]
+    for name in ("pruned-int8.onnx", "pruned-int8.tflite"):
+        m = _manifest(out, name)
+        assert m["raw_inputs"] == [{"name": "input", "shape": [32, 32, 3], "dtype": "uint8", "quant": None}]
+        assert m["preprocess"][:5] == [
+            {"op": "cast", "dtype": "float32"},
+            {"op": "resize", "size": [16, 16], "method": "bilinear", "layout": "HWC"},
+            {"op": "layout", "from": "HWC", "to": "CHW"},
+            {"op": "normalize", "mean": [168.0, 161.0, 166.0], "std": [63.0, 54.0, 17.0], "axis": 0},
+            {"op": "expand_dims", "axis": 0},
+        ]
+        assert m["labels"][:3] == ["zero", "one", "two"] and len(m["labels"]) == 10  # from the recipe
+        assert m["provenance"]["accuracy"]["n"] == 450
+    rows = {r.name: r for r in result.rows}
+    assert rows["teacher"].params > rows["student"].params > rows["pruned"].params
+
+
+def test_image_recipe_ops_are_the_teachers_own_preprocessing(scan):
+    """The teacher's FP32 ONNX through edgerun (the recipe's declared ops on raw uint8 images) scores what the
+    teacher scores through the user's own torch pipeline (scans.to_model_input), within one image of 450
+    (bilinear resizes in torch and numpy may round differently)."""
+    recipe, result, out = scan
+    scans = resolve("scans.py:to_model_input", Path(recipe.base_dir), "test")
+    teacher = resolve("scans.py:scan_cnn", Path(recipe.base_dir), "test")(3, 10, width=16)
+    teacher.load_state_dict(
+        torch.load(Path(recipe.base_dir) / "scan-teacher.pt", weights_only=True)["model_state_dict"]
+    )
+    data = load_dataset(recipe.data, recipe.base_dir)
+    with torch.no_grad():
+        own = float((teacher.eval()(scans(data.test_x)).argmax(1).numpy() == data.test_y).mean())
+    gate = _manifest(out, "pruned-int8.onnx")["provenance"]["gate"]
+    assert abs(gate["teacher_accuracy"] - own) <= 1 / 450 + 1e-4 and own > 0.95
+
+
+def test_edgerun_run_on_raw_scans_reproduces_the_recipe(scan, tmp_path, capsys):
+    recipe, result, out = scan
+    data = load_dataset(recipe.data, recipe.base_dir)
+    for produced in result.produced:
+        rt = edgerun.load(produced.path)
+        all_preds = [rt.run(x).top[0].index for x in data.test_x]
+        assert np.mean(np.array(all_preds) == data.test_y) == produced.measured.accuracy
+        assert _cli_predictions(tmp_path, produced.path, data.test_x[::9], capsys) == all_preds[::9]
 
 
 # --- models brought as files -------------------------------------------------------------
