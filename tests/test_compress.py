@@ -15,7 +15,7 @@ from torch import nn  # noqa: E402
 from edgerun.compress import distill as kd  # noqa: E402
 from edgerun.compress import prune as pr  # noqa: E402
 from edgerun.compress.models import DigitsNet, count_params  # noqa: E402
-from edgerun.compress.recipe import ModelConfig  # noqa: E402
+from edgerun.compress.recipe import ModelConfig, PruneStep  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -137,6 +137,25 @@ def test_channel_pruning_removes_parameters():
     pr.channel_prune(model, x, 0.5)
     assert count_params(model) < 0.5 * before
     assert model(x).shape == (1, 10)  # still a valid 10-class model
+
+
+def _out_channels(model) -> list[int]:
+    return [m.out_channels if isinstance(m, torch.nn.Conv2d) else m.out_features for _, m in pr.prunable(model)]
+
+
+def test_channel_pruning_scope_layer_is_per_layer_and_global_is_not():
+    """scope "layer": 25% of each layer (rounded to 4); "global" (the recipe default): 25% of all channels
+    ranked together, so the layers lose different shares (docs/compress.md says which)."""
+    torch.manual_seed(0)
+    model = DigitsNet(ModelConfig(width=1.0, depth=6)).eval()
+    x = torch.randn(1, 1, 16, 16)
+    before = _out_channels(model)[:-1]  # the classifier's outputs (the classes) are never pruned
+    per_layer = _out_channels(_copy(model, lambda m: pr.channel_prune(m, x, 0.25, "layer")))[:-1]
+    assert per_layer == [c - c // 4 for c in before]
+    global_ = _out_channels(_copy(model, lambda m: pr.channel_prune(m, x, 0.25, "global")))[:-1]
+    shares = {round(1 - a / b, 2) for a, b in zip(global_, before)}
+    assert len(shares) > 1 and abs(1 - sum(global_) / sum(before) - 0.25) < 0.05
+    assert PruneStep(name="p", source="s").scope == "global"
 
 
 def test_lottery_rewind_restores_saved_weights_and_keeps_masks():
