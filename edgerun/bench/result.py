@@ -66,7 +66,7 @@ def verdicts_for(m: Measurement, budget: Budget, profile: Any) -> dict[str, Verd
             m.runtime.artifact.size_bytes, lim.model_size_limit_bytes, lim.model_size_ideal_bytes
         )
         if m.memory is not None:
-            from edgerun.measure.memory import memory_verdicts
+            from edgerun.budget import memory_verdicts
 
             out["peak_rss"] = memory_verdicts(m.memory, profile)["peak_rss"]
     return out
