@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,14 +25,21 @@ from edgerun.measure.stats import (
     percentile_nearest_rank,
 )
 
+if TYPE_CHECKING:  # annotations only: both modules sit above this one
+    from edgerun.measure.memory import MemoryReport
+    from edgerun.profiles import DeviceProfile
+
 __all__ = [
+    "DEFAULT_MAX_RAM_FRACTION",
     "Budget",
     "Verdict",
     "allowed_misses",
     "judge_hard",
+    "judge_peak_rss",
     "judge_size",
     "judge_soft",
     "limit_ns",
+    "memory_verdicts",
     "overall",
 ]
 
@@ -253,3 +260,68 @@ def overall(verdicts: Iterable[Verdict]) -> str:
     if "not-valid" in statuses or not statuses:
         return "not-valid"
     return "pass"
+
+
+# --- memory: a measured report (edgerun.measure.memory) against a device profile -----------------
+
+# Heuristic, not a standard: one inference process should stay under a quarter of the
+# device's RAM. The rest is for the OS (Android's system services alone take 1.5-3 GB of
+# 8), the app's own UI/camera/pre-processing buffers, and on Jetson the GPU, which shares
+# the same RAM and whose buffers miss RSS. Pass max_ram_fraction for a dedicated box.
+DEFAULT_MAX_RAM_FRACTION = 0.25
+
+_MIB = 1024 * 1024
+
+
+def _mib(value_bytes: float) -> str:
+    return f"{value_bytes / _MIB:.1f} MiB"
+
+
+def judge_peak_rss(report: MemoryReport, ram_bytes: int, max_ram_fraction: float) -> Verdict:
+    """Peak RSS against ``max_ram_fraction`` of ``ram_bytes``, strictly under, in MiB.
+
+    A peak that includes loading is still judged: loading happens on the device too, so
+    a pass is safe and a fail is real (the reason says which peak it was). "not-valid"
+    when no peak was measured, or when the process already used the whole allowance
+    before the model was loaded (a host-side interpreter measured against an MCU's SRAM
+    says nothing about the model).
+    """
+    if not 0 < max_ram_fraction <= 1:
+        raise UsageError(f"max_ram_fraction must be in (0, 1], got {max_ram_fraction}")
+    limit_bytes = ram_bytes * max_ram_fraction
+    limit = f"{max_ram_fraction:.0%} of {_mib(ram_bytes)} RAM ({_mib(limit_bytes)}, a heuristic)"
+    peak = report.peak_rss_steady_bytes
+
+    def verdict(status: str, reason: str) -> Verdict:
+        measured = None if peak is None else peak / _MIB
+        return Verdict("peak_rss", status, measured, limit_bytes / _MIB, "MiB", reason)
+
+    if peak is None:
+        return verdict("not-valid", f"no peak RSS measured ({report.peak_method})")
+    baseline = report.rss_before_load_bytes
+    if baseline is not None and baseline >= limit_bytes:
+        why = f"the process used {_mib(baseline)} before the model was loaded, already at or over {limit}"
+        return verdict("not-valid", why)
+    which = "peak RSS including loading" if report.peak_includes_loading else "steady-state peak RSS"
+    which += f" ({report.peak_method})"
+    if peak < limit_bytes:
+        return verdict("pass", f"{which} {_mib(peak)} is under {limit}")
+    return verdict("fail", f"{which} {_mib(peak)} is at or over {limit}")
+
+
+def memory_verdicts(
+    report: MemoryReport, profile: DeviceProfile, *, max_ram_fraction: float = DEFAULT_MAX_RAM_FRACTION
+) -> dict[str, Verdict]:
+    """``{"peak_rss": ..., "model_size": ...}`` for one report against one device profile.
+
+    ``peak_rss`` uses ``judge_peak_rss`` with ``profile.ram_bytes`` (see
+    ``DEFAULT_MAX_RAM_FRACTION`` for why a quarter); ``model_size`` is ``judge_size``
+    against ``profile.limits`` ("not-valid" when the file size is unknown).
+    """
+    limits = profile.limits
+    if report.model_file_bytes is None:
+        limit_mb = limits.model_size_limit_bytes / 1_000_000
+        size = Verdict("model_size", "not-valid", None, limit_mb, "MB", "model file size unknown")
+    else:
+        size = judge_size(report.model_file_bytes, limits.model_size_limit_bytes, limits.model_size_ideal_bytes)
+    return {"peak_rss": judge_peak_rss(report, profile.ram_bytes, max_ram_fraction), "model_size": size}

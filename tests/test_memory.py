@@ -12,12 +12,11 @@ import numpy as np
 import psutil
 import pytest
 
+from edgerun.budget import judge_peak_rss, memory_verdicts
 from edgerun.errors import BenchError
 from edgerun.measure.memory import (
     MemoryReport,
     PeakTracker,
-    judge_peak_rss,
-    memory_verdicts,
     parse_meminfo,
     parse_status,
     reset_peak,

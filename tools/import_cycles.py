@@ -1,7 +1,8 @@
 """Print the import cycles between edgerun's modules, read from the source with ``ast``.
 
 Every ``import`` counts, also one inside a function (a lazy import is still a dependency: the
-layer above may not be needed to read the layer below). A cycle is a strongly connected group of
+layer above may not be needed to read the layer below); only those under ``if TYPE_CHECKING:``
+(annotations, never run) do not. A cycle is a strongly connected group of
 two or more modules; each is printed with one path around it.
 
     python tools/import_cycles.py            # module level
@@ -34,7 +35,17 @@ def imports_of(path: Path, root: Path = ROOT) -> set[str]:
     name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    type_only = {  # `if TYPE_CHECKING:` blocks: annotations, never run
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
