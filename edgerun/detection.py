@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shutil
-import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgerun._commands import CommandRunner, run_local
+from edgerun._commands import no_commands as _no_commands
 from edgerun.profiles import GENERIC_PROFILE, DeviceProfile, load_profile
 
 __all__ = ["FALLBACK_MARK", "CommandRunner", "Detection", "detect", "run_local"]
@@ -40,9 +40,8 @@ _ARCH_FALLBACKS = {
     "armv8l": "generic-armv7-linux",
 }
 
-# A callable that runs argv (on this machine, or later over ADB/SSH) and returns its
-# stdout, or None when the command is missing or fails.
-CommandRunner = Callable[[Sequence[str]], "str | None"]
+# CommandRunner: a callable that runs argv (on this machine, or later over ADB/SSH) and returns
+# its stdout, or None when the command is missing or fails (edgerun/_commands.py).
 
 
 @dataclass(frozen=True)
@@ -59,21 +58,6 @@ _PI_MODEL = re.compile(r"^(?:Raspberry Pi (?:Compute Module )?|Compute Module )(
 _PI_PROFILES = {"4": "raspberry-pi-4", "5": "raspberry-pi-5"}
 _L4T_RELEASE = re.compile(r"^# R(\d+) \(release\), REVISION: ([\d.]+)(?:.*?BOARD: (\w+))?")
 _ORIN_NANO_MODULE = re.compile(r"nvidia,p3767-000[345]\b")  # Orin Nano 8GB/4GB/devkit SKUs
-
-
-def run_local(argv: Sequence[str], timeout_s: float = 5.0) -> str | None:
-    """Run argv on this machine; its stdout, or None when missing, failing or too slow."""
-    if not argv or shutil.which(argv[0]) is None:
-        return None
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def _no_commands(argv: Sequence[str]) -> str | None:
-    return None
 
 
 def detect(

@@ -242,7 +242,7 @@ def read_thermal(root: Path | None = Path("/"), run: Runner | None = None) -> Th
     default it runs them locally, but only when ``root`` is "/".
     """
     if run is None:
-        from edgerun.detection import run_local  # lazy: detection pulls in profiles, tomllib and numpy
+        from edgerun._commands import run_local
 
         run = run_local if root is not None and root.resolve() == Path("/") else (lambda argv: None)
     t_ns = time.perf_counter_ns()

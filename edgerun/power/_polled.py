@@ -193,7 +193,7 @@ def default_runner(root: Path, run: CommandRunner | None) -> CommandRunner:
     """
     if run is not None:
         return run
-    from edgerun.detection import run_local
+    from edgerun._commands import run_local
 
     return run_local if Path(root).resolve() == Path("/") else _no_commands
 
