@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     from edgerun.artifact import inspect_model, load_artifact
 
+    if str(args.artifact).rstrip("/").endswith((".mlpackage", ".mlpackage.edgerun.json")):
+        return _coreml(args)
     art = load_artifact(args.artifact)
     info = inspect_model(art.path, art.format)
     data = {
@@ -103,3 +105,51 @@ def _provenance_lines(key: str, value: Any, indent: int) -> list[str]:
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         return [f"{pad}{key:<20} ({len(value)} entries; `edgerun info --json` lists them)"]
     return [f"{pad}{key:<20} {value}"]
+
+
+def _coreml(args: argparse.Namespace) -> int:
+    """A Core ML package: read (Manifest.json, the model spec), never run (edgerun/coreml.py)."""
+    from edgerun.coreml import MACOS_ONLY, coreml_info, load_coreml_artifact
+
+    art = load_coreml_artifact(args.artifact)
+    info = coreml_info(art.path)
+    data = {
+        "name": art.name,
+        "path": str(art.path),
+        "manifest": str(art.manifest_path) if art.manifest_path else None,
+        "format": "coreml",
+        "precision": art.precision,
+        "precision_detected": info["precision_detected"],
+        "sha256": art.sha256,
+        "sha256_verified": art.manifest is not None,
+        "size_bytes": art.size_bytes,
+        "parameter_count": info["parameter_count"],
+        "parameter_dtypes": info["parameter_dtypes"],
+        "versions": info["versions"],
+        "inputs": [t.to_dict() for t in art.inputs],
+        "outputs": [t.to_dict() for t in art.outputs],
+        "op_histogram": info["op_histogram"],
+        "provenance": art.manifest.provenance if art.manifest else {},
+        "runs_on": MACOS_ONLY.format(platform="other platforms"),
+    }
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return EXIT_PASS
+    lines = [
+        art.name,
+        f"  package      {art.path} ({art.size_bytes / 1e6:.3f} MB)",
+        f"  manifest     {art.manifest_path or '(none: specs read from the package)'}",
+        f"  sha256       {art.sha256}" + ("  (verified against manifest)" if art.manifest else ""),
+        "  format       coreml   " + "  ".join(f"{k}={v}" for k, v in info["versions"].items()),
+        f"  precision    {art.precision} (detected from the package: {info['precision_detected']})",
+        f"  parameters   {info['parameter_count']:,}  "
+        + ", ".join(f"{k}: {v:,}" for k, v in sorted(info["parameter_dtypes"].items())),
+        "  inputs       " + "; ".join(t.describe() for t in art.inputs),
+        "  outputs      " + "; ".join(t.describe() for t in art.outputs),
+        "  ops          " + ", ".join(f"{k} x{v}" for k, v in info["op_histogram"].items()),
+        f"  runs on      macOS only: {data['runs_on']}",
+    ]
+    for key, value in data["provenance"].items():
+        lines.extend(_provenance_lines(key, value, indent=4))
+    print("\n".join(lines))
+    return EXIT_PASS

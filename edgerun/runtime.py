@@ -152,7 +152,13 @@ def load(
     """
     prof = _resolve_profile(profile)
     t0 = perf_counter_ns()
-    artifact = load_artifact(path, allow_outside=allow_outside)
+    if str(path).rstrip("/").endswith((".mlpackage", ".mlpackage.edgerun.json")):  # a folder: edgerun/coreml.py
+        from edgerun.coreml import load_coreml_artifact, require_macos
+
+        require_macos()  # one line, before reading anything: Core ML runs on macOS only
+        artifact = load_coreml_artifact(path)
+    else:
+        artifact = load_artifact(path, allow_outside=allow_outside)
     t1 = perf_counter_ns()
     eng = engine_for(artifact.format, engine)
     choice = resolve_threads(threads, prof.engine.threads if prof else None, prof.name if prof else None)

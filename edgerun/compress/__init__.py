@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Recipe", "RunResult", "load_recipe", "parse_recipe", "run_recipe"]
+__all__ = ["Recipe", "RunResult", "export_coreml", "load_recipe", "parse_recipe", "run_recipe"]
 
 # Public name -> the submodule that defines it, imported on first use (PEP 562).
 _LAZY = {
@@ -25,9 +25,11 @@ _LAZY = {
     "parse_recipe": "edgerun.compress.recipe",
     "RunResult": "edgerun.compress.runner",
     "run_recipe": "edgerun.compress.runner",
+    "export_coreml": "edgerun.compress.export_coreml",  # .mlpackage, not measured here (coreml extra)
 }
 
 if TYPE_CHECKING:
+    from edgerun.compress.export_coreml import export_coreml
     from edgerun.compress.recipe import Recipe, load_recipe, parse_recipe
     from edgerun.compress.runner import RunResult, run_recipe
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from edgerun.artifact import Artifact, TensorSpec
 
-ENGINES = ("onnx", "litert", "executorch")
+ENGINES = ("onnx", "litert", "executorch", "coreml")  # coreml: macOS only (engines/coreml.py)
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
@@ -76,8 +76,8 @@ class Engine(Protocol):
 
 def engine_for(fmt: str, name: str | None = None) -> Engine:
     """The engine for an artifact format (or the one named)."""
-    name = name or {"onnx": "onnx", "tflite": "litert", "pte": "executorch"}[fmt]
-    expected = {"onnx": "onnx", "litert": "tflite", "executorch": "pte"}
+    name = name or {"onnx": "onnx", "tflite": "litert", "pte": "executorch", "coreml": "coreml"}[fmt]
+    expected = {"onnx": "onnx", "litert": "tflite", "executorch": "pte", "coreml": "coreml"}
     if name not in ENGINES:
         raise UsageError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
     if expected[name] != fmt:
@@ -88,6 +88,10 @@ def engine_for(fmt: str, name: str | None = None) -> Engine:
         from edgerun.engines.onnx import OnnxEngine
 
         return OnnxEngine()
+    if name == "coreml":
+        from edgerun.engines.coreml import CoreMLEngine
+
+        return CoreMLEngine()
     if name == "executorch":  # imports torch only when a session is opened
         from edgerun.engines.executorch import ExecuTorchEngine
 
