@@ -1,0 +1,229 @@
+"""A labgrid place's resources beyond SSH, with real parts: labgrid's coordinator and exporter
+(tests/labgrid_env.py), real ser2net, the firmware emulator as a wearable, labgrid's own
+``labgrid-client power`` switching tools/power_relay.py (labgrid's ``rest`` power model), and
+the real adb client and server in front of tools/adb_emulator.py.
+
+- a wearable's ``RawSerialPort`` exported by labgrid (the exporter starts ser2net on acquire):
+  `serial tiny` runs through the place's ``NetworkSerialPort``;
+- a hung board (its process stopped with SIGSTOP: it neither answers nor dies) behind
+  ser2net and a ``NetworkPowerPort``: the job times out, the place is power-cycled through
+  labgrid, the job is retried once and works, and the result records the power cycle;
+- a phone as an ``adb`` NetworkService: the adb server on the "exporter host" knows it, and
+  the target built from the place runs a command on it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labgrid_env import labgrid_lab  # noqa: F401
+from ser2net_env import Ser2net, require_ser2net
+from tool_modules import REPO, target_devices, tool
+
+from edgerun.errors import DutTimeout, LabError
+from edgerun.lab.power import LabgridPower, run_with_power_cycle
+from edgerun.lab.resources import adb_target_url, is_adb_service, place_devices, serial_url
+from edgerun.lab.wearable import dut_ready, tiny_job
+from edgerun.serialhost import ECG_DEMO_DIR
+from edgerun.serialhost.tiny import TinyConfig, run_tiny
+
+emu_mod = tool("firmware_emulator")
+relay_mod = tool("power_relay")
+devices = target_devices()
+ARTIFACT = ECG_DEMO_DIR / "ecg-int8.tflite"
+PATIENCE_S = 60.0
+
+
+def wait_for(predicate: Any, what: str) -> Any:
+    """Poll until ``predicate()`` is truthy (a loaded machine only waits longer); return its value."""
+    deadline = time.monotonic() + PATIENCE_S
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"waited {PATIENCE_S:g} s for {what}"
+        time.sleep(0.05)
+    return value
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-lab")
+    emu_mod.make_dataset(ARTIFACT, root / "ecg01", n=2)
+    return root
+
+
+def acquired_devices(client: Any, place: str, want: str) -> Any:
+    """The place's devices once the exporter has published ``want`` (ser2net's port comes after acquire)."""
+
+    def ready() -> Any:
+        try:
+            found = place_devices(client.place_resources(place))
+        except LabError:  # the NetworkSerialPort is there, its port not yet
+            return None
+        return found if getattr(found, want) else None
+
+    return wait_for(ready, f"the place's {want}")
+
+
+def test_mapping_of_resources_without_a_lab() -> None:
+    serial = {"cls": "NetworkSerialPort", "name": "uart", "avail": True,
+              "params": {"host": "lab1", "port": 4001, "speed": 921600, "protocol": "raw"}}  # fmt: skip
+    assert serial_url(serial) == ("socket://lab1:4001", 921600)
+    assert serial_url({**serial, "params": {"host": "lab1", "port": 4001}}) == ("rfc2217://lab1:4001", 115200)
+    with pytest.raises(LabError, match="protocol 'ssh', expected rfc2217 or raw"):
+        serial_url({**serial, "params": {"host": "h", "port": 1, "protocol": "ssh"}})
+    with pytest.raises(LabError, match="has no host:port yet"):
+        serial_url({**serial, "params": {"host": "h", "port": None}})
+    phone = {
+        "cls": "NetworkService",
+        "name": "adb-pixel",
+        "params": {"address": "lab2", "port": 5037, "username": "1A2B"},
+    }
+    assert is_adb_service(phone) and not is_adb_service({**phone, "name": "ssh"})
+    assert adb_target_url(phone) == "adb://1A2B?server_host=lab2&server_port=5037"
+    assert adb_target_url({**phone, "params": {"address": "10.0.0.7", "port": 5555, "username": ""}}) == (
+        "adb://10.0.0.7:5555"
+    )
+    power = {"cls": "NetworkPowerPort", "name": "pdu", "params": {"model": "rest", "host": "h", "index": "0"}}
+    gone = {**serial, "avail": False}
+    found = place_devices([gone, power, phone])
+    assert found.serial is None and found.power_resource == "pdu" and found.adb == adb_target_url(phone)
+    assert found.unavailable == ("NetworkSerialPort ?/?/uart",)
+
+
+def test_tiny_through_a_serial_port_the_exporter_serves(labgrid_lab: Any, dataset: Path) -> None:  # noqa: F811
+    require_ser2net()
+    lab, name = labgrid_lab, labgrid_lab.unique("wearable")
+    fw = emu_mod.DutFirmware(ARTIFACT, latency_us=1200)
+    with emu_mod.FirmwareEmulator(fw) as emu:
+        lab.exporter(name, {name: {"RawSerialPort": {"port": emu.path, "speed": 115200}}})
+        lab.add_place(name)
+        with lab.session() as client:
+            client.acquire(name)
+            try:
+                found = acquired_devices(client, name, "serial")
+                url, baud = found.serial
+                assert url.startswith("rfc2217://127.0.0.1:") and baud == 115200
+                run = run_tiny(TinyConfig(port=url, baud=baud, iterations=10, warmups=0, perf_files=1), dataset)
+            finally:
+                client.release(name)
+    assert [r["per_inference_ns"] for r in run.perf] == [1_200_000] and len(run.files) == 2
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return reply.read().decode()
+
+
+def test_a_hung_board_is_power_cycled_through_labgrid_and_its_job_retried_once(
+    labgrid_lab: Any,  # noqa: F811
+    dataset: Path,
+    tmp_path: Path,
+) -> None:
+    require_ser2net()
+    lab, name = labgrid_lab, labgrid_lab.unique("hung")
+    link = tmp_path / "ttyWearable"  # the board's port, stable across power cycles like /dev/serial/by-id/
+    board = [sys.executable, str(REPO / "tools" / "firmware_emulator.py"), "dut", "--link", str(link),
+             "--latency-us", "800", "--boot-s", "0"]  # fmt: skip
+    with relay_mod.PowerRelay([board], log_dir=tmp_path) as relay, Ser2net(link, "rfc2217") as net:
+        outlet = relay.url.replace("{index}", "0").rsplit("/", 1)[0]
+        lab.exporter(name, {name: {
+            "NetworkSerialPort": {"host": "127.0.0.1", "port": net.port, "speed": 115200, "protocol": "rfc2217"},
+            "NetworkPowerPort": {"model": "rest", "host": relay.url, "index": "0"},
+        }})  # fmt: skip
+        lab.add_place(name)
+        with lab.session() as client:
+            client.acquire(name)
+            try:
+                found = acquired_devices(client, name, "power_resource")
+                url, baud = found.serial
+                dut_ready(url, baud, PATIENCE_S)  # the first boot answers
+                hung_pid = int(_get(f"{outlet}/pid"))
+                os.kill(hung_pid, signal.SIGSTOP)  # the board hangs: it neither answers nor dies
+                power = LabgridPower(lab.address, name, identity=client.identity, resource=found.power_resource,
+                                     delay_s=0.2)  # fmt: skip
+                result = tiny_job(found, dataset, power, boot_timeout_s=PATIENCE_S, iterations=5, warmups=0,
+                                  perf_files=1, timeout_s=1.0, sync_timeout_s=2.0)  # fmt: skip
+            finally:
+                client.release(name)
+        assert _get(f"{outlet}/boots") == "2" and int(_get(f"{outlet}/pid")) != hung_pid
+        assert _get(f"{outlet}/value") == "1"
+    # the retried job measured the rebooted board, and says it was power-cycled
+    assert result["performance"]["runs"][0]["per_inference_ns"] == 800_000
+    (cycle,) = result["power_cycles"]
+    assert cycle["place"] == name and cycle["retry_ok"] is True and cycle["reason"].startswith("DutTimeout: ")
+    assert any("power-cycled through labgrid" in w for w in result["warnings"])
+
+
+def test_power_is_refused_for_a_place_this_lab_did_not_acquire(labgrid_lab: Any) -> None:  # noqa: F811
+    lab, name = labgrid_lab, labgrid_lab.unique("theirs")
+    with relay_mod.PowerRelay([["sleep", "600"]]) as relay:
+        lab.exporter(name, {name: {"NetworkPowerPort": {"model": "rest", "host": relay.url, "index": "0"}}})
+        lab.add_place(name)
+        lab.hold(name)  # another engineer's board
+        try:
+            pid = relay.outlets[0].pid
+            with pytest.raises(LabError, match=f"power cycle on place {name} failed: .*not acquired by your user"):
+                LabgridPower(lab.address, name, delay_s=0.1).cycle()
+            assert relay.outlets[0].pid == pid and relay.outlets[0].boots == 1  # never switched
+        finally:
+            lab.free(name)
+
+
+def test_a_failure_that_is_not_a_hang_is_not_power_cycled() -> None:
+    calls: list[str] = []
+
+    class Power:
+        place, resource = "p", None
+
+        def cycle(self) -> None:
+            calls.append("cycle")
+
+    def bad_reply() -> None:
+        raise LabError("a malformed answer")
+
+    with pytest.raises(LabError, match="a malformed answer"):
+        run_with_power_cycle(bad_reply, Power())  # type: ignore[arg-type]
+
+    def always_hung() -> None:
+        raise DutTimeout("no m-ready")
+
+    with pytest.raises(DutTimeout, match=r"no m-ready \(after a power cycle of place p") as info:
+        run_with_power_cycle(always_hung, Power())  # type: ignore[arg-type]
+    assert calls == ["cycle"] and info.value.power_cycles[0].retry_ok is False  # type: ignore[attr-defined]
+
+
+def test_a_phone_behind_the_exporter_hosts_adb_server(labgrid_lab: Any, tmp_path: Path) -> None:  # noqa: F811
+    if not shutil.which("adb"):
+        pytest.fail("adb is not installed") if os.environ.get("CI") else pytest.skip("adb is not installed")
+    from edgerun.targets import open_target
+    from edgerun.targets.spec import parse_target
+
+    lab, name = labgrid_lab, labgrid_lab.unique("phone")
+    server_port = devices.free_port()  # the exporter host's adb server
+    phone = devices.start_adb_device(tmp_path / "sandbox", server_port)
+    try:
+        assert "connected to" in phone.adb("connect", phone.serial).stdout  # the phone, as that server knows it
+        adb = {"cls": "NetworkService", "address": "127.0.0.1", "port": server_port, "username": phone.serial}
+        lab.exporter(name, {name: {"adb": adb}})
+        lab.add_place(name)
+        with lab.session() as client:
+            client.acquire(name)
+            try:
+                found = acquired_devices(client, name, "adb")
+            finally:
+                client.release(name)
+        assert found.adb == f"adb://{phone.serial}?server_host=127.0.0.1&server_port={server_port}"
+        target = open_target(parse_target(found.adb))
+        assert target.client_argv()[1:] == ["-H", "127.0.0.1", "-P", str(server_port)]
+        done = target.run(["getprop", "ro.product.model"], 30)
+        assert done.returncode == 0 and done.text.strip() and target.emulated()
+    finally:
+        phone.kill()
+        devices.stop_adb_server(server_port)
