@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from edgerun.errors import MeasurementError
 from edgerun.targets.native_parse import NativeRun
 
 __all__ = ["parse_trtexec"]
@@ -113,11 +114,11 @@ def parse_trtexec(text: str) -> NativeRun:
     """
     text = _PREFIX.sub("", text.replace("\r\n", "\n"))
     if _FAILED.search(text):
-        raise ValueError("trtexec reported '&&&& FAILED'")
+        raise MeasurementError("trtexec reported '&&&& FAILED'")
     summary = _summaries(text)
     latency = summary.get("latency")
     if latency is None or "mean_ms" not in latency:
-        raise ValueError(
+        raise MeasurementError(
             "trtexec output has no latency summary ('Latency: min = ... ms' or TensorRT 7's 'Host latency' block)"
         )
     queries = _LINES["queries"].search(text)
