@@ -1,11 +1,14 @@
 """The staged pipeline: pre-process -> infer -> post-process, each stage timed.
 
 Pre- and post-processing are declarative: the manifest lists ops
-(docs/manifest.md), ``compile_pre`` / ``compile_post`` turn them into small
-frozen op objects once, and the pipeline applies them on every call. Every
-call is timed per stage with ``time.perf_counter_ns``; the inference stage
-wraps nothing but the engine call, so its time is the engine's time plus a
-method call (tools/bench_overhead.py measures that overhead).
+(docs/manifest.md), ``compile_pre`` / ``compile_post`` (edgerun.pipeline_ops)
+turn them into small frozen op objects once, and edgerun.pipeline_fused
+compiles each chain into few array passes that the pipeline runs on every
+call. Every call is timed per stage with ``time.perf_counter_ns``; the
+inference stage wraps nothing but the engine's run call (LiteRT: ``invoke``
+alone, its tensor copies are pre and post), so its time is the engine's time
+plus a method call (tools/bench_overhead.py measures that overhead and the
+end-to-end one).
 
 Input validation (shape, dtype, finite values) is part of the pre stage: it is
 work a deployed application has to do too.

@@ -231,10 +231,11 @@ def fuse_post(transforms: Sequence[Any]) -> Callable[[np.ndarray], np.ndarray]:
                 y, owned = z, True
             elif isinstance(op, Softmax):
                 z = y.astype(np.float32, copy=False)
-                m = z.max(axis=op.axis, keepdims=True)
+                # the ufuncs' reduce directly: ndarray.max / .sum add a Python-level wrapper per call
+                m = np.maximum.reduce(z, axis=op.axis, keepdims=True)
                 e = np.subtract(z, m, out=z if owned or z is not y else None)
                 np.exp(e, out=e)
-                np.divide(e, e.sum(axis=op.axis, keepdims=True), out=e)
+                np.divide(e, np.add.reduce(e, axis=op.axis, keepdims=True), out=e)
                 y, owned = e, True
             else:
                 y, owned = op(y), False
