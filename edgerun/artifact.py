@@ -22,62 +22,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgerun._jsonio import MANIFEST_MAX_BYTES, read_json
 from edgerun.errors import ArtifactError, FormatError, IntegrityError
+from edgerun.formats.manifest import (  # noqa: F401 (re-exported: their first home)
+    FORMATS,
+    MANIFEST_SCHEMA,
+    MANIFEST_SCHEMA_VERSION,
+    PRECISIONS,
+    Manifest,
+)
 from edgerun.formats.spec import ModelInfo, Quant, TensorSpec  # noqa: F401 (re-exported: their first home)
 from edgerun.schema.files import check_samples, regular_file
 from edgerun.schema.limits import MAX_ONNX_INSPECT_BYTES, MiB
 
-MANIFEST_SCHEMA = "edgerun.manifest"
-MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_SUFFIX = ".edgerun.json"
-# pte: ExecuTorch program (edgerun/formats/pte.py); coreml: a .mlpackage folder, read and
-# verified by edgerun/coreml.py (load_artifact takes model files only)
-FORMATS = ("onnx", "tflite", "pte", "coreml")
-PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """The parsed JSON manifest (docs/manifest.md)."""
-
-    name: str
-    format: str
-    model_file: str
-    sha256: str
-    precision: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    raw_inputs: tuple[TensorSpec, ...] | None = None
-    preprocess: tuple[dict[str, Any], ...] = ()
-    postprocess: tuple[dict[str, Any], ...] = ()
-    labels: tuple[str, ...] = ()
-    provenance: dict[str, Any] = field(default_factory=dict)
-    samples: str | None = None
-    schema_version: int = MANIFEST_SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": MANIFEST_SCHEMA,
-            "schema_version": self.schema_version,
-            "name": self.name,
-            "format": self.format,
-            "model_file": self.model_file,
-            "sha256": self.sha256,
-            "precision": self.precision,
-            "inputs": [t.to_dict() for t in self.inputs],
-            "outputs": [t.to_dict() for t in self.outputs],
-            "raw_inputs": None if self.raw_inputs is None else [t.to_dict() for t in self.raw_inputs],
-            "preprocess": list(self.preprocess),
-            "postprocess": list(self.postprocess),
-            "labels": list(self.labels),
-            "provenance": self.provenance,
-            "samples": self.samples,
-        }
 
 
 @dataclass(frozen=True)
