@@ -33,8 +33,9 @@ from pydantic import (
     model_validator,
 )
 
-from edgerun.artifact import FORMATS, PRECISIONS, Manifest, Quant, TensorSpec
 from edgerun.errors import ArtifactError
+from edgerun.formats.manifest import FORMATS, PRECISIONS, Manifest
+from edgerun.formats.spec import Quant, TensorSpec
 from edgerun.schema import limits as L
 
 DTYPES = (
