@@ -98,12 +98,13 @@ def node_placement(profile_file: str) -> dict[str, Any]:
         path.unlink(missing_ok=True)
     nodes: dict[str, dict[str, str]] = {}
     for e in events if isinstance(events, list) else []:
-        name = e.get("name", "") if isinstance(e, dict) else ""
-        if e.get("cat") != "Node" or not name.endswith(_KERNEL):
+        name = str(e.get("name", "")) if isinstance(e, dict) else ""
+        if not name.endswith(_KERNEL) or e.get("cat") != "Node":
             continue
-        args = e.get("args") or {}
-        nodes.setdefault(name[: -len(_KERNEL)], {"op": str(args.get("op_name", "?")), "provider": args.get("provider")})
-    counts = Counter(n["provider"] or "unknown" for n in nodes.values())
+        args = e.get("args") if isinstance(e.get("args"), dict) else {}
+        op, provider = str(args.get("op_name", "?")), str(args.get("provider") or "unknown")
+        nodes.setdefault(name[: -len(_KERNEL)], {"op": op, "provider": provider})
+    counts = Counter(n["provider"] for n in nodes.values())
     return {
         "source": "onnxruntime profiler, kernel events' args.provider (a provider's fused subgraph, e.g. "
         "TensorRT's, is one node); the first inference ran profiled, so its cold_start time includes "

@@ -168,7 +168,7 @@ def build_native_result(
     profile, reason = profile_and_reason
     budget = _budget(options, profile)
     verdicts = native_verdicts(run, budget, profile, staged.size_bytes)
-    runner = {
+    runner: dict[str, Any] = {
         "kind": "native",
         "tool": run.tool,
         "argv": argv,
