@@ -2,7 +2,7 @@
 
 ``validate_manifest(data, where)`` checks every field of a parsed manifest (types, required
 keys, enums, finite numbers, positive shapes, the limits of ``edgerun.schema.limits``) and
-returns ``edgerun.artifact.Manifest``; the first problem is an ``ArtifactError`` of one line:
+returns ``edgerun.formats.manifest.Manifest`` (re-exported by edgerun.artifact); the first problem is an ``ArtifactError`` of one line:
 
     m.json: preprocess[1].size[0]: expected an integer <= 8192; got 1000000000
 
@@ -352,7 +352,7 @@ def _error(where: str, exc: ValidationError) -> ArtifactError:
 
 
 def validate_manifest(data: Any, where: str) -> Manifest:
-    """A checked ``edgerun.artifact.Manifest`` from a parsed manifest document, or ArtifactError."""
+    """A checked ``edgerun.formats.manifest.Manifest`` from a parsed manifest document, or ArtifactError."""
     try:
         model = ManifestModel.model_validate(data)
     except ValidationError as exc:
