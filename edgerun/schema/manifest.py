@@ -2,7 +2,8 @@
 
 ``validate_manifest(data, where)`` checks every field of a parsed manifest (types, required
 keys, enums, finite numbers, positive shapes, the limits of ``edgerun.schema.limits``) and
-returns ``edgerun.formats.manifest.Manifest`` (re-exported by edgerun.artifact); the first problem is an ``ArtifactError`` of one line:
+returns ``edgerun.formats.manifest.Manifest`` (re-exported by edgerun.artifact); the first
+problem is an ``ArtifactError`` of one line:
 
     m.json: preprocess[1].size[0]: expected an integer <= 8192; got 1000000000
 
