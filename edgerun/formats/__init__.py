@@ -1,9 +1,12 @@
 """Read-only readers of model files: what a file declares, with no inference engine needed.
 
     edgerun.formats.spec    TensorSpec, Quant, ModelInfo: what the readers return
+    edgerun.formats.manifest  the Manifest dataclass and the format/precision vocabularies
+                            (validated by edgerun.schema.manifest, loaded by edgerun.artifact)
     edgerun.formats.onnx    ONNX: edgerun's own protobuf reader (no ``onnx`` package)
     edgerun.formats.tflite  TFLite: IO specs and ops through LiteRT's interpreter (plain kernels,
                             no delegate), INT4 tensor types from the flatbuffer schema
+    edgerun.formats.pte     ExecuTorch programs: edgerun's own flatbuffer reader (no torch)
 
 This layer sits below both ``edgerun.artifact`` (which adds the manifest, sha256 and the file's
 path to every error) and ``edgerun.engines`` (which run models): it imports neither, so neither
