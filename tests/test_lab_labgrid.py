@@ -4,6 +4,7 @@ device, edgerun set up there). No stand-in for labgrid: places are reserved, acq
 through the coordinator, and what it says afterwards is what the tests check.
 """
 
+# ruff: noqa: F811  (pytest fixtures imported by name and taken as parameters)
 from __future__ import annotations
 
 import json
@@ -76,7 +77,7 @@ def results(db: Path) -> list:
         store.close()
 
 
-def test_acquire_run_release_on_a_place_picked_by_tags(labgrid_lab, ssh_device, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811
+def test_acquire_run_release_on_a_place_picked_by_tags(labgrid_lab, ssh_device, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     lab = labgrid_lab
     place = lab.unique("rpi")
     lab.exporter(lab.unique("exp"), {place: service(ssh_device)})
@@ -104,7 +105,7 @@ def test_a_place_held_by_someone_else_is_waited_for_then_its_jobs_are_skipped(
     labgrid_lab,
     ssh_device,
     tmp_path: Path,
-    capsys,  # noqa: ANN001, F811
+    capsys,  # noqa: ANN001
 ) -> None:
     lab = labgrid_lab
     place = lab.unique("held")
@@ -135,7 +136,7 @@ def test_a_place_held_by_someone_else_is_waited_for_then_its_jobs_are_skipped(
 
 def test_no_matching_place_and_no_coordinator_are_one_line_each(
     labgrid_lab, ssh_device, tmp_path: Path, capsys, monkeypatch
-) -> None:  # noqa: ANN001, F811, E501
+) -> None:  # noqa: ANN001
     plan = write_plan(tmp_path, ssh_device, labgrid_lab.address, '{board = "nosuchboard"}')
     assert main(["lab", "run", str(plan), "--db", str(tmp_path / "a.sqlite")]) == 1
     assert "no place on coordinator" in capsys.readouterr().out
@@ -150,7 +151,7 @@ def test_no_matching_place_and_no_coordinator_are_one_line_each(
     assert "cannot connect" in capsys.readouterr().out
 
 
-def test_lab_places_lists_the_coordinator_and_what_a_plan_uses(labgrid_lab, ssh_device, tmp_path: Path, capsys) -> None:  # noqa: ANN001, F811, E501
+def test_lab_places_lists_the_coordinator_and_what_a_plan_uses(labgrid_lab, ssh_device, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     lab = labgrid_lab
     place = lab.unique("listed")
     lab.exporter(lab.unique("exp"), {place: service(ssh_device)})

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from edgerun.errors import LabError
+from edgerun.errors import LabError, TargetUnreachable
 from edgerun.lab.labgrid_client import LabgridClient, PlaceBusy, coordinator_address, filter_text, matches
 from edgerun.lab.ledger import Ledger, precise_utc
 from edgerun.lab.plan import Job, Plan, PlanTarget
@@ -57,6 +57,26 @@ class _Pool:
     def has_work(self) -> bool:
         with self.lock:
             return bool(self.pending)
+
+
+class _Guarded:
+    """A target whose every call fails with TargetUnreachable once ``lost`` is set: killing the
+    command in flight is not enough (a failed load reading is not an error), the job must not go on."""
+
+    def __init__(self, target: Any, lost: threading.Event, why: str) -> None:
+        self._target, self._lost, self._why = target, lost, why
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._lost.is_set():
+                raise TargetUnreachable(self._why)
+            return value(*args, **kwargs)
+
+        return call
 
 
 class _PlaceWorker(_TargetRunner):
@@ -146,7 +166,8 @@ class _PlaceWorker(_TargetRunner):
             port=None if port == 22 else port,
         )  # fmt: skip
         self.plan_target = dataclasses.replace(self.plan_target, spec=spec)
-        target = open_target(spec)
+        gone = f"exporter {self.exporter} went away: place {place} lost its NetworkService"
+        target = _Guarded(open_target(spec), self.lost, gone)
         try:
             identity = self._identify(target)
         except _DEVICE_GONE as exc:
@@ -210,6 +231,11 @@ class _PlaceWorker(_TargetRunner):
 
             if self.thread_id is not None:
                 kill_running(self.thread_id)  # the job in flight on that place stops now
+
+    def _stop(self, why: str) -> None:
+        """This place stops taking jobs (the pool's other places go on; what is left waits for the next run)."""
+        self.summary.stopped = why
+        self.say(self.summary.name, f"stopped taking jobs: {why}")
 
     def let_go(self) -> None:
         """Release the place (only if we still hold it) and cancel the reservation; idempotent."""
