@@ -227,6 +227,9 @@ class Recipe:
     steps: tuple[Step, ...]
     exports: tuple[ExportSpec, ...] = ()
     seed: int = 0
+    # torch intra-op threads for the steps (training, the torch rows); 0 = as the process has it.
+    # Float reductions split by thread count, so a seed reproduces a model only at the same count.
+    threads: int = 0
     out_dir: str = ""  # relative to the current directory; "" = build/compress/<name>
     data: DataConfig = field(default_factory=DataConfig)
     gate: GateConfig = field(default_factory=GateConfig)
@@ -282,6 +285,8 @@ def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
     if isinstance(data.get("data"), dict):
         data["data"] = parse_data(data["data"], f"{where} [data]")
     recipe = build(Recipe, {**data, "steps": steps, "exports": exports}, where)
+    if not 0 <= recipe.threads <= 256:
+        raise RecipeError(f"{where}: 'threads' must be 0 (as the process has it) .. 256, got {recipe.threads}")
     _check_references(recipe, where)
     check_data(recipe.data, f"{where} [data]")
     if recipe.gate.teacher and recipe.gate.teacher not in [s.name for s in recipe.steps]:
