@@ -26,7 +26,7 @@ from .latency import interleaved
 from .recipe import ExportSpec, Recipe
 from .report import Row, format_details, format_table, plot, write_json
 from .steps import Trained, run_step
-from .train import seed_everything
+from .train import seed_everything, torch_threads, training_facts
 
 SAMPLES_FILE = "reference-test.npz"
 
@@ -91,15 +91,18 @@ def run_recipe(
         f"{data.n_classes} classes"
     )
     done: dict[str, Trained] = {}
-    for i, step in enumerate(recipe.steps, 1):
-        log(f"step {i}/{len(recipe.steps)}: {step.kind} {step.name!r}")
-        done[step.name] = run_step(step, done, data, rng, log, base_dir)
-        t = done[step.name]
-        log(f"  {step.name}: {t.params} parameters, torch top-1 {t.accuracy:.2%}")
+    with torch_threads(recipe.threads):
+        facts = training_facts()
+        log(f"steps on torch {facts['torch']}, {facts['threads']} thread(s), {facts['cpu']}")
+        for i, step in enumerate(recipe.steps, 1):
+            log(f"step {i}/{len(recipe.steps)}: {step.kind} {step.name!r}")
+            done[step.name] = run_step(step, done, data, rng, log, base_dir)
+            t = done[step.name]
+            log(f"  {step.name}: {t.params} parameters, torch top-1 {t.accuracy:.2%}")
     out.mkdir(parents=True, exist_ok=True)
     details: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as tmp:
-        produced = _export_all(recipe, done, data, Path(tmp), out, keep_failed, log, details)
+        produced = _export_all(recipe, done, data, Path(tmp), out, keep_failed, log, details, facts)
     details = {p.spec.file_name: details[p.spec.file_name] for p in produced if p.spec.file_name in details}
     rows = _torch_rows(recipe, done) + [p.row for p in produced]
     table = format_table(rows)
@@ -122,6 +125,7 @@ def _export_all(
     keep_failed: bool,
     log: Callable[[str], None],
     details: dict[str, dict[str, Any]],
+    facts: dict[str, Any] | None = None,
 ) -> list[Produced]:
     ex.write_samples(stage / SAMPLES_FILE, data.test_x, data.test_y)
     exports = _Exports(recipe, done, data, stage, log, details)
@@ -143,7 +147,17 @@ def _export_all(
         measured = dataclasses.replace(measured, latency_p50_ms=lat.p50_ms, latency_n=lat.n)
         log(f"  {spec.file_name}: p50 {lat.p50_ms:.3f} ms (n = {lat.n}, {lat.rounds} interleaved rounds)")
         _finish_manifest(
-            path, spec, recipe, done, data, measured, verdict, base_path, details.get(spec.file_name), lat.to_dict()
+            path,
+            spec,
+            recipe,
+            done,
+            data,
+            measured,
+            verdict,
+            base_path,
+            details.get(spec.file_name),
+            lat.to_dict(),
+            facts,
         )
         kept = verdict.passed or keep_failed
         if kept:
@@ -285,6 +299,7 @@ def _finish_manifest(
     baseline: Path,
     detail: dict[str, Any] | None = None,
     latency: dict[str, Any] | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> None:
     """Rewrite the manifest with provenance: recipe, lineage, parent, every measured metric, the gate."""
     from edgerun.artifact import inspect_model, sha256_file
@@ -298,6 +313,7 @@ def _finish_manifest(
         "recipe_file": _shown_path(recipe.source_path),
         "recipe_sha256": recipe.source_sha256 or None,
         "tool": "edgerun compress",
+        "training": facts,  # what the seed's result also depends on: torch, threads, CPU
         "created_utc": ex.created_utc(),
         "accuracy": {
             "reference_set": data.description,
