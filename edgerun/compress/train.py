@@ -7,8 +7,9 @@ step (re-applying a sparsity mask, a RigL/SET update), passed in as callables.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,10 +28,38 @@ class LossFn(Protocol):
 
 
 def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch and the run's numpy generator (shuffles, augmentation, sparse masks) and ask for
+    deterministic kernels: a rerun with the same seed and thread count on the same machine gives the
+    same model, bit for bit. Another CPU (other SIMD kernels) or thread count rounds differently, and
+    training amplifies that: the demo recipe's gates carry margins for it (docs/compress.md)."""
     torch.manual_seed(seed)
-    # Deterministic kernels: a recipe rerun with the same seed gives the same model.
     torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.mkldnn.deterministic = True  # oneDNN: no run-to-run variation from its reductions
     return np.random.default_rng(seed)
+
+
+def training_facts() -> dict[str, object]:
+    """What a seed's result depends on besides the seed: for the manifests' provenance."""
+    import platform
+
+    return {
+        "torch": torch.__version__.split("+")[0],
+        "threads": torch.get_num_threads(),
+        "cpu": f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}",
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the block (0: left as it is), then restored."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cross_entropy(model: nn.Module, label_smoothing: float = 0.0) -> LossFn:
