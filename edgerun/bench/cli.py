@@ -148,12 +148,11 @@ class _ProgressLine:
 
 def _bench_config(args: argparse.Namespace) -> Any:
     """The BenchConfig the options ask for; its check is the rule, reported as a usage error of the option."""
-    import dataclasses
 
-    from edgerun.bench.runner import MAX_SECONDS, BenchConfig, BenchConfigError
+    from edgerun.bench.runner import BenchConfig, BenchConfigError
 
     try:
-        # first as given, so that each value is checked as the user wrote it ...
+        # as given, so that each value is checked as the user wrote it (then --sustained stretches the run)
         config = BenchConfig(
             min_runs=args.runs,
             min_seconds=args.min_seconds,
@@ -174,11 +173,7 @@ def _bench_config(args: argparse.Namespace) -> Any:
         )
     except BenchConfigError as exc:
         args.bench_parser.error(f"argument {_OPTION_OF.get(exc.field, exc.field)}: {exc.detail}")
-    if config.sustained_minutes:  # ... then the steady state stretched to the sustained run
-        min_seconds = max(config.min_seconds, config.sustained_minutes * 60)
-        max_seconds = min(MAX_SECONDS, max(config.max_seconds, min_seconds * 1.5 + 10))
-        config = dataclasses.replace(config, min_seconds=min_seconds, max_seconds=max_seconds)
-    return config
+    return config  # with --sustained, BenchConfig stretched the steady state to it
 
 
 def _cooldown(args: argparse.Namespace) -> None:

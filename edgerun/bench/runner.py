@@ -59,7 +59,9 @@ class BenchConfig:
     engine: str | None = None
     graph_optimization: str = "all"
     seed: int = 0
-    sustained_minutes: float | None = None  # report drift between the first and last minute
+    # a steady state of at least these minutes (min_seconds and max_seconds stretched to fit), and the
+    # latency drift between its first and last minute
+    sustained_minutes: float | None = None
     memory: bool = True  # RSS/USS per phase, steady-state peak
     thermal: bool = True  # thermal state before and after
     energy: bool = True  # energy per inference (a measured probe if one exists, else a labelled estimate)
@@ -102,6 +104,13 @@ class BenchConfig:
         seconds("energy_window_seconds", 0, True)
         seconds("idle_seconds", 0, True)
         object.__setattr__(self, "warnings", tuple(self.warnings))
+        if self.sustained_minutes:
+            # A sustained run is a steady state at least that long, with room to finish: the policy
+            # lives here so that the CLI, measure() and a lab plan get the same run (idempotent,
+            # so dataclasses.replace keeps it).
+            min_s = max(self.min_seconds, self.sustained_minutes * 60)
+            object.__setattr__(self, "min_seconds", min_s)
+            object.__setattr__(self, "max_seconds", min(MAX_SECONDS, max(self.max_seconds, min_s * 1.5 + 10)))
         if self.threads is not None:
             need(isinstance(self.threads, int) and not isinstance(self.threads, bool), "threads", "a whole number")
             need(self.threads >= 1, "threads", "a whole number >= 1 (or None: the profile's)")
