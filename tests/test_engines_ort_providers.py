@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgerun.cli import main
-from edgerun.engines.ort_providers import cache_files, cache_report, split_provider
+from edgerun.engines.ort_providers import cache_files, cache_report, node_placement, split_provider
 from edgerun.errors import ProviderUnavailable
 from edgerun.runtime import load
 
@@ -97,3 +97,20 @@ def test_bench_records_placement_only_when_providers_are_asked_for(tmp_path: Pat
     assert "provider_options" in asked
     default = engine()
     assert "node_placement" not in default and "provider_options" not in default
+
+
+def test_a_profile_is_read_once_and_odd_events_are_skipped(tmp_path: Path) -> None:
+    events = [
+        "not an event",
+        {"cat": "Session", "name": "model_run"},
+        {"cat": "Node", "name": "conv_fence_before", "args": {"provider": "X"}},
+        {"cat": "Node", "name": "conv_kernel_time", "args": {"op_name": "Conv", "provider": TRT}},
+        {"cat": "Node", "name": "conv_kernel_time", "args": {"op_name": "Conv", "provider": TRT}},  # a second run
+        {"cat": "Node", "name": "relu_kernel_time", "args": None},
+    ]
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(events))
+    placed = node_placement(str(path))
+    assert placed["by_provider"] == {TRT: 1, "unknown": 1} and placed["node_count"] == 2
+    assert placed["nodes"][0] == {"name": "conv", "op": "Conv", "provider": TRT}
+    assert not path.exists()  # the profiler's file is removed once read

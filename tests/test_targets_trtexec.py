@@ -18,7 +18,7 @@ import pytest
 from tool_modules import load_file, target_devices
 
 from edgerun.cli import main
-from edgerun.errors import TargetSetupError
+from edgerun.errors import MeasurementError, TargetSetupError
 from edgerun.targets import open_target, parse_target
 from edgerun.targets.trtexec_parse import parse_trtexec
 
@@ -79,19 +79,19 @@ def test_tensorrt_7_blocks() -> None:
     ],
 )
 def test_output_without_a_summary_is_an_error(text: str) -> None:
-    with pytest.raises(ValueError, match="no latency summary"):
+    with pytest.raises(MeasurementError, match="no latency summary"):
         parse_trtexec(text)
 
 
 def test_truncated_output_is_an_error_not_a_partial_result() -> None:
     text = _text("10.3")
     cut = text[: text.index("=== Performance summary ===")]  # the link dropped before the summary
-    with pytest.raises(ValueError, match="no latency summary"):
+    with pytest.raises(MeasurementError, match="no latency summary"):
         parse_trtexec(cut)
 
 
 def test_failed_run_is_an_error_even_with_a_summary() -> None:
-    with pytest.raises(ValueError, match="FAILED"):
+    with pytest.raises(MeasurementError, match="FAILED"):
         parse_trtexec(_text("10.3").replace("&&&& PASSED", "&&&& FAILED"))
 
 

@@ -28,6 +28,7 @@ import re
 from typing import Any
 
 from edgerun.errors import MeasurementError
+from edgerun.errors import MeasurementError
 from edgerun.targets.native_parse import NativeRun
 
 __all__ = ["parse_trtexec"]
@@ -108,7 +109,7 @@ def _number(text: str, key: str, group: int = 1) -> float | None:
 
 
 def parse_trtexec(text: str) -> NativeRun:
-    """``trtexec`` console output -> NativeRun (ms -> ns). ValueError when there is no latency summary.
+    """``trtexec`` console output -> NativeRun (ms -> ns). MeasurementError when there is no latency summary.
 
     A run that printed ``&&&& FAILED`` is an error even when a partial summary is there.
     """
