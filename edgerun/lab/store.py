@@ -240,6 +240,14 @@ class LabStore:
         query = f"SELECT {', '.join(keys)} FROM failures" + (" WHERE plan = ?" if plan else "")
         return self._read(query, (plan,) if plan else (), "failures", keys)
 
+    def result_hosts(self, plan: str | None = None) -> dict[str, str | None]:
+        """job_key -> the host of the run that stored the result (``runs.host``; None where unknown)."""
+        hosts = {r["run_id"]: r["host"] for r in self.runs()}
+        where, params = (" WHERE plan = ?", (plan,)) if plan else ("", ())
+        # run_id and job_key have the same types in failures as in results: checked by that table's rules
+        rows = self._read(f"SELECT run_id, job_key FROM results{where}", params, "failures", ("run_id", "job_key"))
+        return {r["job_key"]: hosts.get(r["run_id"]) for r in rows}
+
     def runs(self) -> list[dict[str, Any]]:
         keys = ("run_id", "plan", "plan_path", "started_utc", "finished_utc", "host", "edgerun_version", "jobs_total")
         return self._read(f"SELECT {', '.join(keys)} FROM runs ORDER BY run_id", (), "runs", keys)
