@@ -2,9 +2,12 @@
 
 Sections: the verdict matrix (artifact x device: hard / soft / overall, the worst over
 options and repetitions), latency distributions per device, the size / accuracy / p99
-Pareto frontier per device, energy per inference where it was measured, the devices and
-the environment of every job (with the machine's load at its start), every warning with its
-count, and the failed jobs. An empty section says "none" rather than showing a bare header.
+Pareto frontier per device, energy per inference where it was measured, the devices, the lab
+hosts and labgrid places that ran the jobs, the environment of every job (its lab host and place,
+the machine's load at its start), every warning with its count, and the failed jobs (with the lab
+host that tried). A job's lab host is its labgrid block's (``target.labgrid.lab_host``) or else
+its run's host, so databases from before labgrid, and merged ones, read the same way. An empty
+section says "none" rather than showing a bare header.
 A device whose results came from an emulator (``target.emulated``: tools/adb_emulator.py,
 the Android emulator) is named "(emulated)" everywhere: its figures are not a phone's.
 The page loads nothing from the network.
@@ -72,6 +75,40 @@ def _device(target: str, emulated: set[str], raw: bool = False) -> str:
     if target not in emulated:
         return _esc(target) if raw else target
     return f'{_esc(target)} <span class="emulated">(emulated)</span>' if raw else f"{target} (emulated)"
+
+
+def _labgrid(r: Any) -> dict[str, Any]:
+    """The result's ``target.labgrid`` block (a job on a labgrid place); {} for any other job."""
+    block = (r.result.get("target") or {}).get("labgrid")
+    return block if isinstance(block, dict) else {}
+
+
+def _lab_host(r: Any, hosts: dict[str, str | None]) -> str:
+    """The lab host that ran the job: the labgrid block's, else its run's (older databases: the run's only)."""
+    return str(_labgrid(r).get("lab_host") or hosts.get(r.job_key) or "-")
+
+
+def _place(r: Any) -> str:
+    return str(_labgrid(r).get("place") or "-")
+
+
+def _places_rows(data: LabSummaryData, hosts: dict[str, str | None]) -> list[list[str]]:
+    """Per lab host and place: jobs, devices, exporter, the first and last job, power cycles."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for r in data.rows:
+        groups.setdefault((_lab_host(r, hosts), _place(r)), []).append(r)
+    rows = []
+    for (host, place), rs in sorted(groups.items()):
+        when = sorted(r.created_utc for r in rs)
+        exporters = sorted({str(_labgrid(r).get("exporter")) for r in rs if _labgrid(r).get("exporter")})
+        cycles = sum(len(r.result.get("power_cycles") or []) for r in rs)
+        rows.append([host, place, ", ".join(exporters) or "-", ", ".join(sorted({r.target for r in rs})),
+                     str(len(rs)), when[0], when[-1], str(cycles)])  # fmt: skip
+    return rows
+
+
+_PLACES_HEAD = ["lab host", "labgrid place", "exporter", "devices", "jobs", "first (UTC)", "last (UTC)",
+                "power cycles"]  # fmt: skip
 
 
 def _matrix_html(data: LabSummaryData) -> str:
@@ -201,7 +238,7 @@ def _busy_pct() -> float:
     return BUSY_WARN_PCT
 
 
-def _job_rows(data: LabSummaryData) -> list[list[str]]:
+def _job_rows(data: LabSummaryData, hosts: dict[str, str | None]) -> list[list[str]]:
     rows, emulated = [], emulated_targets(data)
     for r in data.rows:
         eng = r.result.get("engine") or {}
@@ -212,13 +249,15 @@ def _job_rows(data: LabSummaryData) -> list[list[str]]:
             + (f" [{providers}]" if providers else "")
             + (f", {eng['threads']} threads" if eng.get("threads") else "")
         )
-        rows.append([_esc(r.created_utc), _device(r.target, emulated, raw=True), _esc(r.columns["artifact"]),
+        rows.append([_esc(r.created_utc), _device(r.target, emulated, raw=True), _esc(_lab_host(r, hosts)),
+                     _esc(_place(r)), _esc(r.columns["artifact"]),
                      _esc(f"{r.options} rep {r.repetition}".strip()), _esc(detail),
                      _load(r.result.get("load_at_start")), str(len(r.result.get("warnings") or []))])  # fmt: skip
     return rows
 
 
-_JOB_HEAD = ["when (UTC)", "device", "artifact", "options", "engine", "load at start", "warnings"]
+_JOB_HEAD = ["when (UTC)", "device", "lab host", "place", "artifact", "options", "engine", "load at start",
+             "warnings"]  # fmt: skip
 
 
 def _warnings_html(data: LabSummaryData) -> str:
@@ -242,19 +281,24 @@ def render_html(store: LabStore, plan: str | None = None) -> str:
 
     data = summarize_results(store.results(plan))
     failures = store.failures(plan)
-    runs = [r for r in store.runs() if plan is None or r["plan"] == plan]
-    fail_rows = [[f["created_utc"], f["target"], f["artifact"], f["error_type"], f["message"]] for f in failures]
+    hosts = store.result_hosts(plan)
+    all_runs = store.runs()
+    runs = [r for r in all_runs if plan is None or r["plan"] == plan]
+    run_host = {r["run_id"]: r["host"] or "-" for r in all_runs}
+    fail_rows = [[f["created_utc"], f["target"], run_host.get(f["run_id"], "-"), f["artifact"], f["error_type"],
+                  f["message"]] for f in failures]  # fmt: skip
     sections = [
         ("Verdicts (worst over options and repetitions)", _matrix_html(data)),
         ("Latency per device", _latency_html(data, plots)),
         ("Size / accuracy / p99: Pareto frontier", _pareto_html(data, plots)),
         ("Energy per inference", _energy_html(data, plots)),
         ("Devices", _table(_DEVICE_HEAD, _device_rows(data), wide=True)),
-        ("Environment of every run", _table(_JOB_HEAD, _job_rows(data), raw=True, wide=True)),
+        ("Lab hosts and places", _table(_PLACES_HEAD, _places_rows(data, hosts), wide=True)),
+        ("Environment of every run", _table(_JOB_HEAD, _job_rows(data, hosts), raw=True, wide=True)),
         ("Warnings", _warnings_html(data)),
         (
             "Failed jobs (retried by the next `lab run`)",
-            _table(["when", "device", "artifact", "error", "message"], fail_rows, wide=True),
+            _table(["when", "device", "lab host", "artifact", "error", "message"], fail_rows, wide=True),
         ),
     ]
     title = f"edgerun lab: {', '.join(sorted({r['plan'] for r in runs})) or '(empty)'}"
