@@ -90,6 +90,12 @@ def test_truncated_output_is_an_error_not_a_partial_result() -> None:
         parse_trtexec(cut)
 
 
+def test_output_cut_inside_the_summary_is_an_error() -> None:
+    text = _text("8.2")
+    with pytest.raises(MeasurementError, match="ends before its '&&&& PASSED'"):
+        parse_trtexec(text[: text.index("D2H Latency:")])
+
+
 def test_failed_run_is_an_error_even_with_a_summary() -> None:
     with pytest.raises(MeasurementError, match="FAILED"):
         parse_trtexec(_text("10.3").replace("&&&& PASSED", "&&&& FAILED"))
@@ -133,8 +139,15 @@ def test_bench_over_ssh_runs_trtexec_and_reads_its_summary(tmp_path: Path) -> No
         out = tmp_path / "r.json"
         code = main(["bench", "--target", url, str(DEMO), "--runs", "300", "--min-seconds", "2", "--warmup-seconds",
                      "0.2", "--profile", "jetson-orin-nano", "--no-energy", "--json", str(out), "-q"])  # fmt: skip
+        text = _text("10.3")  # the link dropped mid-summary: an error result that says so, not a partial one
+        (bin_dir / "trtexec-output.txt").write_text(text[: text.index("GPU Compute Time:") - 40])
+        cut = tmp_path / "cut.json"
+        main(["bench", "--target", url, str(DEMO), "--profile", "jetson-orin-nano", "--no-energy", "--json", str(cut),
+              "-q"])  # fmt: skip
     finally:
         server.stop()
+    (error,) = json.loads(cut.read_text())["results"]
+    assert error["status"] == "error" and "ends before its '&&&& PASSED'" in error["error"]["message"]
     assert code in (0, 1, 3)
     doc = json.loads(out.read_text())
     jsonschema.validate(doc, json.loads(SCHEMA.read_text()))

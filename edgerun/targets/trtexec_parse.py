@@ -28,7 +28,6 @@ import re
 from typing import Any
 
 from edgerun.errors import MeasurementError
-from edgerun.errors import MeasurementError
 from edgerun.targets.native_parse import NativeRun
 
 __all__ = ["parse_trtexec"]
@@ -63,6 +62,7 @@ _VERSION = re.compile(r"^TensorRT version: (\S+)", re.MULTILINE)
 _BUILD_VERSION = re.compile(r"\[TensorRT v(\d+)\]")
 _PRECISION = re.compile(r"^Precision: (.+)$", re.MULTILINE)
 _FAILED = re.compile(r"^&&&& FAILED", re.MULTILINE)
+_PASSED = re.compile(r"^&&&& PASSED", re.MULTILINE)  # Logger::reportPass (samples/common/logging.h)
 # TensorRT 7.x: "Host latency" / "GPU Compute" blocks of "key: value ms" lines
 _OLD_BLOCK = re.compile(r"^(Host latency|GPU Compute)\s*$", re.MULTILINE)
 _OLD_LINE = re.compile(rf"^(min|max|mean|median|percentile): {_NUM} ms(?: at ([0-9.]+)%)?", re.MULTILINE)
@@ -111,7 +111,8 @@ def _number(text: str, key: str, group: int = 1) -> float | None:
 def parse_trtexec(text: str) -> NativeRun:
     """``trtexec`` console output -> NativeRun (ms -> ns). MeasurementError when there is no latency summary.
 
-    A run that printed ``&&&& FAILED`` is an error even when a partial summary is there.
+    A run that printed ``&&&& FAILED``, or whose output ends before ``&&&& PASSED`` (cut short), is
+    an error even when a summary is there.
     """
     text = _PREFIX.sub("", text.replace("\r\n", "\n"))
     if _FAILED.search(text):
@@ -122,6 +123,8 @@ def parse_trtexec(text: str) -> NativeRun:
         raise MeasurementError(
             "trtexec output has no latency summary ('Latency: min = ... ms' or TensorRT 7's 'Host latency' block)"
         )
+    if not _PASSED.search(text):  # trtexec's last line; a summary without it was cut short
+        raise MeasurementError("trtexec output ends before its '&&&& PASSED' line (cut short?)")
     queries = _LINES["queries"].search(text)
     warmup = _LINES["warmup_ms"].search(text)
     version = _VERSION.search(text)
