@@ -34,3 +34,31 @@ def test_measure_through_the_python_api_runs_the_sustained_length(tiny_onnx: Pat
     assert m.steady_ns >= 0.6e9 and not m.hit_max_seconds  # the stop rule's own bound: 0.01 min = 0.6 s
     drift = sustained_drift(m.start_ns, m.pre_ns + m.infer_ns + m.post_ns, m.steady_ns)
     assert drift["window_ns"] == m.steady_ns // 4
+
+
+def test_bench_options_are_checked_by_the_config_rule_naming_the_flag() -> None:
+    from edgerun.errors import UsageError
+    from edgerun.targets.options import BenchOptions
+
+    for values, flag in [({"runs": 0}, "runs"), ({"warmup": -1}, "warmup"), ({"sustained": 0.0}, "sustained"),
+                         ({"max_seconds": float("inf")}, "max_seconds"), ({"energy_windows": 0}, "energy_windows"),
+                         ({"threads": 0}, "threads")]:  # fmt: skip
+        with pytest.raises(BenchConfigError, match=rf"bench config: {flag} must be") as info:
+            BenchOptions.from_mapping(values, "plan.toml: [bench]")
+        assert info.value.field == flag and isinstance(info.value, UsageError)
+    remote = BenchOptions(threads=4096, sustained=1.0, max_seconds=10.0)  # more threads than here: the device's
+    assert remote.config(here=False).threads is None and remote.config(here=False).min_seconds == 60.0
+    assert remote.job_timeout_s() == 2 * (60.0 * 1.5 + 10) + 120 + 60  # the stretched run, as the device runs it
+    assert BenchOptions(timeout=30.0).job_timeout_s() == 90.0
+
+
+def test_the_cli_and_bench_options_build_the_same_config() -> None:
+    from edgerun.bench.cli import _bench_config
+    from edgerun.cli import build_parser
+    from edgerun.targets.options import BenchOptions
+
+    argv = ["bench", "--runs", "50", "--sustained", "0.5", "--no-energy", "--graph-opt", "basic", "--warmup", "3"]
+    args = build_parser().parse_args(argv)
+    config = _bench_config(args)
+    assert config == BenchOptions(runs=50, sustained=0.5, no_energy=True, graph_opt="basic", warmup=3).config()
+    assert (config.min_runs, config.min_seconds, config.energy, config.graph_optimization) == (50, 30.0, False, "basic")

@@ -28,17 +28,17 @@ _CELSIUS = finite_float(-50, 150)  # what a thermal zone can read; outside, the 
 _WAIT_S = finite_float(0, 86_400)
 _TIMEOUT_S = finite_float(0, 30 * 86_400, low_open=True)
 
-# BenchConfig field -> the option that sets it
+# BenchOptions field (the flag's name) or BenchConfig field -> the option that sets it
 _OPTION_OF = {
-    "min_runs": "--runs",
+    "runs": "--runs",
     "min_seconds": "--min-seconds",
     "max_seconds": "--max-seconds",
-    "warmup_runs": "--warmup",
+    "warmup": "--warmup",
     "warmup_seconds": "--warmup-seconds",
     "threads": "--threads",
     "energy_windows": "--energy-windows",
     "energy_window_seconds": "--energy-window-seconds",
-    "sustained_minutes": "--sustained",
+    "sustained": "--sustained",
 }
 
 
@@ -147,33 +147,15 @@ class _ProgressLine:
 
 
 def _bench_config(args: argparse.Namespace) -> Any:
-    """The BenchConfig the options ask for; its check is the rule, reported as a usage error of the option."""
-
-    from edgerun.bench.runner import BenchConfig, BenchConfigError
+    """The BenchConfig the options ask for, through BenchOptions (the model --target and lab plans use too);
+    BenchConfig's check is the rule, reported as a usage error of the option it names."""
+    from edgerun.bench.config import BenchConfigError
+    from edgerun.targets.options import BenchOptions
 
     try:
-        # as given, so that each value is checked as the user wrote it (then --sustained stretches the run)
-        config = BenchConfig(
-            min_runs=args.runs,
-            min_seconds=args.min_seconds,
-            max_seconds=args.max_seconds,
-            sustained_minutes=args.sustained,
-            warmup_runs=args.warmup,
-            warmup_seconds=args.warmup_seconds,
-            threads=args.threads,
-            providers=tuple(p for p in (args.providers or "").split(",") if p),
-            engine=args.engine,
-            graph_optimization=args.graph_opt,
-            memory=not args.no_memory,
-            thermal=not args.no_thermal,
-            energy=not args.no_energy,
-            probe=args.probe,
-            energy_windows=args.energy_windows,
-            energy_window_seconds=args.energy_window_seconds,
-        )
+        return BenchOptions.from_namespace(args).config()
     except BenchConfigError as exc:
         args.bench_parser.error(f"argument {_OPTION_OF.get(exc.field, exc.field)}: {exc.detail}")
-    return config  # with --sustained, BenchConfig stretched the steady state to it
 
 
 def _cooldown(args: argparse.Namespace) -> None:
@@ -222,7 +204,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             request = WorkerRequest(
                 str(path), config.to_dict(), budget.__dict__, str(profile.source or profile.name), reason
             )
-            results.append(run_in_worker(request, args.timeout or 2 * config.max_seconds + 120, progress))
+            results.append(run_in_worker(request, config.worker_timeout_s(args.timeout), progress))
         results[-1].setdefault("warnings", []).extend(config.warnings)  # in the result file too
         if progress is not None:
             progress.done(results[-1]["overall"].upper())

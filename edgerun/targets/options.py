@@ -3,6 +3,9 @@
 The device runs its own ``edgerun bench`` with these flags, so a remote result is made
 by exactly the code that makes a local one. Field names are the flags' names
 (``min_seconds`` is ``--min-seconds``); units are in the names as on the command line.
+The settings' model and policy is ``edgerun.bench.config.BenchConfig``: ``config()`` builds it,
+and a BenchOptions is checked by building one (so a lab plan's ``[bench]`` table is refused
+with the same rule and words as the command line, naming the flag).
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import argparse
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgerun.errors import UsageError
+
+if TYPE_CHECKING:
+    from edgerun.bench.config import BenchConfig
 
 __all__ = ["BenchOptions"]
 
@@ -24,6 +30,10 @@ _VALUE_FLAGS = (
     "energy_window_seconds", "sustained", "timeout",
 )  # fmt: skip
 _SWITCHES = ("no_energy", "no_memory", "no_thermal", "in_process")
+# BenchConfig field -> the option (BenchOptions field, flag name) that sets it
+_FLAG_OF = {
+    "min_runs": "runs", "warmup_runs": "warmup", "sustained_minutes": "sustained", "graph_optimization": "graph_opt",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,11 +64,41 @@ class BenchOptions:
     timeout: float | None = None  # seconds for one artifact; None: 2 * max_seconds + 120, as locally
 
     def __post_init__(self) -> None:
-        if self.runs < 1 or self.warmup < 0 or self.max_seconds <= 0 or self.min_seconds < 0:
-            raise UsageError(
-                f"bench options: need runs >= 1, warmup >= 0, min_seconds >= 0, max_seconds > 0; got "
-                f"{self.runs}, {self.warmup}, {self.min_seconds}, {self.max_seconds}"
-            )
+        # The rule is BenchConfig's; its error is a UsageError naming the flag. Threads are checked
+        # without the cap at this machine's CPUs: the options may be for a device with more.
+        from edgerun.bench.config import BenchConfigError
+
+        if self.threads is not None and (type(self.threads) is not int or self.threads < 1):
+            expected = "a whole number >= 1 (or None: the profile's)"
+            raise BenchConfigError("threads", f"must be {expected}, got {self.threads!r}")
+        try:
+            self.config(here=False)
+        except BenchConfigError as exc:
+            raise BenchConfigError(_FLAG_OF.get(exc.field, exc.field), exc.detail) from None
+
+    def config(self, here: bool = True) -> BenchConfig:
+        """The BenchConfig these options ask for. ``here``: for a run on this machine (threads are
+        capped at its usable CPUs, with a warning); else threads are left to the device."""
+        from edgerun.bench.config import BenchConfig
+
+        return BenchConfig(
+            min_runs=self.runs,
+            min_seconds=self.min_seconds,
+            max_seconds=self.max_seconds,
+            sustained_minutes=self.sustained,
+            warmup_runs=self.warmup,
+            warmup_seconds=self.warmup_seconds,
+            threads=self.threads if here else None,
+            providers=tuple(p for p in (self.providers or "").split(",") if p),
+            engine=self.engine,
+            graph_optimization=self.graph_opt,
+            memory=not self.no_memory,
+            thermal=not self.no_thermal,
+            energy=not self.no_energy,
+            probe=self.probe,
+            energy_windows=self.energy_windows,
+            energy_window_seconds=self.energy_window_seconds,
+        )
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> BenchOptions:
@@ -93,5 +133,4 @@ class BenchOptions:
         The device's own worker timeout (``--timeout``, else 2 * max-seconds + 120 as
         locally) plus a minute for starting Python and writing the result there.
         """
-        worker_s = self.timeout or 2 * max(self.max_seconds, (self.sustained or 0) * 60 * 1.5 + 10) + 120
-        return worker_s + 60.0
+        return self.config(here=False).worker_timeout_s(self.timeout) + 60.0
