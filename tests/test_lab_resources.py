@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -28,7 +29,7 @@ from labgrid_env import labgrid_lab  # noqa: F401
 from ser2net_env import Ser2net, require_ser2net
 from tool_modules import REPO, target_devices, tool
 
-from edgerun.errors import DutTimeout, LabError
+from edgerun.errors import DutTimeout, LabError, PortUnavailable
 from edgerun.lab.power import LabgridPower, run_with_power_cycle
 from edgerun.lab.resources import adb_target_url, is_adb_service, place_devices, serial_url
 from edgerun.lab.wearable import dut_ready, tiny_job
@@ -97,13 +98,20 @@ def test_mapping_of_resources_without_a_lab() -> None:
     assert found.unavailable == ("NetworkSerialPort ?/?/uart",)
 
 
-def test_tiny_through_a_serial_port_the_exporter_serves(labgrid_lab: Any, dataset: Path) -> None:  # noqa: F811
+def test_tiny_through_a_serial_port_the_exporter_serves(
+    labgrid_lab: Any,  # noqa: F811
+    dataset: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     require_ser2net()
     lab, name = labgrid_lab, labgrid_lab.unique("wearable")
+    monkeypatch.setenv("LG_COORDINATOR", lab.address)
     fw = emu_mod.DutFirmware(ARTIFACT, latency_us=1200)
     with emu_mod.FirmwareEmulator(fw) as emu:
         lab.exporter(name, {name: {"RawSerialPort": {"port": emu.path, "speed": 115200}}})
         lab.add_place(name)
+        with pytest.raises(PortUnavailable, match=f"place {name} is not acquired; acquire it first"):
+            run_tiny(TinyConfig(port=f"labgrid://{name}"), dataset)
         with lab.session() as client:
             client.acquire(name)
             try:
@@ -113,7 +121,16 @@ def test_tiny_through_a_serial_port_the_exporter_serves(labgrid_lab: Any, datase
                 run = run_tiny(TinyConfig(port=url, baud=baud, iterations=10, warmups=0, perf_files=1), dataset)
             finally:
                 client.release(name)
+        # as a person would: acquire with labgrid-client, name the place as the port (looked up as it opens)
+        client_cli = [str(Path(sys.executable).parent / "labgrid-client"), "-x", lab.address, "-p", name]
+        subprocess.run([*client_cli, "acquire"], check=True, capture_output=True, timeout=60)
+        try:
+            by_place = run_tiny(TinyConfig(port=f"labgrid://{name}", iterations=10, warmups=0, perf_files=1,
+                                           limit=1), dataset)  # fmt: skip
+        finally:
+            subprocess.run([*client_cli, "release"], check=True, capture_output=True, timeout=60)
     assert [r["per_inference_ns"] for r in run.perf] == [1_200_000] and len(run.files) == 2
+    assert [r["per_inference_ns"] for r in by_place.perf] == [1_200_000]
 
 
 def _get(url: str) -> str:

@@ -30,6 +30,12 @@ of ``LabgridClient.place_resources``: ``cls``, ``params``, ``avail``, ``exporter
   no Wi-Fi in the timing path, no re-pairing after a reboot), exactly as a serial board stays on
   its exporter's USB-UART behind ser2net. Like ser2net, an adb server listening on the network
   has no authentication: keep the port inside the lab's network.
+
+``labgrid_serial_url("labgrid://PLACE")`` is what ``edgerun serial host/tiny --port labgrid://PLACE``
+opens: the coordinator (``LG_COORDINATOR``) is asked for the place, which must be acquired by this
+identity (``labgrid-client -p PLACE acquire``; the exporter starts ser2net only then), and its
+``NetworkSerialPort`` becomes the URL. It is asked again at every (re)open, so a restarted exporter's
+new ser2net port is found. ``labgrid://PLACE?name=RESOURCE`` picks one of several serial ports.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ __all__ = [
     "PlaceDevices",
     "adb_target_url",
     "is_adb_service",
+    "labgrid_serial_url",
     "place_devices",
     "serial_url",
 ]
@@ -133,3 +140,32 @@ def place_devices(resources: list[dict[str, Any]]) -> PlaceDevices:
         elif cls in POWER_CLASSES and power is None:
             power = str(res.get("name") or cls)
     return PlaceDevices(serial, serial_name, adb, power, tuple(gone))
+
+
+def labgrid_serial_url(spec: str) -> str:
+    """``labgrid://PLACE[?name=RESOURCE]`` -> the place's NetworkSerialPort URL (see the module doc)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from edgerun.lab.labgrid_client import LabgridClient, coordinator_address
+
+    parts = urlsplit(spec)
+    place, want = parts.netloc, (parse_qs(parts.query).get("name") or [""])[0] or None
+    if not place:
+        raise LabError(f"{spec}: expected labgrid://PLACE (the coordinator comes from LG_COORDINATOR)")
+    client = LabgridClient(coordinator_address(None))
+    try:
+        info = client.places().get(place)
+        if info is None:
+            raise LabError(f"{spec}: the coordinator {client.address} has no place {place!r}")
+        if info.acquired != client.identity:
+            who = f"acquired by {info.acquired}" if info.acquired else "not acquired"
+            raise LabError(f"{spec}: place {place} is {who}; acquire it first: labgrid-client -p {place} acquire")
+        ports = [r for r in client.place_resources(place) if r["cls"] == "NetworkSerialPort"]
+    finally:
+        client.close()
+    ports = [r for r in ports if want is None or r["name"] == want]
+    usable = [r for r in ports if r["avail"]]
+    if not usable:
+        what = f"no NetworkSerialPort{f' named {want}' if want else ''}"
+        raise LabError(f"{spec}: place {place} has {what}{' available' if ports else ''}")
+    return serial_url(usable[0])[0]

@@ -23,6 +23,9 @@ A port may also be a serial port on another machine, served by ser2net (a labgri
 Either way the serving host opens the UART when a client connects, and the kernel raises
 DTR and RTS as it opens a tty: a board that resets on DTR resets then, whatever this side asks.
 A lost connection reads as an unplug: the host reconnects with the same backoff.
+
+``labgrid://PLACE`` is a labgrid place's ``NetworkSerialPort``, looked up in the coordinator at
+every open (edgerun/lab/resources.py, ``labgrid_serial_url``).
 """
 
 from __future__ import annotations
@@ -91,6 +94,14 @@ def serial_object(port: str) -> serial.Serial:
     """An unopened pyserial object for a path or a network URL (``serial_for_url`` handles both)."""
     import serial  # lazy: import edgerun stays light
 
+    if port.startswith("labgrid://"):  # a labgrid place: its NetworkSerialPort, asked for at every open
+        from edgerun.errors import LabError
+        from edgerun.lab.resources import labgrid_serial_url
+
+        try:
+            port = labgrid_serial_url(port)
+        except LabError as exc:
+            raise PortUnavailable(str(exc)) from exc
     try:
         ser = serial.serial_for_url(port_url(port), do_not_open=True)
     except (OSError, ValueError) as exc:  # an unknown URL scheme or a malformed URL
@@ -103,7 +114,7 @@ def serial_object(port: str) -> serial.Serial:
 def set_write_timeout(ser: serial.Serial, port: str) -> None:
     """WRITE_TIMEOUT_S where pyserial supports it. Its RFC 2217 client does not (NotImplementedError at
     open); its socket has the 5 s timeout it connected with, so a stuck server fails a write after that."""
-    if network_scheme(port) != "rfc2217":
+    if network_scheme(str(ser.port or port)) != "rfc2217":  # ser.port: a labgrid:// port's resolved URL
         ser.write_timeout = WRITE_TIMEOUT_S
 
 
