@@ -139,6 +139,7 @@ def test_bench_over_ssh_runs_trtexec_and_reads_its_summary(tmp_path: Path) -> No
         out = tmp_path / "r.json"
         code = main(["bench", "--target", url, str(DEMO), "--runs", "300", "--min-seconds", "2", "--warmup-seconds",
                      "0.2", "--profile", "jetson-orin-nano", "--no-energy", "--json", str(out), "-q"])  # fmt: skip
+        args = (bin_dir / "trtexec.args").read_text().splitlines()
         text = _text("10.3")  # the link dropped mid-summary: an error result that says so, not a partial one
         (bin_dir / "trtexec-output.txt").write_text(text[: text.index("GPU Compute Time:") - 40])
         cut = tmp_path / "cut.json"
@@ -152,7 +153,6 @@ def test_bench_over_ssh_runs_trtexec_and_reads_its_summary(tmp_path: Path) -> No
     doc = json.loads(out.read_text())
     jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
     (result,) = doc["results"]
-    args = (bin_dir / "trtexec.args").read_text().splitlines()
     remote = result["artifact"]["path"]
     assert remote.startswith(str(server.workdir / "artifacts")) and Path(remote).read_bytes() == DEMO.read_bytes()
     assert args == [f"--onnx={remote}", "--iterations=300", "--duration=2", "--warmUp=200", "--fp16"]
