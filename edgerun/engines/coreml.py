@@ -19,7 +19,7 @@ from edgerun.errors import EngineUnavailable, InferenceError, ProviderUnavailabl
 if TYPE_CHECKING:
     import numpy as np
 
-    from edgerun.artifact import Artifact
+    from edgerun.artifact import Artifact, TensorSpec
 
 COMPUTE_UNITS = {
     "all": "ALL",
@@ -55,9 +55,9 @@ class CoreMLSession:
 
     def __init__(self, model: Any, artifact: Artifact, units: str) -> None:
         self.native = model  # the coremltools.models.MLModel
-        self.providers = (units,)
-        self.inputs = artifact.inputs
-        self.outputs = artifact.outputs
+        self.providers: tuple[str, ...] = (units,)
+        self.inputs: tuple[TensorSpec, ...] = artifact.inputs
+        self.outputs: tuple[TensorSpec, ...] = artifact.outputs
         self._in = [t.name for t in artifact.inputs]
         self._out = [t.name for t in artifact.outputs]
 

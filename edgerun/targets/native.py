@@ -120,7 +120,7 @@ def native_result_on(
     argv = native_argv(target, staged, options)
     profile, reason = _profile(target, options)
     # a Jetson or Pi over ssh has no `dumpsys battery`: charging applies to phones
-    no_battery = {"sources": [], "charging": None, "warning": None}
+    no_battery: dict[str, Any] = {"sources": [], "charging": None, "warning": None}
     charging = charging_state(target) if target.spec.kind == "adb" else no_battery
     before = None if options.no_thermal else read_target_thermal(target)
 
