@@ -16,7 +16,8 @@ What the file says, and so what ``inspect_pte`` reports:
   go to which backend (``XnnpackBackend``);
 - parameters: constant tensors outside delegates (by ScalarType) and, inside XNNPACK blobs,
   every constant XNNPACK value by its XNNDatatype (``qcint8``/``qint8`` weights are INT8,
-  ``qcint4``/``qbint4`` INT4, ``fp16`` FP16). Precision is judged from those weights.
+  ``qcint4``/``qbint4`` INT4, ``fp16`` FP16). Precision is judged from those weights: "int8" when most
+  are INT8, "mixed" when only some are (a quantizer that left layers in float).
 
 What it does not say: how a blob of another backend (Core ML, QNN, Vulkan, ...) stores its
 weights (its format is the vendor's): such a program reads as the precision of what edgerun can
@@ -76,11 +77,15 @@ class PteInfo:
 
     @property
     def precision(self) -> str:
+        """By the weights' element counts: INT8 where most are INT8, "mixed" where some are (layers the
+        quantizer left in float), INT4 where any are; int32 (quantized biases) and int64 do not count."""
         d = self.parameter_dtypes
         if d.get("int4"):
             return "int4"
-        if d.get("int8") or d.get("uint8") or d.get("qint8") or d.get("quint8"):
-            return "int8"
+        q8 = sum(d.get(k, 0) for k in ("int8", "uint8", "qint8", "quint8"))
+        floats = sum(d.get(k, 0) for k in ("float32", "float16", "bfloat16", "float64"))
+        if q8:
+            return "int8" if q8 >= floats else "mixed"
         if d.get("float16", 0) > d.get("float32", 0):
             return "fp16"
         return "fp32"
