@@ -46,13 +46,23 @@ LAYOUT = {
     "pruned-fp32.tflite": "digits-fp32.tflite",
     "pruned-int8.tflite": "digits-int8.tflite",
 }
+# The same network as ExecuTorch programs (XNNPACK-lowered), laid out beside them when they passed their
+# gates; not among the demo's required files (the executorch package is optional, and so is `edgerun bench`
+# on them: the default bench runs DEMO_NAMES only).
+EXECUTORCH_LAYOUT = {
+    "pruned-fp32.pte": "digits-fp32.pte",
+    "pruned-int8.pte": "digits-int8.pte",
+}
 SAMPLES = "digits-test.npz"
 
 
 def lay_out(work: Path, out: Path) -> None:
-    """Copy the five files under their demo names, with manifests renamed to match."""
+    """Copy the five files (and the .pte ones that passed) under their demo names, with manifests renamed to match."""
     out.mkdir(parents=True, exist_ok=True)
-    for src_name, dst_name in LAYOUT.items():
+    present = {
+        k: v for k, v in EXECUTORCH_LAYOUT.items() if (work / k).exists() and (work / (k + ".edgerun.json")).exists()
+    }
+    for src_name, dst_name in {**LAYOUT, **present}.items():
         shutil.copy2(work / src_name, out / dst_name)
         data = json.loads((work / (src_name + ".edgerun.json")).read_text())
         manifest = parse_manifest(data, src_name)
