@@ -3,13 +3,15 @@
 ``labgrid-client power`` switching tools/power_relay.py (labgrid's ``rest`` power model), and
 the real adb client and server in front of tools/adb_emulator.py.
 
-- a wearable's ``RawSerialPort`` exported by labgrid (the exporter starts ser2net on acquire):
-  `serial tiny` runs through the place's ``NetworkSerialPort``;
-- a hung board (its process stopped with SIGSTOP: it neither answers nor dies) behind
-  ser2net and a ``NetworkPowerPort``: the job times out, the place is power-cycled through
-  labgrid, the job is retried once and works, and the result records the power cycle;
-- a phone as an ``adb`` NetworkService: the adb server on the "exporter host" knows it, and
-  the target built from the place runs a command on it.
+- docs/lab.md's wearable YAML and commands as written: the exporter starts ser2net for the
+  ``RawSerialPort`` on acquire; `edgerun serial tiny --port labgrid://PLACE` measures through it;
+  ``labgrid-client power get`` reads the outlet; before the acquire, the port is refused;
+- a hung board (its process stopped with SIGSTOP: it neither answers nor dies) behind ser2net
+  and a ``NetworkPowerPort``: the job times out, the place is power-cycled through labgrid,
+  the job is retried once and works, and the result records the power cycle;
+- power is never switched on a place another identity holds;
+- docs/lab.md's phone YAML: the adb server on the "exporter host" knows the phone, and the
+  target built from the place runs a command on it.
 """
 
 from __future__ import annotations
@@ -262,3 +264,20 @@ def test_a_phone_behind_the_exporter_hosts_adb_server(labgrid_lab: Any, tmp_path
     finally:
         phone.kill()
         devices.stop_adb_server(server_port)
+
+
+def test_power_for_place_and_waiting_for_a_target_to_answer() -> None:
+    from edgerun.errors import TargetUnreachable
+    from edgerun.lab.power import power_for_place, target_ready
+    from edgerun.targets import open_target
+    from edgerun.targets.spec import parse_target
+
+    pdu = {"cls": "NetworkPowerPort", "name": "pdu", "avail": True, "params": {"model": "rest", "host": "h"}}
+    power = power_for_place([pdu], "lab:20408", "rpi5-1", "host/me")
+    assert power is not None and power.argv("cycle") == [
+        "labgrid-client", "-x", "lab:20408", "-p", "rpi5-1", "power", "cycle", "--name", "pdu"]  # fmt: skip
+    assert power_for_place([{**pdu, "avail": False}], "lab:20408", "rpi5-1") is None
+    target_ready(open_target(parse_target("local")), 10.0)  # answers at once
+    gone = open_target(parse_target(f"ssh://127.0.0.1:{devices.free_port()}?connect_timeout_s=1"))
+    with pytest.raises(TargetUnreachable):  # nothing listens there: retried until the bound, then the last error
+        target_ready(gone, 1.5)

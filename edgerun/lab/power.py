@@ -27,7 +27,15 @@ from typing import Any, TypeVar
 
 from edgerun.errors import DutTimeout, LabError, PortUnavailable, TargetTimeout, TargetUnreachable
 
-__all__ = ["LabgridPower", "PowerCycle", "is_unresponsive", "note_power_cycles", "run_with_power_cycle"]
+__all__ = [
+    "LabgridPower",
+    "PowerCycle",
+    "is_unresponsive",
+    "note_power_cycles",
+    "power_for_place",
+    "run_with_power_cycle",
+    "target_ready",
+]
 
 T = TypeVar("T")
 #: labgrid-client's own start-up and gRPC round trips, beside the driver's off/on delay.
@@ -102,6 +110,35 @@ class LabgridPower:
 
     def cycle(self) -> None:
         self.run("cycle")
+
+
+def power_for_place(
+    resources: list[dict[str, Any]], coordinator: str, place: str, identity: str | None = None
+) -> LabgridPower | None:
+    """The place's power port (``LabgridClient.place_resources(place)``), or None when it has none available."""
+    from edgerun.lab.resources import place_devices
+
+    found = place_devices(resources).power_resource
+    return None if found is None else LabgridPower(coordinator, place, identity=identity, resource=found)
+
+
+def target_ready(target: Any, timeout_s: float) -> None:
+    """Wait until ``target`` (an ssh/adb/local target) runs ``true`` again, e.g. a board booting after a
+    power cycle; the last error (TargetUnreachable, TargetTimeout, ...) when it does not within ``timeout_s``."""
+    from edgerun.errors import TargetError
+
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            target.run(["true"], max(1.0, min(10.0, left)))
+            return
+        except TargetError:
+            if time.monotonic() + delay >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2.0, delay * 2)
 
 
 def _utc() -> str:
