@@ -143,3 +143,29 @@ def test_cli_tiny_over_raw_tcp_says_no_dtr_does_nothing(dataset: Path, tmp_path:
     doc = json.loads(out.read_text())["results"][0]
     assert rc in (0, 3) and doc["dut"]["port"] == net.url
     assert doc["performance"]["runs"][0]["per_inference_ns"] == 900_000
+
+
+def test_host_reconnects_when_ser2net_goes_away_and_comes_back(tmp_path: Path) -> None:
+    # The exporter host's ser2net dies (SIGKILL) and is started again on the same port: the host sees
+    # the loss as an unplug, reconnects with backoff, re-handshakes, and goes on deciding windows.
+    fw = emu_mod.HostFirmware(speed=20.0)
+    with emu_mod.FirmwareEmulator(fw) as emu:
+        net = Ser2net(emu.path, "rfc2217", log=tmp_path / "ser2net.log").start()
+        host = SerialHost(edgerun.load(ARTIFACT, threads=1), HostConfig(port=net.url, baud=115200, hop=250))
+        stop, box = threading.Event(), {}
+        runner = threading.Thread(target=lambda: box.update(summary=host.run(stop)), daemon=True)
+        runner.start()
+        try:
+            wait_for(lambda: len(fw.results) >= 2, "RESULT frames before the outage")
+            net.stop()
+            wait_for(lambda: host.counters.port_lost >= 1, "the host to notice the lost connection")
+            before = len(fw.results)
+            net.start(port=net.port)
+            wait_for(lambda: len(fw.results) >= before + 2, "RESULT frames after ser2net came back")
+        finally:
+            stop.set()
+            runner.join(PATIENCE_S)
+            net.stop()
+    summary = box["summary"]
+    assert summary["link"]["port_lost"] >= 1 and summary["link"]["port_opens"] >= 2
+    assert summary["windows"]["decided"] >= 4
