@@ -32,7 +32,7 @@ in_process = true
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ssh_device(tmp_path_factory: pytest.TempPathFactory):
     reason = devices.sshd_missing_reason()
     if reason:

@@ -227,11 +227,11 @@ class LabgridClient:
 
     def network_service(self, place: str) -> dict[str, Any] | None:
         """The ``NetworkService`` parameters of an acquired place (address, username, port), with
-        ``exporter`` added; None when the place has none available."""
+        ``exporter`` and ``group`` added; None when the place has none available."""
         found = self.place_resources(place)
         for entry in found:
             if entry["cls"] == "NetworkService" and entry["avail"]:
-                return {**entry["params"], "exporter": entry["exporter"]}
+                return {**entry["params"], "exporter": entry["exporter"], "group": entry["group"]}
         return None
 
     def place_resources(self, place: str) -> list[dict[str, Any]]:

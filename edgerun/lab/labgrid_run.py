@@ -89,6 +89,7 @@ class _PlaceWorker(_TargetRunner):
         self.place: str | None = None
         self.token: str | None = None
         self.exporter: str | None = None
+        self.group: str | None = None
         self.gave_up: str | None = None
         self.lost = threading.Event()
         self.thread_id: int | None = None
@@ -101,8 +102,11 @@ class _PlaceWorker(_TargetRunner):
             place = self._acquire(stop)
             if place is not None:
                 self._work(place, stop)
+        except LabError as exc:  # the coordinator went away or refused: this place stops, the lab goes on
+            self._stop(str(exc))
         finally:
-            self.let_go()
+            with contextlib.suppress(LabError):
+                self.let_go()
 
     # ------------------------------------------------------------ reserve + acquire
 
@@ -158,7 +162,7 @@ class _PlaceWorker(_TargetRunner):
         if service is None:
             self._stop(f"place {place} has no available NetworkService (its exporter is down, or no match)")
             return
-        self.exporter = str(service["exporter"])
+        self.exporter, self.group = str(service["exporter"]), str(service["group"])
         client.watch(self._on_resource_gone)
         port = int(service.get("port") or 22)
         spec = dataclasses.replace(
@@ -225,7 +229,7 @@ class _PlaceWorker(_TargetRunner):
 
     def _on_resource_gone(self, exporter: str, group: str, name: str) -> None:
         """On the client's loop thread: an exporter's resource was deleted or became unavailable."""
-        if exporter == self.exporter and self.place is not None and not self.lost.is_set():
+        if (exporter, group) == (self.exporter, self.group) and self.place is not None and not self.lost.is_set():
             self.lost.set()
             from edgerun.targets.local import kill_running
 
@@ -302,6 +306,31 @@ class LabgridRun:
         pool.workers = [_PlaceWorker(self, pool) for _ in range(min(len(candidates), len(jobs)))]
         return pool.workers
 
+    def settle(self, stop: threading.Event, poll_s: float = 0.5) -> None:
+        """After this lab's workers are done: wait for the jobs of its targets that another lab is
+        running (live claims), so that every ``lab run`` on a shared plan ends when the plan does.
+        A claim whose process dies or whose place is let go lapses: that job is left, not waited for."""
+        if self.client is None or not self.pools:
+            return
+        client = self.client
+
+        def holder(place: str) -> str | None:
+            info = client.places().get(place)
+            return info.acquired if info is not None else None
+
+        said = False
+        while not stop.is_set():
+            done = self.store.done_keys(self.pools[0].jobs[0].plan) if self.pools[0].jobs else set()
+            left = {j.key for pool in self.pools for j in pool.jobs} - done
+            elsewhere = self.ledger.claimed_by_others(left, holder) if left else {}
+            if not elsewhere:
+                return
+            if not said:
+                where = "; ".join(sorted(set(elsewhere.values())))
+                self.say("labgrid", f"waiting for {len(elsewhere)} job(s) another lab is running ({where})")
+                said = True
+            stop.wait(poll_s)
+
     def close(self) -> None:
         """Release every place and reservation, count what each target did, say what was skipped."""
         for pool in self.pools:
@@ -309,15 +338,20 @@ class LabgridRun:
                 worker.let_go()
         done = self.store.done_keys(self.pools[0].jobs[0].plan) if self.pools and self.pools[0].jobs else set()
         for pool in self.pools:
-            s = pool.summary
-            s.failed = sum(w.summary.failed for w in pool.workers)
-            s.done = sum(1 for j in pool.jobs if j.key in done)
-            stopped = [w.summary.stopped for w in pool.workers if w.summary.stopped]
-            s.stopped = s.stopped or (stopped[0] if stopped else None)
-            if pool.workers and all(w.gave_up for w in pool.workers):
-                self._skip(pool, str(pool.workers[0].gave_up), done)
+            with contextlib.suppress(LabError):  # the coordinator is gone: the counts below still hold
+                self._fold(pool, done)
         if self.client is not None:
             self.client.close()
+
+    def _fold(self, pool: _Pool, done: set[str]) -> None:
+        """The target's counts: done = in the database (by this lab or another), failed = here."""
+        s = pool.summary
+        s.failed = sum(w.summary.failed for w in pool.workers)
+        s.done = sum(1 for j in pool.jobs if j.key in done)
+        stopped = [w.summary.stopped for w in pool.workers if w.summary.stopped]
+        s.stopped = s.stopped or (stopped[0] if stopped else None)
+        if pool.workers and all(w.gave_up for w in pool.workers):
+            self._skip(pool, str(pool.workers[0].gave_up), done)
 
     def _skip(self, pool: _Pool, reason: str, done: set[str]) -> None:
         """No place came free: the target's jobs that nobody ran or runs are skipped, with the reason."""

@@ -94,7 +94,7 @@ class Ledger:
             row = db.execute(
                 "SELECT host, pid, pid_start, identity, place FROM claims WHERE job_key = ?", (job.key,)
             ).fetchone()
-            if row is not None and not self._stale(*row, holder=holder):
+            if row is not None and not self._stale(row[0], row[1], row[2], row[3], row[4], holder):
                 return "taken"
             db.execute(
                 "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

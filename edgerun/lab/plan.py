@@ -165,7 +165,7 @@ def _targets(data: dict[str, Any], where: str) -> tuple[PlanTarget, ...]:
                 '(or labgrid = "PLACE" | {tag = "value"})'
             )
         options = {k: v for k, v in table.items() if k != "url" and k not in _COOLDOWN_KEYS}
-        cooldown = {k: float(table[k]) for k in _COOLDOWN_KEYS if k in table}
+        cooldown: dict[str, Any] = {k: float(table[k]) for k in _COOLDOWN_KEYS if k in table}
         try:
             spec = parse_target(str(table["url"]), name=name, extra=options)
         except ValueError as exc:
@@ -196,7 +196,7 @@ def _labgrid_target(name: str, table: dict[str, Any], where: str) -> PlanTarget:
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 7 * 86400:
         raise LabError(f"{here}: place_wait_s must be seconds between 0 and 604800, got {wait!r}")
     options = {k: v for k, v in table.items() if k not in _COOLDOWN_KEYS and k not in _LABGRID_KEYS}
-    cooldown = {k: float(table[k]) for k in _COOLDOWN_KEYS if k in table}
+    cooldown: dict[str, Any] = {k: float(table[k]) for k in _COOLDOWN_KEYS if k in table}
     try:
         spec = parse_target("ssh://labgrid-place", name=name, extra=options)  # the host is filled in per place
     except ValueError as exc:

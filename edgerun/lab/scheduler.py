@@ -252,6 +252,8 @@ def run_plan(plan: Plan, store: LabStore, progress: Progress, stop: threading.Ev
             for thread in threads:
                 while thread.is_alive():
                     thread.join(timeout=0.5)  # short waits keep Ctrl-C (and SIGTERM) responsive
+            if labgrid is not None:
+                labgrid.settle(stop)  # jobs of a shared plan that another lab is running: until they are stored
         finally:
             from edgerun.targets.local import kill_running
 
