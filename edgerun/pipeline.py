@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
@@ -165,6 +166,7 @@ class Pipeline:
         self._invoke: Callable[[], None] | None = getattr(session, "invoke", None)
         self._fetch: Callable[[], list[np.ndarray]] | None = getattr(session, "fetch", None)
         self._staged = self._feed is not None and self._invoke is not None and self._fetch is not None
+        self._lock: AbstractContextManager[Any] = getattr(session, "lock", None) or nullcontext()
         self._names = [t.name for t in session.outputs]
 
     def preprocess(self, x: Any) -> list[np.ndarray]:
@@ -200,11 +202,14 @@ class Pipeline:
     def __call__(self, x: Any) -> tuple[dict[str, np.ndarray], tuple[Prediction, ...], StageTimes]:
         if self._staged:
             t0 = perf_counter_ns()
-            self._feed(self.preprocess(x))  # type: ignore[misc]
-            t1 = perf_counter_ns()
-            self._invoke()  # type: ignore[misc]
-            t2 = perf_counter_ns()
-            outputs, top = self.postprocess(self._fetch())  # type: ignore[misc]
+            feeds = self.preprocess(x)
+            with self._lock:  # the interpreter is one inference at a time (engines/litert.py)
+                self._feed(feeds)  # type: ignore[misc]
+                t1 = perf_counter_ns()
+                self._invoke()  # type: ignore[misc]
+                t2 = perf_counter_ns()
+                outs = self._fetch()  # type: ignore[misc]
+            outputs, top = self.postprocess(outs)
         else:
             t0 = perf_counter_ns()
             feeds = self.preprocess(x)
@@ -219,11 +224,12 @@ class Pipeline:
         """The inference stage alone, as __call__ times it (for overhead measurement): for a staged
         engine (LiteRT) the feeds are set before and the outputs read after the timed call."""
         if self._staged:
-            self._feed(feeds)  # type: ignore[misc]
-            t1 = perf_counter_ns()
-            self._invoke()  # type: ignore[misc]
-            ns = perf_counter_ns() - t1
-            return self._fetch(), ns  # type: ignore[misc]
+            with self._lock:
+                self._feed(feeds)  # type: ignore[misc]
+                t1 = perf_counter_ns()
+                self._invoke()  # type: ignore[misc]
+                ns = perf_counter_ns() - t1
+                return self._fetch(), ns  # type: ignore[misc]
         t1 = perf_counter_ns()
         outs = self._run(feeds)
         return outs, perf_counter_ns() - t1

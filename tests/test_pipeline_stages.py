@@ -79,3 +79,23 @@ def test_the_staged_and_the_one_call_paths_give_the_same_outputs() -> None:
     direct = rt.pipeline.session.run(rt.pipeline.preprocess(x))
     name = rt.outputs[0].name
     np.testing.assert_array_equal(staged.outputs[name], rt.pipeline.postprocess(direct)[0][name])
+
+
+def test_a_litert_session_serves_concurrent_callers() -> None:
+    # The reference server runs session.run in executor threads; without the session's lock LiteRT
+    # refused the second caller's invoke ("at least 1 reference to internal data") or read its input mid-run.
+    from concurrent.futures import ThreadPoolExecutor
+
+    rt = edgerun.load(DEMO_DIR / "digits-fp32.tflite", threads=1)
+    rng = np.random.default_rng(3)
+    raw = [rng.uniform(0, 16, (8, 8)).astype(np.float32) for _ in range(32)]
+    feeds = [rt.pipeline.preprocess(x) for x in raw]
+    expected = [rt.pipeline.session.run(f)[0].copy() for f in feeds]
+    name = rt.outputs[0].name
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda f: rt.pipeline.session.run(f)[0], feeds))
+            assert all(np.array_equal(g, e) for g, e in zip(got, expected))
+            results = list(pool.map(rt.run, raw))
+            probs = [rt.pipeline.postprocess([e])[0][name] for e in expected]
+            assert all(np.array_equal(r.outputs[name], p) for r, p in zip(results, probs))

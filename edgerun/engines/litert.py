@@ -13,6 +13,7 @@ external delegate (GPU, Hexagon, NPU vendors). Empty = XNNPACK.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,10 @@ class LiteRTSession:
         self._in_idx = [d["index"] for d in ins]
         self._out_idx = [d["index"] for d in outs]
         self._set, self._invoke, self._get = interp.set_tensor, interp.invoke, interp.get_tensor
+        # One interpreter runs one inference at a time: a second thread's set_tensor would overwrite
+        # the input mid-invoke, and LiteRT refuses an invoke while another thread's call holds the
+        # interpreter ("at least 1 reference to internal data"). feed -> invoke -> fetch hold it.
+        self.lock = threading.Lock()
 
     # The three calls apart, so that the pipeline times only ``invoke`` as inference (what LiteRT's
     # benchmark_model times); the copies in and out belong to the pre and post stages.
@@ -140,9 +145,10 @@ class LiteRTSession:
         return [self._get(idx) for idx in self._out_idx]
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
-        self.feed(feeds)
-        self.invoke()
-        return self.fetch()
+        with self.lock:
+            self.feed(feeds)
+            self.invoke()
+            return self.fetch()
 
 
 class LiteRTEngine:
