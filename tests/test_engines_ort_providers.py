@@ -70,7 +70,9 @@ def test_node_placement_matches_the_graph_onnxruntime_optimized(tmp_path: Path) 
 
     rt.pipeline.session.run([np.zeros(tuple(d or 1 for d in x.shape), dtype=x.dtype)])
     placement = rt.pipeline.session.node_placement()
-    assert placement is not None and rt.pipeline.session.node_placement() is None  # the profiler stopped
+    assert placement is not None and rt.pipeline.session.node_placement() is None
+    rt.pipeline.session.run([np.zeros(tuple(d or 1 for d in x.shape), dtype=x.dtype)])
+    assert rt.pipeline.session.native.end_profiling() == ""  # onnxruntime's profiler stopped: later runs unprofiled
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
@@ -89,7 +91,7 @@ def test_bench_records_placement_only_when_providers_are_asked_for(tmp_path: Pat
         out = tmp_path / f"r{len(extra)}.json"
         argv = ["bench", str(DEMO), "--runs", "20", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0",
                 "--no-energy", "--no-memory", "--no-thermal", "--json", str(out), "-q", *extra]  # fmt: skip
-        assert main(argv) in (0, 1)
+        assert main(argv) in (0, 1, 3)  # pass, fail, not-valid: the verdicts are not what is tested
         return json.loads(out.read_text())["results"][0]["engine"]
 
     asked = engine("--providers", "cpu")
