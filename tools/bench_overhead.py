@@ -30,7 +30,7 @@ Figures per artifact, as medians of per-round medians with their range over the 
 round's ratio is <= 1.10, "missed" when none is, else "unresolved" (rerun on a quieter machine
 or with more rounds). Besides the bundled demos it builds, at run time in a temporary folder,
 an MLP of 1.58 M parameters with a manifest (cast, scale, normalize, expand_dims; softmax, top-3)
-and a 1 MiB-input model without one (validation only). Usage:
+and two models without one (validation and dispatch only), with a 1 KiB and a 1 MiB input. Usage:
 
     python tools/bench_overhead.py [ARTIFACT...] [--rounds 5] [--pairs 400] [--threads 1] [--json FILE]
 """
@@ -57,7 +57,7 @@ GOAL = 1.10
 
 
 def build_models(folder: Path) -> list[Path]:
-    """A 1.58 M-parameter MLP with pre/post ops, and a 1 MiB-input model with none (onnx helper)."""
+    """A 1.58 M-parameter MLP with pre/post ops, and 1 KiB / 1 MiB-input models with none (onnx helper)."""
     from onnx import TensorProto, helper, numpy_helper, save
 
     rng = np.random.default_rng(0)
@@ -100,15 +100,18 @@ def build_models(folder: Path) -> list[Path]:
         ),
         mlp,
     )
-    big = folder / "mean-1mib.onnx"  # 262144 float32 in, their mean out: validation cost at 1 MiB
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1)],
-        "mean",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 262144])],
-        [helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 1])],
-    )
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), big)
-    return [mlp, big]
+    means = []
+    for label, n in (("1kib", 256), ("1mib", 262144)):  # n float32 in, their mean out: validation + dispatch
+        path = folder / f"mean-{label}.onnx"
+        graph = helper.make_graph(
+            [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1)],
+            "mean",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+            [helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 1])],
+        )
+        save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        means.append(path)
+    return [mlp, *means]
 
 
 def engine_calls(session: Any) -> tuple[Any, Any, Any]:
