@@ -42,8 +42,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -192,14 +194,31 @@ def wheelhouse(dest: Path | None = None, say: Say = print) -> Path:
     platforms = [arg for p in manylinux_platforms() for arg in ("--platform", p)]
     with tempfile.TemporaryDirectory(prefix="edgerun-wheel-") as tmp:
         wheel = build_self_wheel(Path(tmp))
+        # reused while edgerun's requirements and the platform are those it was downloaded for
+        want = {"requires": sorted(metadata.Distribution.at(_unzip_info(wheel, Path(tmp))).requires or []),
+                "platforms": platforms, "python": PYTHON}  # fmt: skip
+        done = dest / ".edgerun-wheelhouse.json"
+        if done.is_file() and json.loads(done.read_text()) == want:
+            say(f"reusing the wheelhouse {dest}")
+            return dest
+        done.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet", "--dest",
                 str(dest), "--only-binary=:all:", *platforms, "--python-version", PYTHON, "--implementation", "cp",
                 str(wheel)]  # fmt: skip
         _run(argv, say, "pip download (aarch64, CPython 3.11)")
     for own in dest.glob("edgerun-*.whl"):
         own.unlink()  # target setup pushes the running edgerun itself
+    done.write_text(json.dumps(want, indent=1) + "\n")
     say(f"wheelhouse {dest}: {len(list(dest.glob('*.whl')))} wheels")
     return dest
+
+
+def _unzip_info(wheel: Path, into: Path) -> Path:
+    """The wheel's .dist-info folder, unpacked under ``into`` (to read its requirements)."""
+    with zipfile.ZipFile(wheel) as whl:
+        names = [n for n in whl.namelist() if n.split("/")[0].endswith(".dist-info")]
+        whl.extractall(into / "info", names)
+    return next((into / "info").glob("*.dist-info"))
 
 
 @dataclass
