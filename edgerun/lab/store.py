@@ -244,9 +244,14 @@ class LabStore:
         """job_key -> the host of the run that stored the result (``runs.host``; None where unknown)."""
         hosts = {r["run_id"]: r["host"] for r in self.runs()}
         where, params = (" WHERE plan = ?", (plan,)) if plan else ("", ())
-        # run_id and job_key have the same types in failures as in results: checked by that table's rules
-        rows = self._read(f"SELECT run_id, job_key FROM results{where}", params, "failures", ("run_id", "job_key"))
-        return {r["job_key"]: hosts.get(r["run_id"]) for r in rows}
+        keys = self._read(f"SELECT job_key FROM results{where} ORDER BY rowid", params, "results", ("job_key",))
+        try:
+            with self._lock:
+                run_ids = [r[0] for r in self._db.execute(f"SELECT run_id FROM results{where} ORDER BY rowid", params)]
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(self.path, exc) from exc
+        # a run id that is not a whole number names no run: that result's host is unknown, nothing worse
+        return {k["job_key"]: hosts.get(r) if isinstance(r, int) else None for k, r in zip(keys, run_ids)}
 
     def runs(self) -> list[dict[str, Any]]:
         keys = ("run_id", "plan", "plan_path", "started_utc", "finished_utc", "host", "edgerun_version", "jobs_total")
