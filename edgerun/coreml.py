@@ -91,12 +91,24 @@ def read_package_manifest(pkg: Path) -> dict[str, Any]:
 
 
 def _coremltools() -> Any:
+    """coremltools, imported without its start-up chatter (unsupported scikit-learn, untested torch,
+    no Core ML framework off macOS: warnings and log lines that are not about the user's model)."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    logging.disable(logging.WARNING)
     try:
-        import coremltools
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            import coremltools
     except ImportError as exc:
         raise EngineUnavailable(
             "reading a Core ML model spec needs coremltools: pip install 'edgerun[coreml]'"
         ) from exc
+    finally:
+        logging.disable(logging.NOTSET)
     return coremltools
 
 
