@@ -178,6 +178,11 @@ def _read(data: mmap.mmap, path: Path, method: str) -> PteInfo:
         if size > len(data):
             raise FormatError(f"the header says the program is {size} bytes, the file has {len(data)}")
         segment_base = struct.unpack_from("<Q", data, 24)[0]
+        header_length = struct.unpack_from("<I", data, 12)[0]
+        if header_length >= 32 and len(data) >= 40:  # the segment data size (newer headers): the file's end
+            end = segment_base + struct.unpack_from("<Q", data, 32)[0]
+            if end > len(data):
+                raise FormatError(f"the header says the file is {end} bytes, it has {len(data)}")
     buf = _Buf(data, "program")
     program = buf.root()
     plans = {buf.string(p, 0): p for p in buf.tables(program, 1)}
@@ -220,6 +225,9 @@ def _read(data: mmap.mmap, path: Path, method: str) -> PteInfo:
                 info.delegates[backends[idx]] += 1
     inline = buf.tables(program, 3)
     segments = [(buf.scalar(s, 0, "<Q"), buf.scalar(s, 1, "<Q")) for s in buf.tables(program, 4)]
+    for i, (offset, size) in enumerate(segments):  # weights (named data) live here too, not only delegates
+        if segment_base + offset + size > len(data):
+            raise FormatError(f"data segment {i} ends at byte {segment_base + offset + size}, past the end of the file")
     for delegate, backend in zip(buf.tables(plan, 7), backends):
         if backend != XNNPACK_BACKEND:
             info.opaque_delegates.add(backend)
