@@ -160,6 +160,27 @@ def test_sigterm_releases_the_places(labgrid_lab, ssh_device, tmp_path: Path) ->
     assert query(db, "SELECT count(*) FROM leases") == [(0,)]
 
 
+def test_sigkill_leaves_places_acquired_the_next_run_releases_and_finishes(
+    labgrid_lab, ssh_device, tmp_path: Path
+) -> None:  # noqa: ANN001, E501
+    lab = labgrid_lab
+    board = lab.unique("kill").replace("-", "_")
+    names, _ = places_on_exporters(lab, ssh_device, board, (2,))
+    plan, db, log = plan_for(tmp_path, ssh_device, lab.address, board, 2, 0.02), tmp_path / "lab.sqlite", tmp_path / "l"
+    proc = start_lab(plan, db, log)
+    try:
+        assert devices.wait_for(lambda: query(db, "SELECT place FROM claims") or proc.poll() is not None, 120)
+        assert proc.poll() is None, log.read_text()
+        os.killpg(proc.pid, signal.SIGKILL)  # no Python code runs: nothing is released
+    finally:
+        proc.wait(timeout=60)
+    leftover = held(lab, names)
+    assert leftover and set(leftover) <= {r[0] for r in query(db, "SELECT place FROM leases")}
+    assert main(["lab", "run", str(plan), "--db", str(db), "-q"]) == 0  # releases the dead lab's places, re-acquires
+    assert len({r.job_key for r in results(db)}) == 2
+    assert held(lab, names) == {} and query(db, "SELECT count(*) FROM leases") == [(0,)]
+
+
 @pytest.mark.slow
 def test_acceptance_two_exporters_three_places_sigkill_then_resume(labgrid_lab, ssh_device, tmp_path: Path) -> None:  # noqa: ANN001
     """Issue 14's acceptance: every job exactly once, jobs on different places overlapping in time
