@@ -217,3 +217,18 @@ def test_post_chain_is_bit_identical(seed: int) -> None:
         got = fuse_post(ops)(y)
         assert got.dtype == ref.dtype and np.array_equal(got, ref)
         assert np.array_equal(y, kept)  # the engine's output array is not written over
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_odd_inputs_are_read_never_written(seed: int) -> None:
+    # Non-contiguous, read-only and byte-swapped inputs: the same results, and the caller's array untouched.
+    rng = np.random.default_rng(2000 + seed)
+    for _ in range(10):
+        kinds = tuple(rng.choice(PRE_KINDS, size=int(rng.integers(1, 6))))
+        base = _input((6, 5, 3), "float32", rng)
+        for x in (base.transpose(1, 0, 2), base[:, ::2], base.astype(">f4")):
+            x.flags.writeable = False
+            kept = x.copy()
+            ops = _chain(kinds, x.shape, "float32", _spec(rng), rng)
+            _check(ops, x)
+            assert np.array_equal(x, kept)
