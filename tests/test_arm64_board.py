@@ -5,7 +5,9 @@ there offline with ``edgerun target setup`` from an aarch64 wheelhouse, benches 
 artifact there through ``--target ssh://``, and checks what only a real aarch64 userland
 can show: the result names aarch64 and says it is emulated, the verdicts follow from the
 latencies it measured (an emulated Cortex-A76 misses the demo's budgets by far), and the
-board predicts the same classes as this x86-64 machine on the same samples. It needs root,
+board predicts the same classes as this x86-64 machine on the same samples. Then the board
+is a labgrid place (a real coordinator and exporter, tests/labgrid_env.py) and ``edgerun lab
+run`` benches there through it. It needs root,
 qemu-user-static and debootstrap (.ci/run installs them); under CI it fails without them.
 
 The fast tests check how an emulated Linux device is recognised (edgerun.targets.identity).
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -136,5 +139,39 @@ def test_demo_on_the_emulated_arm64_board(tmp_path: Path) -> None:
             done = device.run(argv, 600).check(url, "predicting on the board")
             there = json.loads(done.text.strip().splitlines()[-1])
             assert there == _predict_here(model), model.name
+
+        _lab_run_through_a_labgrid_place(board, tmp_path / "lab")
     finally:
         board.stop()
+
+
+def _lab_run_through_a_labgrid_place(board, root: Path) -> None:  # noqa: ANN001
+    """The board as a labgrid place (a NetworkService on its sshd's port): ``edgerun lab run``
+    reserves it by tag, runs the job there and says in the stored result where and on what."""
+    from labgrid_env import LabgridEnv, labgrid_missing_reason
+
+    reason = labgrid_missing_reason()
+    if reason:
+        pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
+    lab = LabgridEnv.start(root)
+    try:
+        lab.exporter("shelf", {"arm64-1": {"NetworkService": {"address": "127.0.0.1", "username": "root",
+                                                              "port": board.port}}})  # fmt: skip
+        lab.add_place("arm64-1", tags={"board": "arm64_emulated"})
+        plan = root / "plan.toml"
+        plan.write_text(
+            f'[lab]\nname = "arm64"\ncoordinator = "{lab.address}"\n\n'
+            "[bench]\nruns = 4\nmin_seconds = 0\nwarmup = 1\nwarmup_seconds = 0\nno_energy = true\n\n"
+            f'[[artifact]]\npath = "{DEMO / "digits-int8.tflite"}"\n\n'
+            f'[targets.arm64]\nlabgrid = {{ board = "arm64_emulated" }}\nssh_config = "{board.ssh_config}"\n'
+            "connect_timeout_s = 60\nplace_wait_s = 60\n"
+        )
+        done = subprocess.run([sys.executable, "-m", "edgerun.cli", "lab", "run", str(plan)],
+                              capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        with sqlite3.connect(root / "lab.sqlite") as conn:
+            (doc,) = [json.loads(row[0]) for row in conn.execute("SELECT result_json FROM results")]
+        assert doc["target"]["labgrid"]["place"] == "arm64-1"
+        assert doc["target"]["arch"] == "aarch64" and doc["target"]["emulated"] is True
+    finally:
+        lab.stop()

@@ -312,9 +312,11 @@ def _prepare_state(root: Path, state: Path, port: int) -> None:
                       "tools/arm64_board.py, not a real board\n")  # fmt: skip
     host_key = (state / "host_key.pub").read_text().split()
     (state / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    keys = (f"  IdentityFile {state / 'user_key'}\n  IdentitiesOnly yes\n  UserKnownHostsFile {state / 'known_hosts'}\n"
+            "  StrictHostKeyChecking yes\n")  # fmt: skip
+    # the alias, and 127.0.0.1 itself: a labgrid NetworkService names the address and port
     (state / "ssh_config").write_text(
-        f"Host {ALIAS}\n  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {state / 'user_key'}\n"
-        f"  IdentitiesOnly yes\n  UserKnownHostsFile {state / 'known_hosts'}\n  StrictHostKeyChecking yes\n"
+        f"Host {ALIAS}\n  HostName 127.0.0.1\n  Port {port}\n  User root\n{keys}Host 127.0.0.1\n{keys}"
     )
 
 
