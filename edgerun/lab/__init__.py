@@ -3,7 +3,11 @@
     edgerun lab run PLAN.toml       jobs in parallel across devices, one at a time per device
     edgerun lab report [DB]         static HTML (plots embedded) and a Markdown summary
     edgerun lab compare BASE CAND   p50/p99 changes with a test on the raw samples; CI exit code
+    edgerun lab places [PLAN]       a labgrid coordinator's places, and which a plan's labgrid targets use
+    edgerun lab merge OUT DB...     several lab databases (lab hosts) into a new one
 
 ``plan`` (TOML -> jobs), ``store`` (SQLite), ``scheduler`` (threads per device),
-``report`` + ``plots`` (matplotlib, the ``lab`` extra, imported lazily), ``compare``.
+``report`` + ``plots`` (matplotlib, the ``lab`` extra, imported lazily), ``compare``;
+labgrid places (the ``lab`` extra): ``labgrid_client`` (the coordinator link), ``labgrid_run``
+(a worker per place), ``ledger`` (job claims and place leases), ``places``, ``merge``.
 """
