@@ -141,7 +141,8 @@ def test_two_labs_on_one_plan_run_every_job_once(labgrid_lab, ssh_device, tmp_pa
     assert held(lab, names) == {}
 
 
-def test_sigterm_releases_the_places(labgrid_lab, ssh_device, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_and_ctrl_c_release_the_places(labgrid_lab, ssh_device, tmp_path: Path, sig: int) -> None:  # noqa: ANN001
     lab = labgrid_lab
     board = lab.unique("term").replace("-", "_")
     names, _ = places_on_exporters(lab, ssh_device, board, (2,))
@@ -150,7 +151,7 @@ def test_sigterm_releases_the_places(labgrid_lab, ssh_device, tmp_path: Path) ->
     try:
         assert devices.wait_for(lambda: query(db, "SELECT place FROM claims") or proc.poll() is not None, 120)
         assert len(held(lab, names)) >= 1 and proc.poll() is None, log.read_text()
-        proc.send_signal(signal.SIGTERM)  # the lab only (as `kill PID` does), mid-job
+        proc.send_signal(sig)  # the lab only (`kill PID`, or Ctrl-C's SIGINT), mid-job
         assert proc.wait(timeout=60) != 0
     finally:
         if proc.poll() is None:
