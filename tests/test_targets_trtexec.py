@@ -62,6 +62,17 @@ def test_tensorrt_8_summary_has_one_percentile_and_end_to_end() -> None:
     assert "end_to_end" in run.details["timings_ms"]
 
 
+def test_a_captured_tensorrt_8_4_summary() -> None:
+    # Verbatim from a real run (NVIDIA-AI-IOT/tensorrt_plugin_generator samples/yolov4/README.md): an
+    # independent check of the format the fixtures above were written from. No "Timing trace" line in it.
+    run = parse_trtexec((OUT / "trtexec-8.4-captured.txt").read_text())
+    assert (run.count, run.min_ns, run.max_ns, run.percentiles_ns) == (None, 7940550, 8096500, {"p99": 8086120})
+    assert run.mean_ns == pytest.approx(7963620) and run.details["tensorrt_version"] == "8.4.1"  # from v8401
+    assert run.details["timings_ms"]["gpu_compute"]["median_ms"] == 7.76099
+    assert run.details["timings_ms"]["d2h"]["min_ms"] == 0.0078125 and "end_to_end" not in run.details["timings_ms"]
+    assert (run.details["throughput_qps"], run.details["total_gpu_compute_s"]) == (128.422, 3.01301)
+
+
 def test_tensorrt_7_blocks() -> None:
     run = parse_trtexec(_text("7.0"))
     assert (run.count, run.min_ns, run.max_ns, run.mean_ns) == (300, 9819850, 10677500, pytest.approx(10061400))

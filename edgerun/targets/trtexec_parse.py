@@ -10,8 +10,8 @@ Three generations of the summary:
   each for ``Latency``, ``Enqueue Time``, ``H2D Latency``, ``GPU Compute Time``, ``D2H Latency``:
   ``min = X ms, max = X ms, mean = X ms, median = X ms, percentile(90%) = X ms, ...``
   (``--percentile``, default 90,95,99), ``Total Host Walltime: X s``.
-- TensorRT 8.0 to 8.4: the same lines with one ``percentile(99%)`` and an extra
-  ``End-to-End Host Latency`` line.
+- TensorRT 8.0 to 8.4: the same lines with one ``percentile(99%)``; 8.0 to 8.2 also print an
+  ``End-to-End Host Latency`` line (removed in the 8.4 sample update, commit 64988875).
 - TensorRT 7.x: a ``Host latency`` block (``min: X ms (end to end Y ms)`` ... ``percentile: X ms
   at 99% (...)``, ``throughput: X qps``, ``walltime: X s``), then a ``GPU Compute`` block.
 
@@ -103,6 +103,15 @@ def _summaries(text: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _build_version(tag: str) -> str:
+    """``[TensorRT v8401]`` / ``[TensorRT v100300]`` -> "8.4.1" / "10.3.0": NV_TENSORRT_VERSION is
+    major*1000 + minor*100 + patch up to 9.x (include/NvInferRuntimeBase.h, tag v8.6.1), and
+    major*10000 + minor*100 + patch from 10.0 (NV_TENSORRT_VERSION_INT, tag v10.3.0)."""
+    v = int(tag)
+    major, rest = divmod(v, 10000) if v >= 100000 else divmod(v, 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
 def _number(text: str, key: str, group: int = 1) -> float | None:
     m = _LINES[key].search(text)
     return float(m.group(group)) if m else None
@@ -132,7 +141,9 @@ def parse_trtexec(text: str) -> NativeRun:
     precision = _PRECISION.search(text)
     build_s, deser_s = _number(text, "build_s"), _number(text, "deserialize_s")
     details: dict[str, Any] = {
-        "tensorrt_version": version.group(1) if version else (build_version.group(1) if build_version else None),
+        "tensorrt_version": version.group(1)
+        if version
+        else (_build_version(build_version.group(1)) if build_version else None),
         "precision": precision.group(1).strip() if precision else None,
         "throughput_qps": _number(text, "throughput_qps"),
         "total_host_walltime_s": _number(text, "walltime_s"),
