@@ -86,6 +86,17 @@ def test_node_placement_matches_the_graph_onnxruntime_optimized(tmp_path: Path) 
     assert rt.pipeline.session.details["provider_options"] == {"CPUExecutionProvider": {}}
 
 
+def test_without_record_placement_nothing_is_profiled() -> None:
+    rt = load(DEMO, providers=("cpu",), threads=1)  # edgerun run / serve: no profiler on any inference
+    x = rt.artifact.inputs[0]
+    import numpy as np
+
+    rt.pipeline.session.run([np.zeros(tuple(d or 1 for d in x.shape), dtype=x.dtype)])
+    assert rt.pipeline.session.node_placement() is None
+    assert rt.pipeline.session.native.end_profiling() == ""  # onnxruntime was never profiling
+    assert rt.pipeline.session.details["provider_options"] == {"CPUExecutionProvider": {}}
+
+
 def test_bench_records_placement_only_when_providers_are_asked_for(tmp_path: Path) -> None:
     def engine(*extra: str) -> dict:
         out = tmp_path / f"r{len(extra)}.json"

@@ -7,8 +7,9 @@ what ``onnxruntime.get_available_providers()`` does offer: onnxruntime itself
 would silently fall back to the CPU, and a benchmark must not do that.
 
 TensorRT takes options in its name (``tensorrt:fp16:int8:cache=DIR``, ``ort_providers``). A
-session opened with providers asked for explicitly records which provider ran each node
-(onnxruntime's profiler, first inference only) and the options onnxruntime applied.
+session opened with providers asked for records the options onnxruntime applied; with
+``record_placement`` also which provider ran each node (onnxruntime's profiler, stopped by
+``node_placement()`` after the first inference).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class OnnxSession:
     def node_placement(self) -> dict[str, Any] | None:
         """Stop the profiler (run after the first inference) and say which provider ran each node.
 
-        None when the session was not profiled (no providers asked for explicitly)."""
+        None when the session was not profiled (``EngineOptions.record_placement`` off)."""
         if not self._profiling:
             return None
         from edgerun.engines.ort_providers import node_placement
@@ -178,7 +179,7 @@ def open_session(path: Path, options: EngineOptions) -> OnnxSession:
 
     providers = provider_list(options.providers, ort.get_available_providers())
     asked = {name: opts for name, opts in providers}
-    profiling = bool(providers)  # asked for explicitly: record where each node runs (first inference)
+    profiling = options.record_placement  # the bench, when providers are asked for: the first inference only
     if profiling:
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"edgerun-ort-{os.getpid()}")
