@@ -12,6 +12,7 @@ from edgerun.bench.result import build_result, result_file
 from edgerun.bench.runner import BenchConfig, measure
 from edgerun.budget import Budget
 from edgerun.cli import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, main
+from edgerun.errors import BenchError
 from edgerun.profiles import load_profile
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -141,7 +142,7 @@ def test_unknown_result_versions_are_refused(tmp_path: Path):
 
     path = tmp_path / "future.json"
     path.write_text(json.dumps({"schema": "edgerun.bench", "schema_version": 99, "results": []}))
-    with pytest.raises(ValueError, match="schema_version 99 is not supported"):
+    with pytest.raises(BenchError, match="schema_version 99 is not supported"):
         read_result_file(str(path))
 
 
