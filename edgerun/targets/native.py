@@ -18,11 +18,11 @@ from typing import Any
 
 from edgerun.errors import TargetError, TargetSetupError, UsageError
 from edgerun.targets.base import Completed, Target, command_runner
-from edgerun.targets.bench import StagedArtifact
 from edgerun.targets.identity import TargetIdentity
 from edgerun.targets.native_parse import NativeRun, parse_benchmark_model, parse_perf_test
 from edgerun.targets.native_result import build_native_result
 from edgerun.targets.options import BenchOptions
+from edgerun.targets.staging import StagedArtifact
 
 __all__ = ["native_argv", "native_result_on"]
 
