@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgerun.targets.bench import StagedArtifact
 from edgerun.targets.identity import TargetIdentity
 from edgerun.targets.native_parse import NativeRun
 from edgerun.targets.options import BenchOptions
+from edgerun.targets.staging import StagedArtifact
 
 __all__ = ["build_native_result", "native_verdicts"]
 
