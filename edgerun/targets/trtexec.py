@@ -19,8 +19,8 @@ import math
 
 from edgerun.errors import TargetSetupError
 from edgerun.targets.base import Target
-from edgerun.targets.bench import StagedArtifact
 from edgerun.targets.options import BenchOptions
+from edgerun.targets.staging import StagedArtifact
 
 __all__ = ["trtexec_argv"]
 
