@@ -11,8 +11,9 @@ programs are aarch64 code that qemu-user (Debian ``qemu-user-static``, qemu 10 f
 bookworm-backports: 7.2 crashes the engines' CPU detection) translates on this CPU, started
 through binfmt_misc so that every process the board's sshd starts is emulated too. The CPU
 model is a Cortex-A76 (``QEMU_CPU``, a Raspberry Pi 5's core). It is a real aarch64 userland
-(Debian's packages, the aarch64 wheels of onnxruntime and LiteRT) but NOT a real board: code
-runs ~100-200x slower than on one, timings say nothing about a Pi, and results are marked
+(Debian's packages, the aarch64 wheels of onnxruntime and LiteRT) but NOT a real board: the
+demo's inferences ran 250-960x slower than natively on the same CPU (tools/bench_arm64_board.py
+on the loaded 2-core development VM), its timings say nothing about a Pi, and results are marked
 ``emulated`` (edgerun.targets.identity: aarch64 code on an x86_64 kernel, and the marker
 ``/etc/edgerun/emulated`` written here).
 
@@ -62,7 +63,7 @@ BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")  # Debian qemu-user-st
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 COMPLETE = ".edgerun-rootfs.json"
 ALIAS = "edgerun-arm64"
-EMULATED_NOTE = "EMULATED board: qemu-user on this CPU, ~100-200x slower than a real arm64 board"
+EMULATED_NOTE = "EMULATED board: qemu-user on this CPU, hundreds of times slower than native code, no board's timings"
 
 Say = Callable[[str], None]
 
