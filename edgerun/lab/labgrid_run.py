@@ -309,7 +309,8 @@ class LabgridRun:
     def settle(self, stop: threading.Event, poll_s: float = 0.5) -> None:
         """After this lab's workers are done: wait for the jobs of its targets that another lab is
         running (live claims), so that every ``lab run`` on a shared plan ends when the plan does.
-        A claim whose process dies or whose place is let go lapses: that job is left, not waited for."""
+        A claim whose process dies or whose place is let go lapses: that job is left, not waited for;
+        nor longer than the targets' place_wait_s."""
         if self.client is None or not self.pools:
             return
         client = self.client
@@ -319,14 +320,20 @@ class LabgridRun:
             return info.acquired if info is not None else None
 
         said = False
+        # bounded like a held place: another host that crashed mid-job keeps its place acquired, and
+        # its claim would look alive until that host runs again
+        deadline = time.monotonic() + max(pool.plan_target.place_wait_s for pool in self.pools)
         while not stop.is_set():
             done = self.store.done_keys(self.pools[0].jobs[0].plan) if self.pools[0].jobs else set()
             left = {j.key for pool in self.pools for j in pool.jobs} - done
             elsewhere = self.ledger.claimed_by_others(left, holder) if left else {}
             if not elsewhere:
                 return
+            where = "; ".join(sorted(set(elsewhere.values())))
+            if time.monotonic() >= deadline:
+                self.say("labgrid", f"{len(elsewhere)} job(s) still run elsewhere after place_wait_s, left: {where}")
+                return
             if not said:
-                where = "; ".join(sorted(set(elsewhere.values())))
                 self.say("labgrid", f"waiting for {len(elsewhere)} job(s) another lab is running ({where})")
                 said = True
             stop.wait(poll_s)

@@ -145,8 +145,9 @@ class LabStore:
                 if self.path.is_file() and self.path.stat().st_size > 0:
                     # before CREATE TABLE or WAL touch it: another application's file stays as it was
                     reader = _open_read_only(self.path)
-                    try:
-                        check_schema(reader, self.path)
+                    try:  # no tables yet: a lab started at the same moment is creating it (nothing to lose)
+                        if reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                            check_schema(reader, self.path)
                     finally:
                         reader.close()
                 self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0, isolation_level=None)
