@@ -143,7 +143,8 @@ def open_session(path: Path, options: EngineOptions, artifact: Artifact | None =
     if options.threads is not None:
         from executorch.extension.pybindings import portable_lib
 
-        portable_lib._unsafe_reset_threadpool(options.threads)
+        if portable_lib._threadpool_get_thread_count() != options.threads:  # a reset logs a line on stderr
+            portable_lib._unsafe_reset_threadpool(options.threads)
     try:
         program = rt.load_program(path, verification=runtime.Verification.InternalConsistency)
         method = program.load_method(METHOD)
