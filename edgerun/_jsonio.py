@@ -60,7 +60,16 @@ def _read_capped(path: Path, what: str, error: type[Exception], max_bytes: int) 
 def read_json(path: str | Path, *, what: str, error: type[Exception], max_bytes: int) -> Any:
     """Parse the JSON document at ``path``; any failure is ``error("<path>: <what> ...")``."""
     path = Path(path)
-    raw = _read_capped(path, what, error, max_bytes)
+    return parse_json(_read_capped(path, what, error, max_bytes), path, what=what, error=error)
+
+
+def read_capped(path: str | Path, *, what: str, error: type[Exception], max_bytes: int) -> bytes:
+    """The bytes of the file at ``path``, at most ``max_bytes`` (for a caller that also hashes them)."""
+    return _read_capped(Path(path), what, error, max_bytes)
+
+
+def parse_json(raw: bytes, path: str | Path, *, what: str, error: type[Exception]) -> Any:
+    """Parse JSON bytes read from ``path`` (``read_json``'s checks and errors)."""
     seen: list[str] = []
 
     def non_finite(token: str) -> _NonFinite:
