@@ -36,8 +36,8 @@ from pydantic import (
 
 from edgerun.errors import ArtifactError
 from edgerun.formats.manifest import FORMATS, PRECISIONS, Manifest
-from edgerun.formats.spec import Quant, TensorSpec
 from edgerun.schema import limits as L
+from edgerun.schema.manifest_cache import build_manifest
 
 DTYPES = (
     "float32",
@@ -355,37 +355,11 @@ def _error(where: str, exc: ValidationError) -> ArtifactError:
 def validate_manifest(data: Any, where: str) -> Manifest:
     """A checked ``edgerun.formats.manifest.Manifest`` from a parsed manifest document, or ArtifactError."""
     try:
-        model = ManifestModel.model_validate(data)
+        ManifestModel.model_validate(data)
     except ValidationError as exc:
         raise _error(where, exc) from None
     except RecursionError:  # nested past what the validator walks
         raise ArtifactError(f"{where}: nested too deep to validate; expected a manifest (docs/manifest.md)") from None
-
-    def specs(items: list[TensorSpecModel]) -> tuple[TensorSpec, ...]:
-        return tuple(
-            TensorSpec(
-                t.name,
-                tuple(t.shape),
-                t.dtype,
-                None if t.quant is None else Quant(float(t.quant.scale), t.quant.zero_point),
-            )
-            for t in items
-        )
-
-    return Manifest(
-        name=model.name,
-        format=model.format,
-        model_file=model.model_file,
-        sha256=model.sha256.lower(),
-        precision=model.precision,
-        inputs=specs(model.inputs),
-        outputs=specs(model.outputs),
-        raw_inputs=None if model.raw_inputs is None else specs(model.raw_inputs),
-        # The ops as written (validated above): a reader that rewrites the manifest keeps its bytes.
-        preprocess=tuple(dict(op) for op in data.get("preprocess") or ()),
-        postprocess=tuple(dict(op) for op in data.get("postprocess") or ()),
-        labels=tuple(model.labels or ()),
-        provenance=dict(data.get("provenance") or {}),  # as written, extra keys and all
-        samples=model.samples,
-        schema_version=model.schema_version,
-    )
+    # Strict validation coerces nothing, so the document's own values are the checked ones; the
+    # Manifest is built from them by the builder a remembered pass uses too.
+    return build_manifest(data)
