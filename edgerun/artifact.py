@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgerun._jsonio import MANIFEST_MAX_BYTES, read_json
+from edgerun._jsonio import MANIFEST_MAX_BYTES, parse_json, read_capped
 from edgerun.errors import ArtifactError, FormatError, IntegrityError
 from edgerun.formats.manifest import (  # noqa: F401 (re-exported: their first home)
     FORMATS,
@@ -120,19 +120,27 @@ def _inside(manifest_file: Path, key: str, value: str, allow_outside: bool) -> P
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
+    return _read_manifest_bytes(path)[0]
+
+
+def _read_manifest_bytes(path: Path) -> tuple[dict[str, Any], bytes]:
+    """The manifest document and the exact bytes it was parsed from."""
     regular_file(path, "manifest")  # a FIFO would block the read forever
-    data = read_json(path, what="manifest", error=ArtifactError, max_bytes=MANIFEST_MAX_BYTES)
+    raw = read_capped(path, what="manifest", error=ArtifactError, max_bytes=MANIFEST_MAX_BYTES)
+    data = parse_json(raw, path, what="manifest", error=ArtifactError)
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: manifest must be a JSON object, got {type(data).__name__}")
-    return data
+    return data, raw
 
 
-def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
+def parse_manifest(data: dict[str, Any], where: str, raw: bytes | None = None) -> Manifest:
     """Validate a manifest dict (docs/manifest.md) and build a Manifest; ArtifactError otherwise.
 
     The schema and its version are checked here first (a newer version may mean other fields,
     so its fields are not judged by this version's rules); every field then by the schema in
     ``edgerun.schema.manifest``, imported here so that ``import edgerun`` does not load pydantic.
+    ``raw``, the exact bytes ``data`` was parsed from, lets a pass of those bytes by this schema be
+    remembered (``edgerun.schema.manifest_cache``, which says why that is still a check).
     """
     if not isinstance(data, dict):
         raise ArtifactError(f"{where}: manifest must be a JSON object, got {type(data).__name__}")
@@ -144,9 +152,16 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
             f"{where}: manifest schema_version {_short(version)} is not supported "
             f"(this edgerun reads 1..{MANIFEST_SCHEMA_VERSION}; upgrade edgerun for newer ones)"
         )
+    if raw is not None:
+        from edgerun.schema import manifest_cache
+
+        if manifest_cache.known_valid(raw):
+            return manifest_cache.build_manifest(data)
     from edgerun.schema.manifest import validate_manifest
 
     manifest: Manifest = validate_manifest(data, where)
+    if raw is not None:
+        manifest_cache.remember(raw)
     return manifest
 
 
@@ -186,7 +201,8 @@ def load_artifact(path: str | Path, *, allow_outside: bool = False) -> Artifact:
     model_path, manifest_file = _resolve(Path(path))
     manifest = None
     if manifest_file is not None:  # checked before any byte of the model is read
-        manifest = parse_manifest(_read_manifest(manifest_file), str(manifest_file))
+        data, raw = _read_manifest_bytes(manifest_file)
+        manifest = parse_manifest(data, str(manifest_file), raw)
         named = _inside(manifest_file, "model_file", manifest.model_file, allow_outside)
         model_path = named if model_path == manifest_file else model_path
         if manifest.samples is not None:
