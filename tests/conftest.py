@@ -13,6 +13,15 @@ from edgerun.demo import DEMO_DIR, DEMO_NAMES
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _manifest_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Manifest passes (edgerun/schema/manifest_cache.py) go to this run's folder, not the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGERUN_CACHE_DIR", str(tmp_path_factory.mktemp("edgerun-cache")))
+    yield
+    mp.undo()
+
+
 def _demo(name: str) -> Path:
     path = DEMO_DIR / name
     if not path.exists():
