@@ -29,11 +29,11 @@ ENTRY = (
 COMMAND_MODULES = set(cli.COMMAND_MODULES) | {module for module, _ in cli.COMMANDS.values()}
 
 
-def imported_by(*argv: str) -> set[str]:
-    """Every module a fresh ``edgerun ARGV`` process has imported when it exits."""
+def imported_by(*argv: str, env: dict[str, str] | None = None) -> set[str]:
+    """Every module a fresh ``edgerun ARGV`` process (with ``env`` added) has imported when it exits."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "modules"
-        env = {**os.environ, "MODULES_OUT": str(out)}
+        env = {**os.environ, **(env or {}), "MODULES_OUT": str(out)}
         proc = subprocess.run(
             [sys.executable, "-c", ENTRY, *argv], capture_output=True, text=True, timeout=120, env=env
         )
@@ -126,10 +126,67 @@ def test_an_onnx_run_without_a_manifest_imports_no_other_engine_schema_or_subsys
     assert mods & COMMAND_MODULES == {"edgerun.run_cli"}
 
 
-def test_pydantic_comes_in_only_to_parse_a_manifest() -> None:
-    mods = imported_by("run", str(DEMO_DIR / "digits-fp32.onnx"))  # the demo has a manifest
+def test_pydantic_comes_in_only_to_check_a_manifest_not_yet_passed(tmp_path: Path) -> None:
+    mods = imported_by("run", str(DEMO_DIR / "digits-fp32.onnx"), env={"EDGERUN_NO_CACHE": "1"})
     assert "edgerun.schema.manifest" in mods and "pydantic" in mods
     assert not _top(mods) & {"ai_edge_litert", "torch"}
+
+
+# What `edgerun run` on an ONNX model must never import: another engine, torch, the schema library
+# once the manifest's pass is remembered, the network and serialisation stack of the fallback
+# (only with --mode/--fallback-*), the profile/budget/detection machinery (only with --profile or a
+# budget), and every other subsystem. A structural check: it fails the day an import creeps in.
+NOT_IN_AN_ONNX_RUN = {
+    "ai_edge_litert",
+    "tflite_runtime",
+    "torch",
+    "onnx",
+    "executorch",
+    "coremltools",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_inspection",
+    "jsonschema",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "orjson",
+    "ssl",
+    "email",
+    "tomllib",
+    "importlib.metadata",
+    "edgerun.schema.manifest",
+    "edgerun.fallback",
+    "edgerun.compress",
+    "edgerun.lab",
+    "edgerun.targets",
+    "edgerun.serialhost",
+    "edgerun.power",
+    "edgerun.measure",
+    "edgerun.profiles",
+    "edgerun.detection",
+    "edgerun.budget",
+    "edgerun.coreml",
+    "edgerun.doctor",
+    "edgerun.formats.tflite",
+    "edgerun.formats.pte",
+    "edgerun.engines.tflite",
+}
+
+
+def test_a_remembered_onnx_run_imports_nothing_the_run_path_does_not_need(tmp_path: Path) -> None:
+    for f in DEMO_DIR.iterdir():  # the demo's model, manifest and samples, in a folder of our own
+        if f.name.startswith("digits-fp32.onnx") or f.suffix == ".npz":
+            shutil.copy(f, tmp_path / f.name)
+    env = {"EDGERUN_CACHE_DIR": str(tmp_path / "cache")}
+    first = imported_by("run", str(tmp_path / "digits-fp32.onnx"), env=env)
+    assert "pydantic" in first  # the first start checks the manifest with the schema ...
+    mods = imported_by("run", str(tmp_path / "digits-fp32.onnx"), env=env)
+    assert "edgerun.schema.manifest_cache" in mods and "onnxruntime" in mods
+    banned = {m for m in mods if m in NOT_IN_AN_ONNX_RUN or any(m.startswith(b + ".") for b in NOT_IN_AN_ONNX_RUN)}
+    assert not banned, sorted(banned)  # ... the next ones remember its pass
+    assert mods & COMMAND_MODULES == {"edgerun.run_cli"}
 
 
 def test_an_fp32_tflite_run_does_not_read_the_flatbuffer_schema(tmp_path: Path) -> None:

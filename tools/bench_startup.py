@@ -7,13 +7,19 @@ machine hits every case alike), and reports the median CPU time (user + system, 
 
 - ``python -c pass``                       bare interpreter start
 - ``edgerun --help``                       the command table, nothing else
-- ``edgerun run DEMO.onnx`` / ``.tflite``  one inference through edgerun
+- ``edgerun run DEMO.onnx`` / ``.tflite``  one inference through edgerun, the manifest's pass
+                                           remembered (edgerun/schema/manifest_cache.py): every
+                                           start after a manifest's first
+- ``... no cache``                         the same with EDGERUN_NO_CACHE=1: the manifest goes
+                                           through the full pydantic schema (a manifest's first start)
 - ``raw onnx`` / ``raw tflite``            the same inference written against onnxruntime /
   LiteRT directly (scripts written to a temporary folder, printed with ``--show-scripts``)
 
-and the ratios edgerun / raw. Goals (issue 13): ``edgerun run`` <= 1.15x the raw script,
-``edgerun --help`` <= 60 ms CPU. CPU time, not wall time: it does not count waiting for a
-busy machine's scheduler, so it is steadier on a shared box (still report the machine).
+and the ratios edgerun / raw. The children's cache folder (EDGERUN_CACHE_DIR) is in the temporary
+folder, filled by the warm-up runs: the user's own cache is neither read nor written.
+Goals (issue 13): ``edgerun run`` <= 1.15x the raw script, ``edgerun --help`` <= 60 ms CPU.
+CPU time, not wall time: it does not count waiting for a busy machine's scheduler, so it is
+steadier on a shared box (still report the machine).
 ``--threads N`` passes the same thread count to edgerun and to the raw scripts; without it each
 uses its own default (edgerun: its thread rule; ORT: one per physical core; LiteRT: 1).
 
@@ -40,38 +46,71 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "edgerun" / "demo"
 
-# What a user who skips edgerun writes: open the model, feed one input, print the top class.
-# The input is one bundled sample when the model has an .npz beside it (as `edgerun run` uses),
-# else zeros; reading it costs the same numpy import edgerun pays.
-RAW_ONNX = """\
+# What a user who skips edgerun writes: open the model, feed one input, print the top classes.
+# With an .npz (the samples `edgerun run` reads, named by the manifest) the input is its first
+# sample, pre-processed as the demo's manifest says (bilinear resize to the model's image size,
+# x / 16, normalize with mean 0.3052 and std 0.3247; for another model the constants are wrong but
+# cost the same); without one, zeros. Softmax and the top 3 as `edgerun run` prints them.
+_RAW_INPUT = """\
+def first_sample(npz, shape, dtype):
+    if not npz:
+        return np.zeros(shape, dtype)
+    with np.load(npz) as data:
+        s = data["x"][0].astype(np.float32)
+    for axis, n in enumerate([int(d) for d in shape if d > 1][-2:]):  # the image's sides, NCHW or NHWC
+        m = s.shape[axis]
+        c = np.clip((np.arange(n) + 0.5) * m / n - 0.5, 0, m - 1)
+        i = np.floor(c).astype(int)
+        f = (c - i).astype(np.float32)
+        f = f[:, None] if axis == 0 else f
+        s = np.take(s, i, axis) * (1 - f) + np.take(s, np.minimum(i + 1, m - 1), axis) * f
+    return ((s / 16 - 0.3052) / 0.3247).reshape(shape).astype(dtype)
+
+
+def top3(logits):
+    e = np.exp(logits - logits.max())
+    p = (e / e.sum()).ravel()
+    for i in np.argsort(-p, kind="stable")[:3]:
+        print(i, round(float(p[i]), 4))
+"""
+
+RAW_ONNX = (
+    """\
 import sys
 import numpy as np
 import onnxruntime as ort
-threads = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+"""
+    + _RAW_INPUT
+    + """\
+threads = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "0" else 0
 so = ort.SessionOptions()
 if threads:
     so.intra_op_num_threads = threads
 sess = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
 inp = sess.get_inputs()[0]
 shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-x = np.zeros(shape, np.float32)
-out = sess.run(None, {inp.name: x})[0]
-print(int(np.argmax(out)))
+x = first_sample(sys.argv[3] if len(sys.argv) > 3 else "", shape, np.float32)
+top3(sess.run(None, {inp.name: x})[0])
 """
+)
 
-RAW_TFLITE = """\
+RAW_TFLITE = (
+    """\
 import sys
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
-threads = int(sys.argv[2]) if len(sys.argv) > 2 else None
+"""
+    + _RAW_INPUT
+    + """\
+threads = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != "0" else None
 it = Interpreter(model_path=sys.argv[1], num_threads=threads)
 it.allocate_tensors()
 d = it.get_input_details()[0]
-it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+it.set_tensor(d["index"], first_sample(sys.argv[3] if len(sys.argv) > 3 else "", d["shape"], d["dtype"]))
 it.invoke()
-out = it.get_tensor(it.get_output_details()[0]["index"])
-print(int(np.argmax(out)))
+top3(it.get_tensor(it.get_output_details()[0]["index"]))
 """
+)
 
 # The console script `edgerun` does exactly this (pyproject's [project.scripts]); spelling it out
 # keeps the measurement independent of where the venv put the script.
@@ -91,39 +130,51 @@ def cpu_seconds(argv: list[str], env: dict[str, str] | None = None) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def samples_for(model: Path) -> str:
+    """The bundled samples `edgerun run` would read for ``model`` (its manifest's), else ""."""
+    manifest = model.with_name(model.name + ".edgerun.json")
+    if not manifest.is_file():
+        return ""
+    name = json.loads(manifest.read_text()).get("samples")
+    return str(model.parent / name) if name else ""
+
+
 def cases(py: str, onnx: Path, tflite: Path, scripts: Path, threads: int | None) -> dict[str, list[str]]:
     (scripts / "raw_onnx.py").write_text(RAW_ONNX)
     (scripts / "raw_tflite.py").write_text(RAW_TFLITE)
     t_opt = ["--threads", str(threads)] if threads else []
-    t_arg = [str(threads)] if threads else []
+    t_arg = str(threads or 0)
     return {
         "python -c pass": [py, "-c", "pass"],
         "edgerun --help": [py, "-c", EDGERUN, "--help"],
         f"edgerun run {onnx.name}": [py, "-c", EDGERUN, "run", str(onnx), *t_opt],
-        f"raw onnx {onnx.name}": [py, str(scripts / "raw_onnx.py"), str(onnx), *t_arg],
+        f"edgerun run {onnx.name} no cache": [py, "-c", EDGERUN, "run", str(onnx), *t_opt],
+        f"raw onnx {onnx.name}": [py, str(scripts / "raw_onnx.py"), str(onnx), t_arg, samples_for(onnx)],
         f"edgerun run {tflite.name}": [py, "-c", EDGERUN, "run", str(tflite), *t_opt],
-        f"raw tflite {tflite.name}": [py, str(scripts / "raw_tflite.py"), str(tflite), *t_arg],
+        f"edgerun run {tflite.name} no cache": [py, "-c", EDGERUN, "run", str(tflite), *t_opt],
+        f"raw tflite {tflite.name}": [py, str(scripts / "raw_tflite.py"), str(tflite), t_arg, samples_for(tflite)],
     }
 
 
-def measure(
-    commands: dict[str, list[str]], runs: int, warmup: int, env: dict[str, str] | None
-) -> dict[str, list[float]]:
-    for argv in commands.values():  # compile .pyc files and fill the page cache before timing
+def measure(commands: dict[str, list[str]], runs: int, warmup: int, env: dict[str, str]) -> dict[str, list[float]]:
+    no_cache = {**env, "EDGERUN_NO_CACHE": "1"}
+    envs = {name: no_cache if name.endswith(" no cache") else env for name in commands}
+    for name, argv in commands.items():  # compile .pyc files, fill the page cache and the manifest cache
         for _ in range(warmup):
-            cpu_seconds(argv, env)
+            cpu_seconds(argv, envs[name])
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, argv in commands.items():
-            samples[name].append(cpu_seconds(argv, env))
+            samples[name].append(cpu_seconds(argv, envs[name]))
     return samples
 
 
-def child_env(tmp: Path, pyc_cache: bool) -> dict[str, str] | None:
-    if not pyc_cache:
-        return None
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+def child_env(tmp: Path, pyc_cache: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "EDGERUN_NO_CACHE"}
+    env["EDGERUN_CACHE_DIR"] = str(tmp / "edgerun-cache")
+    if pyc_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
     return env
 
 
@@ -161,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     med = {name: stats[name]["median_ms"] for name in names}
     ratios = {
         "edgerun --help / python -c pass": med[names[1]] / med[names[0]],
-        f"{names[2]} / {names[3]}": med[names[2]] / med[names[3]],
-        f"{names[4]} / {names[5]}": med[names[4]] / med[names[5]],
+        f"{names[2]} / {names[4]}": med[names[2]] / med[names[4]],
+        f"{names[3]} / {names[4]}": med[names[3]] / med[names[4]],
+        f"{names[5]} / {names[7]}": med[names[5]] / med[names[7]],
+        f"{names[6]} / {names[7]}": med[names[6]] / med[names[7]],
     }
     machine = {
         "platform": platform.platform(),
