@@ -97,7 +97,8 @@ def bench_on_target_cli(args: argparse.Namespace, paths: list[Path]) -> list[dic
     runner = "native binaries" if uses_native_runner(target) else f"edgerun {identity.edgerun_version}"
     _note(
         args,
-        f"target: {target.spec.label}: {identity.model or identity.hostname or '?'} ({identity.os or '?'}), {runner}",
+        f"target: {target.spec.label}: {identity.model or identity.hostname or '?'} ({identity.os or '?'}), {runner}"
+        + (f"; EMULATED: {identity.emulation}" if identity.emulation else ""),
     )
     results = []
     for i, path in enumerate(paths):
