@@ -153,7 +153,10 @@ class _TargetRunner:
         if not uses_native_runner(target):
             require_edgerun(target, identity)
         self.say(
-            self.summary.name, f"{identity.model or identity.hostname or '?'}, {identity.os}: {len(self.jobs)} job(s)"
+            self.summary.name,
+            f"{identity.model or identity.hostname or '?'}, {identity.os}"
+            + (" (EMULATED)" if identity.emulation else "")
+            + f": {len(self.jobs)} job(s)",
         )
         return identity
 
