@@ -392,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
             board = start(args.root, args.state, detach=True, say=say)
             house = wheelhouse_dir()
             print(f"  edgerun target setup '{board.url()}' --wheelhouse {house}")
-            print(f"  edgerun bench --target '{board.url()}' --runs 20 --min-seconds 0  # {EMULATED_NOTE}")
+            print(f"  edgerun bench --target '{board.url()}' edgerun/demo/digits-int8.tflite --runs 8 --min-seconds 0 "
+                  "--warmup 1 --warmup-seconds 0 --no-energy")  # fmt: skip
         else:
             state = (args.state or state_dir()).resolve()
             pid = _board_pid(state)
