@@ -186,30 +186,34 @@ def test_sigkill_leaves_places_acquired_the_next_run_releases_and_finishes(
 def test_acceptance_two_exporters_three_places_sigkill_then_resume(labgrid_lab, ssh_device, tmp_path: Path) -> None:  # noqa: ANN001
     """Issue 14's acceptance: every job exactly once, jobs on different places overlapping in time
     (the stored start/finish stamps), and a SIGKILL followed by a resume loses and duplicates
-    nothing and leaves no place acquired."""
+    nothing and leaves no place acquired. Killed twice: as soon as a place is leased (while it is
+    being acquired, before any job), and mid-run with results stored and jobs in flight."""
     lab = labgrid_lab
     board = lab.unique("acc").replace("-", "_")
     names, _ = places_on_exporters(lab, ssh_device, board, (2, 1))
-    plan, db, log = plan_for(tmp_path, ssh_device, lab.address, board, 9, 1.5), tmp_path / "lab.sqlite", tmp_path / "l"
-    proc = start_lab(plan, db, log)
-    try:
-        got = devices.wait_for(
-            lambda: len(query(db, "SELECT job_key FROM results")) >= 3 or proc.poll() is not None, 300
-        )
-        assert got and proc.poll() is None, log.read_text()
-        os.killpg(proc.pid, signal.SIGKILL)  # the lab and everything it started, mid-job
-    finally:
-        proc.wait(timeout=60)
+    plan, db = plan_for(tmp_path, ssh_device, lab.address, board, 9, 1.5), tmp_path / "lab.sqlite"
+    stored = lambda: len(query(db, "SELECT job_key FROM results"))  # noqa: E731
+    leased = lambda: len(query(db, "SELECT place FROM leases"))  # noqa: E731
+    for point, reached in (("a place leased", leased), ("3 results stored", lambda: stored() >= 3)):
+        log = tmp_path / f"{point}.log"
+        proc = start_lab(plan, db, log)
+        try:
+            got = devices.wait_for(lambda: reached() or proc.poll() is not None, 300)  # noqa: B023
+            assert got and proc.poll() is None, f"{point}: {log.read_text()}"
+            os.killpg(proc.pid, signal.SIGKILL)  # the lab and everything it started
+        finally:
+            proc.wait(timeout=60)
+        assert query(db, "SELECT count(*) FROM leases")[0][0] >= 1, point
     before = query(db, "SELECT job_key, created_utc, result_json FROM results ORDER BY job_key")
     assert 3 <= len(before) < 9
     assert held(lab, names), "the killed lab left its places acquired (the coordinator keeps them)"
-    assert query(db, "SELECT count(*) FROM leases")[0][0] >= 1
 
     assert main(["lab", "run", str(plan), "--db", str(db), "-q"]) == 0  # resume: releases, re-acquires, finishes
     after = query(db, "SELECT job_key, created_utc, result_json FROM results ORDER BY job_key")
     assert len(after) == 9 and len({r[0] for r in after}) == 9
     assert set(before) <= set(after), "results stored before the kill were kept as they were"
     assert held(lab, names) == {} and query(db, "SELECT count(*) FROM leases") == [(0,)]
+    assert query(db, "SELECT count(*) FROM claims") == [(0,)]
     spans = [
         (b["place"], b["started_utc"], b["finished_utc"]) for b in (r.result["target"]["labgrid"] for r in results(db))
     ]
