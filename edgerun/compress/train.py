@@ -34,7 +34,7 @@ def seed_everything(seed: int) -> np.random.Generator:
     training amplifies that: the demo recipe's gates carry margins for it (docs/compress.md)."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.mkldnn.deterministic = True  # oneDNN: no run-to-run variation from its reductions
+    torch.backends.mkldnn.deterministic = True  # type: ignore[assignment]  # oneDNN: deterministic reductions
     return np.random.default_rng(seed)
 
 
