@@ -1,6 +1,6 @@
 """An EMULATED arm64 board on this machine: Debian bookworm arm64 under qemu-user, with its own sshd.
 
-    python tools/arm64_board.py build        # the root file system, once (cached; 6-13 min on 2 cores)
+    python tools/arm64_board.py build        # the root file system, once (cached; ~5.5 min CPU)
     python tools/arm64_board.py wheelhouse   # aarch64 wheels for edgerun's dependencies (pip download)
     python tools/arm64_board.py start        # its sshd on 127.0.0.1; prints the target URL
     python tools/arm64_board.py stop
