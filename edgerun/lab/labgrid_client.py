@@ -229,10 +229,13 @@ class LabgridClient:
 
     def network_service(self, place: str) -> dict[str, Any] | None:
         """The ``NetworkService`` parameters of an acquired place (address, username, port), with
-        ``exporter`` and ``group`` added; None when the place has none available."""
+        ``exporter`` and ``group`` added; None when the place has none available. A ``NetworkService``
+        named ``adb...`` is a phone (edgerun.lab.resources.is_adb_service), not an SSH board: skipped."""
+        from edgerun.lab.resources import is_adb_service
+
         found = self.place_resources(place)
         for entry in found:
-            if entry["cls"] == "NetworkService" and entry["avail"]:
+            if entry["cls"] == "NetworkService" and entry["avail"] and not is_adb_service(entry):
                 return {**entry["params"], "exporter": entry["exporter"], "group": entry["group"]}
         return None
 

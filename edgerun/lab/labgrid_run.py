@@ -20,6 +20,12 @@ Per labgrid target (a pool of interchangeable places: ``labgrid = "rpi5-1"`` or
    exception). After a SIGKILL the lease stays: the next ``lab run`` on this host releases the
    places whose lab process is gone before it reserves again.
 
+Beyond SSH boards (edgerun/lab/resources.py): a place whose ``NetworkService`` is named ``adb...``
+is a phone, run as an ``adb://`` target; a target with a ``tiny`` table runs `serial tiny` on the
+place's ``NetworkSerialPort`` (edgerun/lab/wearable.py). A place with a power port gets one power
+cycle and one retry for a job whose board stopped answering (edgerun/lab/power.py); the result says
+so (``power_cycles`` and a warning), and a retry that fails too is a failure that says so.
+
 When the exporter of a place in use goes away (the coordinator deletes its resources) the
 worker's running job is stopped at once (its process groups killed), recorded as a failure,
 and the worker lets the place go; the other places go on, and the next run does that job.
@@ -36,7 +42,10 @@ from typing import Any
 from edgerun.errors import LabError, TargetUnreachable
 from edgerun.lab.labgrid_client import LabgridClient, PlaceBusy, coordinator_address, filter_text, matches
 from edgerun.lab.ledger import Ledger, precise_utc
+from edgerun.lab.place_kinds import PlaceKinds
 from edgerun.lab.plan import Job, Plan, PlanTarget
+from edgerun.lab.power import LabgridPower, power_for_place
+from edgerun.lab.resources import place_devices
 from edgerun.lab.scheduler import _DEVICE_GONE, Progress, TargetSummary, _TargetRunner
 from edgerun.lab.store import LabStore
 
@@ -79,7 +88,7 @@ class _Guarded:
         return call
 
 
-class _PlaceWorker(_TargetRunner):
+class _PlaceWorker(PlaceKinds, _TargetRunner):
     """One place of a pool: reserve, acquire, run jobs from the pool, release."""
 
     def __init__(self, run: LabgridRun, pool: _Pool) -> None:
@@ -95,6 +104,8 @@ class _PlaceWorker(_TargetRunner):
         self.thread_id: int | None = None
         self._started = ""
         self._let_go = threading.Lock()
+        self.power: LabgridPower | None = None
+        self.power_cycles = 0  # this place's power cycles (each one is in its job's result too)
 
     def _run(self, stop: threading.Event) -> None:
         self.thread_id = threading.get_ident()
@@ -157,20 +168,24 @@ class _PlaceWorker(_TargetRunner):
 
         client = self.lab.client
         assert client is not None
-        service = client.network_service(place)
         self.summary.name = f"{self.plan_target.name}@{place}"
-        if service is None:
-            self._stop(f"place {place} has no available NetworkService (its exporter is down, or no match)")
+        resources = client.place_resources(place)
+        try:
+            devices = place_devices(resources)
+        except LabError as exc:  # a NetworkSerialPort without its port yet, a phone without an address
+            self._stop(str(exc))
             return
-        self.exporter, self.group = str(service["exporter"]), str(service["group"])
+        self.power = power_for_place(resources, self.lab.address, place, client.identity)
+        if self.plan_target.tiny is not None:
+            self._work_tiny(place, devices, resources, stop)
+            return
+        spec = self._spec(place, devices, client.network_service(place), resources)
+        if spec is None:
+            return
         client.watch(self._on_resource_gone)
-        port = int(service.get("port") or 22)
-        spec = dataclasses.replace(
-            self.plan_target.spec, host=str(service["address"]), user=service.get("username") or None,
-            port=None if port == 22 else port,
-        )  # fmt: skip
         self.plan_target = dataclasses.replace(self.plan_target, spec=spec)
-        gone = f"exporter {self.exporter} went away: place {place} lost its NetworkService"
+        lost = "phone" if spec.kind == "adb" else "NetworkService"
+        gone = f"exporter {self.exporter} went away: place {place} lost its {lost}"
         target = _Guarded(open_target(spec), self.lost, gone)
         try:
             identity = self._identify(target)

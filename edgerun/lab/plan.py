@@ -6,11 +6,15 @@
     [[artifact]]          path = "models/ecg-int8.onnx" (relative to the plan)
     [targets.NAME]        url = "ssh://pi@pi5.local", any target option, cooldown_s, cooldown_c, cooldown_max_s
     [targets.NAME]        labgrid = "place-name" | {board = "rpi5"} (a labgrid place, or any place with these
-                          tags), ssh options for its NetworkService, place_wait_s; [lab] coordinator
+                          tags), ssh options for its NetworkService, place_wait_s, boot_wait_s; [lab] coordinator
+    [targets.NAME]        labgrid = ..., tiny = {dataset = "DIR", iterations = 20, ...}: `serial tiny` on the
+                          place's NetworkSerialPort (a wearable), one job per repetition
 
 A labgrid target is a pool: each of its jobs runs once, on whichever matching place the
 coordinator allocates (one worker per place: edgerun.lab.labgrid_run); its key names the
-selector (``labgrid://rpi5-1``, ``labgrid://?board=rpi5``), not the place.
+selector (``labgrid://rpi5-1``, ``labgrid://?board=rpi5``), not the place. A board that stops
+answering is power-cycled through the place's power port and its job retried once; ``boot_wait_s``
+bounds the wait for it to answer again.
 
 Jobs are the product artifacts x targets x threads x providers x engines x repetitions
 (an engine axis skips artifacts of the other format). A job's key is a hash of
@@ -38,8 +42,9 @@ __all__ = ["Job", "Plan", "PlanTarget", "load_plan"]
 
 _ENGINE_FORMAT = {"onnx": ".onnx", "litert": ".tflite"}
 _COOLDOWN_KEYS = ("cooldown_s", "cooldown_c", "cooldown_max_s")
-_LABGRID_KEYS = ("labgrid", "place_wait_s")
+_LABGRID_KEYS = ("labgrid", "place_wait_s", "boot_wait_s", "tiny")
 DEFAULT_PLACE_WAIT_S = 600.0  # how long a labgrid place held by someone else is waited for
+DEFAULT_BOOT_WAIT_S = 120.0  # how long a power-cycled board is waited for until it answers again
 _TAG = re.compile(r"[a-z][a-z0-9_]+")  # labgrid's TAG_KEY (labgrid/remote/common.py)
 
 
@@ -53,6 +58,8 @@ class PlanTarget:
     cooldown_max_s: float = 300.0
     labgrid: dict[str, str] | None = None  # a labgrid reservation filter ({"name": place} or tags)
     place_wait_s: float = DEFAULT_PLACE_WAIT_S
+    boot_wait_s: float = DEFAULT_BOOT_WAIT_S
+    tiny: TinyJob | None = None  # `serial tiny` on the place's NetworkSerialPort instead of bench
 
     @property
     def name(self) -> str:
@@ -66,6 +73,15 @@ class PlanTarget:
         if set(self.labgrid) == {"name"}:
             return f"labgrid://{self.labgrid['name']}"
         return "labgrid://?" + "&".join(f"{k}={v}" for k, v in sorted(self.labgrid.items()))
+
+
+@dataclass(frozen=True)
+class TinyJob:
+    """A labgrid target's ``tiny`` table: the dataset and the `serial tiny` options (TinyConfig fields)."""
+
+    dataset: Path
+    dataset_sha256: str  # of the file names and contents: the job key changes with the data
+    options: tuple[tuple[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -84,7 +100,7 @@ class Job:
     options: BenchOptions
 
     def describe(self) -> str:
-        parts = [self.artifact.name]
+        parts = [f"serial tiny {self.artifact.name}" if self.artifact.is_dir() else self.artifact.name]
         parts += [f"threads={self.threads}"] if self.threads is not None else []
         parts += [f"providers={self.providers}"] if self.providers else []
         parts += [f"engine={self.engine}"] if self.engine else []
@@ -111,8 +127,14 @@ class Plan:
 
         digests = {a: sha256_file(a) for a in self.artifacts}
         out = []
+        for target in self.targets:  # a wearable's jobs: its dataset, once per repetition (no artifact, no axes)
+            if target.tiny is not None:
+                tiny, none = target.tiny, BenchOptions()
+                out += [self._job(target, tiny.dataset, tiny.dataset_sha256, none, r) for r in self._reps()]
         axes = itertools.product(self.targets, self.artifacts, self.threads, self.providers, self.engines)
         for target, artifact, threads, providers, engine in axes:
+            if target.tiny is not None:
+                continue
             if engine is not None and artifact.suffix != _ENGINE_FORMAT[engine]:
                 continue
             axes_set = {"threads": threads, "providers": providers, "engine": engine}
@@ -121,10 +143,13 @@ class Plan:
                 out.append(self._job(target, artifact, digests[artifact], options, rep))
         return out
 
+    def _reps(self) -> range:
+        return range(1, self.repetitions + 1)
+
     def _job(self, target: PlanTarget, artifact: Path, sha: str, options: BenchOptions, rep: int) -> Job:
         identity = {
             "plan": self.name, "artifact_sha256": sha, "target": target.name, "url": target.address,
-            "options": options.argv(), "repetition": rep,
+            "options": list(target.tiny.options) if target.tiny else options.argv(), "repetition": rep,
         }  # fmt: skip
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return Job(
@@ -150,14 +175,14 @@ def _axis(matrix: dict[str, Any], key: str, kind: type, where: str) -> tuple[Any
     return tuple(values)
 
 
-def _targets(data: dict[str, Any], where: str) -> tuple[PlanTarget, ...]:
+def _targets(data: dict[str, Any], where: str, base: Path) -> tuple[PlanTarget, ...]:
     tables = _table(data, "targets", where)
     if not tables:
         raise LabError(f'{where}: no [targets.NAME] table; add e.g. [targets.here] with url = "local"')
     out = []
     for name, table in tables.items():
         if isinstance(table, dict) and "labgrid" in table:
-            out.append(_labgrid_target(name, table, where))
+            out.append(_labgrid_target(name, table, where, base))
             continue
         if not isinstance(table, dict) or "url" not in table:
             raise LabError(
@@ -174,7 +199,7 @@ def _targets(data: dict[str, Any], where: str) -> tuple[PlanTarget, ...]:
     return tuple(out)
 
 
-def _labgrid_target(name: str, table: dict[str, Any], where: str) -> PlanTarget:
+def _labgrid_target(name: str, table: dict[str, Any], where: str, base: Path) -> PlanTarget:
     """``labgrid = "place"`` or ``labgrid = {tag = "value", ...}``; the other keys are ssh options
     for the place's NetworkService (its address, port and user come from the exporter)."""
     here = f"{where}: [targets.{name}]"
@@ -192,20 +217,28 @@ def _labgrid_target(name: str, table: dict[str, Any], where: str) -> PlanTarget:
         raise LabError(f"{here}: labgrid tag names must be lowercase letters, digits and _ (labgrid's rule), got {bad}")
     if "url" in table:
         raise LabError(f"{here}: give url or labgrid, not both (a labgrid place's address comes from its exporter)")
-    wait = table.get("place_wait_s", DEFAULT_PLACE_WAIT_S)
-    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 7 * 86400:
-        raise LabError(f"{here}: place_wait_s must be seconds between 0 and 604800, got {wait!r}")
+    wait, boot = table.get("place_wait_s", DEFAULT_PLACE_WAIT_S), table.get("boot_wait_s", DEFAULT_BOOT_WAIT_S)
+    for key, value in (("place_wait_s", wait), ("boot_wait_s", boot)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 7 * 86400:
+            raise LabError(f"{here}: {key} must be seconds between 0 and 604800, got {value!r}")
+    tiny = None
+    if "tiny" in table:
+        from edgerun.lab.plan_tiny import tiny_job_of
+
+        tiny = tiny_job_of(table["tiny"], base, here)
     options = {k: v for k, v in table.items() if k not in _COOLDOWN_KEYS and k not in _LABGRID_KEYS}
     cooldown: dict[str, Any] = {k: float(table[k]) for k in _COOLDOWN_KEYS if k in table}
     try:
         spec = parse_target("ssh://labgrid-place", name=name, extra=options)  # the host is filled in per place
     except ValueError as exc:
         raise LabError(f"{here}: {exc}") from exc
-    return PlanTarget(spec, **cooldown, labgrid=filters, place_wait_s=float(wait))
+    return PlanTarget(spec, **cooldown, labgrid=filters, place_wait_s=float(wait), boot_wait_s=float(boot), tiny=tiny)
 
 
-def _artifacts(data: dict[str, Any], base: Path, where: str) -> tuple[Path, ...]:
+def _artifacts(data: dict[str, Any], base: Path, where: str, needed: bool = True) -> tuple[Path, ...]:
     entries = data.get("artifact", [])
+    if not needed and not entries:  # every target is a wearable's `serial tiny`: its dataset is its input
+        return ()
     if not isinstance(entries, list) or not entries:
         raise LabError(f'{where}: no [[artifact]] entries; add one with path = "model.onnx"')
     paths = []
@@ -239,6 +272,7 @@ def load_plan(path: str | Path, database: str | Path | None = None) -> Plan:
     coordinator = lab.get("coordinator")
     if coordinator is not None and (not isinstance(coordinator, str) or not coordinator.strip()):
         raise LabError(f'{where}: [lab] coordinator must be "HOST:PORT" (a labgrid coordinator), got {coordinator!r}')
+    targets = _targets(data, where, base)
     return Plan(
         coordinator=coordinator,
         name=str(lab.get("name", Path(path).stem)),
@@ -246,8 +280,8 @@ def load_plan(path: str | Path, database: str | Path | None = None) -> Plan:
         database=Path(database) if database else base / str(lab.get("database", "lab.sqlite")),
         repetitions=repetitions,
         bench=bench,
-        artifacts=_artifacts(data, base, where),
-        targets=_targets(data, where),
+        artifacts=_artifacts(data, base, where, needed=any(t.tiny is None for t in targets)),
+        targets=targets,
         threads=_axis(matrix, "threads", int, where),
         providers=_axis(matrix, "providers", str, where),
         engines=_axis(matrix, "engines", str, where),

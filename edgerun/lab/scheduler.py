@@ -162,7 +162,7 @@ class _TargetRunner:
 
     def _one(self, target: Any, identity: Any, job: Job, index: int) -> bool:
         """Run and store one job; False when the device is gone and its other jobs must wait."""
-        from edgerun.targets.bench import bench_on_target, stage_artifact, target_error_result
+        from edgerun.targets.bench import target_error_result
 
         label = f"{index + 1}/{len(self.jobs)} {job.describe()}"
         start = time.monotonic()
@@ -171,9 +171,7 @@ class _TargetRunner:
         if warning:
             self.say(self.summary.name, f"{label}: WARNING {warning}")
         try:
-            staged = self.staged.get(job.artifact_sha256) or stage_artifact(target, job.artifact)
-            self.staged[job.artifact_sha256] = staged
-            result = bench_on_target(target, job.artifact, job.options, identity, staged)
+            result = self._bench(target, job, identity)
         except _DEVICE_GONE as exc:
             self.store.record_failure(self.run_id, job, exc)
             self.summary.failed += 1
@@ -194,6 +192,15 @@ class _TargetRunner:
         self.summary.done += 1
         self.say(self.summary.name, f"{label}: {_headline(result)} ({time.monotonic() - start:.1f} s)")
         return True
+
+    def _bench(self, target: Any, job: Job, identity: Any) -> dict[str, Any]:
+        """Stage the job's artifact (once per target) and benchmark it: the job's result (a labgrid
+        place worker power-cycles a board that stopped answering and runs this once more)."""
+        from edgerun.targets.bench import bench_on_target, stage_artifact
+
+        staged = self.staged.get(job.artifact_sha256) or stage_artifact(target, job.artifact)
+        self.staged[job.artifact_sha256] = staged
+        return bench_on_target(target, job.artifact, job.options, identity, staged)
 
     def _annotate(self, result: dict[str, Any]) -> None:
         """Add to a result before it is stored (a labgrid place worker says which place)."""
