@@ -73,6 +73,11 @@ def test_this_machine_is_not_an_emulation() -> None:
 
 def _board_or_skip() -> None:
     reason = board_tool.missing_reason(build=True)
+    if reason is None:
+        try:
+            board_tool.ensure_binfmt(print)
+        except board_tool.BoardUnavailable as exc:
+            reason = str(exc)
     if reason:
         pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
 
