@@ -184,13 +184,6 @@ def figure(rows: list[Row], title: str):  # -> matplotlib.figure.Figure
                 [(r.size_bytes or 0) / 1024 for r in group], [r.accuracy * 100 for r in group],
                 s=[marker_area(r) for r in group], label="failed its gate" if failed else "passed", **style,
             )  # fmt: skip
-    for (size_kb, acc), members in _label_groups(pts).items():
-        radius = max(math.sqrt(marker_area(r) / math.pi) for r in members)  # points
-        text = "\n".join(
-            f"{r.name}  {r.latency_p50_ms:.2f} ms" + (" FAIL" if r.gate == "FAIL" else "") for r in members
-        )
-        ax.annotate(text, (size_kb, acc), xytext=(radius + 3, 0), textcoords="offset points",
-                    ha="left", va="center", fontsize=7)  # fmt: skip
     front = plot_frontier(rows)
     ax.plot([(r.size_bytes or 0) / 1024 for r in front], [r.accuracy * 100 for r in front], "k--", lw=1,
             label="Pareto frontier (size, top-1)")  # fmt: skip
@@ -199,9 +192,58 @@ def figure(rows: list[Row], title: str):  # -> matplotlib.figure.Figure
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"{title}: Pareto frontier of size and top-1 (marker area ~ latency)")
     ax.legend(loc="lower right", fontsize=7)
-    ax.margins(x=0.25)  # room for the labels right of the largest files
+    ax.margins(x=0.25, y=0.1)  # room for the labels beside the outermost markers
     fig.tight_layout()
+    _place_labels(fig, ax, pts)
     return fig
+
+
+def _candidates(r: float) -> list[tuple[float, float, str, str]]:
+    """Label offsets (points) around a marker of radius r, nearest first: right, left, above, below, diagonals."""
+    d = 0.7 * r + 2
+    return [
+        (r + 3, 0, "left", "center"), (-(r + 3), 0, "right", "center"), (0, r + 2, "center", "bottom"),
+        (0, -(r + 2), "center", "top"), (d, d, "left", "bottom"), (d, -d, "left", "top"),
+        (-d, d, "right", "bottom"), (-d, -d, "right", "top"),
+    ]  # fmt: skip
+
+
+def _place_labels(fig: Any, ax: Any, pts: list[Row]) -> None:
+    """One label per spot, beside its marker: the first of ``_candidates`` that overlaps no other marker,
+    no label placed before it and stays inside the axes (else the first, to the right)."""
+    fig.canvas.draw()  # final limits and layout: display coordinates are known from here on
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72
+    groups = list(_label_groups(pts).items())
+    radii = [max(math.sqrt(marker_area(r) / math.pi) for r in members) for _, members in groups]
+    marks = []
+    for ((x, y), _), r in zip(groups, radii):
+        cx, cy = ax.transData.transform((x, y))
+        marks.append((cx - r * px, cy - r * px, cx + r * px, cy + r * px))
+    frame = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    for i, (((x, y), members), r) in enumerate(zip(groups, radii)):
+        text = "\n".join(
+            f"{m.name}  {m.latency_p50_ms:.2f} ms" + (" FAIL" if m.gate == "FAIL" else "") for m in members
+        )
+        for dx, dy, ha, va in _candidates(r):
+            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=7)
+            box = label.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            others = [m for j, m in enumerate(marks) if j != i]
+            clear = not any(box.overlaps(b) for b in placed) and not any(_hits(box, m) for m in others)
+            if inside and clear:
+                break
+            label.remove()
+        else:  # nowhere clear: to the right
+            dx, dy, ha, va = _candidates(r)[0]
+            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=7)
+            box = label.get_window_extent(renderer)
+        placed.append(box)
+
+
+def _hits(box: Any, mark: tuple[float, float, float, float]) -> bool:
+    return box.x0 < mark[2] and mark[0] < box.x1 and box.y0 < mark[3] and mark[1] < box.y1
 
 
 def _label_groups(pts: list[Row]) -> dict[tuple[float, float], list[Row]]:
