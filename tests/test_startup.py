@@ -126,7 +126,7 @@ def test_an_onnx_run_without_a_manifest_imports_no_other_engine_schema_or_subsys
     assert mods & COMMAND_MODULES == {"edgerun.run_cli"}
 
 
-def test_pydantic_comes_in_only_to_check_a_manifest_not_yet_passed(tmp_path: Path) -> None:
+def test_pydantic_comes_in_only_to_check_a_manifest_not_yet_passed() -> None:
     mods = imported_by("run", str(DEMO_DIR / "digits-fp32.onnx"), env={"EDGERUN_NO_CACHE": "1"})
     assert "edgerun.schema.manifest" in mods and "pydantic" in mods
     assert not _top(mods) & {"ai_edge_litert", "torch"}
