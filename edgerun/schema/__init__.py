@@ -6,6 +6,9 @@
   ``validate_manifest(data, where)`` returns ``edgerun.artifact.Manifest`` or raises one
   ``ArtifactError`` line naming the file, the field path and what was expected. Imported lazily,
   by ``edgerun.artifact.parse_manifest``, so ``import edgerun`` does not pay for pydantic.
+- ``edgerun.schema.manifest_cache``: remembered passes, keyed by the sha256 of a manifest's exact
+  bytes and a fingerprint of the schema, so a manifest that passed is not run through pydantic on
+  every start (its docstring says why a hit is still a check); no pydantic import.
 
 Why pydantic (v2) and not jsonschema:
 
