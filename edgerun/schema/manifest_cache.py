@@ -39,7 +39,7 @@ from typing import Any
 from edgerun.formats.manifest import Manifest
 from edgerun.formats.spec import Quant, TensorSpec
 
-__all__ = ["build_manifest", "cache_dir", "known_valid", "remember"]
+__all__ = ["build_manifest", "cache_dir", "known_valid", "remember", "remembered"]
 
 _EDGERUN = Path(__file__).resolve().parent.parent
 _SOURCES = ("schema/manifest.py", "schema/limits.py", "formats/manifest.py", "schema/manifest_cache.py")
@@ -80,6 +80,18 @@ def build_manifest(data: dict[str, Any]) -> Manifest:
         samples=data.get("samples"),
         schema_version=data["schema_version"],
     )
+
+
+def remembered(data: dict[str, Any], raw: bytes) -> Manifest | None:
+    """The Manifest of ``data`` (parsed from exactly ``raw``) if its pass is remembered, else None.
+    A document that the builder cannot read despite an entry (which only a forged entry could
+    cause) is None too: the caller then runs the full schema, which says what is wrong."""
+    if not known_valid(raw):
+        return None
+    try:
+        return build_manifest(data)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
 
 
 def cache_dir() -> Path | None:
