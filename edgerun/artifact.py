@@ -155,8 +155,9 @@ def parse_manifest(data: dict[str, Any], where: str, raw: bytes | None = None) -
     if raw is not None:
         from edgerun.schema import manifest_cache
 
-        if manifest_cache.known_valid(raw):
-            return manifest_cache.build_manifest(data)
+        remembered = manifest_cache.remembered(data, raw)
+        if remembered is not None:
+            return remembered
     from edgerun.schema.manifest import validate_manifest
 
     manifest: Manifest = validate_manifest(data, where)
