@@ -111,3 +111,17 @@ def test_an_unwritable_cache_is_no_cache(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("EDGERUN_NO_CACHE", raising=False)
     assert load_artifact(demo_copy("digits-fp32.onnx")).manifest is not None
     assert blocker.is_file() and blocker.read_text() == ""
+
+
+def test_a_forged_entry_the_builder_cannot_read_falls_back_to_the_schema(cache: Path, demo_copy) -> None:
+    model = demo_copy("digits-fp32.onnx")
+    path = model.with_name(MANIFEST)
+    path.write_text(path.read_text().replace('"name": "input"', '"nome": "input"'))
+    raw = path.read_bytes()
+    entry = manifest_cache._entry(raw)
+    assert entry is not None
+    entry[0].parent.mkdir(mode=0o700, parents=True)
+    entry[0].write_bytes(entry[1])  # what only someone who can write the user's cache could do
+    entry[0].chmod(0o600)
+    with pytest.raises(ArtifactError, match=r"inputs\[0\]\.name: a required key is missing"):
+        load_artifact(model)
