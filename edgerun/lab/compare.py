@@ -232,7 +232,7 @@ def _key(result: dict[str, Any]) -> tuple[str, str, str]:
 
 def _total_samples(result: dict[str, Any]) -> np.ndarray | None:
     samples = result.get("samples_ns")
-    if not samples:
+    if not samples or "infer" not in samples:  # none, or a `serial tiny` result's (the DUT times inference only)
         return None
     return (
         np.asarray(samples["pre"], np.int64)

@@ -1,0 +1,146 @@
+"""`edgerun lab run` on labgrid places that are not plain ssh boards: a wearable (`serial tiny` over
+real ser2net), a board that hangs (power-cycled through labgrid's own ``labgrid-client power``
+switching tools/power_relay.py, its job retried once), and a phone (the real adb client and server
+in front of tools/adb_emulator.py). A real labgrid-coordinator and labgrid-exporter on loopback
+(tests/labgrid_env.py); nothing of labgrid is stood in for.
+"""
+
+# ruff: noqa: F811  (pytest fixtures imported by name and taken as parameters)
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labgrid_env import labgrid_lab  # noqa: F401
+from ser2net_env import Ser2net, require_ser2net
+from tool_modules import REPO, target_devices, tool
+
+from edgerun.cli import main
+from edgerun.errors import LabError
+from edgerun.lab.plan import load_plan
+from edgerun.lab.store import LabStore
+from edgerun.lab.wearable import dut_ready
+from edgerun.serialhost import ECG_DEMO_DIR
+
+emu_mod = tool("firmware_emulator")
+relay_mod = tool("power_relay")
+devices = target_devices()
+ARTIFACT = ECG_DEMO_DIR / "ecg-int8.tflite"
+PATIENCE_S = 60.0
+TINY = "tiny = {{ dataset = '{dataset}', iterations = 5, warmups = 0, perf_files = 1, timeout_s = 1.0, sync_timeout_s = 2.0 }}"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-lab")
+    emu_mod.make_dataset(ARTIFACT, root / "ecg01", n=2)
+    return root
+
+
+def tiny_plan(tmp_path: Path, coordinator: str, place: str, dataset: Path, extra: str = "") -> Path:
+    text = (
+        f'[lab]\nname = "watch-{tmp_path.name}"\ncoordinator = "{coordinator}"\n\n'
+        f'[targets.watch]\nlabgrid = "{place}"\nboot_wait_s = {PATIENCE_S}\n{TINY.format(dataset=dataset)}\n{extra}'
+    )
+    (tmp_path / "plan.toml").write_text(text)
+    return tmp_path / "plan.toml"
+
+
+def stored(db: Path) -> tuple[list[Any], list[dict[str, Any]]]:
+    store = LabStore(db, create=False)
+    try:
+        return store.results(), store.failures()
+    finally:
+        store.close()
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return reply.read().decode()
+
+
+def test_a_tiny_table_is_checked_and_keys_its_jobs_by_the_dataset(dataset: Path, tmp_path: Path) -> None:
+    plan = load_plan(tiny_plan(tmp_path, "127.0.0.1:1", "w-1", dataset))  # no [[artifact]]: the dataset is the input
+    ((target,), (job,)) = plan.targets, plan.jobs()
+    assert target.tiny is not None and dict(target.tiny.options)["iterations"] == 5 and job.artifact == dataset
+    assert job.describe() == f"serial tiny {dataset.name} rep 1"
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)
+    (next(copy.rglob("*.bin"))).write_bytes(b"\0")  # other data: another job
+    assert load_plan(tiny_plan(tmp_path, "127.0.0.1:1", "w-1", copy)).jobs()[0].key != job.key
+    for bad, said in (
+        ("iterations = 0", "tiny.iterations: Input should be greater than or equal to 1"),
+        ("iterations = '5'", "tiny.iterations: Input should be a valid integer"),
+        ("port = '/dev/ttyUSB0'", "tiny.port: Extra inputs are not permitted"),
+    ):
+        path = tiny_plan(tmp_path, "127.0.0.1:1", "w-1", dataset)
+        path.write_text(path.read_text().replace("iterations = 5", bad))
+        with pytest.raises(LabError, match=f"targets.watch.: {said}"):
+            load_plan(path)
+    path = tiny_plan(tmp_path, "127.0.0.1:1", "w-1", tmp_path / "nowhere")
+    with pytest.raises(LabError, match="tiny.dataset .* is not a directory"):
+        load_plan(path)
+
+
+def test_a_hung_wearable_is_power_cycled_and_its_tiny_job_retried_once_by_lab_run(
+    labgrid_lab: Any, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole path through `lab run`: the place's NetworkSerialPort (real ser2net) runs `serial tiny`;
+    the board (its process stopped: it neither answers nor dies) times out, labgrid power-cycles the
+    place's NetworkPowerPort, the job is retried once and works, and the stored result says so."""
+    require_ser2net()
+    lab, name = labgrid_lab, labgrid_lab.unique("wearable")
+    link = tmp_path / "ttyWearable"  # stable across power cycles, like /dev/serial/by-id/
+    board = [sys.executable, str(REPO / "tools" / "firmware_emulator.py"), "dut", "--link", str(link),
+             "--latency-us", "800", "--boot-s", "0"]  # fmt: skip
+    with relay_mod.PowerRelay([board], log_dir=tmp_path) as relay, Ser2net(link, "rfc2217") as net:
+        outlet = relay.url.replace("{index}", "0").rsplit("/", 1)[0]
+        lab.exporter(name, {name: {
+            "NetworkSerialPort": {"host": "127.0.0.1", "port": net.port, "speed": 115200, "protocol": "rfc2217"},
+            "NetworkPowerPort": {"model": "rest", "host": relay.url, "index": "0"},
+        }})  # fmt: skip
+        lab.add_place(name)
+        dut_ready(net.url, 115200, PATIENCE_S)  # the first boot answers
+        hung = int(_get(f"{outlet}/pid"))
+        os.kill(hung, signal.SIGSTOP)
+        db = tmp_path / "lab.sqlite"
+        assert main(["lab", "run", str(tiny_plan(tmp_path, lab.address, name, dataset)), "--db", str(db)]) == 0
+        assert _get(f"{outlet}/boots") == "2" and int(_get(f"{outlet}/pid")) != hung
+    err = capsys.readouterr().err
+    assert f"[watch@{name}] place {name} was power-cycled and the job retried once" in err
+    (row,), failures = stored(db)
+    assert failures == []
+    result = row.result
+    assert result["performance"]["runs"][0]["per_inference_ns"] == 800_000  # the rebooted board measured
+    (cycle,) = result["power_cycles"]
+    assert cycle["place"] == name and cycle["retry_ok"] is True and cycle["reason"].startswith("DutTimeout: ")
+    assert any("power-cycled through labgrid" in w for w in result["warnings"])
+    assert result["target"]["labgrid"]["place"] == name and result["dut"]["port"] == net.url
+    assert lab.places()[name].acquired is None
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+    assert row.columns["p50_ns"] == result["stats"]["single"]["percentiles"]["p50"]["value_ns"]  # the DUT's latency
+    assert main(["lab", "report", str(db), "-o", str(tmp_path / "r.html")]) == 0  # the report reads it
+    assert "power-cycled through labgrid" in (tmp_path / "r.html").read_text()
+
+
+def test_tiny_on_a_place_without_a_serial_port_is_one_line_and_left(
+    labgrid_lab: Any, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab, name = labgrid_lab, labgrid_lab.unique("board")
+    lab.exporter(name, {name: {"NetworkService": {"address": "127.0.0.1", "username": "me", "port": 2222}}})
+    lab.add_place(name)
+    db = tmp_path / "lab.sqlite"
+    assert main(["lab", "run", str(tiny_plan(tmp_path, lab.address, name, dataset)), "--db", str(db)]) == 1
+    said = [line for line in capsys.readouterr().out.splitlines() if "NetworkSerialPort" in line]
+    assert said and f"place {name} has no available NetworkSerialPort for `serial tiny` (it has: NetworkService)" in (
+        said[0]
+    )
+    assert stored(db) == ([], []) and lab.places()[name].acquired is None
