@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from labgrid_env import labgrid_lab  # noqa: F401
 from ser2net_env import Ser2net, require_ser2net
+from test_lab_labgrid import ssh_device  # noqa: F401
 from tool_modules import REPO, target_devices, tool
 
 from edgerun.cli import main
@@ -34,7 +35,10 @@ relay_mod = tool("power_relay")
 devices = target_devices()
 ARTIFACT = ECG_DEMO_DIR / "ecg-int8.tflite"
 PATIENCE_S = 60.0
-TINY = "tiny = {{ dataset = '{dataset}', iterations = 5, warmups = 0, perf_files = 1, timeout_s = 1.0, sync_timeout_s = 2.0 }}"
+TINY = (
+    "tiny = {{ dataset = '{dataset}', iterations = 5, warmups = 0, perf_files = 1, timeout_s = 1.0, "
+    "sync_timeout_s = 2.0 }}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +144,90 @@ def test_tiny_on_a_place_without_a_serial_port_is_one_line_and_left(
     db = tmp_path / "lab.sqlite"
     assert main(["lab", "run", str(tiny_plan(tmp_path, lab.address, name, dataset)), "--db", str(db)]) == 1
     said = [line for line in capsys.readouterr().out.splitlines() if "NetworkSerialPort" in line]
-    assert said and f"place {name} has no available NetworkSerialPort for `serial tiny` (it has: NetworkService)" in (
-        said[0]
+    assert (
+        said
+        and f"place {name} has no available NetworkSerialPort for `serial tiny` (it has: NetworkService)" in (said[0])
     )
     assert stored(db) == ([], []) and lab.places()[name].acquired is None
+
+
+# A board on the network whose power the relay switches: a TCP forwarder in front of the loopback sshd
+# (stopped with SIGSTOP it accepts connections and never answers, as a hung board's network stack can).
+FORWARDER = """
+import socket, sys, threading
+listen, to = int(sys.argv[1]), int(sys.argv[2])
+server = socket.create_server(("127.0.0.1", listen))
+def pipe(a, b):
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+while True:
+    client, _ = server.accept()
+    upstream = socket.create_connection(("127.0.0.1", to))
+    for a, b in ((client, upstream), (upstream, client)):
+        threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+"""
+
+
+@pytest.mark.slow  # ~15 s: ssh's own timeouts, then labgrid-client's power cycle (its 2 s off time)
+def test_a_hung_ssh_board_is_power_cycled_and_its_job_retried_once_by_lab_run(
+    labgrid_lab: Any, ssh_device: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_lab_labgrid import BENCH, DEMO
+
+    from edgerun.lab.scheduler import run_plan
+
+    lab, name = labgrid_lab, labgrid_lab.unique("pi")
+    server, port = ssh_device.server, devices.free_port()
+    (tmp_path / "known_hosts").write_text(
+        (server.root / "known_hosts").read_text().replace(f"]:{server.port} ", f"]:{port} ")
+    )
+    (tmp_path / "ssh_config").write_text(
+        f"Host 127.0.0.1\n  IdentityFile {server.root / 'user_key'}\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {tmp_path / 'known_hosts'}\n  StrictHostKeyChecking yes\n"
+    )
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        f'[lab]\nname = "hung-{tmp_path.name}"\ncoordinator = "{lab.address}"\n{BENCH}\n'
+        f'[[artifact]]\npath = "{DEMO / "digits-int8.tflite"}"\n\n'
+        f'[targets.pi]\nlabgrid = "{name}"\nssh_config = "{tmp_path / "ssh_config"}"\n'
+        f'workdir = "{server.workdir}"\nalive_interval_s = 1\nconnect_timeout_s = 2\nboot_wait_s = {PATIENCE_S}\n'
+    )
+    board = [sys.executable, "-c", FORWARDER, str(port), str(server.port)]
+    with relay_mod.PowerRelay([board], log_dir=tmp_path) as relay:
+        outlet = relay.url.replace("{index}", "0").rsplit("/", 1)[0]
+        lab.exporter(name, {name: {
+            "NetworkService": {"address": "127.0.0.1", "username": server.user, "port": port},
+            "NetworkPowerPort": {"model": "rest", "host": relay.url, "index": "0"},
+        }})  # fmt: skip
+        lab.add_place(name)
+        hung: list[int] = []
+
+        def progress(who: str, line: str) -> None:
+            print(f"[{who}] {line}")
+            if who == f"pi@{name}" and line.endswith("job(s)") and not hung:  # identified: now it hangs
+                hung.append(int(_get(f"{outlet}/pid")))
+                os.kill(hung[0], signal.SIGSTOP)
+
+        store = LabStore(tmp_path / "lab.sqlite")
+        try:
+            summary = run_plan(load_plan(plan), store, progress)
+        finally:
+            store.close()
+        assert hung and _get(f"{outlet}/boots") == "2" and int(_get(f"{outlet}/pid")) != hung[0]
+    assert summary.complete, capsys.readouterr().out
+    assert f"place {name} was power-cycled (TargetUnreachable) and the job retried once" in capsys.readouterr().out
+    (row,), failures = stored(tmp_path / "lab.sqlite")
+    assert failures == [] and row.result["status"] == "ok"
+    (cycle,) = row.result["power_cycles"]
+    assert cycle["place"] == name and cycle["retry_ok"] is True and cycle["reason"].startswith("TargetUnreachable")
+    assert any("power-cycled through labgrid" in w for w in row.result["warnings"])
+    assert lab.places()[name].acquired is None

@@ -155,6 +155,9 @@ def _get(url: str) -> str:
         return reply.read().decode()
 
 
+# The same hung wearable through `lab run` is in the default run (tests/test_lab_labgrid_kinds.py): this
+# one drives tiny_job and LabgridPower directly, without the lab around them.
+@pytest.mark.slow
 def test_a_hung_board_is_power_cycled_through_labgrid_and_its_job_retried_once(
     labgrid_lab: Any,  # noqa: F811
     dataset: Path,
