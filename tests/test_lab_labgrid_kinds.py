@@ -231,3 +231,40 @@ def test_a_hung_ssh_board_is_power_cycled_and_its_job_retried_once_by_lab_run(
     assert cycle["place"] == name and cycle["retry_ok"] is True and cycle["reason"].startswith("TargetUnreachable")
     assert any("power-cycled through labgrid" in w for w in row.result["warnings"])
     assert lab.places()[name].acquired is None
+
+
+def test_a_phone_place_runs_its_job_through_the_exporter_hosts_adb_server(
+    labgrid_lab: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A place whose NetworkService is named ``adb...`` (docs/lab.md's phone convention) is a phone: the lab
+    runs its job over adb (the real adb client and server, tools/adb_emulator.py as the phone), never ssh."""
+    if not shutil.which("adb"):
+        pytest.fail("adb is not installed") if os.environ.get("CI") else pytest.skip("adb is not installed")
+    from test_lab_labgrid import BENCH, DEMO
+
+    lab, name = labgrid_lab, labgrid_lab.unique("pixel")
+    server_port = devices.free_port()  # the exporter host's adb server
+    phone = devices.start_adb_device(tmp_path / "sandbox", server_port)
+    try:
+        assert "connected to" in phone.adb("connect", phone.serial).stdout
+        lab.exporter(name, {name: {"adb-pixel-8": {
+            "cls": "NetworkService", "address": "127.0.0.1", "port": server_port, "username": phone.serial,
+        }}})  # fmt: skip
+        lab.add_place(name)
+        plan = tmp_path / "plan.toml"
+        plan.write_text(  # the emulator's "phone" has this machine's Python, with edgerun, as Termux would
+            f'[lab]\nname = "phone-{tmp_path.name}"\ncoordinator = "{lab.address}"\n{BENCH}\n'
+            f'[[artifact]]\npath = "{DEMO / "digits-int8.tflite"}"\n\n'
+            f'[targets.phone]\nlabgrid = "{name}"\npython = "{sys.executable}"\nrunner = "edgerun"\n'
+            'benchmark_model = "/data/local/tmp/benchmark_model"\n'  # an adb option: accepted, unused by this runner
+        )
+        db = tmp_path / "lab.sqlite"
+        assert main(["lab", "run", str(plan), "--db", str(db)]) == 0, capsys.readouterr()
+    finally:
+        phone.kill()
+        devices.stop_adb_server(server_port)
+    (row,), failures = stored(db)
+    target = row.result["target"]
+    assert failures == [] and row.result["status"] == "ok"
+    assert target["kind"] == "adb" and target["emulated"] is True and target["model"] == "Google Pixel 8"
+    assert target["labgrid"]["place"] == name and lab.places()[name].acquired is None

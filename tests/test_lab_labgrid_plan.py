@@ -46,7 +46,8 @@ def test_labgrid_targets_by_place_or_tags(tmp_path: Path) -> None:
         ('labgrid = {Board = "x"}', "lowercase letters, digits and _"),
         ('labgrid = "a"\nurl = "ssh://x"', "give url or labgrid, not both"),
         ('labgrid = "a"\nplace_wait_s = -1', "place_wait_s must be seconds"),
-        ('labgrid = "a"\nbenchmark_model = "/x"', "applies to adb targets"),
+        ('labgrid = "a"\nnosuch = "/x"', "unknown target option 'nosuch'"),
+        ('labgrid = "a"\nbenchmark_model = 5', "benchmark_model"),  # a phone's option: checked as adb's
         ('python = "x"', "needs url ="),
     ],
 )

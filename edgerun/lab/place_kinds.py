@@ -56,25 +56,22 @@ class PlaceKinds:
     def _spec(self, place: str, devices: PlaceDevices, service: dict[str, Any] | None, resources: list[Any]) -> Any:
         """The place's device as a target: its ssh board (the plan's ssh options), else its phone (adb; the
         plan's options that apply to adb); None, said, when it has neither."""
-        from edgerun.targets.spec import _ONLY, parse_target
+        from edgerun.targets.spec import parse_target
 
         if service is not None:
             self.exporter, self.group = str(service["exporter"]), str(service["group"])
             port = int(service.get("port") or 22)
             return dataclasses.replace(
                 self.plan_target.spec, host=str(service["address"]), user=service.get("username") or None,
-                port=None if port == 22 else port,
+                port=None if port == 22 else port, options=_options_for("ssh", self.plan_target.spec.options),
             )  # fmt: skip
         phone = next((r for r in resources if r["cls"] == "NetworkService" and r["avail"]), None)
         if devices.adb is None or phone is None:
             self._stop(f"place {place} has no available NetworkService (its exporter is down, or no match)")
             return None
         self.exporter, self.group = str(phone["exporter"]), str(phone["group"])
-        options, defaults = self.plan_target.spec.options, type(self.plan_target.spec.options)()
-        not_adb = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(options)
-                   if "adb" not in (_ONLY.get(f.name) or "adb").split("/")}  # fmt: skip
         phone_spec = parse_target(devices.adb, name=self.plan_target.name)
-        return dataclasses.replace(phone_spec, options=dataclasses.replace(options, **not_adb))
+        return dataclasses.replace(phone_spec, options=_options_for("adb", self.plan_target.spec.options))
 
     def _bench(self, target: Any, job: Job, identity: Any) -> dict[str, Any]:
         """The job, power-cycled once and retried when the board stopped answering (not when the exporter
@@ -139,3 +136,13 @@ class PlaceKinds:
         self.store.record(self.run_id, job, result)
         self.summary.done += 1
         self.say(self.summary.name, f"{job.describe()}: {str(result.get('overall', '?')).upper()}")
+
+
+def _options_for(kind: str, options: Any) -> Any:
+    """The plan's target options with those that do not apply to ``kind`` (ssh/adb) back at their defaults."""
+    from edgerun.targets.spec import _ONLY
+
+    defaults = type(options)()
+    other = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(options)
+             if kind not in (_ONLY.get(f.name) or kind).split("/")}  # fmt: skip
+    return dataclasses.replace(options, **other)

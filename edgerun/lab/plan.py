@@ -25,6 +25,7 @@ jobs, and changing an option makes new jobs instead of reusing old results.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -36,7 +37,7 @@ from typing import Any
 from edgerun._tomlio import read_toml
 from edgerun.errors import LabError
 from edgerun.targets.options import BenchOptions
-from edgerun.targets.spec import TargetSpec, parse_target
+from edgerun.targets.spec import _ONLY, TargetSpec, parse_target
 
 __all__ = ["Job", "Plan", "PlanTarget", "load_plan"]
 
@@ -228,10 +229,19 @@ def _labgrid_target(name: str, table: dict[str, Any], where: str, base: Path) ->
         tiny = tiny_job_of(table["tiny"], base, here)
     options = {k: v for k, v in table.items() if k not in _COOLDOWN_KEYS and k not in _LABGRID_KEYS}
     cooldown: dict[str, Any] = {k: float(table[k]) for k in _COOLDOWN_KEYS if k in table}
+    # a place may be an ssh board or a phone (known once acquired): ssh options and adb-only ones are both
+    # checked here; each target kind gets those that apply to it (edgerun.lab.place_kinds)
+    phone = {k: v for k, v in options.items() if _ONLY.get(k) == "adb"}
     try:
-        spec = parse_target("ssh://labgrid-place", name=name, extra=options)  # the host is filled in per place
+        spec = parse_target(
+            "ssh://labgrid-place", name=name, extra={k: v for k, v in options.items() if k not in phone}
+        )
+        phone_options = parse_target("adb://labgrid-phone", extra=phone).options
     except ValueError as exc:
         raise LabError(f"{here}: {exc}") from exc
+    spec = dataclasses.replace(
+        spec, options=dataclasses.replace(spec.options, **{k: getattr(phone_options, k) for k in phone})
+    )
     return PlanTarget(spec, **cooldown, labgrid=filters, place_wait_s=float(wait), boot_wait_s=float(boot), tiny=tiny)
 
 
