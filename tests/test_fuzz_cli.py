@@ -137,6 +137,9 @@ COMMANDS = [
     (["lab", "report"], ["-o", "OUT/r.html"], ["@DB", "--plan"]),
     (["lab", "compare"], ["EMPTY.json", "EMPTY.json"], ["--threshold-pct", "--alpha"]),
     (["lab", "compare"], [], ["@BASELINE"]),
+    (["lab", "places"], ["EMPTY.json"], ["--coordinator"]),  # the plan is read (and refused) before connecting
+    (["lab", "places"], [], ["@PLAN.toml"]),
+    (["lab", "merge"], ["OUT/m.sqlite", "EMPTY.json"], ["@DB"]),
 ]
 CASES = [(words, base, option) for words, base, options in COMMANDS for option in options]
 
@@ -199,6 +202,7 @@ def test_odd_option_values_are_refused_cleanly(
         "FOLDER": str(root),
         "EMPTY.json": str(root / "EMPTY.json"),
         "OUT/r.html": str(root / "out" / "r.html"),
+        "OUT/m.sqlite": str(root / "out" / "m.sqlite"),
     }
     argv = [*words, *(fixed.get(a, a) for a in base)]
     if option.startswith("@"):
