@@ -21,6 +21,7 @@ import pytest
 from labgrid_env import labgrid_lab  # noqa: F401
 from ser2net_env import Ser2net, require_ser2net
 from test_lab_labgrid import ssh_device  # noqa: F401
+from test_lab_resources import doc_block
 from tool_modules import REPO, target_devices, tool
 
 from edgerun.cli import main
@@ -104,6 +105,9 @@ def test_a_hung_wearable_is_power_cycled_and_its_tiny_job_retried_once_by_lab_ru
     link = tmp_path / "ttyWearable"  # stable across power cycles, like /dev/serial/by-id/
     board = [sys.executable, str(REPO / "tools" / "firmware_emulator.py"), "dut", "--link", str(link),
              "--latency-us", "800", "--boot-s", "0"]  # fmt: skip
+    plan = tmp_path / "plan.toml"  # docs/lab.md's wearable plan, pointed at this lab, as written otherwise
+    text = doc_block("lab-wearable-plan").replace("labserver:20408", lab.address).replace('"wearable-1"', f'"{name}"')
+    plan.write_text(text.replace('"ecg-dataset"', f'"{dataset}"'))
     with relay_mod.PowerRelay([board], log_dir=tmp_path) as relay, Ser2net(link, "rfc2217") as net:
         outlet = relay.url.replace("{index}", "0").rsplit("/", 1)[0]
         lab.exporter(name, {name: {
@@ -115,7 +119,7 @@ def test_a_hung_wearable_is_power_cycled_and_its_tiny_job_retried_once_by_lab_ru
         hung = int(_get(f"{outlet}/pid"))
         os.kill(hung, signal.SIGSTOP)
         db = tmp_path / "lab.sqlite"
-        assert main(["lab", "run", str(tiny_plan(tmp_path, lab.address, name, dataset)), "--db", str(db)]) == 0
+        assert main(["lab", "run", str(plan), "--db", str(db)]) == 0
         assert _get(f"{outlet}/boots") == "2" and int(_get(f"{outlet}/pid")) != hung
     err = capsys.readouterr().err
     assert f"[watch@{name}] place {name} was power-cycled and the job retried once" in err
