@@ -121,8 +121,9 @@ def test_a_hung_wearable_is_power_cycled_and_its_tiny_job_retried_once_by_lab_ru
         db = tmp_path / "lab.sqlite"
         assert main(["lab", "run", str(plan), "--db", str(db)]) == 0
         assert _get(f"{outlet}/boots") == "2" and int(_get(f"{outlet}/pid")) != hung
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert f"[watch@{name}] place {name} was power-cycled and the job retried once" in err
+    assert "watch: 1 board(s) power-cycled and the job retried" in out
     (row,), failures = stored(db)
     assert failures == []
     result = row.result

@@ -50,6 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, t in summary.targets.items():
         if t.stopped:
             print(f"  {name}: {t.stopped}")
+        if t.power_cycles:
+            print(f"  {name}: {t.power_cycles} board(s) power-cycled and the job retried (the results' power_cycles)")
     return EXIT_PASS if left == 0 else EXIT_FAIL
 
 

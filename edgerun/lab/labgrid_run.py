@@ -369,6 +369,7 @@ class LabgridRun:
         """The target's counts: done = in the database (by this lab or another), failed = here."""
         s = pool.summary
         s.failed = sum(w.summary.failed for w in pool.workers)
+        s.power_cycles = sum(w.power_cycles for w in pool.workers)
         s.done = sum(1 for j in pool.jobs if j.key in done)
         stopped = [w.summary.stopped for w in pool.workers if w.summary.stopped]
         s.stopped = s.stopped or (stopped[0] if stopped else None)

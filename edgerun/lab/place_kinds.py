@@ -83,10 +83,14 @@ class PlaceKinds:
             target_ready(target, self.plan_target.boot_wait_s)
 
         bench = super()._bench  # type: ignore[misc]  # _TargetRunner's, after this class in the worker's MRO
-        result, cycles = run_with_power_cycle(
-            lambda: bench(target, job, identity), self.power, ready=ready,
-            is_hung=lambda exc: not self.lost.is_set() and is_unresponsive(exc),
-        )  # fmt: skip
+        try:
+            result, cycles = run_with_power_cycle(
+                lambda: bench(target, job, identity), self.power, ready=ready,
+                is_hung=lambda exc: not self.lost.is_set() and is_unresponsive(exc),
+            )  # fmt: skip
+        except Exception as exc:  # the retry failed too (its message says so): still a power cycle made
+            self.power_cycles += len(getattr(exc, "power_cycles", ()))
+            raise
         return self._cycled(note_power_cycles(result, cycles), cycles)
 
     def _cycled(self, result: dict[str, Any], cycles: list[Any]) -> dict[str, Any]:
@@ -124,7 +128,8 @@ class PlaceKinds:
         self._started = precise_utc()
         try:
             result = tiny_job(devices, dataset, self.power, boot_timeout_s=self.plan_target.boot_wait_s, **options)
-        except EdgerunError as exc:
+        except EdgerunError as exc:  # the message says so when the board was power-cycled and failed again
+            self.power_cycles += len(getattr(exc, "power_cycles", ()))
             self.store.record_failure(self.run_id, job, exc)
             self.summary.failed += 1
             self.say(self.summary.name, f"{job.describe()}: FAILED: {exc}")

@@ -88,6 +88,7 @@ class TargetSummary:
     done: int = 0
     failed: int = 0
     stopped: str | None = None  # why the remaining jobs were left for the next run
+    power_cycles: int = 0  # boards of a labgrid target power-cycled because they stopped answering
 
 
 @dataclass
