@@ -263,6 +263,8 @@ def test_a_phone_place_runs_its_job_through_the_exporter_hosts_adb_server(
             f'[targets.phone]\nlabgrid = "{name}"\npython = "{sys.executable}"\nrunner = "edgerun"\n'
             'benchmark_model = "/data/local/tmp/benchmark_model"\n'  # an adb option: accepted, unused by this runner
         )
+        assert main(["lab", "places", "--coordinator", lab.address]) == 0
+        assert f"phone {phone.serial}@adb 127.0.0.1:{server_port}" in capsys.readouterr().out  # not an ssh board
         db = tmp_path / "lab.sqlite"
         assert main(["lab", "run", str(plan), "--db", str(db)]) == 0, capsys.readouterr()
     finally:

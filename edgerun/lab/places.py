@@ -59,8 +59,14 @@ def _plain(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resource(r: dict[str, Any]) -> str:
+    from edgerun.lab.resources import is_adb_service
+
     p = r["params"]
-    if r["cls"] == "NetworkService":
+    if is_adb_service(r):  # a phone (docs/lab.md): its adb server (username = its serial there), or its adbd
+        what = f"phone {p.get('username') or ''}@adb {p.get('address', '?')}:{p.get('port', '?')}"
+    elif r["cls"] == "NetworkSerialPort":
+        what = f"NetworkSerialPort {p.get('protocol', 'rfc2217')} {p.get('host', '?')}:{p.get('port', '?')}"
+    elif r["cls"] == "NetworkService":
         what = f"NetworkService {p.get('username', '')}@{p.get('address', '?')}:{p.get('port', 22)}"
     else:
         what = r["cls"]
