@@ -185,8 +185,9 @@ def figure(rows: list[Row], title: str):  # -> matplotlib.figure.Figure
                 s=[marker_area(r) for r in group], label="failed its gate" if failed else "passed", **style,
             )  # fmt: skip
     front = plot_frontier(rows)
+    # Frontier files ringed as well: a frontier of one file (smallest and most accurate) has no line.
     ax.plot([(r.size_bytes or 0) / 1024 for r in front], [r.accuracy * 100 for r in front], "k--", lw=1,
-            label="Pareto frontier (size, top-1)")  # fmt: skip
+            marker="o", mfc="none", ms=13, mew=0.8, label="Pareto frontier (size, top-1)")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("file size (KB, log)")
     ax.set_ylabel("top-1 accuracy (%)")
