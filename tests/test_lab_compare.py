@@ -113,11 +113,16 @@ def test_lab_databases_compare_too_and_nothing_in_common_exits_3(halves, tmp_pat
         f'[lab]\nname = "c"\n[[artifact]]\npath = "{DEMO / "digits-int8.tflite"}"\n[targets.here]\nurl = "local"\n'
     )
     (job,) = load_plan(plan).jobs()
-    for name, result in (("base.sqlite", a), ("cand.sqlite", b)):
+    # The same half on both sides, then that half 30% slower: two random halves of one run differ
+    # by chance (p < 0.01 about once in 100 splits), which test_noise_is_rarely_flagged covers.
+    slower = copy.deepcopy(a)
+    slower["samples_ns"] = {k: [round(x * 1.3) for x in v] for k, v in a["samples_ns"].items()}
+    for name, result in (("base.sqlite", a), ("cand.sqlite", a), ("slow.sqlite", slower)):
         store = LabStore(tmp_path / name)
         store.record(store.begin_run("c", str(plan), 1, 0), job, result)
         store.close()
     assert main(["lab", "compare", str(tmp_path / "base.sqlite"), str(tmp_path / "cand.sqlite"), "--json"]) == 0
+    assert main(["lab", "compare", str(tmp_path / "base.sqlite"), str(tmp_path / "slow.sqlite")]) == 1
     other = copy.deepcopy(b)
     other["artifact"]["name"] = "another-model"
     assert main(["lab", "compare", str(tmp_path / "base.sqlite"), str(_write(tmp_path / "o.json", doc, other))]) == 3
