@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 from edgerun.errors import DutTimeout, LabError, PortUnavailable, TargetTimeout, TargetUnreachable
@@ -62,6 +64,12 @@ class PowerCycle:
         return asdict(self)
 
 
+def _labgrid_client() -> str:
+    """labgrid's client program beside this Python (a venv used without activating it), else from PATH."""
+    local = Path(sys.executable).parent / "labgrid-client"
+    return str(local) if local.exists() else "labgrid-client"
+
+
 class LabgridPower:
     """The power port of one acquired place, switched through ``labgrid-client``."""
 
@@ -72,12 +80,12 @@ class LabgridPower:
         identity: str | None = None,
         resource: str | None = None,
         delay_s: float | None = None,
-        client: str = "labgrid-client",
+        client: str | None = None,
     ) -> None:
         """``identity``: ``host/user`` the place is acquired under (LabgridClient.identity); ``resource``:
         the power resource's name when the place has several; ``delay_s``: off time (labgrid's default 2 s)."""
         self.coordinator, self.place, self.identity = coordinator, place, identity
-        self.resource, self.delay_s, self.client = resource, delay_s, client
+        self.resource, self.delay_s, self.client = resource, delay_s, client or _labgrid_client()
 
     def argv(self, action: str) -> list[str]:
         argv = [self.client, "-x", self.coordinator, "-p", self.place, "power", action]
