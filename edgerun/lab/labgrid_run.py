@@ -52,6 +52,7 @@ from edgerun.lab.store import LabStore
 __all__ = ["LabgridRun"]
 
 POLL_S = 0.25  # how often a waiting reservation is polled (also keeps it from expiring: labgrid's 60 s)
+EXPORT_WAIT_S = 30.0  # how long an acquired place's exporter may take to publish its ser2net port
 
 
 class _Pool:
@@ -169,12 +170,18 @@ class _PlaceWorker(PlaceKinds, _TargetRunner):
         client = self.lab.client
         assert client is not None
         self.summary.name = f"{self.plan_target.name}@{place}"
-        resources = client.place_resources(place)
-        try:
-            devices = place_devices(resources)
-        except LabError as exc:  # a NetworkSerialPort without its port yet, a phone without an address
-            self._stop(str(exc))
-            return
+        # an exporter starts ser2net for a RawSerialPort on acquire: until then its port is missing (a LabError)
+        deadline = time.monotonic() + EXPORT_WAIT_S
+        while True:
+            resources = client.place_resources(place)
+            try:
+                devices = place_devices(resources)
+                break
+            except LabError as exc:  # no ser2net port yet, or a phone without an address (that stays so)
+                if stop.is_set() or time.monotonic() >= deadline:
+                    self._stop(f"{exc} (waited {EXPORT_WAIT_S:g} s)")
+                    return
+            stop.wait(POLL_S)
         self.power = power_for_place(resources, self.lab.address, place, client.identity)
         if self.plan_target.tiny is not None:
             self._work_tiny(place, devices, resources, stop)

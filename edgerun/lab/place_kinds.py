@@ -27,7 +27,7 @@ from typing import Any
 from edgerun.lab.ledger import precise_utc
 from edgerun.lab.plan import Job
 from edgerun.lab.power import is_unresponsive, note_power_cycles, run_with_power_cycle
-from edgerun.lab.resources import PlaceDevices
+from edgerun.lab.resources import PlaceDevices, is_adb_service
 
 __all__ = ["PlaceKinds"]
 
@@ -65,7 +65,7 @@ class PlaceKinds:
                 self.plan_target.spec, host=str(service["address"]), user=service.get("username") or None,
                 port=None if port == 22 else port, options=_options_for("ssh", self.plan_target.spec.options),
             )  # fmt: skip
-        phone = next((r for r in resources if r["cls"] == "NetworkService" and r["avail"]), None)
+        phone = next((r for r in resources if is_adb_service(r) and r["avail"]), None)
         if devices.adb is None or phone is None:
             self._stop(f"place {place} has no available NetworkService (its exporter is down, or no match)")
             return None
