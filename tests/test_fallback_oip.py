@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -169,6 +170,23 @@ def test_lenient_json_numbers_still_parse():
 def test_json_past_any_parsers_depth_is_a_protocol_error_not_a_crash():
     with pytest.raises(ProtocolError, match="not valid JSON"):
         oip.parse_body(b"[" * 5000 + b"]" * 5000, None)
+
+
+@pytest.mark.parametrize(
+    "deep", [b"[NaN," + b"[" * 5000 + b"]" * 5001, b'{"a":NaN,"b":' + b"[" * 5000 + b"]" * 5000 + b"}"]
+)
+def test_the_stdlib_fallback_never_parses_deeper_than_orjson(deep):
+    # NaN sends the body to the stdlib parser, whose depth is bounded only by the recursion limit, which
+    # libraries raise (a C stack overflow past a few ten thousand levels): refused before it is parsed.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # as a library may have set it: the stdlib alone would parse 5000 levels
+    try:
+        with pytest.raises(ProtocolError, match="deeper than 1024 levels"):
+            oip.parse_body(deep, None)
+    finally:
+        sys.setrecursionlimit(limit)
+    shallow = b'{"a":[NaN],"s":"' + b"[" * 3000 + b'"}'  # brackets inside a string are not nesting
+    assert oip.parse_body(shallow, None)[0]["s"] == "[" * 3000
 
 
 @pytest.mark.parametrize("binary", [False, True])

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -192,13 +193,32 @@ def encode_body(
 # --- decoding -----------------------------------------------------------------------------
 
 
+# orjson's own nesting limit (its README, "loads"). The stdlib parser recurses once per level, bounded
+# only by sys.getrecursionlimit(), which some libraries raise: past a few ten thousand levels that is a
+# C stack overflow (a crash), so the fallback parses nothing deeper than orjson would.
+_MAX_DEPTH = 1024
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _nesting(text: bytes) -> int:
+    """How deep ``text``'s arrays and objects nest (brackets inside strings do not count)."""
+    if text.count(b"[") + text.count(b"{") <= _MAX_DEPTH:
+        return 0  # cannot nest deeper than the limit: skip the scan
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', text), np.uint8)
+    step = (codes == ord("[")).astype(np.int32) + (codes == ord("{")) - (codes == ord("]")) - (codes == ord("}"))
+    return int(np.cumsum(step).max(initial=0))
+
+
 def loads(text: bytes) -> Any:
-    """Parse JSON: orjson, then the stdlib for what only it accepts (NaN/Infinity, lone surrogates, past
-    orjson's 1024 levels), so the accepted set is the stdlib's as before; ProtocolError if neither parses."""
+    """Parse JSON: orjson, then the stdlib for what only it accepts (NaN/Infinity, lone surrogates),
+    so the accepted set is the stdlib's as before, never deeper than orjson's 1024 levels; ProtocolError
+    if neither parses."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         pass
+    if _nesting(text) > _MAX_DEPTH:
+        raise ProtocolError(f"body is not valid JSON here: it nests deeper than {_MAX_DEPTH} levels")
     try:
         return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
