@@ -226,9 +226,7 @@ class LabgridEnv:
         self.coordinator.kill()
 
 
-@pytest.fixture(scope="module")
-def labgrid_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabgridEnv]:
-    """One real coordinator per test module (names from ``unique`` keep tests apart)."""
+def _lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabgridEnv]:
     reason = labgrid_missing_reason()
     if reason:
         if os.environ.get("CI"):
@@ -239,3 +237,17 @@ def labgrid_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabgridEnv
         yield env
     finally:
         env.stop()
+
+
+@pytest.fixture(scope="module")
+def labgrid_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabgridEnv]:
+    """One real coordinator per test module (names from ``unique`` keep tests apart)."""
+    yield from _lab(tmp_path_factory)
+
+
+@pytest.fixture
+def fresh_labgrid_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabgridEnv]:
+    """A coordinator of the test's own, for tests that run docs/lab.md as written: its exporter, place
+    and group names are fixed, so a repetition (`pytest --count N`) on a shared coordinator would find
+    the last run's places and the killed exporter's resources still registered."""
+    yield from _lab(tmp_path_factory)

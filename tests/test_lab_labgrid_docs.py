@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from labgrid_env import labgrid_lab  # noqa: F401
+from labgrid_env import fresh_labgrid_lab, labgrid_lab  # noqa: F401
 from test_lab_labgrid import BENCH, DEMO, results, ssh_config_for_ip, ssh_device  # noqa: F401
 
 from edgerun.cli import main
@@ -30,10 +30,12 @@ def block(marker: str) -> str:
     return found.group(1)
 
 
-def test_the_docs_exporter_places_and_plan_run_as_written(labgrid_lab, ssh_device, tmp_path: Path, capsys) -> None:  # noqa: ANN001, E501
-    import yaml  # labgrid's dependency: present wherever the labgrid_lab fixture did not skip
+def test_the_docs_exporter_places_and_plan_run_as_written(
+    fresh_labgrid_lab, ssh_device, tmp_path: Path, capsys
+) -> None:  # noqa: ANN001, E501
+    import yaml  # labgrid's dependency: present wherever the fresh_labgrid_lab fixture did not skip
 
-    lab, server = labgrid_lab, ssh_device.server
+    lab, server = fresh_labgrid_lab, ssh_device.server
     exported = yaml.safe_load(block("lab-exporter-yaml"))
     assert {r["NetworkService"]["username"] for r in exported.values()} == {"pi", "ubuntu"}
     for resources in exported.values():  # the boards' addresses -> the loopback sshd

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
-from labgrid_env import labgrid_lab  # noqa: F401
+from labgrid_env import fresh_labgrid_lab, labgrid_lab  # noqa: F401
 from ser2net_env import Ser2net, require_ser2net
 from tool_modules import REPO, target_devices, tool
 
@@ -112,11 +112,11 @@ def doc_block(marker: str) -> str:
     return found.group(1)
 
 
-def test_the_docs_wearable_runs_as_written(labgrid_lab: Any, dataset: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_the_docs_wearable_runs_as_written(fresh_labgrid_lab: Any, dataset: Path, tmp_path: Path) -> None:  # noqa: F811
     """docs/lab.md's wearable YAML (the serial path -> the emulator's pty, the relay -> tools/power_relay.py)
     and its commands, as written: the exporter starts ser2net on acquire; `serial tiny --port labgrid://...`."""
     require_ser2net()
-    lab = labgrid_lab
+    lab = fresh_labgrid_lab
     exported = yaml.safe_load(doc_block("lab-exporter-yaml-wearable"))
     (name,) = exported
     fw = emu_mod.DutFirmware(ARTIFACT, latency_us=1200)
@@ -236,13 +236,13 @@ def test_a_failure_that_is_not_a_hang_is_not_power_cycled() -> None:
     assert calls == ["cycle"] and info.value.power_cycles[0].retry_ok is False  # type: ignore[attr-defined]
 
 
-def test_a_phone_behind_the_exporter_hosts_adb_server(labgrid_lab: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_a_phone_behind_the_exporter_hosts_adb_server(fresh_labgrid_lab: Any, tmp_path: Path) -> None:  # noqa: F811
     if not shutil.which("adb"):
         pytest.fail("adb is not installed") if os.environ.get("CI") else pytest.skip("adb is not installed")
     from edgerun.targets import open_target
     from edgerun.targets.spec import parse_target
 
-    lab = labgrid_lab
+    lab = fresh_labgrid_lab
     exported = yaml.safe_load(doc_block("lab-exporter-yaml-phone"))  # docs/lab.md's phone, as written
     ((name, group),) = exported.items()
     server_port = devices.free_port()  # the exporter host's adb server
