@@ -27,6 +27,7 @@ import json
 import platform
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,25 +138,40 @@ class LabStore:
         if not create and not self.path.exists():
             raise LabError(f"{self.path}: no lab database here (run `edgerun lab run PLAN.toml` first)")
         self._lock = threading.Lock()
-        try:
-            if self.read_only:
-                self._db = _open_read_only(self.path)
-                check_schema(self._db, self.path)
-            else:
-                if self.path.is_file() and self.path.stat().st_size > 0:
-                    # before CREATE TABLE or WAL touch it: another application's file stays as it was
-                    reader = _open_read_only(self.path)
-                    try:  # no tables yet: a lab started at the same moment is creating it (nothing to lose)
-                        if reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                            check_schema(reader, self.path)
-                    finally:
-                        reader.close()
-                self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0, isolation_level=None)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._init_schema()
-        except sqlite3.DatabaseError as exc:
-            raise _damaged(self.path, exc) from exc
+        # Labs on several hosts share one file: while another lab creates it or switches it to WAL, an open
+        # can meet "database is locked" before any busy handler runs. Retried for the busy timeout's 30 s.
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                self._open()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise _damaged(self.path, exc) from exc
+                if getattr(self, "_db", None) is not None:
+                    self._db.close()  # half-opened: the next try opens its own
+                    del self._db
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                raise _damaged(self.path, exc) from exc
+
+    def _open(self) -> None:
+        if self.read_only:
+            self._db = _open_read_only(self.path)
+            check_schema(self._db, self.path)
+        else:
+            if self.path.is_file() and self.path.stat().st_size > 0:
+                # before CREATE TABLE or WAL touch it: another application's file stays as it was
+                reader = _open_read_only(self.path)
+                try:  # no tables yet: a lab started at the same moment is creating it (nothing to lose)
+                    if reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                        check_schema(reader, self.path)
+                finally:
+                    reader.close()
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._init_schema()
 
     def _init_schema(self) -> None:
         with self._tx() as db:
