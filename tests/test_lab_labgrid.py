@@ -80,9 +80,10 @@ def results(db: Path) -> list:
 def test_acquire_run_release_on_a_place_picked_by_tags(labgrid_lab, ssh_device, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     lab = labgrid_lab
     place = lab.unique("rpi")
+    board = lab.unique("rpi5")  # a tag no other test's places carry, nor a repetition's (pytest --count)
     lab.exporter(lab.unique("exp"), {place: service(ssh_device)})
-    lab.add_place(place, tags={"board": "rpi5"})
-    plan = write_plan(tmp_path, ssh_device, lab.address, '{board = "rpi5"}', repetitions=2)
+    lab.add_place(place, tags={"board": board})
+    plan = write_plan(tmp_path, ssh_device, lab.address, f'{{board = "{board}"}}', repetitions=2)
     db = tmp_path / "lab.sqlite"
     assert main(["lab", "run", str(plan), "--db", str(db)]) == 0
     err = capsys.readouterr().err
@@ -153,17 +154,17 @@ def test_no_matching_place_and_no_coordinator_are_one_line_each(
 
 def test_lab_places_lists_the_coordinator_and_what_a_plan_uses(labgrid_lab, ssh_device, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     lab = labgrid_lab
-    place = lab.unique("listed")
+    place, board = lab.unique("listed"), lab.unique("board")  # a tag only this run's place carries
     lab.exporter(lab.unique("exp"), {place: service(ssh_device)})
-    lab.add_place(place, tags={"board": "listed"})
-    plan = write_plan(tmp_path, ssh_device, lab.address, '{board = "listed"}')
+    lab.add_place(place, tags={"board": board})
+    plan = write_plan(tmp_path, ssh_device, lab.address, f'{{board = "{board}"}}')
     assert main(["lab", "places", str(plan), "--json"]) == 0
     view = json.loads(capsys.readouterr().out)
     (mine,) = [p for p in view["places"] if p["name"] == place]
-    assert mine["targets"] == ["pi"] and mine["acquired"] is None and mine["tags"] == {"board": "listed"}
+    assert mine["targets"] == ["pi"] and mine["acquired"] is None and mine["tags"] == {"board": board}
     (res,) = mine["resources"]
     assert res["cls"] == "NetworkService" and res["avail"] and res["params"]["port"] == ssh_device.server.port
-    assert view["targets"]["pi"] == {"selector": "labgrid://?board=listed", "places": [place]}
+    assert view["targets"]["pi"] == {"selector": f"labgrid://?board={board}", "places": [place]}
     assert main(["lab", "places", "--coordinator", lab.address]) == 0
     table = capsys.readouterr().out
     assert place in table and f"@127.0.0.1:{ssh_device.server.port}" in table
