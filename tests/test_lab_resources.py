@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import yaml
 from labgrid_env import fresh_labgrid_lab, labgrid_lab  # noqa: F401
 from ser2net_env import Ser2net, require_ser2net
 from tool_modules import REPO, target_devices, tool
+from waiting import wait_for
 
 from edgerun.errors import DutTimeout, LabError, PortUnavailable
 from edgerun.lab.power import LabgridPower, run_with_power_cycle
@@ -46,15 +46,6 @@ relay_mod = tool("power_relay")
 devices = target_devices()
 ARTIFACT = ECG_DEMO_DIR / "ecg-int8.tflite"
 PATIENCE_S = 60.0
-
-
-def wait_for(predicate: Any, what: str) -> Any:
-    """Poll until ``predicate()`` is truthy (a loaded machine only waits longer); return its value."""
-    deadline = time.monotonic() + PATIENCE_S
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"waited {PATIENCE_S:g} s for {what}"
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture(scope="module")

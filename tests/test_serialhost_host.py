@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import pytest
+import waiting
 from tool_modules import tool
 
 import edgerun
@@ -42,12 +43,8 @@ PATIENCE_S = 30.0
 
 
 def wait_for(predicate: Any, what: str, timeout_s: float = PATIENCE_S) -> None:
-    """Poll ``predicate`` every 5 ms until it holds; AssertionError naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"waited {timeout_s:g} s for {what}")
-        time.sleep(0.005)
+    """waiting.wait_for with this file's bound, polled every 5 ms."""
+    waiting.wait_for(predicate, what, timeout_s, poll_s=0.005)
 
 
 def accounted(host: Any) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from ser2net_env import Ser2net, require_ser2net
 from tool_modules import tool
+from waiting import wait_for
 
 import edgerun
 from edgerun.errors import PortUnavailable
@@ -83,14 +83,6 @@ def test_rfc2217_open_reaches_a_board_that_resets_on_open(dataset: Path) -> None
         cfg = TinyConfig(port=net.url, iterations=5, warmups=0, perf_files=1, limit=1, reset_wait_s=3.0)
         run = run_tiny(cfg, dataset)
     assert fw.resets >= 1 and run.perf[0]["per_inference_ns"] == 700_000
-
-
-def wait_for(predicate: Any, what: str) -> None:
-    """Poll ``predicate`` (a loaded machine only waits longer); fail naming ``what`` after PATIENCE_S."""
-    deadline = time.monotonic() + PATIENCE_S
-    while not predicate():
-        assert time.monotonic() < deadline, f"waited {PATIENCE_S:g} s for {what}"
-        time.sleep(0.01)
 
 
 def serve_host(port: str, fw: Any, windows: int) -> tuple[dict[str, Any], Any]:

@@ -8,9 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import waiting
 from tool_modules import tool
 
 emu_mod = tool("firmware_emulator")
@@ -18,11 +18,8 @@ EMULATOR = Path(__file__).resolve().parent.parent / "tools" / "firmware_emulator
 
 
 def wait_for(predicate, what: str, timeout_s: float = 60.0) -> None:  # noqa: ANN001
-    """Poll a condition (a loaded machine only waits longer); fail naming what never happened."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    """waiting.wait_for, polled every 20 ms."""
+    waiting.wait_for(predicate, what, timeout_s, poll_s=0.02)
 
 
 def test_sigterm_to_the_emulator_removes_its_link(tmp_path: Path) -> None:
