@@ -103,3 +103,17 @@ def fresh(server):
     if server.faults.hold is not None:  # a test that failed mid-hold must not leave requests parked
         server.faults.hold.release()
     server.faults = Faults()
+
+
+@pytest.fixture(scope="session")
+def ssh_device(tmp_path_factory: pytest.TempPathFactory):
+    """The loopback sshd with this edgerun set up on it (tests/fixtures/targets/devices.py), one per session."""
+    from tool_modules import target_devices
+
+    devices = target_devices()
+    reason = devices.sshd_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    device = devices.ssh_device(tmp_path_factory.mktemp("ssh-device"))
+    yield device
+    devices.release_ssh(device)

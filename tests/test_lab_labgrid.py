@@ -11,7 +11,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-import pytest
 from labgrid_env import labgrid_lab  # noqa: F401
 from tool_modules import target_devices
 
@@ -30,16 +29,6 @@ warmup_seconds = 0
 no_energy = true
 in_process = true
 """
-
-
-@pytest.fixture(scope="session")
-def ssh_device(tmp_path_factory: pytest.TempPathFactory):
-    reason = devices.sshd_missing_reason()
-    if reason:
-        pytest.skip(reason)
-    device = devices.ssh_device(tmp_path_factory.mktemp("ssh-device"))
-    yield device
-    devices.release_ssh(device)
 
 
 def ssh_config_for_ip(device, tmp_path: Path) -> Path:  # noqa: ANN001

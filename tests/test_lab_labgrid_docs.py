@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from labgrid_env import fresh_labgrid_lab, labgrid_lab  # noqa: F401
-from test_lab_labgrid import BENCH, DEMO, results, ssh_config_for_ip, ssh_device  # noqa: F401
+from test_lab_labgrid import BENCH, DEMO, results, ssh_config_for_ip
 
 from edgerun.cli import main
 from edgerun.lab.store import LabStore

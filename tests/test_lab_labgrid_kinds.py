@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from labgrid_env import labgrid_lab  # noqa: F401
 from ser2net_env import Ser2net, require_ser2net
-from test_lab_labgrid import ssh_device  # noqa: F401
 from test_lab_resources import doc_block
 from tool_modules import REPO, target_devices, tool
 

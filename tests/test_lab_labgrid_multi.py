@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from labgrid_env import labgrid_lab  # noqa: F401
-from test_lab_labgrid import DEMO, results, service, ssh_config_for_ip, ssh_device  # noqa: F401
+from test_lab_labgrid import DEMO, results, service, ssh_config_for_ip
 from tool_modules import target_devices
 
 from edgerun.cli import main

@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from tool_modules import target_devices
 
 from edgerun.cli import main
@@ -35,16 +34,6 @@ warmup_seconds = 0
 no_energy = true
 in_process = true
 """
-
-
-@pytest.fixture(scope="session")
-def ssh_device(tmp_path_factory: pytest.TempPathFactory):
-    reason = devices.sshd_missing_reason()
-    if reason:
-        pytest.skip(reason)
-    device = devices.ssh_device(tmp_path_factory.mktemp("ssh-device"))
-    yield device
-    devices.release_ssh(device)
 
 
 def _plan(

@@ -30,13 +30,6 @@ SCHEMA = HERE.parent / "edgerun" / "bench" / "result.schema.json"
 pytestmark = pytest.mark.skipif(devices.sshd_missing_reason() is not None, reason=str(devices.sshd_missing_reason()))
 
 
-@pytest.fixture(scope="session")
-def ssh_device(tmp_path_factory: pytest.TempPathFactory):
-    device = devices.ssh_device(tmp_path_factory.mktemp("ssh-device"))
-    yield device
-    devices.release_ssh(device)
-
-
 def test_setup_installed_this_edgerun_offline_into_a_venv(ssh_device) -> None:
     report = ssh_device.setup_report
     import edgerun
