@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,13 @@ def _soft_time_warning(m: Measurement, config: BenchConfig, budget: Budget, soft
     )
 
 
+def _forecast(m: Measurement, config: BenchConfig, budget: Budget) -> str | None:
+    from edgerun.bench.forecast import seconds_per_inference, soft_forecast
+
+    per, basis = seconds_per_inference(m.warmup_runs, m.warmup_ns, sum(m.first_ns))
+    return soft_forecast(per, basis, config, budget.percentile)
+
+
 def _warnings(
     m: Measurement,
     stats: dict[str, Any],
@@ -140,6 +148,10 @@ def _warnings(
             f"{FALLBACK_MARK}: no shipped device profile matched this machine, so RAM, model-size and "
             "power-model figures are placeholders (see profile.reason); pass --profile for real ones"
         )
+    if config is not None and budget is not None:
+        forecast = _forecast(m, config, budget)  # what the worker said after the warm-up, kept in the result
+        if forecast:
+            out.append(forecast)
     if config is not None and budget is not None and soft is not None:
         slow = _soft_time_warning(m, config, budget, soft)
         if slow:
@@ -306,17 +318,31 @@ def sustained_drift(start_ns: np.ndarray, total_ns: np.ndarray, duration_ns: int
 
 
 def bench_one(
-    path: str, config: BenchConfig, profile: Any, budget: Budget, reason: str, progress: Any = None
+    path: str,
+    config: BenchConfig,
+    profile: Any,
+    budget: Budget,
+    reason: str,
+    progress: Any = None,
+    notice: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure one artifact and build its result; an edgerun error becomes an ``error`` result.
 
     What a worker process runs, and what ``edgerun bench --in-process`` runs directly.
+    ``notice(text)`` hears, right after the warm-up, when the steady state cannot reach the
+    samples a valid soft verdict needs (edgerun.bench.forecast); the result's warnings repeat it.
     """
+    from edgerun.bench.forecast import seconds_per_inference, soft_forecast
     from edgerun.bench.runner import measure
     from edgerun.errors import EdgerunError
 
+    def after_warmup(runs: int, ns: int, first_ns: int) -> None:
+        text = soft_forecast(*seconds_per_inference(runs, ns, first_ns), config, budget.percentile)
+        if text and notice is not None:
+            notice(text)
+
     try:
-        m = measure(path, config, profile, progress=progress)
+        m = measure(path, config, profile, progress=progress, after_warmup=after_warmup)
         return build_result(m, config, budget, profile, reason)
     except EdgerunError as exc:
         return error_result(str(path), exc, profile, reason)

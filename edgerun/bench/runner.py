@@ -32,6 +32,9 @@ from edgerun.runtime import Runtime, load
 # "measure", "energy" or "done". The bench worker turns them into the phase it reports before each
 # step, so that a crash names the step it happened in.
 Progress = Callable[[str, float], None]
+# after_warmup(runs, ns, first_ns): the warm-up's count and duration and the first inference's
+# total, told before the steady state starts (edgerun.bench.forecast turns them into a forecast)
+AfterWarmup = Callable[[int, int, int], None]
 
 
 @dataclass
@@ -138,7 +141,11 @@ def _run_for(rt: Runtime, inputs: list[Any]) -> Callable[[float], int]:
 
 
 def measure(
-    path: str | Path, config: BenchConfig, profile: Any = None, progress: Progress | None = None
+    path: str | Path,
+    config: BenchConfig,
+    profile: Any = None,
+    progress: Progress | None = None,
+    after_warmup: AfterWarmup | None = None,
 ) -> Measurement:
     """Load the artifact and time it: cold start, warm-up, the steady-state loop, then energy.
 
@@ -188,6 +195,8 @@ def measure(
         int(config.max_seconds * 1e9),
         report("warmup"),
     )
+    if after_warmup is not None:
+        after_warmup(len(warm), warm_ns, first.pre_ns + first.infer_ns + first.post_ns)
     if mem:
         mem.start_steady_state()
     steady, steady_ns, capped = _loop(

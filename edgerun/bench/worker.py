@@ -3,9 +3,10 @@
 Each artifact is benchmarked in a fresh ``python -m edgerun.bench.worker``
 process. The parent sends one JSON request on the worker's stdin; the worker
 answers with JSON lines on a dedicated pipe (``--result-fd``): progress
-messages, then exactly one result. The worker's own stdout and stderr go to a
-temporary file, because native engines print there (``INFO: Created
-TensorFlow Lite XNNPACK delegate``) and a crash report lands there too.
+messages and notices (warnings to show while it runs), then exactly one result.
+The worker's own stdout and stderr go to a temporary file, because native engines
+print there (``INFO: Created TensorFlow Lite XNNPACK delegate``) and a crash
+report lands there too.
 
 The parent enforces a wall-clock timeout. A worker that dies by a signal
 (SIGSEGV from a malformed model, SIGABRT, SIGKILL from the out-of-memory
@@ -43,6 +44,7 @@ PARENT_ENV = "EDGERUN_WORKER_PARENT"
 PARENT_POLL_S = 0.25
 
 Progress = Callable[[str, float], None]
+Notice = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,12 @@ def run_in_worker(
     timeout_s: float,
     progress: Progress | None = None,
     argv: Callable[[int], Sequence[str]] = _worker_argv,
+    notice: Notice | None = None,
 ) -> dict[str, Any]:
     """Benchmark one artifact in a child process; always returns a result dict (ok or error).
+
+    ``notice(text)`` is called as each ``{"type": "notice"}`` message arrives: a warning the
+    user should see while the run goes on (the soft-verdict forecast after the warm-up).
 
     ``argv`` builds the child's command line from the result pipe's fd (the tests
     substitute children that crash or hang, to exercise this code for real).
@@ -134,7 +140,7 @@ def run_in_worker(
                 proc.stdin.close()
             except BrokenPipeError:
                 pass  # the child died before reading; its exit status tells why
-            messages, timed_out = _read_messages(read_fd, monotonic() + timeout_s, progress)
+            messages, timed_out = _read_messages(read_fd, monotonic() + timeout_s, progress, notice)
         finally:
             os.close(read_fd)
             if proc.poll() is None:
@@ -149,7 +155,9 @@ def run_in_worker(
     return _failure(request, status, timed_out, timeout_s, tail, messages)
 
 
-def _read_messages(fd: int, deadline: float, progress: Progress | None) -> tuple[list[dict[str, Any]], bool]:
+def _read_messages(
+    fd: int, deadline: float, progress: Progress | None, notice: Notice | None = None
+) -> tuple[list[dict[str, Any]], bool]:
     """JSON lines from the worker until EOF or the deadline. Returns (messages, timed_out)."""
     messages: list[dict[str, Any]] = []
     buf = b""
@@ -171,6 +179,8 @@ def _read_messages(fd: int, deadline: float, progress: Progress | None) -> tuple
                 messages.append(msg)
                 if progress is not None and msg.get("type") == "progress":
                     progress(str(msg.get("phase")), float(msg.get("fraction", 0.0)))
+                elif notice is not None and msg.get("type") == "notice":
+                    notice(str(msg.get("text")))
 
 
 def _parse(line: bytes) -> dict[str, Any]:
@@ -307,7 +317,15 @@ def _child(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> N
     send(
         {
             "type": "result",
-            "result": bench_one(request["path"], config, profile, budget, request["profile_reason"], progress),
+            "result": bench_one(
+                request["path"],
+                config,
+                profile,
+                budget,
+                request["profile_reason"],
+                progress,
+                notice=lambda text: send({"type": "notice", "text": text}),
+            ),
         }
     )
 
