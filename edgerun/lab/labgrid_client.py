@@ -17,6 +17,8 @@ the lab's worker threads can call it, plus the calls the lab needs:
 - ``acquire(place)`` / ``release(place)``: release is always ``fromuser=<our identity>``, so
   it never releases a place someone else acquired meanwhile;
 - ``network_service(place)``: the acquired place's ``NetworkService`` arguments;
+- ``broken_resources(place)``: the resources of a place that its exporter marked broken (why an
+  acquire of a free place fails: ser2net could not start for a ``RawSerialPort``);
 - ``watch(callback)``: called (on the loop's thread) with ``(exporter, group, name)`` when a
   resource is deleted or becomes unavailable: its exporter went away.
 
@@ -252,6 +254,22 @@ class LabgridClient:
                             "exporter": exporter, "group": group, "name": name})  # fmt: skip
         return out
 
+    def broken_resources(self, place: str) -> list[str]:
+        """Why the coordinator refuses to acquire ``place`` although nobody holds it: one line per
+        resource the place matches that its exporter marked broken. labgrid's exporter does that when
+        it cannot start an export (ser2net for a ``RawSerialPort``); the resource then shows as
+        acquired by ``<broken>`` and stays so until that exporter restarts."""
+        info = self.places().get(place)
+        if info is None:
+            return []
+        return [
+            _broken_line(f"{exporter}/{group}/{name}", data)
+            for exporter, groups in self.resources().items()
+            for group, named in groups.items()
+            for name, data in named.items()
+            if data.get("acquired") == "<broken>" and info.hasmatch((exporter, group, data.get("cls"), name))
+        ]
+
     def watch(self, callback: Callable[[str, str, str], None]) -> None:
         self.loop.call_soon_threadsafe(self.session.watchers.append, callback)
 
@@ -279,6 +297,22 @@ def _shared_loop() -> asyncio.AbstractEventLoop:
             threading.Thread(target=loop.run_forever, name="labgrid-client", daemon=True).start()
             _LOOP.append(loop)
         return _LOOP[0]
+
+
+def _broken_line(where: str, data: dict[str, Any]) -> str:
+    """One broken resource (see ``broken_resources``), with what to do about it."""
+    extra = (data.get("params") or {}).get("extra") or {}
+    line = f"resource {where} was marked broken by its exporter ({extra.get('broken') or 'no reason given'})"
+    path = str(extra.get("path") or "")
+    if path and not path.startswith("/dev/"):
+        line += (
+            f": its serial port {path} is not under /dev/, and labgrid's exporter starts ser2net only for a device "
+            "path under /dev/ (labgrid/remote/exporter.py, SerialPortExport._start); name the device or a udev "
+            "link such as /dev/serial/by-id/..., or run ser2net yourself and export a NetworkSerialPort"
+        )
+    elif path:
+        line += ": its exporter could not start ser2net for it (installed on the exporter host? see its log)"
+    return line + "; then restart labgrid-exporter (a broken resource stays broken until it restarts)"
 
 
 def _reservation(pb: Any) -> Reservation:

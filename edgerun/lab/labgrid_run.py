@@ -136,8 +136,11 @@ class _PlaceWorker(PlaceKinds, _TargetRunner):
                 self.lab.ledger.lease(self.lab.address, place, client.identity, self.run_id, self.token)
                 try:
                     client.acquire(place)
-                except PlaceBusy:  # taken between allocation and acquire: wait on
+                except PlaceBusy:  # taken between allocation and acquire (wait on), or a resource is broken
                     self.lab.ledger.drop_lease(self.lab.address, place)
+                    broken = client.broken_resources(place)
+                    if broken:  # it stays so until its exporter restarts: waiting would only hide why
+                        raise LabError(f"place {place} cannot be acquired: {'; '.join(broken)}") from None
                 else:
                     self.place = place
                     return place
@@ -153,7 +156,9 @@ class _PlaceWorker(PlaceKinds, _TargetRunner):
         t = self.plan_target
         assert self.lab.client is not None and t.labgrid is not None
         held = [
-            f"{p.name} by {p.acquired}" if p.acquired else f"{p.name} (reserved for someone else)"
+            f"{p.name} by {p.acquired}"
+            if p.acquired
+            else f"{p.name} (reserved for {'this lab' if p.reservation == self.token else 'someone else'})"
             for p in self.lab.client.places().values()
             if matches(p, t.labgrid)
         ]
