@@ -53,8 +53,8 @@ def test_bench_options_are_checked_by_the_config_rule_naming_the_flag() -> None:
 
 
 def test_the_cli_and_bench_options_build_the_same_config() -> None:
-    from edgerun.bench.cli import _bench_config
     from edgerun.cli import build_parser
+    from edgerun.cli.bench import _bench_config
     from edgerun.targets.options import BenchOptions
 
     argv = ["bench", "--runs", "50", "--sustained", "0.5", "--no-energy", "--graph-opt", "basic", "--warmup", "3"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from edgerun import cli_types
 from edgerun.bench.runner import BenchConfig, BenchConfigError
 from edgerun.cli import main
+from edgerun.cli import types as cli_types
 from edgerun.demo import DEMO_DIR
 from edgerun.errors import LabError, ProfileError, RecipeError
 

@@ -128,7 +128,7 @@ def test_cli_without_torch_says_what_to_install(tmp_path):
 
 def test_cli_module_imports_nothing_heavy():
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import edgerun.cli, edgerun.compress.cli"],
+        [sys.executable, "-X", "importtime", "-c", "import edgerun.cli, edgerun.cli.compress"],
         capture_output=True,
         text=True,
         check=True,

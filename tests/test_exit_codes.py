@@ -89,7 +89,7 @@ def test_a_corrupt_model_is_an_artifact_error_from_the_format_reader(tmp_path: P
 
 def test_a_builtin_error_is_reported_as_a_bug_not_as_usage() -> None:
     # `edgerun info` made to hit a ValueError the way a bug in edgerun would (the command itself is replaced)
-    prelude = "import edgerun.info_cli as m\ndef broken(args):\n    raise ValueError('boom')\nm.cmd_info = broken"
+    prelude = "import edgerun.cli.info as m\ndef broken(args):\n    raise ValueError('boom')\nm.cmd_info = broken"
     proc = edgerun_cli("info", MODEL, prelude=prelude)
     assert proc.returncode == 1
     assert "internal error in edgerun" in proc.stderr and "ValueError: boom" in proc.stderr and "a bug" in proc.stderr

@@ -50,7 +50,7 @@ def _check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[st
 
 @pytest.fixture(scope="module")
 def ecg_report(tflm_installed: None) -> dict[str, Any]:
-    from edgerun.mcu_cli import check_model
+    from edgerun.cli.mcu import check_model
 
     wearables = [p for p in list_profiles() if p.device_class == "wearable"]
     return check_model(ECG_INT8, wearables)

@@ -55,7 +55,7 @@ def test_help_imports_the_table_only() -> None:
 
 def test_a_command_imports_its_own_module_only() -> None:
     mods = imported_by("profiles")
-    assert mods & COMMAND_MODULES == {"edgerun.machine_cli"}
+    assert mods & COMMAND_MODULES == {"edgerun.cli.machine"}
 
 
 def test_help_lists_every_command_with_its_one_line_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -123,7 +123,7 @@ def test_an_onnx_run_without_a_manifest_imports_no_other_engine_schema_or_subsys
     top = _top(mods)
     assert not top & {"ai_edge_litert", "tflite_runtime", "torch", "pydantic", "httpx", "onnx"}, sorted(top)
     assert not {m for m in mods if m.startswith(("edgerun.compress", "edgerun.fallback", "edgerun.schema.manifest"))}
-    assert mods & COMMAND_MODULES == {"edgerun.run_cli"}
+    assert mods & COMMAND_MODULES == {"edgerun.cli.run"}
 
 
 def test_pydantic_comes_in_only_to_check_a_manifest_not_yet_passed() -> None:
@@ -186,7 +186,7 @@ def test_a_remembered_onnx_run_imports_nothing_the_run_path_does_not_need(tmp_pa
     assert "edgerun.schema.manifest_cache" in mods and "onnxruntime" in mods
     banned = {m for m in mods if m in NOT_IN_AN_ONNX_RUN or any(m.startswith(b + ".") for b in NOT_IN_AN_ONNX_RUN)}
     assert not banned, sorted(banned)  # ... the next ones remember its pass
-    assert mods & COMMAND_MODULES == {"edgerun.run_cli"}
+    assert mods & COMMAND_MODULES == {"edgerun.cli.run"}
 
 
 def test_an_fp32_tflite_run_does_not_read_the_flatbuffer_schema(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ Needs the ``compress`` extra (``pip install "edgerun[compress]"``: torch==2.13.0
 torch-pruning, onnx, litert-torch, ai-edge-quantizer, matplotlib). The recipe grammar
 is in docs/compress.md. ``import edgerun`` never imports this package; importing it
 loads nothing else: the recipe parser comes in with the first of its names used (it is
-tens of milliseconds, and ``edgerun compress --help`` or ``edgerun.compress.cli`` alone need
+tens of milliseconds, and ``edgerun compress --help`` or ``edgerun.cli.compress`` alone need
 none of it), torch with ``run_recipe``.
 """
 

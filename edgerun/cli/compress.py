@@ -11,7 +11,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from edgerun.cli_types import existing_file
+from edgerun.cli.types import existing_file
 from edgerun.errors import CompressError
 from edgerun.exitcodes import EXIT_PASS
 

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edgerun.cli_types import existing_file, finite_float
+from edgerun.cli.types import existing_file, finite_float
 from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS
 
 __all__ = ["register"]

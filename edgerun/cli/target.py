@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgerun.cli_types import existing_dir
+from edgerun.cli.types import existing_dir
 from edgerun.exitcodes import EXIT_PASS
 
 __all__ = ["bench_on_target_cli", "register", "results_table"]

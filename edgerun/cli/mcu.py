@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgerun.cli_types import finite_float, whole_int
+from edgerun.cli.types import finite_float, whole_int
 from edgerun.exitcodes import EXIT_FAIL, EXIT_PASS
 
 __all__ = ["RUNTIME_FLASH_BYTES", "check_model", "register"]

@@ -1,16 +1,23 @@
-"""The ``edgerun`` command line: ``main``, the parser, exit codes and the helpers commands share.
+"""The ``edgerun`` command line: one package, one module per command, one exit-code table.
 
-Each command lives in its own module and adds itself through ``COMMAND_MODULES``:
+This package is the only place in edgerun that prints for humans or ends the process: ``main``
+parses the command line, runs the command and turns its errors into exit codes from the one table
+in ``edgerun/exitcodes.py`` (0 pass, 1 fail or an EdgerunError, 2 usage, 3 not valid). The library
+below it raises the ``edgerun.errors`` tree and returns results. The map:
 
-    edgerun bench [ARTIFACT...]   edgerun/bench/cli.py     benchmark (default: the bundled demo artifacts)
-    edgerun info ARTIFACT         edgerun/info_cli.py      what an artifact is: format, precision, IO, ops
-    edgerun run ARTIFACT          edgerun/run_cli.py       one inference; optional cloud fallback
-    edgerun profiles              edgerun/machine_cli.py   device profiles; --detect says which one this is
-    edgerun doctor                edgerun/machine_cli.py   what this machine offers: engines, probes, thermal
-    edgerun compress, serve, serial, target, lab           edgerun/<subsystem>/cli.py
-
-Only the command modules print for humans; errors become exit codes in ``main``, from the one
-table in ``edgerun/exitcodes.py`` (0 pass, 1 fail or an EdgerunError, 2 usage, 3 not valid).
+    edgerun/cli/__init__.py   main, the parser, the helpers commands share
+    edgerun/cli/__main__.py   ``python -m edgerun.cli`` (what ``bench --target`` runs on a device)
+    edgerun/cli/types.py      argparse value types: numbers in range, ports, existing files
+    edgerun/cli/bench.py      edgerun bench [ARTIFACT...]  benchmark (default: the bundled demo artifacts)
+    edgerun/cli/info.py       edgerun info ARTIFACT        what an artifact is: format, precision, IO, ops
+    edgerun/cli/run.py        edgerun run ARTIFACT         one inference; optional cloud fallback
+    edgerun/cli/machine.py    edgerun profiles, doctor     device profiles; what this machine offers
+    edgerun/cli/compress.py   edgerun compress RECIPE      distill, prune, quantize, export, gate
+    edgerun/cli/serve.py      edgerun serve                Open Inference Protocol server (fallback stand-in)
+    edgerun/cli/serial.py     edgerun serial host|tiny     wearable firmware over a serial port
+    edgerun/cli/target.py     edgerun target ...           prepare and inspect ssh/adb devices
+    edgerun/cli/lab.py        edgerun lab run|report|...   device-lab plans and their reports
+    edgerun/cli/mcu.py        edgerun mcu ...              TFLite Micro checks before flashing
 """
 
 from __future__ import annotations
@@ -24,46 +31,33 @@ from typing import Any
 from edgerun.errors import EdgerunError
 from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, EXIT_USAGE, exit_code  # noqa: F401 (re-exported)
 
-# Every subcommand comes from one of these modules: each has ``register(subparsers)`` and
-# imports nothing heavy at module level (its command functions import lazily). The order
-# here is the order of the commands in ``edgerun --help``. A module named in COMMANDS below is
-# imported only when one of its commands is given; one that is not (yet) there is imported
-# and registered on every start, which works but costs its import each time.
-COMMAND_MODULES: tuple[str, ...] = (
-    "edgerun.bench.cli",
-    "edgerun.info_cli",
-    "edgerun.run_cli",
-    "edgerun.machine_cli",
-    "edgerun.compress.cli",
-    "edgerun.fallback.cli",
-    "edgerun.serialhost.cli",
-    "edgerun.targets.cli",
-    "edgerun.lab.cli",
-    "edgerun.mcu_cli",
-)
-
-
 # Command name -> (module that registers it, the one-line help `edgerun --help` shows). With it,
 # `edgerun --help` and `edgerun CMD ...` import no command module but the one given: importing
 # all of them cost ~0.1 s of CPU per start (the compress recipe parser, the fallback policy, the
 # targets' specs), paid by every `edgerun run`. The help must equal the module's own ``help=``
 # (tests/test_startup.py checks both ways).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("edgerun.bench.cli", "benchmark artifacts (default: the bundled demo)"),
-    "info": ("edgerun.info_cli", "describe an artifact"),
-    "run": ("edgerun.run_cli", "one inference"),
-    "profiles": ("edgerun.machine_cli", "list device profiles"),
-    "doctor": ("edgerun.machine_cli", "what this machine offers: engines, providers, probes, thermal"),
+    "bench": ("edgerun.cli.bench", "benchmark artifacts (default: the bundled demo)"),
+    "info": ("edgerun.cli.info", "describe an artifact"),
+    "run": ("edgerun.cli.run", "one inference"),
+    "profiles": ("edgerun.cli.machine", "list device profiles"),
+    "doctor": ("edgerun.cli.machine", "what this machine offers: engines, providers, probes, thermal"),
     "compress": (
-        "edgerun.compress.cli",
+        "edgerun.cli.compress",
         "run a compression recipe: distill, prune, quantize, export, gate, Pareto report",
     ),
-    "serve": ("edgerun.fallback.cli", "serve artifacts over the Open Inference Protocol (cloud-fallback stand-in)"),
-    "serial": ("edgerun.serialhost.cli", "wearable firmware over a serial port: stream host, MLPerf Tiny DUT runner"),
-    "target": ("edgerun.targets.cli", "prepare and inspect devices (ssh, adb) that `bench --target` and `lab` drive"),
-    "lab": ("edgerun.lab.cli", "run a device-lab plan, report on it, compare two runs"),
-    "mcu": ("edgerun.mcu_cli", "microcontroller checks with TFLite Micro (ops, arena, flash) before flashing"),
+    "serve": ("edgerun.cli.serve", "serve artifacts over the Open Inference Protocol (cloud-fallback stand-in)"),
+    "serial": ("edgerun.cli.serial", "wearable firmware over a serial port: stream host, MLPerf Tiny DUT runner"),
+    "target": ("edgerun.cli.target", "prepare and inspect devices (ssh, adb) that `bench --target` and `lab` drive"),
+    "lab": ("edgerun.cli.lab", "run a device-lab plan, report on it, compare two runs"),
+    "mcu": ("edgerun.cli.mcu", "microcontroller checks with TFLite Micro (ops, arena, flash) before flashing"),
 }
+
+
+# Every command module, each once, in the order `edgerun --help` lists its commands. Each has
+# ``register(subparsers)`` and imports nothing heavy at module level (its command functions import
+# lazily); ``build_parser`` imports only the module of the command given.
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 
 
 def _err(msg: str) -> None:
@@ -123,7 +117,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMAND_MODULES:
         names = [name for name, (mod, _) in COMMANDS.items() if mod == module]
-        if argv is None or not names or chosen in names:
+        if argv is None or chosen in names:
             importlib.import_module(module).register(sub)
             continue
         for name in names:
@@ -173,7 +167,3 @@ def main(argv: list[str] | None = None) -> int:
             "report it with the command line (EDGERUN_DEBUG=1 shows the traceback)"
         )
         return EXIT_FAIL
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any
 
-from edgerun.cli_types import cpu_threads, existing_dir, finite_float, name_or_path, positive_int, whole_int
+from edgerun.cli.types import cpu_threads, existing_dir, finite_float, name_or_path, positive_int, whole_int
 from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS
 
 _MS = finite_float(0, 3_600_000, low_open=True)  # a budget past an hour is a typo

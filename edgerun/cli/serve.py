@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgerun.cli_types import cpu_threads, existing_file, host, port, whole_int
+from edgerun.cli.types import cpu_threads, existing_file, host, port, whole_int
 from edgerun.exitcodes import EXIT_FAIL, EXIT_PASS, EXIT_USAGE
 
 # uvicorn's own names (uvicorn.config.LOG_LEVELS), written out: uvicorn is imported only when serving

@@ -1,7 +1,7 @@
 """``edgerun bench``: registered through ``edgerun.cli.COMMAND_MODULES``.
 
 Each artifact is benchmarked in a crash-isolated worker (edgerun.bench.worker), or on a
-device with ``--target`` (edgerun.targets.cli). Nothing heavy is imported at module level.
+device with ``--target`` (edgerun.cli.target). Nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerun.cli import _err, profile_and_budget
-from edgerun.cli_types import finite_float, integer, name_or_path, number
+from edgerun.cli.types import finite_float, integer, name_or_path, number
 from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, EXIT_USAGE
 from edgerun.outputs import check_outputs, input_files, write_atomic
 
@@ -181,7 +181,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # before any measuring: a bad --json path must not cost (and then lose) the whole benchmark
     check_outputs([args.json], inputs=input_files([*paths, args.profile]), force=args.force)
     if args.target:  # on a device: its own edgerun (or native binaries) makes the results
-        from edgerun.targets.cli import bench_on_target_cli, results_table
+        from edgerun.cli.target import bench_on_target_cli, results_table
 
         return _report_bench(args, bench_on_target_cli(args, paths), results_table)
     profile, reason, budget = profile_and_budget(args)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgerun.cli_types import cpu_threads, existing_file, finite_float, name_or_path, nonneg_int, whole_int
+from edgerun.cli.types import cpu_threads, existing_file, finite_float, name_or_path, nonneg_int, whole_int
 from edgerun.exitcodes import EXIT_PASS
 
 __all__ = ["register"]
