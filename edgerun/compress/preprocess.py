@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from edgerun.artifact import TensorSpec
-from edgerun.compress.data import Dataset
 from edgerun.compress.data_config import DataConfig, PreOp
+from edgerun.compress.dataset import Dataset
 from edgerun.compress.sources import RawSplits, Split, index_labels, load_raw
 from edgerun.errors import CompressError
 
