@@ -4,74 +4,20 @@
     Session.inputs / Session.outputs      TensorSpec tuples, as the engine sees them
     Session.run(feeds)                    list of output arrays, in Session.outputs order
 
-One module per engine (``onnx.py`` for onnxruntime, ``litert.py`` for LiteRT /
-tflite-runtime, ``executorch.py`` for ExecuTorch ``.pte`` programs). Each imports its
-engine lazily and translates the engine's exceptions into edgerun's error tree at this
+The protocol and the engine names live in ``base.py`` (re-exported here); ``engine_for`` picks
+an engine. One module per engine (``onnx.py`` for onnxruntime, ``litert.py`` for LiteRT /
+tflite-runtime, ``executorch.py`` for ExecuTorch ``.pte`` programs, ``coreml.py``). Each imports
+its engine lazily and translates the engine's exceptions into edgerun's error tree at this
 boundary. Policy (which engine, which providers, how many threads) lives above, in the
 runtime and the bench.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
+from edgerun.engines.base import ENGINES, GRAPH_OPTIMIZATION_LEVELS, Engine, EngineOptions, Session
 from edgerun.errors import UsageError
 
-if TYPE_CHECKING:
-    import numpy as np
-
-    from edgerun.artifact import Artifact, TensorSpec
-
-ENGINES = ("onnx", "litert", "executorch", "coreml")  # coreml: macOS only (engines/coreml.py)
-GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How to open a session.
-
-    threads: intra-op threads (None = the engine's default).
-    graph_optimization: onnxruntime graph optimisation level (LiteRT ignores it).
-    providers: execution providers / delegates in preference order, by short name
-        ("CPU", "XNNPACK", "CUDA", "TensorRT", "NNAPI", "CoreML", ...) or the engine's
-        full name; LiteRT also takes "delegate:/path/to/libdelegate.so". Empty = default.
-        onnxruntime's TensorRT takes options: "tensorrt:fp16:int8:cache=DIR" (engines/ort_providers.py).
-    record_placement: onnxruntime profiles the first inference so the session's ``node_placement()``
-        can say which provider ran each node (the bench sets it when providers are asked for).
-    """
-
-    threads: int | None = None
-    graph_optimization: str = "all"
-    providers: tuple[str, ...] = ()
-    record_placement: bool = False
-
-    def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"threads must be >= 1, got {self.threads}")
-        if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise UsageError(
-                f"graph_optimization must be one of {GRAPH_OPTIMIZATION_LEVELS}, got {self.graph_optimization!r}"
-            )
-
-
-class Session(Protocol):
-    engine: str
-    providers: tuple[str, ...]  # what the session actually runs on
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]: ...
-
-
-class Engine(Protocol):
-    name: str
-
-    def open(self, artifact: Artifact, options: EngineOptions) -> Session: ...
-
-    def version(self) -> str: ...
-
-    def usable(self, wanted: tuple[str, ...]) -> tuple[str, ...]: ...
+__all__ = ["ENGINES", "GRAPH_OPTIMIZATION_LEVELS", "Engine", "EngineOptions", "Session", "engine_for"]
 
 
 def engine_for(fmt: str, name: str | None = None) -> Engine:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from edgerun.engines import EngineOptions
+from edgerun.engines.base import EngineOptions
 from edgerun.errors import EngineUnavailable, InferenceError, ProviderUnavailable
 
 if TYPE_CHECKING:

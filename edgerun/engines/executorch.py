@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgerun.artifact import TensorSpec
-from edgerun.engines import EngineOptions
+from edgerun.engines.base import EngineOptions
 from edgerun.errors import ArtifactError, EngineError, EngineUnavailable, InferenceError, ProviderUnavailable
 from edgerun.formats.pte import SCALAR_TYPES, inspect_pte
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgerun.engines import EngineOptions
+from edgerun.engines.base import EngineOptions
 from edgerun.errors import (
     ArtifactError,
     EngineError,
