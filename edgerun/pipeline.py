@@ -48,7 +48,7 @@ from edgerun.pipeline_ops import (  # re-exported: the ops' home before they had
 
 __all__ = [
     "Cast", "Dequantize", "ExpandDims", "Layout", "Normalize", "Pipeline", "PostOps", "Prediction", "Quantize",
-    "Resize", "Scale", "Softmax", "StageTimes", "TopK", "check_input", "compile_post", "compile_pre",
+    "Resize", "Result", "Scale", "Softmax", "StageTimes", "TopK", "check_input", "compile_post", "compile_pre",
 ]  # fmt: skip
 
 
@@ -63,6 +63,25 @@ class StageTimes:
     @property
     def total_ns(self) -> int:
         return self.pre_ns + self.infer_ns + self.post_ns
+
+
+ROUTE_LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One inference: post-processed outputs, top classes (if the manifest asks), stage times, route.
+
+    ``Runtime.run`` returns it (edgerun.runtime re-exports it), and so does the fallback router:
+    here, below both. With a fallback policy, ``route`` is "local", "remote" or "local-variant"
+    and ``reason`` is "<code>: <why>"; on the remote route ``times.infer_ns`` is the whole remote call.
+    """
+
+    outputs: dict[str, np.ndarray]
+    top: tuple[Prediction, ...]
+    times: StageTimes
+    route: str = ROUTE_LOCAL
+    reason: str = ""
 
 
 # --- the pipeline ---------------------------------------------------------------------

@@ -15,38 +15,20 @@ Result says the route and why (``reason``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from edgerun.artifact import Artifact, TensorSpec, load_artifact
 from edgerun.engines import EngineOptions, engine_for
-from edgerun.pipeline import Pipeline, Prediction, StageTimes
+from edgerun.pipeline import ROUTE_LOCAL, Pipeline, Result
 from edgerun.threads import resolve_threads
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from edgerun.fallback.policy import FallbackPolicy
     from edgerun.fallback.router import Router
     from edgerun.profiles import DeviceProfile
-
-ROUTE_LOCAL = "local"
-
-
-@dataclass(frozen=True)
-class Result:
-    """One inference: post-processed outputs, top classes (if the manifest asks), stage times, route.
-
-    With a fallback policy, ``route`` is "local", "remote" or "local-variant" and ``reason``
-    is "<code>: <why>"; on the remote route ``times.infer_ns`` is the whole remote call.
-    """
-
-    outputs: dict[str, np.ndarray]
-    top: tuple[Prediction, ...]
-    times: StageTimes
-    route: str = ROUTE_LOCAL
-    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -181,7 +163,9 @@ def load(
     if fallback is not None:
         from edgerun.fallback.router import Router
 
-        runtime.fallback = Router(
-            runtime, fallback, engine=engine, threads=threads, graph_optimization=graph_optimization
+        # the router loads its local variants with these settings (passed in: it does not import runtime)
+        load_variant = partial(
+            load, profile=prof, engine=engine, threads=threads, graph_optimization=graph_optimization
         )
+        runtime.fallback = Router(runtime, fallback, load_variant)
     return runtime

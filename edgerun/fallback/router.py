@@ -22,16 +22,18 @@ refused, and the time left to the call's deadline covers its recent p95 plus
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Callable
+from pathlib import Path
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from edgerun.errors import DeadlineExceeded, EngineError, PolicyError, RemoteError
 from edgerun.fallback.metrics import FallbackMetrics, LatencyWindow
 from edgerun.fallback.policy import FallbackPolicy
-from edgerun.pipeline import Pipeline, StageTimes
+from edgerun.pipeline import Pipeline, Result, StageTimes
 
 if TYPE_CHECKING:
-    from edgerun.runtime import Result, Runtime
+    from edgerun.runtime import Runtime
 
 __all__ = ["Router"]
 
@@ -39,17 +41,20 @@ __all__ = ["Router"]
 class Router:
     """Holds the policy, the latency windows, the metrics and (when remote is allowed) the client."""
 
-    def __init__(self, runtime: Runtime, policy: FallbackPolicy, **load_options: Any) -> None:
-        from edgerun.runtime import load
-
+    def __init__(
+        self, runtime: Runtime, policy: FallbackPolicy, load_variant: Callable[[str | Path], Runtime] | None = None
+    ) -> None:
+        """``load_variant`` opens one of ``policy.local_variants`` (``edgerun.load`` with the runtime's
+        settings; the runtime passes it, so this module does not import the runtime)."""
         if policy.local_variants and policy.hard_budget_ms is None:
             raise PolicyError("fallback policy: local_variants are for hard-budget misses; set hard_budget_ms too")
         self.policy = policy
         self.metrics = FallbackMetrics()
         self.name = runtime.artifact.name
         self.pipes: list[tuple[str, Pipeline]] = [(runtime.artifact.name, runtime.pipeline)]
-        for path in policy.local_variants:
-            variant = load(path, runtime.profile, **load_options)
+        if policy.local_variants and load_variant is None:
+            raise PolicyError("fallback policy: local_variants given, but no way to load them (use edgerun.load)")
+        for variant in map(load_variant, policy.local_variants) if load_variant else ():
             self.pipes.append((variant.artifact.name, variant.pipeline))
         self.level = 0  # index into pipes: where local calls start (moves down after hard misses)
         self.local = LatencyWindow(policy.latency_window, policy.latency_max_age_s)
@@ -242,7 +247,5 @@ class Router:
             self._record_local(times)
 
     def _result(self, outputs: Any, top: Any, times: StageTimes, route: str, code: str, detail: str) -> Result:
-        from edgerun.runtime import Result
-
         self.metrics.route(route, code)
         return Result(outputs, top, times, route, f"{code}: {detail}")
