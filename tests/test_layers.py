@@ -43,6 +43,23 @@ def test_no_circle_through_artifact_and_the_engines() -> None:
         assert not {"edgerun.artifact", "edgerun.engines"} <= set(group), group
 
 
+# The import circles still allowed, each a group of modules that import each other. Only the lab's
+# are left (issue 11 §7); when one ends, delete its line here: the test then holds that it stays ended.
+KNOWN_CYCLES = (
+    {"edgerun.lab.labgrid_client", "edgerun.lab.resources"},
+    {"edgerun.lab.labgrid_run", "edgerun.lab.scheduler"},
+    {"edgerun.lab.plan", "edgerun.lab.plan_tiny"},
+    {"edgerun.lab.store", "edgerun.lab.store_checks"},
+)
+
+
+def test_no_import_circle_but_the_known_ones() -> None:
+    """Every module-level circle (lazy imports included) is one of KNOWN_CYCLES or part of one."""
+    new = [group for group in import_cycles.cycles(EDGES) if not any(set(group) <= known for known in KNOWN_CYCLES)]
+    paths = [" -> ".join(import_cycles.path_around(EDGES, group)) for group in new]
+    assert not new, f"new import circle(s), see python tools/import_cycles.py: {paths}"
+
+
 def test_the_cycle_finder_finds_a_lazy_cycle(tmp_path: Path) -> None:
     pkg = tmp_path / "edgerun"
     pkg.mkdir()
