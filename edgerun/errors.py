@@ -18,6 +18,7 @@ is kept for debugging.
     ├── ProbeError             a power probe failed or was misused (stopped before it started, started twice)
     │   └── ProbeUnavailable   a power probe the user named cannot be used here (says why)
     ├── UsageError             an argument, option or setting is out of range, of the wrong kind or unknown
+    │   └── BenchConfigError   a benchmark setting is out of range (also a BenchError); ``field`` names it
     ├── MeasurementError       samples, a power trace or a tool's output cannot give the figure asked for
     ├── BenchError             a benchmark could not produce a result, or a result file is unreadable
     ├── SerialError            a serial-attached device (wearable firmware, MLPerf Tiny DUT) failed us
@@ -63,6 +64,7 @@ from __future__ import annotations
 __all__ = [
     "AccuracyGateError",
     "ArtifactError",
+    "BenchConfigError",
     "BenchError",
     "CompressError",
     "DeadlineExceeded",
@@ -164,6 +166,15 @@ class MeasurementError(EdgerunError, ValueError):
 
 class BenchError(EdgerunError):
     """A benchmark could not produce a result, or a result file cannot be read (not a result, unknown schema)."""
+
+
+class BenchConfigError(UsageError, BenchError):
+    """A benchmark setting (``edgerun.bench.config.BenchConfig``) is out of range; ``field`` names it
+    so a command can name its option. A UsageError (so a ValueError): the settings are the caller's mistake."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"bench config: {field} {detail}")
+        self.field, self.detail = field, detail
 
 
 class PolicyError(EdgerunError, ValueError):

@@ -9,8 +9,8 @@
     130 EXIT_INTERRUPTED Ctrl-C (128 + SIGINT, the shell's convention)
 
 ``edgerun.cli.main`` prints an ``EdgerunError`` as one line and returns ``exit_code(exc)``; every
-command module (``edgerun/*_cli.py``, ``edgerun/<package>/cli.py``) imports its codes from here and
-defines none of its own. Any other exception is a bug in edgerun: ``main`` says so, exit 1.
+command module (``edgerun/cli/<command>.py``) imports its codes from here and defines none of
+its own. Any other exception is a bug in edgerun: ``main`` says so, exit 1.
 
 Every class in ``edgerun.errors.__all__`` is a key of ``ERROR_EXIT_CODES`` (tests/test_exit_codes.py
 checks), so a new error class needs a decision here.
@@ -55,6 +55,7 @@ ERROR_EXIT_CODES: dict[type[E.EdgerunError], int] = {
     E.ProbeUnavailable: EXIT_FAIL,
     E.MeasurementError: EXIT_FAIL,
     E.BenchError: EXIT_FAIL,
+    E.BenchConfigError: EXIT_USAGE,
     E.SerialError: EXIT_FAIL,
     E.PortUnavailable: EXIT_FAIL,
     E.HandshakeError: EXIT_FAIL,

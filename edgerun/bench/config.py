@@ -14,21 +14,12 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgerun.errors import BenchError, UsageError
+from edgerun.errors import BenchConfigError  # defined there, with the error tree; re-exported here
 
 #: Past a week a benchmark duration is a typo (and seconds * 1e9 must stay a finite integer).
 MAX_SECONDS = 7 * 24 * 3600.0
 #: Inference and window counts; larger is a typo, not a plan.
 MAX_COUNT = 2**62
-
-
-class BenchConfigError(UsageError, BenchError):
-    """A BenchConfig field is out of range; ``field`` names it so a command can name its option.
-    A UsageError (so a ValueError): the settings are the caller's mistake."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(f"bench config: {field} {detail}")
-        self.field, self.detail = field, detail
 
 
 @dataclass(frozen=True)

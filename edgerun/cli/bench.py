@@ -139,6 +139,11 @@ class _ProgressLine:
             print(f"{self.label}: {phase}...", file=sys.stderr)
         self.last_phase = phase
 
+    def notice(self, text: str) -> None:
+        """A warning that arrives mid-run, on a line of its own (not drawn over by the bar)."""
+        end_bar = "\n" if self.tty and self.last_phase else ""  # a bar is drawn: end its line first
+        print(f"{end_bar}edgerun: warning: {self.label}: {text}", file=sys.stderr)
+
     def done(self, status: str) -> None:
         if self.tty:
             print(f"\r{self.label:<28} {status:<50}", file=sys.stderr)
@@ -149,7 +154,7 @@ class _ProgressLine:
 def _bench_config(args: argparse.Namespace) -> Any:
     """The BenchConfig the options ask for, through BenchOptions (the model --target and lab plans use too);
     BenchConfig's check is the rule, reported as a usage error of the option it names."""
-    from edgerun.bench.config import BenchConfigError
+    from edgerun.errors import BenchConfigError
     from edgerun.targets.options import BenchOptions
 
     try:
@@ -198,13 +203,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if i:
             _cooldown(args)
         progress = None if args.quiet else _ProgressLine(path.name)
+        # said as it arrives (after the warm-up), not only after a run that may take minutes; -q too
+        notice = progress.notice if progress is not None else _ProgressLine(path.name).notice
         if args.in_process:
-            results.append(bench_one(str(path), config, profile, budget, reason, progress))  # no crash isolation
+            results.append(bench_one(str(path), config, profile, budget, reason, progress, notice))  # no isolation
         else:
             request = WorkerRequest(
                 str(path), config.to_dict(), budget.__dict__, str(profile.source or profile.name), reason
             )
-            results.append(run_in_worker(request, config.worker_timeout_s(args.timeout), progress))
+            results.append(run_in_worker(request, config.worker_timeout_s(args.timeout), progress, notice=notice))
         results[-1].setdefault("warnings", []).extend(config.warnings)  # in the result file too
         if progress is not None:
             progress.done(results[-1]["overall"].upper())

@@ -50,9 +50,11 @@ _OUTER_GRACE_S = 0.05  # the loop thread enforces the deadline; this only guards
 _DECODE_INLINE_BYTES = 256 * 1024  # a few ms of JSON parsing; larger answers are decoded off the I/O thread
 
 
-class _Retry(Exception):
+class _Retry(RemoteError):
+    """A failed attempt that may be tried again: ``error`` is what the caller gets when none is left."""
+
     def __init__(self, error: RemoteError, retry_after_s: float | None = None) -> None:
-        super().__init__(str(error))
+        super().__init__(str(error), error.status)
         self.error, self.retry_after_s = error, retry_after_s
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.errors import ProtocolError
+from edgerun.errors import ProtocolError, RemoteError
 from edgerun.fallback import oip
 
 __all__ = ["MAX_JSON_DEPTH", "HTTPError", "check_depth", "json_depth", "parse_infer", "read_body", "validate_request"]
@@ -46,12 +46,14 @@ _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 _STRING = re.compile(rb'"[^"]*"')
 
 
-class HTTPError(Exception):
-    """An answer other than 200: the server turns it into ``{"error": message}`` with this status."""
+class HTTPError(RemoteError):
+    """An answer other than 200: the server turns it into ``{"error": message}`` with this status
+    (a RemoteError: what a client of the server gets; ``status`` is never None here)."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.headers = status, headers or {}
+        super().__init__(message, status)
+        self.status: int = status
+        self.headers = headers or {}
 
 
 # --- body ----------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ from edgerun.power.base import Availability, Trace
 CommandRunner = Callable[[Sequence[str]], "str | None"]
 
 
-class ReadFailed(Exception):
-    """A sensor read produced nothing usable (no output, unparsable text)."""
+class ReadFailed(ProbeError):
+    """A sensor read produced nothing usable (no output, unparsable text). Internal: ``PolledProbe``
+    catches it (READ_ERRORS) and reports a ProbeUnavailable (first read) or the trace's failure."""
 
 
 # What a read may raise when the sensor goes away or answers garbage; anything else is a bug.
