@@ -7,6 +7,7 @@ that advances a fixed step per read), so a "slow model" is slow by construction,
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from edgerun.bench.result import bench_one
 from edgerun.bench.runner import BenchConfig
 from edgerun.bench.worker import WorkerRequest, run_in_worker
 from edgerun.budget import Budget
+from edgerun.cli import main
 from edgerun.measure.stats import min_samples
 
 QUIET = {"energy": False, "memory": False, "thermal": False}
@@ -112,3 +114,20 @@ def test_the_worker_pipe_carries_notices_to_the_parent_as_they_come():
     res = run_in_worker(request, 30, argv=lambda fd: [sys.executable, "-c", f"fd = {fd}\n{code}"], notice=heard.append)
     assert res == result and heard == ["p99 needs 662 samples"]
 
+
+def test_the_cli_prints_it_on_stderr_before_the_steady_state_and_writes_it_to_json(
+    tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """A real worker and a cap no machine can meet: p99.999 needs 664,000+ samples, and a 1 ms cap
+    would need them at under 2 ns each (one Python call takes longer)."""
+    out = tmp_path / "r.json"
+    argv = ["bench", str(tiny_onnx), "--percentile", "99.999", "--max-seconds", "0.001", "--runs", "1"]
+    argv += ["--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0", "--no-energy", "--json", str(out)]
+    main(argv)
+    err = capsys.readouterr().err.splitlines()
+    res = json.loads(out.read_text())["results"][0]
+    forecast = [w for w in res["warnings"] if w.startswith("p99.999 needs")]
+    assert len(forecast) == 1 and "but --max-seconds is 0.001" in forecast[0]
+    live = [i for i, line in enumerate(err) if line.endswith(forecast[0]) and line.startswith("edgerun: warning")]
+    steady = [i for i, line in enumerate(err) if line.endswith(": measure...")]
+    assert live and steady and live[0] < steady[0]

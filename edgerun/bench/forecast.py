@@ -48,7 +48,8 @@ def soft_forecast(per_inference_s: float, basis: str, config: BenchConfig, perce
     if min(by_rule, by_cap) >= needed:
         return None
     name = percentile_key(percentile)
-    per = f"{per_inference_s:.3g} s per inference ({basis})"
+    each = f"{per_inference_s:.3g} s" if per_inference_s >= 0.1 else f"{per_inference_s * 1e3:.3g} ms"
+    per = f"{each} per inference ({basis})"
     outcome = "the soft verdict will be not valid unless misses make it certain"
     if by_cap < needed:
         wanted = needed * per_inference_s
