@@ -8,12 +8,13 @@ the runtime applies the right pre/post-processing) and is measured through edger
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgerun.errors import CompressError
+from edgerun.errors import CompressError, EdgerunError
 
 from . import export as ex
 from . import quantize as q
@@ -38,6 +39,8 @@ class Exports:
     log: Callable[[str], None]
     details: dict[str, dict[str, Any]]
     built: dict[str, tuple[Path, Measured]] = field(default_factory=dict)
+    folds: dict[str, dict[str, Any]] = field(default_factory=dict)  # per folded file: ops, kept ops, how
+    _fold: Any = None  # fold.Folding of the data's pre-processing, split once when an export asks
 
     def baseline(self, source: str) -> tuple[Path, Measured]:
         """The source model's FP32 ONNX export, measured through the runtime: every gate's reference."""
@@ -67,29 +70,89 @@ class Exports:
         path = self.stage / spec.file_name
         self._produce(spec, path)
         # A first manifest so the runtime applies the right pre/post-processing; metrics come after.
-        ex.save_manifest(ex.build_manifest(path, spec.stem, self.data, {}, SAMPLES_FILE), path)
-        measured = measure_artifact(path, self.data.test_x, self.data.test_y, latency_runs=0)  # timed later
+        ex.save_manifest(ex.build_manifest(path, spec.stem, self.data_for(spec), {}, SAMPLES_FILE), path)
+        try:
+            measured = measure_artifact(path, self.data.test_x, self.data.test_y, latency_runs=0)  # timed later
+        except EdgerunError as exc:
+            if not spec.fold_preprocessing:
+                raise
+            raise CompressError(
+                f"[[export]] {spec.file_name}: the model with the pre-processing folded in does not run ({exc}); "
+                f"a quantized input now takes the values before {[op['op'] for op in self._folding().folded]}: "
+                f"fold into the FP32 exports only, or keep the pre-processing in the manifest"
+            ) from exc
         self.built[spec.file_name] = (path, measured)
         return path, measured
 
-    def _produce(self, spec: ExportSpec, path: Path) -> None:
+    def unmeasured(self, spec: ExportSpec) -> Path:
+        """Build a file no runtime here can run (Core ML): its manifest says it was not measured."""
+        path = self.stage / spec.file_name
+        self._produce(spec, path)
+        return path
+
+    def data_for(self, spec: ExportSpec) -> Dataset:
+        """The data as this export's model takes it: with ``fold_preprocessing``, only the ops that stay."""
+        return self._folding().dataset(self.data) if spec.fold_preprocessing else self.data
+
+    def _folding(self) -> Any:  # fold.Folding
+        if self._fold is None:
+            from .fold import split
+
+            self._fold = split(self.data.pre_ops, "[[export]]", self.data.train_x[0])
+        return self._fold
+
+    def fold_check(self, spec: ExportSpec) -> Any:  # fold.FoldCheck
+        """The folded export against the same export unfolded (built here when the recipe does not list it)."""
+        from .fold import check
+
+        twin = dataclasses.replace(spec, fold_preprocessing=False, name="")
+        if twin.file_name == spec.file_name:
+            twin = dataclasses.replace(twin, name=f"{twin.stem}-unfolded")
+        twin_path, _ = self.measured(twin)
+        path, _ = self.built[spec.file_name]
+        result = check(path, twin_path, self.data.test_x, self.data.test_y)
+        self.folds[spec.file_name]["check"] = result.to_dict()
+        return result
+
+    def _model(self, spec: ExportSpec) -> Any:
+        """The source's model, BatchNorm folded, and with ``fold_preprocessing`` the pre-processing folded in."""
         model = self.done[spec.source].model
         fused = getattr(model, "fused", lambda: model)()
-        calib = self.data.calibration(self.recipe.data.calibration_samples)
+        if not spec.fold_preprocessing:
+            return fused
+        from .fold import fold_into
+
+        folding = self._folding()
+        folded, how = fold_into(fused, folding, self.data.input_shape)
+        self.folds[spec.file_name] = {"ops": list(folding.folded), "kept": list(folding.kept), "how": how}
+        self.log(f"  folded {[op['op'] for op in folding.folded]} {how}")
+        return folded
+
+    def _produce(self, spec: ExportSpec, path: Path) -> None:
+        data = self.data_for(spec)
+        calib = data.calibration(self.recipe.data.calibration_samples)
+        if spec.format == "coreml":  # converted here, measured only on a Mac (export_coreml.py)
+            from .export_coreml import export_coreml
+
+            export_coreml(self._model(spec), data.input_shape, path, spec.precision, data=data)
+            return
         if spec.format == "pte":  # ExecuTorch: built from the torch model, FP32 or INT8 (export_executorch.py)
             from . import export_executorch as et
 
             if spec.precision == "fp32":
-                et.export_pte(fused, self.data.input_shape, path)
+                et.export_pte(self._model(spec), data.input_shape, path)
             else:
-                et.export_pte_int8(fused, self.data.input_shape, path, calib)
+                et.export_pte_int8(self._model(spec), data.input_shape, path, calib)
             return
         if spec.precision == "fp32":
-            (ex.export_onnx if spec.format == "onnx" else ex.export_tflite)(fused, self.data.input_shape, path)
+            (ex.export_onnx if spec.format == "onnx" else ex.export_tflite)(self._model(spec), data.input_shape, path)
             return
-        fp32, _ = self.measured(ExportSpec(source=spec.source, format=spec.format, precision="fp32"))
+        fp32_spec = ExportSpec(spec.source, spec.format, "fp32", fold_preprocessing=spec.fold_preprocessing)
+        fp32, _ = self.measured(fp32_spec)
+        if spec.fold_preprocessing:
+            self.folds[spec.file_name] = dict(self.folds[fp32_spec.file_name])  # the FP32 file it quantizes
         if spec.precision == "mixed":
-            self.details[spec.file_name] = _mixed(spec, self.recipe, self.data, fp32, calib, path, self.log)
+            self.details[spec.file_name] = _mixed(spec, self.recipe, data, fp32, calib, path, self.log)
             return
         key = (spec.format, spec.precision, spec.resolved_mode)
         makers: dict[tuple[str, str, str], Callable[[], Any]] = {

@@ -8,6 +8,7 @@ provenance: the recipe, the parent model, and every metric the run measured.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -23,6 +24,9 @@ from edgerun.artifact import Manifest, TensorSpec, inspect_model, sha256_file, w
 from edgerun.compress.data import Dataset, manifest_pipeline
 
 ONNX_OPSET = 17
+# The model's tensor names in every export: ONNX's input_names / output_names; a .pte holds no names,
+# so its manifest carries these (``build_manifest``); TFLite keeps the converter's signature names.
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 @contextlib.contextmanager
@@ -53,8 +57,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
             model.eval(),
             (sample,),
             str(path),
-            input_names=["input"],
-            output_names=["logits"],
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             opset_version=ONNX_OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -100,6 +104,10 @@ def build_manifest(
     ``precision`` is passed by the producer: a ``mixed`` INT8/FP32 graph reads as int8 from the file alone.
     """
     info = inspect_model(path)
+    inputs, outputs = info.inputs, info.outputs
+    if info.format == "pte" and len(inputs) == len(outputs) == 1:  # the file's input_0 / output_0 are placeholders
+        inputs = (dataclasses.replace(inputs[0], name=INPUT_NAME),)
+        outputs = (dataclasses.replace(outputs[0], name=OUTPUT_NAME),)
     pre, post = manifest_pipeline(data)
     if info.inputs[0].quant is not None:
         pre.append({"op": "quantize"})
@@ -111,8 +119,8 @@ def build_manifest(
         model_file=path.name,
         sha256=sha256_file(path),
         precision=precision or info.precision,
-        inputs=info.inputs,
-        outputs=info.outputs,
+        inputs=inputs,
+        outputs=outputs,
         raw_inputs=(raw_spec(data),),
         preprocess=tuple(pre),
         postprocess=tuple(post),

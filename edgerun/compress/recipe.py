@@ -155,7 +155,8 @@ class QatStep:
     calibration_samples: int = 200  # train images that initialize the activation ranges (bits 8)
 
 
-_DEFAULT_MODE = {"fp32": "", "int8": "static", "int4": "weight-only", "mixed": "static"}
+_DEFAULT_MODE = {"fp32": "", "fp16": "", "int8": "static", "int4": "weight-only", "mixed": "static"}
+SUFFIXES = {"coreml": "mlpackage"}  # a format whose file does not end in its name
 
 
 @dataclass(frozen=True)
@@ -163,27 +164,40 @@ class ExportSpec:
     """One artifact: a step's model in one format and precision."""
 
     source: str
-    format: Literal["onnx", "tflite", "pte"] = "onnx"  # pte: ExecuTorch (XNNPACK-lowered)
-    precision: Literal["fp32", "int8", "int4", "mixed"] = "fp32"
+    # pte: ExecuTorch (XNNPACK-lowered); coreml: an .mlpackage, converted here and measured only on a Mac
+    format: Literal["onnx", "tflite", "pte", "coreml"] = "onnx"
+    precision: Literal["fp32", "fp16", "int8", "int4", "mixed"] = "fp32"
     mode: Literal["static", "dynamic", "weight-only", ""] = ""  # "" = the precision's default
     max_drop_points: float | None = None  # overrides [gate] for this artifact (and is "mixed"'s target)
     max_drop_vs_teacher_points: float | None = None  # overrides [gate]'s limit against the teacher
-    name: str = ""  # file stem; default "<source>-<precision>[-<mode>]"
+    name: str = ""  # file stem; default "<source>-<precision>[-<mode>][-folded]"
+    # fold the data's trailing scale / normalize ops into the model (edgerun/compress/fold.py)
+    fold_preprocessing: bool = False
 
     @property
     def resolved_mode(self) -> str:
+        if not self.mode and (self.format, self.precision) == ("coreml", "int8"):
+            return "weight-only"  # Core ML's int8 is weight quantization (export_coreml.py)
         return self.mode or _DEFAULT_MODE[self.precision]
+
+    @property
+    def measurable(self) -> bool:
+        """False for Core ML: coremltools cannot run a model off Apple hardware, so no gate judges it."""
+        return self.format != "coreml"
 
     @property
     def stem(self) -> str:
         if self.name:
             return self.name
-        suffix = f"-{self.resolved_mode}" if self.resolved_mode != _DEFAULT_MODE[self.precision] else ""
-        return f"{self.source}-{self.precision}{suffix}"
+        default = (
+            "weight-only" if (self.format, self.precision) == ("coreml", "int8") else _DEFAULT_MODE[self.precision]
+        )
+        suffix = f"-{self.resolved_mode}" if self.resolved_mode != default else ""
+        return f"{self.source}-{self.precision}{suffix}" + ("-folded" if self.fold_preprocessing else "")
 
     @property
     def file_name(self) -> str:
-        return f"{self.stem}.{self.format}"
+        return f"{self.stem}.{SUFFIXES.get(self.format, self.format)}"
 
 
 @dataclass(frozen=True)
@@ -207,6 +221,9 @@ SUPPORTED_EXPORTS = (
     ("tflite", "int4", "weight-only"),
     ("pte", "fp32", ""),  # ExecuTorch, XNNPACK-lowered (edgerun/compress/export_executorch.py)
     ("pte", "int8", "static"),  # PT2E XNNPACKQuantizer: per-channel weights, calibrated activations
+    ("coreml", "fp32", ""),  # coremltools ML program (edgerun/compress/export_coreml.py): not measured off macOS
+    ("coreml", "fp16", ""),
+    ("coreml", "int8", "weight-only"),  # linear_quantize_weights, per-channel symmetric; activations float
 )
 
 Step = Union[LoadStep, TrainStep, DistillStep, PruneStep, LotteryStep, SparseTrainStep, QatStep]  # noqa: UP007 (a runtime alias)

@@ -19,16 +19,16 @@ from typing import Any
 @dataclass(frozen=True)
 class Row:
     name: str
-    kind: str  # "torch" (a step's model, PyTorch accuracy) or "onnx" / "tflite" (an exported file)
+    kind: str  # "torch" (a step's model, PyTorch accuracy) or the exported file's format
     precision: str
     parent: str
     params: int
     nonzero_params: int
     size_bytes: int | None  # file size; None for torch rows
-    accuracy: float  # top-1, 0..1
+    accuracy: float | None  # top-1, 0..1; None: not measured (Core ML off Apple hardware)
     drop_points: float | None  # vs the FP32 baseline (exports) or vs the first model (torch rows)
     latency_p50_ms: float | None
-    gate: str  # "pass" / "FAIL" / "-"
+    gate: str  # "pass" / "FAIL" / "-" / "not measured"
     kept: bool = True
     drop_vs_teacher_points: float | None = (
         None  # vs the recipe's teacher (its FP32 ONNX; torch rows: its PyTorch top-1)
@@ -45,13 +45,15 @@ AXES = ("size", "accuracy", "latency")
 
 def _key(r: Row, axis: str) -> float:
     """Smaller is better on every axis."""
-    return {"size": float(r.size_bytes or 0), "accuracy": -r.accuracy, "latency": r.latency_p50_ms or 0.0}[axis]
+    return {"size": float(r.size_bytes or 0), "accuracy": -(r.accuracy or 0.0), "latency": r.latency_p50_ms or 0.0}[
+        axis
+    ]
 
 
 def pareto(rows: list[Row], axes: tuple[str, ...] = AXES) -> set[str]:
     """Names of the exported rows that passed their gate and that no other such row dominates on ``axes``
     (at least as good on each, strictly better on one): smaller, more accurate, faster by default."""
-    pts = [r for r in rows if r.kept and r.gate != "FAIL" and r.size_bytes is not None and r.latency_p50_ms is not None]
+    pts = [r for r in rows if r.kept and r.gate == "pass" and r.size_bytes is not None and r.latency_p50_ms is not None]
 
     def dominates(a: Row, b: Row) -> bool:
         ka, kb = [_key(a, x) for x in axes], [_key(b, x) for x in axes]
@@ -63,7 +65,7 @@ def pareto(rows: list[Row], axes: tuple[str, ...] = AXES) -> set[str]:
 def plot_frontier(rows: list[Row]) -> list[Row]:
     """The plot's frontier: rows on the Pareto frontier of file size and accuracy, by size."""
     front = pareto(rows, ("size", "accuracy"))
-    return sorted((r for r in rows if r.name in front), key=lambda r: (r.size_bytes or 0, -r.accuracy))
+    return sorted((r for r in rows if r.name in front), key=lambda r: (r.size_bytes or 0, -(r.accuracy or 0.0)))
 
 
 def format_table(rows: list[Row]) -> str:
@@ -92,7 +94,7 @@ def format_table(rows: list[Row]) -> str:
                 str(r.params),
                 f"{r.sparsity:.1%}",
                 "-" if r.size_bytes is None else f"{r.size_bytes / 1024:.1f}",
-                f"{r.accuracy:.2%}",
+                "not measured" if r.accuracy is None else f"{r.accuracy:.2%}",
                 "-" if r.drop_points is None else f"{r.drop_points:+.2f}",
                 "-" if r.drop_vs_teacher_points is None else f"{r.drop_vs_teacher_points:+.2f}",
                 "-" if r.latency_p50_ms is None else f"{r.latency_p50_ms:.3f}",
@@ -175,18 +177,18 @@ def figure(rows: list[Row], title: str):  # -> matplotlib.figure.Figure
     (to the right, past the marker's radius), the frontier of the two plotted axes dashed."""
     import matplotlib.pyplot as plt
 
-    pts = [r for r in rows if r.size_bytes is not None and r.latency_p50_ms is not None]
+    pts = [r for r in rows if r.size_bytes is not None and r.latency_p50_ms is not None and r.accuracy is not None]
     fig, ax = plt.subplots(figsize=(8, 5))
     for failed, style in ((False, {"marker": "o", "alpha": 0.6}), (True, {"marker": "X", "color": "tab:red"})):
         group = [r for r in pts if (r.gate == "FAIL") == failed]
         if group:
             ax.scatter(
-                [(r.size_bytes or 0) / 1024 for r in group], [r.accuracy * 100 for r in group],
+                [(r.size_bytes or 0) / 1024 for r in group], [(r.accuracy or 0.0) * 100 for r in group],
                 s=[marker_area(r) for r in group], label="failed its gate" if failed else "passed", **style,
             )  # fmt: skip
     front = plot_frontier(rows)
     # Frontier files ringed as well: a frontier of one file (smallest and most accurate) has no line.
-    ax.plot([(r.size_bytes or 0) / 1024 for r in front], [r.accuracy * 100 for r in front], "k--", lw=1,
+    ax.plot([(r.size_bytes or 0) / 1024 for r in front], [(r.accuracy or 0.0) * 100 for r in front], "k--", lw=1,
             marker="o", mfc="none", ms=13, mew=0.8, label="Pareto frontier (size, top-1)")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("file size (KB, log)")
@@ -251,7 +253,7 @@ def _label_groups(pts: list[Row]) -> dict[tuple[float, float], list[Row]]:
     """Rows grouped by spot (same accuracy, file size within 5%): one label block per spot."""
     groups: dict[tuple[float, float], list[Row]] = {}
     for r in sorted(pts, key=lambda r: r.size_bytes or 0):
-        size_kb, acc = (r.size_bytes or 0) / 1024, r.accuracy * 100
+        size_kb, acc = (r.size_bytes or 0) / 1024, (r.accuracy or 0.0) * 100
         spot = next((k for k in groups if abs(k[1] - acc) < 0.01 and abs(k[0] / size_kb - 1) < 0.05), (size_kb, acc))
         groups.setdefault(spot, []).append(r)
     return groups

@@ -25,9 +25,10 @@ from edgerun.errors import AccuracyGateError
 from . import export as ex
 from .build import SAMPLES_FILE, Exports
 from .data import Dataset, load_dataset
+from .fold import gate_fold
 from .gate import GateVerdict, Measured, judge
 from .latency import interleaved
-from .provenance import finish_manifest
+from .provenance import Context, finish_manifest, finish_unmeasured
 from .recipe import ExportSpec, Recipe
 from .report import Row, format_details, format_table, plot, write_json
 from .steps import Trained, run_step
@@ -38,8 +39,8 @@ from .train import seed_everything, torch_threads, training_facts
 class Produced:
     spec: ExportSpec
     path: Path  # in the output folder when kept, else in the (deleted) staging folder
-    measured: Measured
-    verdict: GateVerdict
+    measured: Measured | None  # None: not measured (Core ML off Apple hardware), so no verdict either
+    verdict: GateVerdict | None
     kept: bool
     row: Row
 
@@ -55,11 +56,11 @@ class RunResult:
 
     @property
     def failed(self) -> tuple[Produced, ...]:
-        return tuple(p for p in self.produced if not p.verdict.passed)
+        return tuple(p for p in self.produced if p.verdict is not None and not p.verdict.passed)
 
     def raise_for_gate(self) -> None:
         if self.failed:
-            lines = [f"  {p.spec.file_name}: {p.verdict.reason}" for p in self.failed]
+            lines = [f"  {p.spec.file_name}: {p.verdict.reason}" for p in self.failed if p.verdict]
             kept = any(p.kept for p in self.failed)
             if kept:
                 tail = "written anyway (--keep-failed), marked failed in their manifests"
@@ -135,10 +136,14 @@ def _export_all(
     judged = []
     for i, spec in enumerate(recipe.exports, 1):
         log(f"export {i}/{len(recipe.exports)}: {spec.file_name}")
+        if not spec.measurable:
+            continue  # Core ML: converted below, after the measured files
         base_path, base = exports.baseline(spec.source)
         path, measured = exports.measured(spec)
         teacher = exports.teacher(spec, measured.accuracy)
         verdict = judge(spec, recipe.gate, measured.accuracy, base.accuracy, teacher)
+        if spec.fold_preprocessing:
+            verdict = gate_fold(verdict, exports.fold_check(spec), log, spec.file_name)
         gate = "pass" if verdict.passed else "FAIL"
         log(f"  {spec.file_name}: top-1 {measured.accuracy:.2%}, gate {gate} ({verdict.reason})")
         judged.append((spec, path, measured, verdict, base_path))
@@ -149,28 +154,33 @@ def _export_all(
         lat = timed[path]
         measured = dataclasses.replace(measured, latency_p50_ms=lat.p50_ms, latency_n=lat.n)
         log(f"  {spec.file_name}: p50 {lat.p50_ms:.3f} ms (n = {lat.n}, {lat.rounds} interleaved rounds)")
-        finish_manifest(
-            path,
-            spec,
-            recipe,
-            done,
-            data,
-            measured,
-            verdict,
-            base_path,
-            details.get(spec.file_name),
-            lat.to_dict(),
-            facts,
-        )
+        ctx = Context(recipe, done, exports.data_for(spec), exports.folds.get(spec.file_name), facts)
+        finish_manifest(path, spec, ctx, measured, verdict, base_path, details.get(spec.file_name), lat.to_dict())
         kept = verdict.passed or keep_failed
         if kept:
-            if not any(p.kept for p in produced):  # the kept manifests' ``samples``, copied once
-                shutil.copy2(stage / SAMPLES_FILE, out / SAMPLES_FILE)
-            for f in (path, path.with_name(path.name + ".edgerun.json")):
-                shutil.copy2(f, out / f.name)
+            _keep(path, stage, out, first=not any(p.kept for p in produced))
         row = _export_row(spec, path, measured, verdict, kept, done)
         produced.append(Produced(spec, out / path.name if kept else path, measured, verdict, kept, row))
+    for spec in (s for s in recipe.exports if not s.measurable):
+        path = exports.unmeasured(spec)
+        ctx = Context(recipe, done, exports.data_for(spec), exports.folds.get(spec.file_name), facts)
+        finish_unmeasured(path, spec, ctx)
+        log(f"  {spec.file_name}: not measured (Core ML runs only on Apple hardware), written without a gate")
+        _keep(path, stage, out, first=not any(p.kept for p in produced))
+        produced.append(Produced(spec, out / path.name, None, None, True, _unmeasured_row(spec, path, done)))
     return produced
+
+
+def _keep(path: Path, stage: Path, out: Path, first: bool) -> None:
+    """Copy a file (a Core ML package: a folder) and its manifest to ``out``; the samples with the first."""
+    if first:  # the kept manifests' ``samples``, copied once
+        shutil.copy2(stage / SAMPLES_FILE, out / SAMPLES_FILE)
+    if path.is_dir():
+        shutil.copytree(path, out / path.name)
+    else:
+        shutil.copy2(path, out / path.name)
+    manifest = path.with_name(path.name + ".edgerun.json")
+    shutil.copy2(manifest, out / manifest.name)
 
 
 def _torch_rows(recipe: Recipe, done: dict[str, Trained]) -> list[Row]:
@@ -193,6 +203,16 @@ def _torch_rows(recipe: Recipe, done: dict[str, Trained]) -> list[Row]:
         )
         for t in done.values()
     ]
+
+
+def _unmeasured_row(spec: ExportSpec, path: Path, done: dict[str, Trained]) -> Row:
+    src = done[spec.source]
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    nonzero = src.params - round((1 - src.nonzero_params / src.params) * src.params)
+    return Row(
+        spec.file_name, spec.format, spec.precision, spec.source, src.params, nonzero, size,
+        None, None, None, "not measured", True,
+    )  # fmt: skip
 
 
 def _export_row(
