@@ -18,9 +18,10 @@ from edgerun.cli import main
 from edgerun.cli import types as cli_types
 from edgerun.demo import DEMO_DIR
 from edgerun.errors import LabError, ProfileError, RecipeError
+from edgerun.threads import usable_cpus
 
 MODEL = str(DEMO_DIR / "digits-fp32.onnx")
-USABLE = len(os.sched_getaffinity(0))
+USABLE = usable_cpus()  # the affinity mask and any cgroup CPU quota: the cap every command uses
 
 
 def call(*argv: str) -> tuple[int, str, str]:

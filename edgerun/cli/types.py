@@ -50,6 +50,11 @@ def _bound(low: float | None, high: float | None, low_open: bool, high_open: boo
     return " and ".join(parts)
 
 
+def _shown(text: str) -> str:
+    """The value as an error message quotes it: at most 30 characters."""
+    return repr(text if len(text) <= 30 else f"{text[:27]}...")
+
+
 def whole_int(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     """A whole number in [low, high] (either end may be None: unbounded up to 2**63-1)."""
     what = "a whole number" + (f" {_bound(low, high, False, False)}" if low is not None or high is not None else "")
@@ -57,8 +62,7 @@ def whole_int(low: int | None = None, high: int | None = None) -> Callable[[str]
     def parse(text: str) -> int:
         value = int(text.strip(), 10)  # a ValueError: argparse's own "invalid int value: 'x'"
         if abs(value) > _MAX_INT or (low is not None and value < low) or (high is not None and value > high):
-            shown = text if len(text) <= 30 else f"{text[:27]}..."
-            raise argparse.ArgumentTypeError(f"expected {what}, got {shown!r}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {_shown(text)}")
         return value
 
     parse.__name__ = "int"  # argparse's message for a non-number names the type: "invalid int value"
@@ -101,8 +105,10 @@ def cpu_threads(text: str) -> int:
     same way): more threads than usable cores only measures oversubscription, and a typo such
     as 100000 has the engine start that many threads.
     """
+    from edgerun.threads import usable_cpus  # the rule the runtime and the bench cap with
+
     value = positive_int(text)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    usable = usable_cpus()
     if value > usable:
         print(f"edgerun: warning: threads {value} capped at {usable}, the CPUs this process may use", file=sys.stderr)
         return usable
@@ -125,8 +131,7 @@ def host(text: str) -> str:
     Whether it resolves and can be bound is up to the command (``serve`` binds before loading models).
     """
     if not text or len(text) > 253 or any(c.isspace() or not c.isprintable() for c in text):
-        shown = text if len(text) <= 30 else f"{text[:27]}..."
-        raise argparse.ArgumentTypeError(f"expected a host name or IP address, got {shown!r}")
+        raise argparse.ArgumentTypeError(f"expected a host name or IP address, got {_shown(text)}")
     return text
 
 
@@ -155,21 +160,26 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _mode(text: str, what: str) -> int:
+    """``os.stat(text).st_mode``, or the one-line refusal of a ``what`` ("file", "folder") path."""
+    if not text:
+        raise argparse.ArgumentTypeError(f"expected a {what} path, got an empty string")
+    try:
+        return os.stat(text).st_mode
+    except FileNotFoundError:
+        raise argparse.ArgumentTypeError(f"{text}: no such {what}") from None
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r}: cannot be read ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
+
+
 def existing_file(text: str) -> str:
     """A path to a regular file this process may read (returned as given).
 
     Checked with stat, never opened: opening a FIFO would block until a writer comes.
     """
-    if not text:
-        raise argparse.ArgumentTypeError("expected a file path, got an empty string")
-    try:
-        mode = os.stat(text).st_mode
-    except FileNotFoundError:
-        raise argparse.ArgumentTypeError(f"{text}: no such file") from None
-    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
-        raise argparse.ArgumentTypeError(
-            f"{text[:60]!r}: cannot be read ({getattr(exc, 'strerror', None) or exc})"
-        ) from None
+    mode = _mode(text, "file")
     if not stat.S_ISREG(mode):
         raise argparse.ArgumentTypeError(f"{text}: is {_kind(mode)}; expected a file")
     if not os.access(text, os.R_OK):
@@ -179,16 +189,7 @@ def existing_file(text: str) -> str:
 
 def existing_dir(text: str) -> str:
     """A path to a folder that exists (returned as given)."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
-    try:
-        mode = os.stat(text).st_mode
-    except FileNotFoundError:
-        raise argparse.ArgumentTypeError(f"{text}: no such folder") from None
-    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
-        raise argparse.ArgumentTypeError(
-            f"{text[:60]!r}: cannot be read ({getattr(exc, 'strerror', None) or exc})"
-        ) from None
+    mode = _mode(text, "folder")
     if not stat.S_ISDIR(mode):
         raise argparse.ArgumentTypeError(f"{text}: is {_kind(mode)}; expected a folder")
     return text
