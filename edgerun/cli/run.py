@@ -120,8 +120,7 @@ def _read_input(path: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-
-    from edgerun.bench.runner import sample_inputs
+    from edgerun.bench.inputs import sample_inputs  # not bench.runner: the loop and its settings cost start-up
     from edgerun.runtime import load
 
     policy = _fallback_policy(args)  # a PolicyError is a usage error, exit 2 (edgerun/exitcodes.py)
