@@ -6,9 +6,8 @@ until ``max_seconds`` (a safety cap; hitting it is recorded). Warm-up runs by
 count and by seconds the same way. Cold start, artifact verification plus
 session creation and the first inference, is timed apart from steady state.
 
-Inputs: the artifact's bundled samples when the manifest names them (real
-data), else seeded random tensors that match the raw input spec (labelled
-``random`` in the result, like ``benchmark_model`` does by default).
+Inputs: edgerun.bench.inputs (the artifact's bundled samples, else seeded random
+tensors that match the raw input spec).
 """
 
 from __future__ import annotations
@@ -23,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.artifact import Artifact, TensorSpec
 from edgerun.bench.config import MAX_COUNT, MAX_SECONDS, BenchConfig, BenchConfigError  # noqa: F401 (re-exported)
-from edgerun.errors import ArtifactError
+from edgerun.bench.inputs import sample_inputs  # noqa: F401 (re-exported: its home before it had its own module)
 from edgerun.runtime import Runtime, load
 
 # progress(phase, fraction_done) where phase is "load", "first" (the first inference), "warmup",
@@ -57,35 +55,6 @@ class Measurement:
     thermal_before: Any = None  # edgerun.measure.thermal.ThermalState
     thermal_after: Any = None
     node_placement: dict[str, Any] | None = None  # onnxruntime: which provider ran each node (first inference)
-
-
-def sample_inputs(artifact: Artifact, seed: int) -> tuple[list[Any], str]:
-    """Inputs to cycle through: bundled samples if the manifest names them, else random."""
-    manifest = artifact.manifest
-    samples_file = manifest.samples if manifest else None
-    if samples_file and artifact.manifest_path is not None:
-        path = artifact.manifest_path.parent / samples_file
-        try:
-            with np.load(path) as data:
-                x = data["x"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise ArtifactError(f"{path}: bundled samples are unreadable (need an .npz with 'x'): {exc}") from exc
-        return [x[i] for i in range(len(x))], f"samples:{samples_file} ({len(x)} inputs)"
-    rng = np.random.default_rng(seed)
-    specs = artifact.raw_inputs
-    inputs = [[_random(rng, spec) for spec in specs] for _ in range(16)]
-    return [v[0] if len(v) == 1 else v for v in inputs], "random (seeded, 16 inputs)"
-
-
-def _random(rng: np.random.Generator, spec: TensorSpec) -> np.ndarray:
-    shape = tuple(1 if d is None else d for d in spec.shape)
-    dtype = np.dtype(spec.dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
-    if dtype.kind == "b":
-        return rng.integers(0, 1, size=shape, endpoint=True).astype(bool)
-    return rng.random(size=shape).astype(dtype)
 
 
 def _loop(
