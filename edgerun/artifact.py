@@ -20,13 +20,14 @@ there and are re-exported here.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgerun._jsonio import MANIFEST_MAX_BYTES, parse_json, read_capped
+from edgerun._sha import sha256
 from edgerun.errors import ArtifactError, FormatError, IntegrityError
 from edgerun.formats.manifest import (  # noqa: F401 (re-exported: their first home)
     FORMATS,
@@ -69,8 +70,8 @@ class Artifact:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
+        digest = sha256(os.fstat(fh.fileno()).st_size)
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

@@ -30,12 +30,12 @@ No pydantic here: a hit must not import it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
+from edgerun._sha import sha256
 from edgerun.formats.manifest import Manifest
 from edgerun.formats.spec import Quant, TensorSpec
 
@@ -111,7 +111,7 @@ def schema_fingerprint() -> str | None:
     if _fingerprint is None:
         from importlib.util import find_spec
 
-        h = hashlib.sha256()
+        h = sha256()
         try:
             spec = find_spec("pydantic")
             if spec is None or not spec.submodule_search_locations:
@@ -132,8 +132,12 @@ def _entry(raw: bytes) -> tuple[Path, bytes] | None:
     folder, fp = cache_dir(), schema_fingerprint()
     if folder is None or fp is None:
         return None
-    digest = hashlib.sha256(raw).hexdigest()
-    name = hashlib.sha256(f"{fp} {digest}".encode()).hexdigest()
+    hashed = sha256()
+    hashed.update(raw)
+    digest = hashed.hexdigest()
+    named = sha256()
+    named.update(f"{fp} {digest}".encode())
+    name = named.hexdigest()
     return folder / name, _MAGIC + f"{fp}\n{digest}\n".encode()
 
 
