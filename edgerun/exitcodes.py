@@ -18,6 +18,8 @@ checks), so a new error class needs a decision here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from edgerun import errors as E
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "EXIT_PASS",
     "EXIT_USAGE",
     "exit_code",
+    "verdict_exit_code",
 ]
 
 EXIT_PASS = 0
@@ -89,3 +92,12 @@ def exit_code(exc: BaseException) -> int:
         if cls in ERROR_EXIT_CODES:
             return ERROR_EXIT_CODES[cls]
     return EXIT_FAIL
+
+
+def verdict_exit_code(overalls: Iterable[str]) -> int:
+    """The exit code for results' ``overall`` verdicts: any "fail" or "error" (or a verdict this table
+    does not know) 1, else any "not-valid" 3, else 0 (all "pass", or no result)."""
+    seen = set(overalls)
+    if seen - {"pass", "not-valid"}:
+        return EXIT_FAIL
+    return EXIT_NOT_VALID if "not-valid" in seen else EXIT_PASS

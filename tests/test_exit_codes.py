@@ -17,7 +17,16 @@ import pytest
 import edgerun
 import edgerun.errors as E
 from edgerun.demo import DEMO_DIR
-from edgerun.exitcodes import ERROR_EXIT_CODES, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_USAGE, exit_code
+from edgerun.exitcodes import (
+    ERROR_EXIT_CODES,
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_VALID,
+    EXIT_PASS,
+    EXIT_USAGE,
+    exit_code,
+    verdict_exit_code,
+)
 
 MODEL = str(DEMO_DIR / "digits-fp32.onnx")
 PACKAGE = Path(edgerun.__file__).parent
@@ -43,6 +52,21 @@ def test_exit_code_follows_the_nearest_class_in_the_table() -> None:
     assert exit_code(E.IntegrityError("x")) == EXIT_FAIL
     assert exit_code(KeyboardInterrupt()) == EXIT_INTERRUPTED
     assert exit_code(ValueError("x")) == EXIT_FAIL  # not ours: a bug, never "usage"
+
+
+@pytest.mark.parametrize(
+    ("overalls", "code"),
+    [
+        ((), EXIT_PASS),
+        (("pass", "pass"), EXIT_PASS),
+        (("pass", "not-valid"), EXIT_NOT_VALID),
+        (("not-valid", "fail"), EXIT_FAIL),
+        (("pass", "error"), EXIT_FAIL),
+        (("pass", "mystery"), EXIT_FAIL),  # a verdict the table does not know is not a pass
+    ],
+)
+def test_one_rule_turns_verdicts_into_an_exit_code(overalls: tuple[str, ...], code: int) -> None:
+    assert verdict_exit_code(overalls) == code
 
 
 def test_no_command_module_defines_its_own_exit_codes() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from edgerun.cli import _err, profile_and_budget
 from edgerun.cli.types import finite_float, integer, name_or_path, number
-from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, EXIT_USAGE
+from edgerun.exitcodes import EXIT_USAGE, verdict_exit_code
 from edgerun.outputs import check_outputs, input_files, write_atomic
 
 __all__ = ["register"]
@@ -228,10 +228,7 @@ def _report_bench(args: argparse.Namespace, results: list[dict[str, Any]], table
         for warning in r.get("warnings", []):
             print(f"warning: {r['artifact'].get('name', r['artifact']['path'])}: {warning}", file=sys.stderr)
     _write_json(args.json, results, args.force)
-    verdicts = {r["overall"] for r in results}
-    if verdicts & {"fail", "error"}:
-        return EXIT_FAIL
-    return EXIT_NOT_VALID if "not-valid" in verdicts else EXIT_PASS
+    return verdict_exit_code(r["overall"] for r in results)
 
 
 def _write_json(target: str | None, results: list[dict[str, Any]], force: bool) -> None:

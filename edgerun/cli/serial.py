@@ -16,14 +16,13 @@ import threading
 from typing import Any
 
 from edgerun.cli.types import cpu_threads, existing_dir, finite_float, name_or_path, positive_int, whole_int
-from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS
+from edgerun.exitcodes import EXIT_FAIL, verdict_exit_code
 
 _MS = finite_float(0, 3_600_000, low_open=True)  # a budget past an hour is a typo
 _SECONDS = finite_float(0, 30 * 86_400, low_open=True)
 _BAUD = whole_int(1, 100_000_000)
 
 _NET = "or a port served by ser2net (a labgrid NetworkSerialPort): rfc2217://HOST:PORT or socket://HOST:PORT (raw)"
-_EXIT = {"pass": EXIT_PASS, "not-valid": EXIT_NOT_VALID}
 
 
 def register(sub: Any) -> None:
@@ -222,7 +221,7 @@ def cmd_host(args: argparse.Namespace) -> int:
     if gave_up is not None:
         print(f"edgerun: error: {gave_up}", file=sys.stderr)
         return EXIT_FAIL
-    return _EXIT.get(summary["overall"], EXIT_FAIL)
+    return verdict_exit_code([summary["overall"]])
 
 
 def host_text(s: dict[str, Any]) -> str:
@@ -293,7 +292,7 @@ def cmd_tiny(args: argparse.Namespace) -> int:
         print(f"edgerun: warning: {text}", file=sys.stderr)
     print(tiny_text(result), file=_summary_stream(args))
     _write_json(args, tiny_result_file([result]))
-    return _EXIT.get(result["overall"], EXIT_FAIL)
+    return verdict_exit_code([result["overall"]])
 
 
 def _tiny_progress(phase: str, fraction: float) -> None:
