@@ -14,6 +14,7 @@ Use it in a test module::
         lab.add_place(name, tags={"board": "rpi5"})   # matches */NAME/* (the group of that name)
         lab.places()[name]                        # labgrid.remote.common.Place, as the coordinator has it
         exp.kill(); exp.restart()                 # the exporter host goes away and comes back
+        lab.coordinator.expect("text")            # an Event, set when the coordinator prints a line with it
         with lab.session(user="bob") as c: ...  # an edgerun LabgridClient (c.acquire, c.rpc(...))
 
 Or without pytest: ``env = LabgridEnv.start(tmp_dir)`` ... ``env.stop()``.
@@ -87,6 +88,13 @@ class _Proc:
     env: dict[str, str]
     process: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
+    watched: list[tuple[str, threading.Event]] = field(default_factory=list)
+
+    def expect(self, text: str) -> threading.Event:
+        """An event set when a line of its output from now on contains ``text``."""
+        seen = threading.Event()
+        self.watched.append((text, seen))
+        return seen
 
     def start(self, ready: re.Pattern[str]) -> re.Match[str]:
         self.lines = []
@@ -105,6 +113,9 @@ class _Proc:
                 log.flush()
                 self.lines.append(line)
                 del self.lines[:-200]
+                for text, event in list(self.watched):
+                    if text in line:
+                        event.set()
                 if not found and (m := ready.search(line)):
                     found.append(m)
                     seen.set()

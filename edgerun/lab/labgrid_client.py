@@ -20,7 +20,8 @@ the lab's worker threads can call it, plus the calls the lab needs:
 - ``broken_resources(place)``: the resources of a place that its exporter marked broken (why an
   acquire of a free place fails: ser2net could not start for a ``RawSerialPort``);
 - ``watch(callback)``: called (on the loop's thread) with ``(exporter, group, name)`` when a
-  resource is deleted or becomes unavailable: its exporter went away.
+  resource is deleted or becomes unavailable: its exporter went away; ``sync()`` returns once
+  every update the coordinator sent before it has arrived (so a loss it knew of has been seen).
 
 Why the library and not the ``labgrid-client`` program: one connection for the whole run (the
 CLI is a new process per call: acquire took a median 2.2 s and release 2.0 s there, against 15 ms
@@ -269,6 +270,15 @@ class LabgridClient:
             for name, data in named.items()
             if data.get("acquired") == "<broken>" and info.hasmatch((exporter, group, data.get("cls"), name))
         ]
+
+    def sync(self) -> None:
+        """Wait until every update the coordinator sent before now has reached this client (its
+        ``watch`` callbacks included): labgrid sends updates and the sync answer on one stream, in order."""
+
+        async def sync() -> None:
+            await self.session.sync_with_coordinator()
+
+        self._run(sync, "syncing with the coordinator")
 
     def watch(self, callback: Callable[[str, str, str], None]) -> None:
         self.loop.call_soon_threadsafe(self.session.watchers.append, callback)

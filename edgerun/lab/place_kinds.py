@@ -14,16 +14,20 @@ that each module reads in one sitting:
   away: that place is gone, not hung.
 - ``_work_tiny``: a target with a ``tiny`` table runs `serial tiny` on the place's
   ``NetworkSerialPort`` (ser2net on the exporter host; edgerun/lab/wearable.py), power-cycled the
-  same way; a place without one stops with that reason and its jobs wait for the next run.
+  same way; a place without one stops with that reason and its jobs wait for the next run. Its
+  exporter going away (the coordinator drops its resources) fails the job in flight with a reason
+  naming the place, never power-cycled, and the place takes no more jobs; the next run does them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from edgerun.errors import LabError
 from edgerun.lab.ledger import precise_utc
 from edgerun.lab.plan import Job
 from edgerun.lab.power import is_unresponsive, note_power_cycles, run_with_power_cycle
@@ -50,6 +54,7 @@ class PlaceKinds:
     _started: str
 
     _stop: Callable[[str], None]
+    _on_resource_gone: Callable[[str, str, str], None]
     _next_job: Callable[[], Job | None]
     _annotate: Callable[[dict[str, Any]], None]
 
@@ -111,29 +116,46 @@ class PlaceKinds:
             return
         port = next(r for r in resources if r["cls"] == "NetworkSerialPort" and r["name"] == devices.serial_resource)
         self.exporter, self.group = str(port["exporter"]), str(port["group"])
+        self.lab.client.watch(self._on_resource_gone)  # its exporter going away sets self.lost
         options = dict(tiny.options)
-        while not stop.is_set():
+        while not stop.is_set() and not self.lost.is_set():
             job = self._next_job()
             if job is None:
                 return
             try:
-                self._tiny_one(job, devices, tiny.dataset, options)
+                self._tiny_one(place, job, devices, tiny.dataset, options)
             finally:
                 self.lab.ledger.unclaim(job)  # after the result (or failure) is stored
+        if self.lost.is_set():
+            self._stop(f"exporter {self.exporter} went away: place {place} lost its NetworkSerialPort")
 
-    def _tiny_one(self, job: Job, devices: PlaceDevices, dataset: Any, options: dict[str, Any]) -> None:
-        from edgerun.errors import EdgerunError
+    def _tiny_one(self, place: str, job: Job, devices: PlaceDevices, dataset: Any, options: dict[str, Any]) -> None:
+        """One `serial tiny` job, stored; a failure when the place's exporter went away meanwhile (even if
+        the job got through: the place is no longer what was acquired), never power-cycled then."""
+        from edgerun.errors import EdgerunError, PortUnavailable
         from edgerun.lab.wearable import tiny_job
 
         self._started = precise_utc()
+        result: dict[str, Any] | None = None
         try:
-            result = tiny_job(devices, dataset, self.power, boot_timeout_s=self.plan_target.boot_wait_s, **options)
+            result = tiny_job(devices, dataset, self.power, boot_timeout_s=self.plan_target.boot_wait_s,
+                              lost=self.lost, **options)  # fmt: skip
+            failure: EdgerunError | None = None
         except EdgerunError as exc:  # the message says so when the board was power-cycled and failed again
             self.power_cycles += len(getattr(exc, "power_cycles", ()))
-            self.store.record_failure(self.run_id, job, exc)
+            failure = exc
+        with contextlib.suppress(LabError):  # a loss the coordinator knew of before the job ended is seen now
+            self.lab.client.sync()
+        if self.lost.is_set():
+            ended = f"{type(failure).__name__}: {failure}" if failure else "it got through; not stored"
+            failure = PortUnavailable(f"exporter {self.exporter} went away during the job: place {place} lost "
+                                      f"its NetworkSerialPort ({ended})")  # fmt: skip
+        if failure is not None:
+            self.store.record_failure(self.run_id, job, failure)
             self.summary.failed += 1
-            self.say(self.summary.name, f"{job.describe()}: FAILED: {exc}")
+            self.say(self.summary.name, f"{job.describe()}: FAILED: {failure}")
             return
+        assert result is not None
         for cycle in result.get("power_cycles") or []:
             self.power_cycles += 1
             self.say(self.summary.name, f"place {cycle['place']} was power-cycled and the job retried once")

@@ -12,12 +12,13 @@ with ``power_cycles`` and a warning when that happened.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from edgerun.errors import DutError, DutTimeout, LabError, PortUnavailable
-from edgerun.lab.power import LabgridPower, note_power_cycles, run_with_power_cycle
+from edgerun.lab.power import LabgridPower, is_unresponsive, note_power_cycles, run_with_power_cycle
 from edgerun.lab.resources import PlaceDevices
 from edgerun.serialhost.link import Backoff, close_quietly
 
@@ -52,10 +53,13 @@ def tiny_job(
     dataset: str | Path,
     power: LabgridPower | None = None,
     boot_timeout_s: float = 60.0,
+    lost: threading.Event | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """`serial tiny` on the place's serial port (``options``: TinyConfig fields but ``port``/``baud``);
-    the result dict of ``build_tiny_result``, with ``power_cycles`` when the board had to be power-cycled."""
+    the result dict of ``build_tiny_result``, with ``power_cycles`` when the board had to be power-cycled.
+    Once ``lost`` is set (the place's exporter went away) a failure is not taken for a hung board:
+    no power cycle, no retry."""
     from edgerun.bench.environment import environment
     from edgerun.serialhost.tiny import TinyConfig, run_tiny
     from edgerun.serialhost.tinyresult import build_tiny_result
@@ -65,7 +69,10 @@ def tiny_job(
     url, baud = devices.serial
     config = TinyConfig(port=url, baud=options.pop("baud", baud), **options)
     run, cycles = run_with_power_cycle(
-        lambda: run_tiny(config, dataset), power, ready=lambda: dut_ready(url, config.baud, boot_timeout_s)
+        lambda: run_tiny(config, dataset),
+        power,
+        ready=lambda: dut_ready(url, config.baud, boot_timeout_s),
+        is_hung=lambda exc: not (lost is not None and lost.is_set()) and is_unresponsive(exc),
     )
     result = build_tiny_result(run, config, config.budget, environment())
     return note_power_cycles(result, cycles)
