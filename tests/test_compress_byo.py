@@ -122,6 +122,11 @@ def test_signal_manifests_take_one_raw_ncw_signal(signal):
             {"op": "expand_dims", "axis": 0},
         ]
         assert m["labels"] == ["sine", "square", "noise"]  # from the data function
+    folded = _manifest(out, "pruned-int8-folded.onnx")  # std only (mean 0): exact in a padded conv
+    assert folded["preprocess"] == [{"op": "expand_dims", "axis": 0}]
+    fold = folded["provenance"]["folded_preprocessing"]
+    assert fold["how"].startswith("into the weights and bias of features.0 (Conv1d)")
+    assert fold["check"]["against"] == "pruned-int8.onnx" and fold["check"]["top1_moved_samples"] == 0
     rows = {r.name: r for r in result.rows}
     assert rows["teacher"].params > rows["student"].params > rows["pruned"].params
 
