@@ -6,6 +6,7 @@ reader that needs an engine, or an artifact that needs one to describe a file, i
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import subprocess
 import sys
@@ -78,3 +79,67 @@ def test_reading_a_model_does_not_import_an_engine_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_nothing_below_the_cli_imports_it() -> None:
+    """edgerun.cli is the top layer: the library never reaches up into a command module."""
+    up = {m: sorted(t for t in EDGES[m] if _under(t, "edgerun.cli")) for m in EDGES if not _under(m, "edgerun.cli")}
+    assert not any(up.values()), {m: v for m, v in up.items() if v}
+
+
+# (path under edgerun/, function) -> why it prints or exits outside the CLI: each is a process of
+# its own talking to its parent, or a sink the caller chose, never a message for a person.
+PRINTS_OUTSIDE_THE_CLI = {
+    ("doctor.py", "_probe_main"): "the engine probe child (python -m edgerun.doctor) answers its parent",
+    ("fallback/audit.py", "__call__"): "StreamAudit writes JSON lines to the stream its caller gave",
+    ("bench/worker.py", "watch"): "the benchmark worker child ends itself (os._exit) once its parent is gone",
+}
+
+
+def _calls(node: ast.AST, function: str, skip: set[int]) -> list[tuple[str, str, int]]:
+    """(callee, enclosing function, line) of every call below ``node`` that is not in ``skip``."""
+    out = []
+    for child in ast.iter_child_nodes(node):
+        inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+        if isinstance(child, ast.Call) and id(child) not in skip:
+            out.append((ast.unparse(child.func), function, child.lineno))
+        out += _calls(child, inner, skip)
+    return out
+
+
+def _prints_and_exits(root: Path) -> set[tuple[str, str, int]]:
+    """(path, enclosing function or "", line) of each print() / sys.exit() / exit() call outside
+    edgerun/cli/ and outside ``if __name__ == "__main__":`` blocks (a module run as its own process)."""
+    found = set()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("cli/"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        main_blocks = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+            for inner in ast.walk(node)
+        }
+        for name, function, line in _calls(tree, "", main_blocks):
+            if name in ("print", "sys.exit", "exit", "os._exit"):
+                found.add((rel, function, line))
+    return found
+
+
+def test_only_the_cli_prints_for_people_or_exits() -> None:
+    found = _prints_and_exits(import_cycles.ROOT)
+    bad = sorted(f"edgerun/{rel}:{line} (in {fn or 'module'})" for rel, fn, line in found
+                 if (rel, fn) not in PRINTS_OUTSIDE_THE_CLI)  # fmt: skip
+    assert not bad, "print()/sys.exit() outside edgerun/cli/ (return the text, raise an edgerun error): " + str(bad)
+    assert {(rel, fn) for rel, fn, _ in found} >= set(PRINTS_OUTSIDE_THE_CLI), "an allowance is no longer used"
+
+
+def test_the_print_scan_sees_a_print(tmp_path: Path) -> None:
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "x.py").write_text("print('for people')\n")  # the CLI may
+    (tmp_path / "lib.py").write_text(
+        "import sys\ndef f():\n    print('hi')\n    sys.exit(1)\nif __name__ == '__main__':\n    print('child')\n"
+    )
+    assert _prints_and_exits(tmp_path) == {("lib.py", "f", 3), ("lib.py", "f", 4)}
