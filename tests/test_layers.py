@@ -102,7 +102,11 @@ def _calls(node: ast.AST, function: str, skip: set[int]) -> list[tuple[str, str,
     for child in ast.iter_child_nodes(node):
         inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
         if isinstance(child, ast.Call) and id(child) not in skip:
-            out.append((ast.unparse(child.func), function, child.lineno))
+            f = child.func  # print / exit, or sys.exit / os._exit: a name, or one attribute of a name
+            name = f.id if isinstance(f, ast.Name) else ""
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+                name = f"{f.value.id}.{f.attr}"
+            out.append((name, function, child.lineno))
         out += _calls(child, inner, skip)
     return out
 
