@@ -21,6 +21,7 @@ pytest.importorskip("torch_pruning")
 from torch import nn  # noqa: E402
 
 import edgerun  # noqa: E402
+from edgerun.cli import main  # noqa: E402
 from edgerun.compress import parse_recipe, run_recipe  # noqa: E402
 from edgerun.compress.data import digits_ops  # noqa: E402
 from edgerun.compress.fold import Affine, fold_into, split  # noqa: E402
@@ -167,13 +168,15 @@ def test_coreml_exports_are_written_and_say_not_measured(tabular):
         m = _manifest(out, name)
         assert m["format"] == "coreml" and m["precision"] == precision
         prov = m["provenance"]
-        assert prov["accuracy"] == "not measured" and prov["measured"] is False
+        assert prov["accuracy"]["value"] is None and prov["accuracy"]["status"] == "not measured"
+        assert prov["measured"] is False
         assert prov["gate"]["passed"] is None and prov["gate"]["reason"].startswith("not measured")
         assert "mlpackage" not in json.dumps(prov["metrics"])  # no size, latency or accuracy figure
         row = next(r for r in result.rows if r.name == name)
         assert (row.accuracy, row.latency_p50_ms, row.gate) == (None, None, "not measured")
     assert [op["op"] for op in _manifest(out, "pruned-int8-folded.mlpackage")["preprocess"]] == ["cast", "expand_dims"]
     assert all(p.spec.format != "coreml" for p in result.failed)
+    assert main(["info", str(out / "pruned-fp16.mlpackage")]) == 0  # the manifest is valid as written
 
 
 def test_coreml_in_a_recipe_takes_fp16_and_int8_weights_only():

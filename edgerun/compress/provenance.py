@@ -109,7 +109,7 @@ def finish_unmeasured(path: Path, spec: ExportSpec, ctx: Context) -> None:
     manifest_path = manifest_path_for(path)  # export_coreml wrote it in staging a moment ago
     manifest = parse_manifest(json.loads(manifest_path.read_text()), str(manifest_path))
     prov = dict(manifest.provenance) | _common(spec, ctx)
-    prov["accuracy"] = "not measured"
+    prov["accuracy"] = {"value": None, "status": "not measured", "reason": NOT_MEASURED}  # never a number
     prov["gate"] = {"passed": None, "reason": f"not measured: {NOT_MEASURED}"}
     prov["metrics"] = {"torch_top1": round(ctx.done[spec.source].accuracy, 4)}
     manifest = dataclasses.replace(
