@@ -53,6 +53,9 @@ class TLSRefused(httpx.TransportError):
     In TLS 1.3 the server checks the client certificate after the client has finished
     its side of the handshake, so a refused (or missing) certificate reaches the client
     only as a broken connection on its first request; the handshake trace tells it apart.
+    An httpx.TransportError on purpose, so that ``classify`` meets it among httpx's own errors;
+    it never leaves edgerun.fallback: the client and discovery classify it ("tls-error") and raise
+    a RemoteError naming the cause.
     """
 
 
