@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edgerun.errors import (
     AccuracyGateError,
     ArtifactError,
+    BenchConfigError,
     BenchError,
     CompressError,
     DeadlineExceeded,
@@ -59,6 +60,7 @@ __all__ = [
     "AccuracyGateError",
     "Artifact",
     "ArtifactError",
+    "BenchConfigError",
     "BenchError",
     "Budget",
     "CompressError",
