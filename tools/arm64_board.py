@@ -2,6 +2,7 @@
 
     python tools/arm64_board.py build        # the root file system, once (cached; ~5.5 min CPU)
     python tools/arm64_board.py wheelhouse   # aarch64 wheels for edgerun's dependencies (pip download)
+    python tools/arm64_board.py wheelhouse --torch   # opt-in: + torch and the compress extra (~3 GB)
     python tools/arm64_board.py start        # its sshd on 127.0.0.1; prints the target URL
     python tools/arm64_board.py stop
 
@@ -287,10 +288,14 @@ MaxStartups 50:30:100
 # every session's programs run on the same emulated CPU
 SetEnv QEMU_CPU={cpu}
 """
-# In the namespaces: an overlay on the cached root file system, its own /proc, this /dev, then sshd as PID 1.
+# In the namespaces: an overlay on the cached root file system, its own /proc, this /dev, optionally a
+# folder of wheels read-only at WHEELS_MOUNT ($3, $4), then sshd as PID 1.
+WHEELS_MOUNT = "/mnt/edgerun-wheels"
 _BOOT = (
     'mount -t overlay overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/work" "$2/merged" && '
     'mount -t proc proc "$2/merged/proc" && mount --rbind /dev "$2/merged/dev" && '
+    'if [ -n "$3" ]; then mkdir -p "$2/merged$4" && mount --bind "$3" "$2/merged$4" && '
+    'mount -o remount,bind,ro "$2/merged$4"; fi && '
     'exec chroot "$2/merged" /usr/sbin/sshd -D -e -f /etc/edgerun-board/sshd_config'
 )
 
@@ -336,9 +341,10 @@ def _wait_ready(board: Board, log: Path, timeout_s: float, process: subprocess.P
 
 
 def start(root: Path | None = None, state: Path | None = None, detach: bool = False, say: Say = print,
-          timeout_s: float = 180.0) -> Board:  # fmt: skip
+          timeout_s: float = 180.0, wheels: Path | None = None) -> Board:  # fmt: skip
     """Start the board's sshd on a free loopback port; returns once a command ran there.
-    ``detach``: outlive this process (the CLI); otherwise it dies with this process."""
+    ``detach``: outlive this process (the CLI); otherwise it dies with this process. ``wheels``:
+    a folder the board sees read-only at ``WHEELS_MOUNT`` (a GB-sized wheelhouse, not copied)."""
     root, state = (root or rootfs_dir()).resolve(), (state or state_dir()).resolve()
     reason = missing_reason()
     if reason:
@@ -351,8 +357,9 @@ def start(root: Path | None = None, state: Path | None = None, detach: bool = Fa
     port = loopback_sshd.free_port()
     _prepare_state(root, state, port)
     unshare = ["unshare", "--fork", "--pid", "--kill-child=TERM", "--mount", "--propagation", "private"]
+    mount = [str(wheels.resolve()), WHEELS_MOUNT] if wheels else ["", ""]
     argv = [*([] if detach else loopback_sshd.die_with_parent()), *unshare, "--", "sh", "-c", _BOOT, "board",
-            str(root), str(state)]  # fmt: skip
+            str(root), str(state), *mount]  # fmt: skip
     log = state / "sshd.log"
     with log.open("wb") as err:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
@@ -376,9 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--mirror", default=MIRROR, help=f"Debian mirror (default {MIRROR})")
     w = sub.add_parser("wheelhouse", help="download aarch64 CPython 3.11 wheels of edgerun's dependencies")
     w.add_argument("dir", type=Path, nargs="?", help="where (default: $EDGERUN_ARM64_WHEELHOUSE)")
+    w.add_argument("--torch", action="store_true", help="instead: aarch64 torch and the compress extra (~3 GB; "
+                   "default $EDGERUN_ARM64_TORCH_WHEELHOUSE; tools/arm64_compress.py)")  # fmt: skip
     s = sub.add_parser("start", help="start the board's sshd in the background and print the target URL")
     s.add_argument("--root", type=Path, help="the root file system (default: as build)")
     s.add_argument("--state", type=Path, help="keys, ssh_config, the board's changes (default: $EDGERUN_ARM64_STATE)")
+    s.add_argument("--wheels", type=Path, help=f"a wheelhouse the board sees read-only at {WHEELS_MOUNT}")
     t = sub.add_parser("stop", help="stop the board started with this state folder")
     t.add_argument("--state", type=Path, help="as given to start")
     args = ap.parse_args(argv)
@@ -386,10 +396,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             build(args.root, args.mirror, say)
+        elif args.command == "wheelhouse" and args.torch:
+            import arm64_compress  # tools/arm64_compress.py
+
+            arm64_compress.torch_wheelhouse(args.dir, say)
         elif args.command == "wheelhouse":
             wheelhouse(args.dir, say)
         elif args.command == "start":
-            board = start(args.root, args.state, detach=True, say=say)
+            board = start(args.root, args.state, detach=True, say=say, wheels=args.wheels)
             house = wheelhouse_dir()
             print(f"  edgerun target setup '{board.url()}' --wheelhouse {house}")
             print(f"  edgerun bench --target '{board.url()}' edgerun/demo/digits-int8.tflite --runs 8 --min-seconds 0 "
