@@ -1,4 +1,6 @@
-"""The layers hold: model-file readers (edgerun.formats) sit below both artifact and the engines.
+"""The layers hold: model-file readers (edgerun.formats) sit below both artifact and the engines,
+no import circle comes back but the known ones (KNOWN_CYCLES), and the CLI (edgerun.cli) is the
+top layer: nothing imports it, and only it prints for people or ends the process.
 
 Read from the source (tools/import_cycles.py), so a lazy import inside a function counts too: a
 reader that needs an engine, or an artifact that needs one to describe a file, is a circle again.
