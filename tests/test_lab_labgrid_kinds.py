@@ -120,6 +120,8 @@ def test_a_hung_wearable_is_power_cycled_and_its_tiny_job_retried_once_by_lab_ru
         db = tmp_path / "lab.sqlite"
         assert main(["lab", "run", str(plan), "--db", str(db)]) == 0
         assert _get(f"{outlet}/boots") == "2" and int(_get(f"{outlet}/pid")) != hung
+        # the plan's power_off_s = 3 reached labgrid's driver (its own default is 2 s): a lower bound, it sleeps
+        assert float(_get(f"{outlet}/off_s")) >= load_plan(plan).targets[0].power_off_s == 3.0
     out, err = capsys.readouterr()
     assert f"[watch@{name}] place {name} was power-cycled and the job retried once" in err
     assert "watch: 1 board(s) power-cycled and the job retried" in out

@@ -36,6 +36,11 @@ def test_labgrid_targets_by_place_or_tags(tmp_path: Path) -> None:
     (t,) = by_tags.targets
     assert t.address == "labgrid://?board=rpi5&ram=8g" and t.place_wait_s == 5 and t.cooldown_s == 1
     assert by_tags.jobs()[0].key != by_name.jobs()[0].key  # the selector is part of a job's identity
+    assert t.power_off_s is None  # labgrid's driver keeps its own off time
+    with_off = 'labgrid = "rpi5-1"\nidentity_file = "~/.ssh/lab"\npower_off_s = 5'
+    off = load(tmp_path, with_off, 'coordinator = "lab:20408"')
+    assert off.targets[0].power_off_s == 5.0
+    assert off.jobs()[0].key == by_name.jobs()[0].key  # how long a power cycle takes is not what a job measures
 
 
 @pytest.mark.parametrize(
@@ -46,6 +51,10 @@ def test_labgrid_targets_by_place_or_tags(tmp_path: Path) -> None:
         ('labgrid = {Board = "x"}', "lowercase letters, digits and _"),
         ('labgrid = "a"\nurl = "ssh://x"', "give url or labgrid, not both"),
         ('labgrid = "a"\nplace_wait_s = -1', "place_wait_s must be seconds"),
+        ('labgrid = "a"\npower_off_s = 0', r"power_off_s \(how long a power cycle keeps the board off\) must be sec"),
+        ('labgrid = "a"\npower_off_s = 601', "power_off_s .* more than 0 and at most 600, got 601"),
+        ('labgrid = "a"\npower_off_s = "2"', "power_off_s .* got '2'"),
+        ('labgrid = "a"\npower_off_s = true', "power_off_s .* got True"),
         ('labgrid = "a"\nnosuch = "/x"', "unknown target option 'nosuch'"),
         ('labgrid = "a"\nbenchmark_model = 5', "benchmark_model"),  # a phone's option: checked as adb's
         ('python = "x"', "needs url ="),

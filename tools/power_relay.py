@@ -17,7 +17,9 @@ whole process group gets SIGKILL, as a board loses power (a stopped, hung proces
 the switch waits until it is gone. The processes die with the switch (``setpriv --pdeathsig``).
 
 Test seams, beside the rest interface: ``GET /outlet/<index>/pid`` (the running load's pid, or
-empty) and ``GET /outlet/<index>/boots`` (how many times it was switched on).
+empty), ``GET /outlet/<index>/boots`` (how many times it was switched on) and ``GET
+/outlet/<index>/off_s`` (how long, in seconds, it was last off: from the moment its load was gone
+to the next switch on; empty before the first off-and-on).
 
 By hand::
 
@@ -40,12 +42,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-_PATH = re.compile(r"^/outlet/(\d+)/(value|pid|boots)$")
+_PATH = re.compile(r"^/outlet/(\d+)/(value|pid|boots|off_s)$")
 
 
 def _die_with_parent() -> list[str]:
@@ -88,6 +91,8 @@ class Outlet:
         self.argv, self.log = argv, log
         self.process: subprocess.Popen[bytes] | None = None
         self.boots = 0
+        self.last_off_s: float | None = None  # seconds between the last switch off (load gone) and on
+        self._off_at: float | None = None
         self._lock = threading.Lock()
 
     @property
@@ -109,11 +114,14 @@ class Outlet:
                     stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
                 self.boots += 1
+                if self._off_at is not None:
+                    self.last_off_s = time.monotonic() - self._off_at
             elif not on and self.process is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
                 self.process = None
+                self._off_at = time.monotonic()  # before the answer: a driver's off time starts after it
 
     @property
     def pid(self) -> int | None:
@@ -155,6 +163,7 @@ class PowerRelay:
                         "value": "1" if outlet.on else "0",
                         "pid": str(outlet.pid or ""),
                         "boots": str(outlet.boots),
+                        "off_s": "" if outlet.last_off_s is None else f"{outlet.last_off_s:.3f}",
                     }
                     self._reply(200, value[what])
 

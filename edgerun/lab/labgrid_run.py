@@ -187,7 +187,7 @@ class _PlaceWorker(PlaceKinds, _TargetRunner):
                     self._stop(f"{exc} (waited {EXPORT_WAIT_S:g} s)")
                     return
             stop.wait(POLL_S)
-        self.power = power_for_place(resources, self.lab.address, place, client.identity)
+        self.power = power_for_place(resources, self.lab.address, place, client.identity, self.plan_target.power_off_s)
         if self.plan_target.tiny is not None:
             self._work_tiny(place, devices, resources, stop)
             return

@@ -6,14 +6,16 @@
     [[artifact]]          path = "models/ecg-int8.onnx" (relative to the plan)
     [targets.NAME]        url = "ssh://pi@pi5.local", any target option, cooldown_s, cooldown_c, cooldown_max_s
     [targets.NAME]        labgrid = "place-name" | {board = "rpi5"} (a labgrid place, or any place with these
-                          tags), ssh options for its NetworkService, place_wait_s, boot_wait_s; [lab] coordinator
+                          tags), ssh options for its NetworkService, place_wait_s, boot_wait_s, power_off_s;
+                          [lab] coordinator
     [targets.NAME]        labgrid = ..., tiny = {dataset = "DIR", iterations = 20, ...}: `serial tiny` on the
                           place's NetworkSerialPort (a wearable), one job per repetition
 
 A labgrid target is a pool: each of its jobs runs once, on whichever matching place the
 coordinator allocates (one worker per place: edgerun.lab.labgrid_run); its key names the
 selector (``labgrid://rpi5-1``, ``labgrid://?board=rpi5``), not the place. A board that stops
-answering is power-cycled through the place's power port and its job retried once; ``boot_wait_s``
+answering is power-cycled through the place's power port and its job retried once; ``power_off_s``
+is how long it stays off (labgrid-client's ``--delay``; default the driver's 2 s), ``boot_wait_s``
 bounds the wait for it to answer again.
 
 Jobs are the product artifacts x targets x threads x providers x engines x repetitions
@@ -43,9 +45,10 @@ __all__ = ["Job", "Plan", "PlanTarget", "load_plan"]
 
 _ENGINE_FORMAT = {"onnx": ".onnx", "litert": ".tflite"}
 _COOLDOWN_KEYS = ("cooldown_s", "cooldown_c", "cooldown_max_s")
-_LABGRID_KEYS = ("labgrid", "place_wait_s", "boot_wait_s", "tiny")
+_LABGRID_KEYS = ("labgrid", "place_wait_s", "boot_wait_s", "power_off_s", "tiny")
 DEFAULT_PLACE_WAIT_S = 600.0  # how long a labgrid place held by someone else is waited for
 DEFAULT_BOOT_WAIT_S = 120.0  # how long a power-cycled board is waited for until it answers again
+MAX_POWER_OFF_S = 600.0  # a power cycle's off time: long enough for any supply's capacitors to drain
 _TAG = re.compile(r"[a-z][a-z0-9_]+")  # labgrid's TAG_KEY (labgrid/remote/common.py)
 
 
@@ -60,6 +63,7 @@ class PlanTarget:
     labgrid: dict[str, str] | None = None  # a labgrid reservation filter ({"name": place} or tags)
     place_wait_s: float = DEFAULT_PLACE_WAIT_S
     boot_wait_s: float = DEFAULT_BOOT_WAIT_S
+    power_off_s: float | None = None  # a power cycle's off time; None: the labgrid power driver's (2 s)
     tiny: TinyJob | None = None  # `serial tiny` on the place's NetworkSerialPort instead of bench
 
     @property
@@ -222,6 +226,13 @@ def _labgrid_target(name: str, table: dict[str, Any], where: str, base: Path) ->
     for key, value in (("place_wait_s", wait), ("boot_wait_s", boot)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 7 * 86400:
             raise LabError(f"{here}: {key} must be seconds between 0 and 604800, got {value!r}")
+    off = table.get("power_off_s")
+    seconds = isinstance(off, (int, float)) and not isinstance(off, bool)
+    if off is not None and not (seconds and 0 < off <= MAX_POWER_OFF_S):
+        raise LabError(
+            f"{here}: power_off_s (how long a power cycle keeps the board off) must be seconds, more than 0 and at "
+            f"most {MAX_POWER_OFF_S:g}, got {off!r}"
+        )
     tiny = None
     if "tiny" in table:
         from edgerun.lab.plan_tiny import tiny_job_of
@@ -242,7 +253,10 @@ def _labgrid_target(name: str, table: dict[str, Any], where: str, base: Path) ->
     spec = dataclasses.replace(
         spec, options=dataclasses.replace(spec.options, **{k: getattr(phone_options, k) for k in phone})
     )
-    return PlanTarget(spec, **cooldown, labgrid=filters, place_wait_s=float(wait), boot_wait_s=float(boot), tiny=tiny)
+    return PlanTarget(
+        spec, **cooldown, labgrid=filters, place_wait_s=float(wait), boot_wait_s=float(boot),
+        power_off_s=None if off is None else float(off), tiny=tiny,
+    )  # fmt: skip
 
 
 def _artifacts(data: dict[str, Any], base: Path, where: str, needed: bool = True) -> tuple[Path, ...]:

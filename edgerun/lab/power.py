@@ -121,13 +121,18 @@ class LabgridPower:
 
 
 def power_for_place(
-    resources: list[dict[str, Any]], coordinator: str, place: str, identity: str | None = None
+    resources: list[dict[str, Any]],
+    coordinator: str,
+    place: str,
+    identity: str | None = None,
+    off_s: float | None = None,
 ) -> LabgridPower | None:
-    """The place's power port (``LabgridClient.place_resources(place)``), or None when it has none available."""
+    """The place's power port (``LabgridClient.place_resources(place)``), or None when it has none available;
+    ``off_s``: how long a cycle keeps it off (the plan's ``power_off_s``; None: the driver's default)."""
     from edgerun.lab.resources import place_devices
 
     found = place_devices(resources).power_resource
-    return None if found is None else LabgridPower(coordinator, place, identity=identity, resource=found)
+    return None if found is None else LabgridPower(coordinator, place, identity, resource=found, delay_s=off_s)
 
 
 def target_ready(target: Any, timeout_s: float) -> None:
