@@ -172,7 +172,23 @@ NOT_IN_AN_ONNX_RUN = {
     "edgerun.formats.tflite",
     "edgerun.formats.pte",
     "edgerun.engines.tflite",
+    # the benchmark loop and its settings (`run` needs one input: edgerun.bench.inputs), and OpenSSL's
+    # libcrypto (~3-5 ms to load; a model under 1 MiB is hashed by CPython's own sha256, edgerun/_sha.py)
+    "edgerun.bench.runner",
+    "edgerun.bench.config",
+    "_hashlib",
 }
+# The same for a TFLite run, with the engine swapped: LiteRT and edgerun's TFLite reader in, onnxruntime out.
+NOT_IN_A_TFLITE_RUN = (NOT_IN_AN_ONNX_RUN - {"ai_edge_litert", "edgerun.formats.tflite"}) | {
+    "onnxruntime",
+    "edgerun.engines.onnx",
+    "edgerun.formats.onnx",
+    "ai_edge_litert.schema_py_generated",  # the flatbuffer schema: only an integer model is searched for INT4
+}
+
+
+def _banned(mods: set[str], banned: set[str]) -> list[str]:
+    return sorted(m for m in mods if m in banned or any(m.startswith(b + ".") for b in banned))
 
 
 def test_a_remembered_onnx_run_imports_nothing_the_run_path_does_not_need(tmp_path: Path) -> None:
@@ -186,6 +202,19 @@ def test_a_remembered_onnx_run_imports_nothing_the_run_path_does_not_need(tmp_pa
     assert "edgerun.schema.manifest_cache" in mods and "onnxruntime" in mods
     banned = {m for m in mods if m in NOT_IN_AN_ONNX_RUN or any(m.startswith(b + ".") for b in NOT_IN_AN_ONNX_RUN)}
     assert not banned, sorted(banned)  # ... the next ones remember its pass
+    assert mods & COMMAND_MODULES == {"edgerun.cli.run"}
+
+
+def test_a_remembered_tflite_run_imports_nothing_the_run_path_does_not_need(tmp_path: Path) -> None:
+    for f in DEMO_DIR.iterdir():
+        if f.name.startswith("digits-fp32.tflite") or f.suffix == ".npz":
+            shutil.copy(f, tmp_path / f.name)
+    env = {"EDGERUN_CACHE_DIR": str(tmp_path / "cache")}
+    assert "pydantic" in imported_by("run", str(tmp_path / "digits-fp32.tflite"), env=env)
+    mods = imported_by("run", str(tmp_path / "digits-fp32.tflite"), env=env)
+    assert "edgerun.schema.manifest_cache" in mods and "ai_edge_litert.interpreter" in mods
+    assert "edgerun.bench.inputs" in mods  # the bundled samples were read, through the light module
+    assert not _banned(mods, NOT_IN_A_TFLITE_RUN), _banned(mods, NOT_IN_A_TFLITE_RUN)
     assert mods & COMMAND_MODULES == {"edgerun.cli.run"}
 
 
