@@ -123,8 +123,8 @@ def test_sigkill_of_the_lab_takes_its_bench_and_worker_with_it(tmp_path: Path) -
 
 def test_the_load_at_job_start_is_recorded_and_a_busy_device_warned_about(tmp_path: Path) -> None:
     from edgerun.cli import main
-    from edgerun.lab.scheduler import device_load, load_warning
     from edgerun.lab.store import LabStore
+    from edgerun.lab.target_runner import device_load, load_warning
     from edgerun.targets import open_target
     from edgerun.targets.spec import parse_target
 

@@ -6,7 +6,8 @@
     edgerun lab places [PLAN]       a labgrid coordinator's places, and which a plan's labgrid targets use
     edgerun lab merge OUT DB...     several lab databases (lab hosts) into a new one
 
-``plan`` (TOML -> jobs), ``store`` (SQLite), ``scheduler`` (threads per device),
+``plan`` (TOML -> jobs), ``store`` (SQLite), ``scheduler`` (a thread per device) running a
+``target_runner`` each (one device's jobs in turn),
 ``report`` + ``plots`` (matplotlib, the ``lab`` extra, imported lazily), ``compare``;
 labgrid places (the ``lab`` extra): ``labgrid_client`` (the coordinator link), ``labgrid_run``
 (a worker per place), ``ledger`` (job claims and place leases), ``places``, ``merge``.

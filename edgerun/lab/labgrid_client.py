@@ -16,7 +16,8 @@ the lab's worker threads can call it, plus the calls the lab needs:
   same way as one picked by tags);
 - ``acquire(place)`` / ``release(place)``: release is always ``fromuser=<our identity>``, so
   it never releases a place someone else acquired meanwhile;
-- ``network_service(place)``: the acquired place's ``NetworkService`` arguments;
+- ``place_resources(place)``: what the acquired place's exporters announce (what edgerun makes of
+  them, an ssh board, a phone, a serial or power port, is edgerun/lab/resources.py's business);
 - ``broken_resources(place)``: the resources of a place that its exporter marked broken (why an
   acquire of a free place fails: ser2net could not start for a ``RawSerialPort``);
 - ``watch(callback)``: called (on the loop's thread) with ``(exporter, group, name)`` when a
@@ -229,18 +230,6 @@ class LabgridClient:
 
         request = pb.ReleasePlaceRequest(placename=place, fromuser=identity or self.identity)
         self.rpc("ReleasePlace", request, f"releasing place {place}")
-
-    def network_service(self, place: str) -> dict[str, Any] | None:
-        """The ``NetworkService`` parameters of an acquired place (address, username, port), with
-        ``exporter`` and ``group`` added; None when the place has none available. A ``NetworkService``
-        named ``adb...`` is a phone (edgerun.lab.resources.is_adb_service), not an SSH board: skipped."""
-        from edgerun.lab.resources import is_adb_service
-
-        found = self.place_resources(place)
-        for entry in found:
-            if entry["cls"] == "NetworkService" and entry["avail"] and not is_adb_service(entry):
-                return {**entry["params"], "exporter": entry["exporter"], "group": entry["group"]}
-        return None
 
     def place_resources(self, place: str) -> list[dict[str, Any]]:
         """The resources the place acquired: cls, params, avail, exporter, group, name."""

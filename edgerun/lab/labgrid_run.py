@@ -45,9 +45,9 @@ from edgerun.lab.ledger import Ledger, precise_utc
 from edgerun.lab.place_kinds import PlaceKinds
 from edgerun.lab.plan import Job, Plan, PlanTarget
 from edgerun.lab.power import LabgridPower, power_for_place
-from edgerun.lab.resources import place_devices
-from edgerun.lab.scheduler import _DEVICE_GONE, Progress, TargetSummary, _TargetRunner
+from edgerun.lab.resources import place_devices, ssh_service
 from edgerun.lab.store import LabStore
+from edgerun.lab.target_runner import DEVICE_GONE, Progress, TargetRunner, TargetSummary
 
 __all__ = ["LabgridRun"]
 
@@ -89,7 +89,7 @@ class _Guarded:
         return call
 
 
-class _PlaceWorker(PlaceKinds, _TargetRunner):
+class _PlaceWorker(PlaceKinds, TargetRunner):
     """One place of a pool: reserve, acquire, run jobs from the pool, release."""
 
     def __init__(self, run: LabgridRun, pool: _Pool) -> None:
@@ -191,7 +191,7 @@ class _PlaceWorker(PlaceKinds, _TargetRunner):
         if self.plan_target.tiny is not None:
             self._work_tiny(place, devices, resources, stop)
             return
-        spec = self._spec(place, devices, client.network_service(place), resources)
+        spec = self._spec(place, devices, ssh_service(resources), resources)
         if spec is None:
             return
         client.watch(self._on_resource_gone)
@@ -201,7 +201,7 @@ class _PlaceWorker(PlaceKinds, _TargetRunner):
         target = _Guarded(open_target(spec), self.lost, gone)
         try:
             identity = self._identify(target)
-        except _DEVICE_GONE as exc:
+        except DEVICE_GONE as exc:
             self._stop(f"{type(exc).__name__}: {exc}")
             return
         index = 0

@@ -87,7 +87,7 @@ class PlaceKinds:
             self.staged.clear()  # a rebooted board may have lost what was pushed: push again
             target_ready(target, self.plan_target.boot_wait_s)
 
-        bench = super()._bench  # type: ignore[misc]  # _TargetRunner's, after this class in the worker's MRO
+        bench = super()._bench  # type: ignore[misc]  # TargetRunner's, after this class in the worker's MRO
         try:
             result, cycles = run_with_power_cycle(
                 lambda: bench(target, job, identity), self.power, ready=ready,

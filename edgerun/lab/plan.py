@@ -38,6 +38,7 @@ from typing import Any
 
 from edgerun._tomlio import read_toml
 from edgerun.errors import LabError
+from edgerun.lab.plan_tiny import TinyJob, tiny_job_of
 from edgerun.targets.options import BenchOptions
 from edgerun.targets.spec import _ONLY, TargetSpec, parse_target
 
@@ -78,15 +79,6 @@ class PlanTarget:
         if set(self.labgrid) == {"name"}:
             return f"labgrid://{self.labgrid['name']}"
         return "labgrid://?" + "&".join(f"{k}={v}" for k, v in sorted(self.labgrid.items()))
-
-
-@dataclass(frozen=True)
-class TinyJob:
-    """A labgrid target's ``tiny`` table: the dataset and the `serial tiny` options (TinyConfig fields)."""
-
-    dataset: Path
-    dataset_sha256: str  # of the file names and contents: the job key changes with the data
-    options: tuple[tuple[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -233,11 +225,7 @@ def _labgrid_target(name: str, table: dict[str, Any], where: str, base: Path) ->
             f"{here}: power_off_s (how long a power cycle keeps the board off) must be seconds, more than 0 and at "
             f"most {MAX_POWER_OFF_S:g}, got {off!r}"
         )
-    tiny = None
-    if "tiny" in table:
-        from edgerun.lab.plan_tiny import tiny_job_of
-
-        tiny = tiny_job_of(table["tiny"], base, here)
+    tiny = tiny_job_of(table["tiny"], base, here) if "tiny" in table else None
     options = {k: v for k, v in table.items() if k not in _COOLDOWN_KEYS and k not in _LABGRID_KEYS}
     cooldown: dict[str, Any] = {k: float(table[k]) for k in _COOLDOWN_KEYS if k in table}
     # a place may be an ssh board or a phone (known once acquired): ssh options and adb-only ones are both

@@ -13,14 +13,24 @@ one LabError naming the key and what was expected.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgerun.errors import LabError
 
-__all__ = ["dataset_digest", "tiny_job_of"]
+__all__ = ["TinyJob", "dataset_digest", "tiny_job_of"]
 
 MAX_DATASET_FILES = 10_000  # a dataset directory is a few hundred inputs; more is the wrong folder
+
+
+@dataclass(frozen=True)
+class TinyJob:
+    """A labgrid target's ``tiny`` table: the dataset and the `serial tiny` options (TinyConfig fields)."""
+
+    dataset: Path
+    dataset_sha256: str  # of the file names and contents: the job key changes with the data
+    options: tuple[tuple[str, Any], ...]
 
 
 def _model() -> Any:
@@ -56,11 +66,9 @@ def dataset_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def tiny_job_of(value: Any, base: Path, here: str) -> Any:
+def tiny_job_of(value: Any, base: Path, here: str) -> TinyJob:
     """The plan's ``tiny = {...}`` as a ``TinyJob``; LabError (one line) for a bad table."""
     from pydantic import ValidationError
-
-    from edgerun.lab.plan import TinyJob
 
     if not isinstance(value, dict):
         raise LabError(f'{here}: tiny must be a table like {{dataset = "ecg-dataset", iterations = 20}}, got {value!r}')

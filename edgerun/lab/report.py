@@ -233,7 +233,7 @@ def _load(load: Any) -> str:
 
 
 def _busy_pct() -> float:
-    from edgerun.lab.scheduler import BUSY_WARN_PCT
+    from edgerun.lab.target_runner import BUSY_WARN_PCT
 
     return BUSY_WARN_PCT
 

@@ -55,6 +55,7 @@ __all__ = [
     "labgrid_serial_url",
     "place_devices",
     "serial_url",
+    "ssh_service",
 ]
 
 #: labgrid's NetworkSerialPort ``protocol`` -> the pyserial URL scheme that speaks it.
@@ -119,6 +120,15 @@ class PlaceDevices:
     adb: str | None = None
     power_resource: str | None = None  # the name ``labgrid-client power --name`` takes
     unavailable: tuple[str, ...] = ()  # resources of those kinds whose exporter says they are gone
+
+
+def ssh_service(resources: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The place's available ``NetworkService`` that is an ssh board (not a phone): its parameters
+    (address, username, port) with ``exporter`` and ``group`` added; None when it has none."""
+    for entry in resources:
+        if entry["cls"] == "NetworkService" and entry["avail"] and not is_adb_service(entry):
+            return {**entry["params"], "exporter": entry["exporter"], "group": entry["group"]}
+    return None
 
 
 def place_devices(resources: list[dict[str, Any]]) -> PlaceDevices:

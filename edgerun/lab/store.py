@@ -5,7 +5,7 @@ Why this survives ``kill -9`` at any moment: a job's result is written by one
 nothing, so after a crash a result is either complete or absent, never half there.
 ``synchronous=FULL`` also makes committed results survive a power cut. The full JSON
 result is kept, and the columns reports and comparisons select by are copied out and
-indexed. Schema: docs/lab.md; ``SCHEMA_VERSION`` below, history in this docstring:
+indexed. Schema: docs/lab.md; ``SCHEMA_VERSION`` (kept in store_checks.py, which checks it), history here:
 
 - 1: tables ``meta``, ``runs``, ``results`` (``job_key`` primary key), ``failures``.
 
@@ -33,11 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from edgerun.errors import LabError
-from edgerun.lab.store_checks import _check_row, _damaged, _open_read_only, check_result, check_schema
+from edgerun.lab.store_checks import (
+    SCHEMA_VERSION,
+    _check_row,
+    _damaged,
+    _open_read_only,
+    check_result,
+    check_schema,
+)
 
 __all__ = ["SCHEMA_VERSION", "LabStore", "StoredResult", "check_result", "index_columns"]
-
-SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (

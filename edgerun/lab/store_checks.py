@@ -23,7 +23,9 @@ from typing import Any
 
 from edgerun.errors import LabError
 
-__all__ = ["check_result", "check_schema"]
+__all__ = ["SCHEMA_VERSION", "check_result", "check_schema"]
+
+SCHEMA_VERSION = 1  # of the lab database this edgerun writes and reads; its history: edgerun/lab/store.py
 
 # What a reader selects, by table: column -> (type, NULL allowed). The schema check requires these
 # columns; every value read is checked against its type.
@@ -104,8 +106,6 @@ def check_schema(db: sqlite3.Connection, path: Path) -> None:
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None or not str(row[0]).isdigit():
             raise LabError(f"{path}: not an edgerun lab database (no schema_version in `meta`); {_NOT_LAB}")
-        from edgerun.lab.store import SCHEMA_VERSION
-
         if int(row[0]) != SCHEMA_VERSION:
             raise LabError(
                 f"{path}: lab database schema {row[0]}, this edgerun reads {SCHEMA_VERSION}: use the edgerun "
