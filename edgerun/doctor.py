@@ -27,9 +27,13 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
-ENGINES = ("onnx", "litert")
+ENGINES = ("onnx", "litert", "executorch")
 # What the child imports, as the phase names it ("crashed with SIGSEGV while importing onnxruntime").
-IMPORTING = {"onnx": "importing onnxruntime", "litert": "importing the LiteRT interpreter"}
+IMPORTING = {
+    "onnx": "importing onnxruntime",
+    "litert": "importing the LiteRT interpreter",
+    "executorch": "importing ExecuTorch's runtime (and torch, which it loads)",
+}
 PROBE_TIMEOUT_S = 60.0  # an import that hangs (a driver probing hardware) must not hang the doctor
 STDERR_WORDS = 200  # characters of a failed child's last stderr line quoted in its reason
 
@@ -46,6 +50,14 @@ def _probe(name: str, phase: Callable[[str], None]) -> dict[str, Any]:
             ort = _ort()
             phase("listing onnxruntime's providers")
             version, providers, reason = ort.__version__, list(ort.get_available_providers()), ""
+        elif name == "executorch":
+            from edgerun.engines.executorch import ExecuTorchEngine, _runtime
+
+            runtime = _runtime()  # the import a .pte session pays (torch: seconds), in this child only
+            phase("listing ExecuTorch's backends")
+            backends = sorted(runtime.Runtime.get().backend_registry.registered_backend_names)
+            # the backends compiled into this runtime (a .pte uses those it was lowered to), then its CPU kernels
+            version, providers, reason = ExecuTorchEngine().version(), [*backends, "CPU"], ""
         else:
             from edgerun.engines.litert import engine_version, interpreter_module
 
@@ -181,7 +193,7 @@ def render(report: dict[str, Any]) -> str:
             state = f"{e['version']}  providers: {', '.join(e['providers'])}  "
         else:  # a crash's reason says it all; "missing" would send the user to pip for nothing
             state = "" if e.get("crash") else "missing  "
-        lines.append(f"  {'ok ' if e['available'] else 'NO '} {e['engine']:<8} {state}{e['reason']}".rstrip())
+        lines.append(f"  {'ok ' if e['available'] else 'NO '} {e['engine']:<10} {state}{e['reason']}".rstrip())
     lines.append("power probes (first available measured probe is used; else the labelled estimate)")
     for p in report["probes"]:
         lines.append(f"  {'ok ' if p['available'] else 'no '} {p['name']:<16} {p['reason']}")

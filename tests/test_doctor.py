@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,9 +22,15 @@ SEGV_ON_IMPORT = "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"
 ABORT_ON_IMPORT = "import os\nos.abort()\n"
 
 
+# ExecuTorch's probe imports torch (seconds of CPU): the tests about other engines' crashes make it
+# absent, so that each of their doctor runs does not pay for it. The tests below probe it for real.
+ABSENT = "raise ImportError('absent in this test')\n"
+
+
 def crashing_path(root: Path, packages: dict[str, str]) -> str:
-    """A PYTHONPATH value whose first directory shadows each named package with `code`."""
-    for name, code in packages.items():
+    """A PYTHONPATH value whose first directory shadows each named package with `code` (ExecuTorch
+    with an ImportError unless named)."""
+    for name, code in {"executorch": ABSENT, **packages}.items():
         (root / name).mkdir(parents=True)
         (root / name / "__init__.py").write_text(code)
     return os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -84,16 +91,46 @@ def test_doctor_in_this_process_imports_no_engine():
     """The engines are probed in children: the doctor's own process never loads them."""
     code = (
         "import sys\nfrom edgerun.doctor import diagnose\nreport = diagnose()\n"
-        "print(sorted(m for m in ('onnxruntime', 'ai_edge_litert', 'tflite_runtime') if m in sys.modules))"
+        "print(sorted(m for m in ('onnxruntime', 'ai_edge_litert', 'tflite_runtime', 'executorch', 'torch')"
+        " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == "[]"
 
 
-def test_healthy_engines_are_reported_as_before():
-    report = diagnose()
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    return diagnose()  # one real probe of every engine for the tests below (ExecuTorch's imports torch)
+
+
+def test_healthy_engines_are_reported_as_before(report: dict[str, Any]):
     engines = {e["engine"]: e for e in report["engines"]}
     if not engines["onnx"]["available"]:
         pytest.skip(f"onnxruntime is not usable here: {engines['onnx']['reason']}")
     assert "CPUExecutionProvider" in engines["onnx"]["providers"] and engines["onnx"]["crash"] is None
     assert engines["onnx"]["version"] and "ok  onnx" in render(report)
+
+
+def test_executorch_is_probed_in_a_child_like_the_others(tmp_path: Path):
+    # the shadowing package stands in for an ExecuTorch (or the torch it loads) that dies on import
+    path = crashing_path(tmp_path, {"executorch": SEGV_ON_IMPORT})
+    proc = doctor(path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    engines = {e["engine"]: e for e in json.loads(proc.stdout)["engines"]}
+    assert list(engines) == ["onnx", "litert", "executorch"]
+    et = engines["executorch"]
+    assert et["available"] is False and et["crash"]["signal"] == "SIGSEGV"
+    assert et["reason"].startswith("crashed with SIGSEGV while importing ExecuTorch's runtime")
+    assert engines["litert"]["crash"] is None and engines["onnx"]["crash"] is None
+
+
+def test_an_installed_executorch_lists_its_backends(report: dict[str, Any]):
+    et = next(e for e in report["engines"] if e["engine"] == "executorch")
+    if not et["available"]:
+        reason = f"ExecuTorch is not usable here: {et['reason']}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI installs the compress extra: a missing one is a broken install")
+        pytest.skip(reason)
+    assert et["version"] and et["crash"] is None
+    assert "XnnpackBackend" in et["providers"] and et["providers"][-1] == "CPU"  # the demo .pte's delegate
+    assert any(line.startswith("  ok  executorch") for line in render(report).splitlines())
