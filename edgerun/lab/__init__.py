@@ -7,8 +7,9 @@
     edgerun lab merge OUT DB...     several lab databases (lab hosts) into a new one
 
 ``plan`` (TOML -> jobs), ``store`` (SQLite), ``scheduler`` (a thread per device) running a
-``target_runner`` each (one device's jobs in turn),
-``report`` + ``plots`` (matplotlib, the ``lab`` extra, imported lazily), ``compare``;
-labgrid places (the ``lab`` extra): ``labgrid_client`` (the coordinator link), ``labgrid_run``
-(a worker per place), ``ledger`` (job claims and place leases), ``places``, ``merge``.
+``target_runner`` each (one device's jobs in turn), ``report`` + ``plots`` (matplotlib, the
+``lab`` extra, imported lazily), ``compare``; labgrid places (the ``lab`` extra):
+``labgrid_client`` (the coordinator link), ``labgrid_run`` (the pools of place workers),
+``place_worker`` (one place: reserve, acquire, run, release) with ``place_kinds`` (phones,
+wearables, power cycles), ``ledger`` (job claims and place leases), ``places``, ``merge``.
 """

@@ -187,6 +187,11 @@ class LabgridClient:
 
         return self._run(snap, "reading places")
 
+    def holder(self, place: str) -> str | None:
+        """Who holds ``place`` now (an identity ``host/user``), None when nobody does or it is gone."""
+        info = self.places().get(place)
+        return info.acquired if info is not None else None
+
     def resources(self) -> dict[str, dict[str, dict[str, Any]]]:
         """exporter -> group -> resource name -> resource data (cls, params, avail, acquired)."""
 

@@ -1,6 +1,6 @@
 """What a labgrid place worker runs besides an ssh board's bench: phones, wearables, power cycles.
 
-A mixin of ``edgerun.lab.labgrid_run._PlaceWorker`` (its attributes: ``plan_target``, ``store``,
+A mixin of ``edgerun.lab.place_worker.PlaceWorker`` (its attributes: ``plan_target``, ``store``,
 ``run_id``, ``summary``, ``say``, ``lab``, ``lost``, ``power``, ``exporter``/``group``), kept apart so
 that each module reads in one sitting:
 

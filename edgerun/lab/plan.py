@@ -12,7 +12,7 @@
                           place's NetworkSerialPort (a wearable), one job per repetition
 
 A labgrid target is a pool: each of its jobs runs once, on whichever matching place the
-coordinator allocates (one worker per place: edgerun.lab.labgrid_run); its key names the
+coordinator allocates (one worker per place: edgerun.lab.place_worker); its key names the
 selector (``labgrid://rpi5-1``, ``labgrid://?board=rpi5``), not the place. A board that stops
 answering is power-cycled through the place's power port and its job retried once; ``power_off_s``
 is how long it stays off (labgrid-client's ``--delay``; default the driver's 2 s), ``boot_wait_s``

@@ -6,7 +6,7 @@ store the result in its own transaction, rest (cooldown) before the next job. A 
 unreachable, refuses us or is not set up stops the target (its jobs wait for the next run); a job
 that times out is a failure and the next job runs; an artifact the device's edgerun cannot
 benchmark is a result. ``run_plan`` (edgerun/lab/scheduler.py) runs one per target; a labgrid
-place worker (edgerun/lab/labgrid_run.py) is one too, with its own job source and hooks
+place worker (edgerun/lab/place_worker.py) is one too, with its own job source and hooks
 (``_bench``, ``_annotate``, ``_stop``).
 """
 
