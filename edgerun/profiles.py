@@ -30,6 +30,7 @@ from edgerun.budget import Budget
 from edgerun.errors import ProfileError
 
 __all__ = [
+    "EXECUTORCH_PROVIDERS",
     "GENERIC_PROFILE",
     "LITERT_PROVIDERS",
     "ONNX_PROVIDERS",
@@ -49,16 +50,18 @@ __all__ = [
 SCHEMA_VERSION = 1
 GENERIC_PROFILE = "generic-x86_64-linux"
 DEVICE_CLASSES = ("sbc", "jetson", "phone", "wearable", "poc", "host")
-ENGINES = ("onnx", "litert")
+ENGINES = ("onnx", "litert", "executorch")
 # Provider names a profile may list, as the engines spell them (edgerun.engines.onnx
-# PROVIDER_ALIASES; edgerun.engines.litert), compared case-insensitively. Besides
-# these, onnx takes full "...ExecutionProvider" names and litert takes
-# "delegate:/path/to/libdelegate.so" (GPU, NNAPI, NPU vendor delegates).
+# PROVIDER_ALIASES; edgerun.engines.litert; edgerun.engines.executorch BACKEND_ALIASES),
+# compared case-insensitively. Besides these, onnx takes full "...ExecutionProvider" names,
+# litert takes "delegate:/path/to/libdelegate.so" (GPU, NNAPI, NPU vendor delegates) and
+# executorch takes backend ids ("XnnpackBackend", "QnnBackend": `edgerun doctor` lists this runtime's).
 ONNX_PROVIDERS = (
     "CPU", "XNNPACK", "CUDA", "TensorRT", "NNAPI", "CoreML", "QNN", "OpenVINO", "DNNL",
     "ACL", "ArmNN", "ROCm", "MIGraphX", "DML", "WebGPU",
 )  # fmt: skip
 LITERT_PROVIDERS = ("XNNPACK", "CPU")
+EXECUTORCH_PROVIDERS = ("XNNPACK", "QNN", "OpenVINO", "CPU")
 _MIB = 1024 * 1024  # ram_mb
 _MB = 1_000_000  # model_size_*_mb
 
@@ -71,7 +74,7 @@ class EngineConfig:
     one this machine has (for LiteRT, "XNNPACK" and "CPU" even exclude each other).
     """
 
-    preferred: str  # "onnx" | "litert"
+    preferred: str  # "onnx" | "litert" | "executorch"
     providers: tuple[str, ...]
     threads: int
 
@@ -276,6 +279,8 @@ def _parse_engine(table: _Table) -> EngineConfig:
     if not providers or not all(_is_provider(preferred, p) for p in providers):
         if preferred == "onnx":
             expected = ", ".join(ONNX_PROVIDERS) + " or a full '...ExecutionProvider' name"
+        elif preferred == "executorch":
+            expected = ", ".join(EXECUTORCH_PROVIDERS) + " or a backend id such as 'XnnpackBackend'"
         else:
             expected = ", ".join(LITERT_PROVIDERS) + " or 'delegate:/path/to/lib.so'"
         table.fail("providers", f"a non-empty list of {expected}", list(providers))
@@ -288,6 +293,9 @@ def _is_provider(engine: str, name: str) -> bool:
     if engine == "onnx":
         full_name = name.endswith("ExecutionProvider")
         return full_name or name.lower() in {k.lower() for k in ONNX_PROVIDERS}
+    if engine == "executorch":
+        backend_id = name.endswith("Backend") and len(name) > len("Backend")
+        return backend_id or name.lower() in {k.lower() for k in EXECUTORCH_PROVIDERS}
     delegate = name.startswith("delegate:") and len(name) > len("delegate:")
     return delegate or name.lower() in {k.lower() for k in LITERT_PROVIDERS}
 
