@@ -16,6 +16,7 @@ from edgerun.budget import Budget
 from edgerun.detection import FALLBACK_MARK, detect
 from edgerun.errors import ProfileError
 from edgerun.profiles import (
+    EXECUTORCH_PROVIDERS,
     GENERIC_PROFILE,
     ONNX_PROVIDERS,
     DeviceProfile,
@@ -141,6 +142,35 @@ def test_onnx_provider_names_match_the_engine() -> None:
     assert {name.lower() for name in ONNX_PROVIDERS} == set(onnx_engine.PROVIDER_ALIASES)
 
 
+def test_executorch_provider_names_match_the_engine() -> None:
+    from edgerun.engines.executorch import BACKEND_ALIASES  # the module alone: no torch
+
+    assert {name.lower() for name in EXECUTORCH_PROVIDERS} - {"cpu"} == set(BACKEND_ALIASES)
+
+
+def test_a_profile_may_prefer_executorch_and_a_pte_runs_under_it(tmp_path: Path) -> None:
+    path = _variant(tmp_path, 'preferred = "litert"', 'preferred = "executorch"')
+    prof = load_profile(path)
+    assert (prof.engine.preferred, prof.engine.providers) == ("executorch", ("XNNPACK", "CPU"))
+    old, new = 'preferred = "litert"\nproviders = ["XNNPACK", "CPU"]', 'preferred = "executorch"\nproviders = ["'
+    backend_ids = load_profile(_variant(tmp_path, old, new + 'XnnpackBackend", "CPU"]'))
+    assert backend_ids.engine.providers == ("XnnpackBackend", "CPU")
+    try:
+        import executorch  # noqa: F401  (its __init__ alone: no torch)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("executorch is not installed; CI installs the compress extra: a broken install")
+        pytest.skip("executorch is not installed (pip install '.[compress]')")
+    import numpy as np
+
+    import edgerun
+    from edgerun.demo import DEMO_DIR
+
+    rt = edgerun.load(DEMO_DIR / "digits-fp32.pte", profile=path)  # providers from the profile, checked
+    assert rt.load_info.engine == "executorch" and "XnnpackBackend" in rt.load_info.providers
+    assert len(rt.run(np.zeros((8, 8), np.float32)).top) == 3
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -183,6 +213,12 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
             "delegate:",
         ),
         ('providers = ["XNNPACK", "CPU"]', "providers = []", "'engine.providers'", "non-empty"),
+        (
+            'preferred = "litert"\nproviders = ["XNNPACK", "CPU"]',
+            'preferred = "executorch"\nproviders = ["delegate:/x.so"]',
+            "'engine.providers'",
+            "XnnpackBackend",
+        ),
         ('class = "sbc"', 'class = "laptop"', "'class'", "one of"),
         ("schema_version = 1", "schema_version = 2", "'schema_version'", "1"),
         ('probes = ["rpi5-pmic"]', 'probes = "rpi5-pmic"', "'power.probes'", "a list"),
