@@ -25,7 +25,7 @@ from edgerun.cli import main  # noqa: E402
 from edgerun.compress import parse_recipe, run_recipe  # noqa: E402
 from edgerun.compress.data import digits_ops  # noqa: E402
 from edgerun.compress.fold import Affine, fold_into, split  # noqa: E402
-from edgerun.errors import CompressError, RecipeError  # noqa: E402
+from edgerun.errors import AccuracyGateError, CompressError, RecipeError  # noqa: E402
 from edgerun.pipeline import compile_pre  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -113,7 +113,8 @@ def tabular(tmp_path_factory, one_torch_thread):
         {"source": "pruned", "format": "tflite", "fold_preprocessing": True},
         # per-tensor INT8 of the raw features (0.001 .. 2500): the check must refuse it
         {"source": "pruned", "precision": "int8", "mode": "dynamic", "fold_preprocessing": True},
-        {"source": "pruned", "format": "coreml", "precision": "fp16"},
+        # ... and as an int8 TFLite input XNNPACK refuses to prepare: refused, the run goes on
+        {"source": "pruned", "format": "tflite", "precision": "int8", "fold_preprocessing": True},
         {"source": "pruned", "format": "coreml", "precision": "int8", "fold_preprocessing": True},
     ]
     out = tmp_path_factory.mktemp("fold")
@@ -159,11 +160,16 @@ def test_a_fold_that_moves_top1_past_the_gate_is_refused(tabular):
     assert "folding the pre-processing moved top-1 by" in bad.verdict.reason
     assert "against pruned-int8-dynamic.onnx" in bad.verdict.reason
     assert not (out / "pruned-int8-dynamic-folded.onnx").exists()
+    broken = next(p for p in result.produced if p.spec.file_name == "pruned-int8-folded.tflite")
+    assert not broken.verdict.passed and broken.measured is None and "does not run" in broken.verdict.reason
+    assert not (out / "pruned-int8-folded.tflite").exists()
+    with pytest.raises(AccuracyGateError, match=r"(?s)2 artifact\(s\).*pruned-int8-folded.tflite: the model with"):
+        result.raise_for_gate()
 
 
 def test_coreml_exports_are_written_and_say_not_measured(tabular):
     result, out = tabular
-    for name, precision in (("pruned-fp16.mlpackage", "fp16"), ("pruned-int8-folded.mlpackage", "int8")):
+    for name, precision in (("pruned-int8-folded.mlpackage", "int8"),):  # fp16 / fp32: tests/test_coreml.py
         assert (out / name / "Manifest.json").is_file()
         m = _manifest(out, name)
         assert m["format"] == "coreml" and m["precision"] == precision
@@ -176,7 +182,7 @@ def test_coreml_exports_are_written_and_say_not_measured(tabular):
         assert (row.accuracy, row.latency_p50_ms, row.gate) == (None, None, "not measured")
     assert [op["op"] for op in _manifest(out, "pruned-int8-folded.mlpackage")["preprocess"]] == ["cast", "expand_dims"]
     assert all(p.spec.format != "coreml" for p in result.failed)
-    assert main(["info", str(out / "pruned-fp16.mlpackage")]) == 0  # the manifest is valid as written
+    assert main(["info", str(out / "pruned-int8-folded.mlpackage")]) == 0  # the manifest is valid as written
 
 
 def test_coreml_in_a_recipe_takes_fp16_and_int8_weights_only():

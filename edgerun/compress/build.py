@@ -26,6 +26,10 @@ from .steps import Trained
 SAMPLES_FILE = "reference-test.npz"  # the manifests' ``samples``: the raw test split
 
 
+class FoldRefused(CompressError):
+    """A folded export that the runtime cannot run (the runner fails its gate and writes nothing)."""
+
+
 @dataclass
 class Exports:
     """What the export phase shares: every file is built in ``stage`` and measured once, then
@@ -76,8 +80,8 @@ class Exports:
         except EdgerunError as exc:
             if not spec.fold_preprocessing:
                 raise
-            raise CompressError(
-                f"[[export]] {spec.file_name}: the model with the pre-processing folded in does not run ({exc}); "
+            raise FoldRefused(
+                f"the model with the pre-processing folded in does not run ({exc}); "
                 f"a quantized input now takes the values before {[op['op'] for op in self._folding().folded]}: "
                 f"fold into the FP32 exports only, or keep the pre-processing in the manifest"
             ) from exc

@@ -23,7 +23,7 @@ from typing import Any
 from edgerun.errors import AccuracyGateError
 
 from . import export as ex
-from .build import SAMPLES_FILE, Exports
+from .build import SAMPLES_FILE, Exports, FoldRefused
 from .data import Dataset, load_dataset
 from .fold import gate_fold
 from .gate import GateVerdict, Measured, judge
@@ -133,13 +133,18 @@ def _export_all(
 ) -> list[Produced]:
     ex.write_samples(stage / SAMPLES_FILE, data.test_x, data.test_y)
     exports = Exports(recipe, done, data, stage, log, details)
-    judged = []
+    judged, refused = [], []
     for i, spec in enumerate(recipe.exports, 1):
         log(f"export {i}/{len(recipe.exports)}: {spec.file_name}")
         if not spec.measurable:
             continue  # Core ML: converted below, after the measured files
         base_path, base = exports.baseline(spec.source)
-        path, measured = exports.measured(spec)
+        try:
+            path, measured = exports.measured(spec)
+        except FoldRefused as exc:
+            log(f"  {spec.file_name}: gate FAIL ({exc})")
+            refused.append(_refused(spec, recipe, base.accuracy, str(exc), done))
+            continue
         teacher = exports.teacher(spec, measured.accuracy)
         verdict = judge(spec, recipe.gate, measured.accuracy, base.accuracy, teacher)
         if spec.fold_preprocessing:
@@ -161,6 +166,7 @@ def _export_all(
             _keep(path, stage, out, first=not any(p.kept for p in produced))
         row = _export_row(spec, path, measured, verdict, kept, done)
         produced.append(Produced(spec, out / path.name if kept else path, measured, verdict, kept, row))
+    produced += refused
     for spec in (s for s in recipe.exports if not s.measurable):
         path = exports.unmeasured(spec)
         ctx = Context(recipe, done, exports.data_for(spec), exports.folds.get(spec.file_name), facts)
@@ -203,6 +209,17 @@ def _torch_rows(recipe: Recipe, done: dict[str, Trained]) -> list[Row]:
         )
         for t in done.values()
     ]
+
+
+def _refused(spec: ExportSpec, recipe: Recipe, base: float, why: str, done: dict[str, Trained]) -> Produced:
+    """An export that does not run at all: a failed verdict with no accuracy, nothing written."""
+    limit = recipe.gate.max_drop_points if spec.max_drop_points is None else spec.max_drop_points
+    nan = float("nan")
+    verdict = GateVerdict(False, nan, base, nan, limit, recipe.gate.min_accuracy, why)
+    src = done[spec.source]
+    row = Row(spec.file_name, spec.format, spec.precision, spec.source, src.params, src.nonzero_params, None,
+              None, None, None, "FAIL", False)  # fmt: skip
+    return Produced(spec, Path(spec.file_name), None, verdict, False, row)
 
 
 def _unmeasured_row(spec: ExportSpec, path: Path, done: dict[str, Trained]) -> Row:
