@@ -35,7 +35,7 @@ class ArrayOp(Protocol):
 
 
 @dataclass(frozen=True)
-class Prediction:
+class Prediction:  # a dataclass: a NamedTuple's field "index" would hide tuple.index
     index: int
     label: str
     score: float
