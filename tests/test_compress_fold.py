@@ -98,6 +98,30 @@ def test_per_channel_normalize_folds_into_a_conv_only_where_exact(padding, mean,
     np.testing.assert_allclose(got, _reference(model, ops, raw), rtol=1e-4, atol=1e-4)
 
 
+def test_a_per_channel_normalize_before_a_layout_change_folds_too():
+    """HWC normalize per channel (axis -1), then HWC -> CHW: the layout stays, the normalize folds (per channel
+    of the CHW input), and the folded network computes what the original computes on the full pipeline."""
+    rng = np.random.default_rng(2)
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2)).eval()
+    ops = [
+        {"op": "normalize", "mean": [120.0, 60.0, 10.0], "std": [50.0, 20.0, 5.0], "axis": -1},
+        {"op": "layout", "from": "HWC", "to": "CHW"},
+    ]
+    raw = rng.uniform(0, 255, size=(8, 6, 6, 3)).astype(np.float32)
+    assert [op["op"] for op in split(ops, "test", raw[0]).kept] == ["layout"]
+    fns = compile_pre(ops[1:], FLOAT_IN, "test")
+    kept = np.stack([_apply(fns, s) for s in raw])  # (8, 3, 6, 6)
+    new, how = fold_into(model, split(ops, "test", raw[0]), kept.shape[1:])
+    assert "into the weights and bias of 0 (Conv2d)" in how  # no padding: exact with a shift
+    with torch.no_grad():
+        got = new(torch.from_numpy(kept)).numpy()
+    ref = np.stack([_apply(compile_pre(ops, FLOAT_IN, "test"), s) for s in raw])
+    with torch.no_grad():
+        want = model(torch.from_numpy(ref)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def _recipe(exports: list[dict]) -> object:
     import dataclasses
 

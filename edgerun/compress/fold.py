@@ -4,8 +4,9 @@ The manifest's trailing ``scale`` / ``normalize`` ops are one per-element affine
 ``model_input = z * a + b`` (``z``: the sample after the ops that stay). An export with
 ``fold_preprocessing`` moves that map into the network before it is exported, so every format
 gets it (ONNX, TFLite, ``.pte``, Core ML), and the manifest keeps only the ops that cannot fold
-(``cast``, ``resize``, ``layout``, ``expand_dims``, and any affine op before one of the first
-three). ``edgerun run`` then skips the affine pass on every call.
+(``cast``, ``resize``, ``layout``, ``expand_dims``, and any affine op before a ``cast`` or
+``resize``: index ops only move elements, so an affine op before them folds with ``a``, ``b``
+moved the same way). ``edgerun run`` then skips the affine pass on every call.
 
 Where the map goes (``fold_into``), found on the ``torch.export`` graph of the model:
 
@@ -41,6 +42,7 @@ from edgerun.errors import CompressError
 
 Op = dict[str, Any]
 AFFINE_OPS = ("scale", "normalize")
+INDEX_OPS = ("layout", "expand_dims")  # move elements only: an affine op before them still folds
 _VIEWS = ("aten.flatten.using_ints", "aten.view.default", "aten.reshape.default", "aten._unsafe_view.default")
 _CONVS = ("aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default")
 
@@ -63,11 +65,12 @@ class Folding:
 
 
 def split(pre_ops: Sequence[Op], where: str, raw_sample: np.ndarray) -> Folding:
-    """Fold the trailing run of ``scale`` / ``normalize`` ops (``expand_dims`` among them moves to the kept ops).
+    """Fold the trailing run of ``scale`` / ``normalize`` ops; the index ops among them (``layout``,
+    ``expand_dims``) stay in the manifest, in their order, and move ``a`` and ``b`` as they move the sample.
 
     ``raw_sample``: one raw sample, to know the rank of the tensor the run starts from."""
     start = len(pre_ops)
-    while start > 0 and pre_ops[start - 1]["op"] in (*AFFINE_OPS, "expand_dims"):
+    while start > 0 and pre_ops[start - 1]["op"] in (*AFFINE_OPS, *INDEX_OPS):
         start -= 1
     run = list(pre_ops[start:])
     folded = tuple(op for op in run if op["op"] in AFFINE_OPS)
@@ -77,7 +80,7 @@ def split(pre_ops: Sequence[Op], where: str, raw_sample: np.ndarray) -> Folding:
             f"{where}: fold_preprocessing: nothing to fold; the pre-processing ends in {last!r} "
             f"(scale / normalize ops at its end fold, after any cast, resize or layout)"
         )
-    kept = tuple(pre_ops[:start]) + tuple(op for op in run if op["op"] == "expand_dims")
+    kept = tuple(pre_ops[:start]) + tuple(op for op in run if op["op"] in INDEX_OPS)
     from edgerun.compress.preprocess import apply_ops
 
     ndim = apply_ops(list(pre_ops[:start]), raw_sample[None]).ndim - 1
@@ -87,6 +90,9 @@ def split(pre_ops: Sequence[Op], where: str, raw_sample: np.ndarray) -> Folding:
             a, b = a * op["factor"], b * op["factor"]
         elif op["op"] == "normalize":
             a, b = _normalize(a, b, op)
+        elif op["op"] == "layout":  # as edgerun.pipeline_ops.Layout transposes the sample
+            perm = [op["from"].index(c) for c in op["to"]]
+            a, b = a.transpose(perm), b.transpose(perm)
         else:
             a, b = np.expand_dims(a, op["axis"]), np.expand_dims(b, op["axis"])
     return Folding(kept, folded, a, b)
