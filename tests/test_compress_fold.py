@@ -218,6 +218,16 @@ def test_coreml_in_a_recipe_takes_fp16_and_int8_weights_only():
         _recipe([{"source": "pruned", "precision": "fp16"}])
 
 
+def test_fold_of_data_with_nothing_to_fold_is_refused_before_training():
+    import dataclasses
+
+    data = tomllib.loads((EXAMPLES / "breast-cancer.toml").read_text())
+    data["data"]["preprocess"] = [{"op": "scale", "factor": 0.5}, {"op": "cast", "dtype": "float32"}]
+    data["export"] = [{"source": "pruned", "fold_preprocessing": True}]
+    with pytest.raises(RecipeError, match=r"'pruned-fp32-folded.onnx': fold_preprocessing needs .* ends in 'cast'"):
+        dataclasses.replace(parse_recipe(data), base_dir=str(EXAMPLES))
+
+
 def test_pte_manifest_carries_the_recipes_tensor_names():
     """A .pte holds no tensor names (input_0 / output_0 when read alone); a recipe's manifest names them
     as the ONNX and TFLite exports do."""

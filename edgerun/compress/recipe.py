@@ -313,9 +313,27 @@ def _check_references(recipe: Recipe, where: str) -> None:
             )
         if spec.source not in seen:
             raise RecipeError(f"{where}: [[export]] {spec.file_name!r}: source {spec.source!r} is not a step ({seen})")
+        if spec.fold_preprocessing:
+            _check_foldable(recipe, spec, where)
     names = [s.file_name for s in recipe.exports]
     if len(set(names)) != len(names):
         raise RecipeError(f"{where}: two [[export]] tables produce the same file; set 'name' on one ({names})")
+
+
+def _check_foldable(recipe: Recipe, spec: ExportSpec, where: str) -> None:
+    """Before any training: the declared pre-processing must end (past layout / expand_dims) in scale or normalize.
+    The digits' fixed ops do (cast, resize, scale, normalize, expand_dims)."""
+    if recipe.data.source == "sklearn-digits":
+        return
+    ops = [p.op for p in recipe.data.preprocess]
+    while ops and ops[-1] in ("layout", "expand_dims"):
+        ops.pop()
+    if not ops or ops[-1] not in ("scale", "normalize"):
+        last = ops[-1] if ops else "nothing"
+        raise RecipeError(
+            f"{where}: [[export]] {spec.file_name!r}: fold_preprocessing needs [data] preprocess to end in "
+            f"'scale' or 'normalize' (before any layout / expand_dims); it ends in {last!r}"
+        )
 
 
 def _check_prune(step: PruneStep, where: str) -> None:
