@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compress",
         help="run a compression recipe: distill, prune, quantize, export, gate, Pareto report",
         description="Run a TOML compression recipe (grammar: docs/compress.md). Every exported artifact is "
-        "measured through edgerun's runtime and must pass the recipe's accuracy gate; the run ends with "
+        "measured through edgerun's runtime and must pass the recipe's accuracy gate (Core ML packages, which "
+        "run only on Apple hardware, are written marked 'not measured'); the run ends with "
         "the size / accuracy / latency table and a Pareto plot.",
     )
     p.add_argument("recipe", type=existing_file, help="the recipe TOML file")
