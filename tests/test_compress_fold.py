@@ -206,6 +206,7 @@ def test_coreml_exports_are_written_and_say_not_measured(tabular):
         assert (row.accuracy, row.latency_p50_ms, row.gate) == (None, None, "not measured")
     assert [op["op"] for op in _manifest(out, "pruned-int8-folded.mlpackage")["preprocess"]] == ["cast", "expand_dims"]
     assert all(p.spec.format != "coreml" for p in result.failed)
+    assert "not measured: Core ML runs only on Apple hardware" in result.table
     assert main(["info", str(out / "pruned-int8-folded.mlpackage")]) == 0  # the manifest is valid as written
 
 

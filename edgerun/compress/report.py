@@ -113,6 +113,8 @@ def format_table(rows: list[Row]) -> str:
         f"{_latency_n(rows)} runs per file interleaved with the other files; "
         "* = on the Pareto frontier (size, top-1, latency; passed gates only)"
     )
+    if any(r.gate == "not measured" for r in rows):
+        out.append("not measured: Core ML runs only on Apple hardware; no accuracy, latency or gate here")
     return "\n".join(out)
 
 
