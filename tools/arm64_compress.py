@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             device = open_target(parse_target(board.url()))
             install_s = install_compress(device, say)
-            _, import_s = _timed(device, [device.python, "-c", "import torch"], "import torch", say, 900)
+            _, import_s = _timed(device, [str(device.python), "-c", "import torch"], "import torch", say, 900)
             recipe = small_recipe(work / "recipe")
             code_here, here, here_s = run_here(recipe, say)
             code_there, there, there_s, tail = run_there(device, recipe, say)
