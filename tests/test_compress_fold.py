@@ -257,7 +257,9 @@ def test_a_recipes_pte_manifest_names_its_tensors_and_the_engine_uses_them(tmp_p
         if os.environ.get("CI"):
             pytest.fail("the executorch package is missing; CI installs the compress extra")
         pytest.skip("the executorch package is not installed (pip install '.[compress]')")
-    result = run_recipe(_recipe([{"source": "pruned", "format": "pte"}, {"source": "pruned"}]), tmp_path)
+    exports = [{"source": "pruned", "format": "pte"}, {"source": "pruned"}]
+    exports.append({"source": "pruned", "format": "pte", "fold_preprocessing": True})  # through ExecuTorch too
+    result = run_recipe(_recipe(exports), tmp_path)
     m = _manifest(tmp_path, "pruned-fp32.pte")
     assert ([t["name"] for t in m["inputs"]], [t["name"] for t in m["outputs"]]) == (["input"], ["logits"])
     assert "holds no tensor names" in m["provenance"]["io_names"]
@@ -268,3 +270,5 @@ def test_a_recipes_pte_manifest_names_its_tensors_and_the_engine_uses_them(tmp_p
     ref = np.stack([onnx.run(row).outputs["logits"] for row in x])
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
     assert not result.failed
+    check = _manifest(tmp_path, "pruned-fp32-folded.pte")["provenance"]["folded_preprocessing"]["check"]
+    assert check["against"] == "pruned-fp32.pte" and check["top1_moved_samples"] == 0
