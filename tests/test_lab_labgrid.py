@@ -153,6 +153,7 @@ def test_lab_places_lists_the_coordinator_and_what_a_plan_uses(labgrid_lab, ssh_
     assert mine["targets"] == ["pi"] and mine["acquired"] is None and mine["tags"] == {"board": board}
     (res,) = mine["resources"]
     assert res["cls"] == "NetworkService" and res["avail"] and res["params"]["port"] == ssh_device.server.port
+    assert res["broken"] is None
     assert view["targets"]["pi"] == {"selector": f"labgrid://?board={board}", "places": [place]}
     assert main(["lab", "places", "--coordinator", lab.address]) == 0
     table = capsys.readouterr().out

@@ -101,6 +101,9 @@ def test_a_raw_serial_port_outside_dev_is_a_clear_error_not_a_wait(
     assert "came free within place_wait_s" not in out  # not taken for a colleague's place
     assert stored(db) == ([], [])  # left for the next run
     assert lab.places()[name].acquired is None
+    assert main(["lab", "places", "--coordinator", lab.address]) == 0  # the place list says so too
+    (row,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith(f"{name} ")]
+    assert f"({name}, BROKEN (" in row and "): restart its exporter)" in row  # the reason follows within 0.25 s
 
 
 def test_a_wearable_whose_exporter_dies_mid_job_fails_that_job_and_the_lab_goes_on(

@@ -306,7 +306,8 @@ def _shared_loop() -> asyncio.AbstractEventLoop:
 def _broken_line(where: str, data: dict[str, Any]) -> str:
     """One broken resource (see ``broken_resources``), with what to do about it."""
     extra = (data.get("params") or {}).get("extra") or {}
-    line = f"resource {where} was marked broken by its exporter ({extra.get('broken') or 'no reason given'})"
+    why = extra.get("broken") or "see the exporter's log"  # published a poll (0.25 s) after the acquire failed
+    line = f"resource {where} was marked broken by its exporter ({why})"
     path = str(extra.get("path") or "")
     if path and not path.startswith("/dev/"):
         line += (

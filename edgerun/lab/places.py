@@ -4,8 +4,11 @@ One line per place: its tags, who holds it (``host/user``, as ``labgrid-client w
 or its reservation, its resources (a ``NetworkService`` shown as ``user@address:port``, with
 the exporter), and the plan's labgrid targets that match it. ``--json`` gives the same as
 an object: ``{"coordinator", "places": [{"name", "tags", "acquired", "reservation",
-"comment", "resources": [{"exporter", "group", "cls", "name", "avail", "params"}],
-"targets": [...]}], "targets": {NAME: {"selector", "places": [...]}}}``.
+"comment", "resources": [{"exporter", "group", "cls", "name", "avail", "params", "broken"}],
+"targets": [...]}], "targets": {NAME: {"selector", "places": [...]}}}``. A resource its exporter
+marked broken (labgrid's exporter does when it cannot start an export, such as ser2net for a
+``RawSerialPort`` whose port is not under /dev/) says so with the reason: no place with it can be
+acquired until that exporter restarts.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def describe_places(address: str, plan: Plan | None = None) -> dict[str, Any]:
                         avail, params = bool(data.get("avail")), _plain(data.get("params", {}))
                         found.append(
                             {"exporter": exporter, "group": group, "cls": cls, "name": res_name, "avail": avail,
-                             "params": params}
+                             "params": params, "broken": _broken(data)}
                         )  # fmt: skip
         out.append({
             "name": name, "tags": dict(place.tags), "acquired": place.acquired, "reservation": place.reservation,
@@ -52,6 +55,14 @@ def describe_places(address: str, plan: Plan | None = None) -> dict[str, Any]:
             for t in targets
         },
     }
+
+
+def _broken(data: dict[str, Any]) -> str | None:
+    """Why its exporter marked the resource broken (it then shows as acquired by ``<broken>``, and no
+    place with it can be acquired until the exporter restarts), else None."""
+    if data.get("acquired") != "<broken>":
+        return None
+    return str(((data.get("params") or {}).get("extra") or {}).get("broken") or "see its exporter's log")
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +81,8 @@ def _resource(r: dict[str, Any]) -> str:
         what = f"NetworkService {p.get('username', '')}@{p.get('address', '?')}:{p.get('port', 22)}"
     else:
         what = r["cls"]
-    return f"{what} ({r['exporter']}{'' if r['avail'] else ', unavailable'})"
+    broken = f", BROKEN ({r['broken']}): restart its exporter" if r.get("broken") else ""
+    return f"{what} ({r['exporter']}{'' if r['avail'] else ', unavailable'}{broken})"
 
 
 def places_table(view: dict[str, Any]) -> str:
