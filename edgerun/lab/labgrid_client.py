@@ -8,7 +8,11 @@ priority and age) and *acquires* one (exclusive: ``AcquirePlace`` fails while an
 holds it). edgerun writes none of that itself: ``LabgridClient`` is a ``ClientSession``
 (labgrid/remote/client.py, the class ``labgrid-client`` itself uses) on an event loop in a
 thread of its own (one per process, shared: grpc.aio fails when two loops use it at once), so
-the lab's worker threads can call it, plus the calls the lab needs:
+the lab's worker threads can call it, plus the calls the lab needs. One client per process
+and coordinator at a time: grpc gives two channels to one address one TCP connection, and the
+coordinator keys its client sessions by the connection's peer address, so it refuses a second
+session while the first is open (labgrid/remote/coordinator.py, ClientStream's ``assert peer not
+in self.clients``; seen as "Could not connect to coordinator"). A lab run holds one for its run.
 
 - ``places()``: the coordinator's places (copies: name, tags, acquired, acquired_resources, ...);
 - ``reserve(filters)`` / ``poll(token)`` / ``cancel(token)``: a reservation (``name`` = a
