@@ -162,6 +162,9 @@ def test_folded_manifests_keep_only_the_ops_that_cannot_fold(tabular):
         assert check["top1"] == check["top1_unfolded"] and check["top1_moved_samples"] == 0
         assert check["max_abs_diff"] < 1e-3  # float reassociation only: the same network
         assert m["provenance"]["gate"]["passed"] is True
+    report = json.loads((out / "report.json").read_text())["folded_preprocessing"]
+    assert report["pruned-fp32-folded.onnx"]["check"]["top1_moved_samples"] == 0
+    assert "pruned-int8-dynamic-folded.onnx: folded ['normalize']" in (out / "report.txt").read_text()
 
 
 def test_folded_onnx_and_tflite_agree_on_raw_rows_with_the_unfolded_accuracy(tabular):

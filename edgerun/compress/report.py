@@ -139,13 +139,34 @@ def format_details(details: dict[str, dict[str, Any]]) -> list[str]:
     return blocks
 
 
-def write_json(rows: list[Row], path: Path, details: dict[str, dict[str, Any]] | None = None) -> None:
-    """``edgerun.compress.report`` v1: ``rows``, and ``mixed_precision`` (per file name) when a run built any."""
+def format_folds(folds: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per file with folded pre-processing: what folded, where, and the check against the unfolded file."""
+    lines = []
+    for name, f in folds.items():
+        c = f["check"]
+        lines.append(
+            f"{name}: folded {[op['op'] for op in f['ops']]} {f['how']}; against {c['against']} on "
+            f"{c['reference_set_n']} test samples: top-1 {c['top1']:.2%} vs {c['top1_unfolded']:.2%}, "
+            f"{c['top1_moved_samples']} moved, max |diff| {c['max_abs_diff']:.3g}"
+        )
+    return ["\n".join(lines)] if lines else []
+
+
+def write_json(
+    rows: list[Row],
+    path: Path,
+    details: dict[str, dict[str, Any]] | None = None,
+    folds: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """``edgerun.compress.report`` v1: ``rows``, and ``mixed_precision`` / ``folded_preprocessing`` (per file
+    name) when a run built any."""
     front = pareto(rows)
     data = [asdict(r) | {"sparsity": round(r.sparsity, 4), "pareto": r.name in front} for r in rows]
     doc: dict[str, Any] = {"schema": "edgerun.compress.report", "schema_version": 1, "rows": data}
     if details:
         doc["mixed_precision"] = details
+    if folds:
+        doc["folded_preprocessing"] = folds
     path.write_text(json.dumps(doc, indent=2))
 
 

@@ -30,7 +30,7 @@ from .gate import GateVerdict, Measured, judge
 from .latency import interleaved
 from .provenance import Context, finish_manifest, finish_unmeasured
 from .recipe import ExportSpec, Recipe
-from .report import Row, format_details, format_table, plot, write_json
+from .report import Row, format_details, format_folds, format_table, plot, write_json
 from .steps import Trained, run_step
 from .train import seed_everything, torch_threads, training_facts
 
@@ -105,14 +105,16 @@ def run_recipe(
             log(f"  {step.name}: {t.params} parameters, torch top-1 {t.accuracy:.2%}")
     out.mkdir(parents=True, exist_ok=True)
     details: dict[str, dict[str, Any]] = {}
+    folds: dict[str, dict[str, Any]] = {}  # per folded file: what folded, where, the check (fold.py)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as tmp:
-        produced = _export_all(recipe, done, data, Path(tmp), out, keep_failed, log, details, facts)
+        produced = _export_all(recipe, done, data, Path(tmp), out, keep_failed, log, details, facts, folds)
     details = {p.spec.file_name: details[p.spec.file_name] for p in produced if p.spec.file_name in details}
+    folds = {p.spec.file_name: folds[p.spec.file_name] for p in produced if "check" in folds.get(p.spec.file_name, {})}
     rows = _torch_rows(recipe, done) + [p.row for p in produced]
     table = format_table(rows)
-    write_json(rows, out / "report.json", details)
+    write_json(rows, out / "report.json", details, folds)
     png = plot(rows, out / "pareto.png", recipe.name)
-    (out / "report.txt").write_text("\n\n".join([table, *format_details(details)]) + "\n")
+    (out / "report.txt").write_text("\n\n".join([table, *format_details(details), *format_folds(folds)]) + "\n")
     log(f"done: {sum(p.kept for p in produced)} artifact(s) in {out}")
     result = RunResult(out, tuple(rows), tuple(produced), table, png, details)
     if check:
@@ -130,9 +132,10 @@ def _export_all(
     log: Callable[[str], None],
     details: dict[str, dict[str, Any]],
     facts: dict[str, Any] | None = None,
+    folds: dict[str, dict[str, Any]] | None = None,
 ) -> list[Produced]:
     ex.write_samples(stage / SAMPLES_FILE, data.test_x, data.test_y)
-    exports = Exports(recipe, done, data, stage, log, details)
+    exports = Exports(recipe, done, data, stage, log, details, folds=folds if folds is not None else {})
     judged, refused = [], []
     for i, spec in enumerate(recipe.exports, 1):
         log(f"export {i}/{len(recipe.exports)}: {spec.file_name}")
