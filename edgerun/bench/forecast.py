@@ -27,7 +27,7 @@ def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.3g} s"
     if seconds < 2 * 3600:
-        return f"{seconds / 60:.2g} min"
+        return f"{seconds / 60:.3g} min"
     return f"{seconds / 3600:.3g} h"
 
 
