@@ -44,7 +44,7 @@ def test_no_forecast_when_the_cap_and_the_stop_rule_reach_the_minimum():
 def test_a_short_cap_is_blamed_before_a_low_runs():
     # 0.2 s per inference, 60 s cap: 300 samples at most, whatever --runs says
     text = soft_forecast(0.2, "x", BenchConfig(min_runs=50, min_seconds=1), 99.0)
-    assert text is not None and "~2.2 min but --max-seconds is 60" in text
+    assert text is not None and "~2.21 min but --max-seconds is 60" in text
 
 
 def test_low_runs_is_named_when_the_cap_would_do():
