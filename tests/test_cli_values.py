@@ -10,6 +10,7 @@ import json
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,7 +128,8 @@ def test_bench_refuses_odd_values_as_usage_errors(option: str, value: str, says:
 
 
 def test_bench_config_is_the_rule_for_its_fields() -> None:
-    for field, value in [("max_seconds", float("inf")), ("min_runs", 0), ("energy_windows", 0), ("threads", 0)]:
+    bad: list[tuple[str, Any]] = [("max_seconds", float("inf")), ("min_runs", 0), ("energy_windows", 0), ("threads", 0)]
+    for field, value in bad:
         with pytest.raises(BenchConfigError, match=field) as info:
             BenchConfig(**{field: value})
         assert info.value.field == field and isinstance(info.value, ValueError)
