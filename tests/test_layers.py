@@ -21,6 +21,7 @@ import_cycles = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(import_cycles)
 
 EDGES = import_cycles.graph()
+PACKAGE_EDGES = import_cycles.graph(packages=True)  # edgerun.engines.onnx counts as edgerun.engines, ...
 
 # what the readers may use: the error tree, each other, and the shared size limits (constants only)
 FORMATS_MAY_IMPORT = ("edgerun.errors", "edgerun.formats", "edgerun.schema.limits")
@@ -42,7 +43,7 @@ def test_artifact_does_not_import_the_engines() -> None:
 
 
 def test_no_circle_through_artifact_and_the_engines() -> None:
-    for group in import_cycles.cycles(import_cycles.graph(packages=True)):
+    for group in import_cycles.cycles(PACKAGE_EDGES):
         assert not {"edgerun.artifact", "edgerun.engines"} <= set(group), group
 
 
@@ -56,6 +57,22 @@ def test_no_import_circle_but_the_known_ones() -> None:
     new = [group for group in import_cycles.cycles(EDGES) if not any(set(group) <= known for known in KNOWN_CYCLES)]
     paths = [" -> ".join(import_cycles.path_around(EDGES, group)) for group in new]
     assert not new, f"new import circle(s), see python tools/import_cycles.py: {paths}"
+
+
+# The same between packages (each subpackage one node): the reference server (fallback/server.py)
+# loads models through the runtime, which opens the fallback router; a serial link asks the lab for
+# a labgrid port's URL; the schema layer checks the formats' manifest with the limits it also gives them.
+KNOWN_PACKAGE_CYCLES = (
+    {"edgerun.fallback", "edgerun.runtime"},
+    {"edgerun.lab", "edgerun.serialhost"},
+    {"edgerun.formats", "edgerun.schema"},
+)
+
+
+def test_no_circle_between_packages_but_the_known_ones() -> None:
+    new = [g for g in import_cycles.cycles(PACKAGE_EDGES) if not any(set(g) <= k for k in KNOWN_PACKAGE_CYCLES)]
+    paths = [" -> ".join(import_cycles.path_around(PACKAGE_EDGES, group)) for group in new]
+    assert not new, f"new import circle(s) between packages, see python tools/import_cycles.py --packages: {paths}"
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle(tmp_path: Path) -> None:
