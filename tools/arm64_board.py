@@ -243,8 +243,15 @@ class Board:
         pid = self.process.pid if self.process else _board_pid(self.state)
         if pid is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)  # unshare --kill-child passes it to the board's sshd, its PID 1
+        # unshare --fork blocks SIGTERM in its parent while it waits: the board's PID 1 (its sshd, the
+        # parent's child) gets it, ends the namespace, and unshare exits with it (no 15 s SIGKILL wait)
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        for target in (*map(int, children), pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGTERM)
         if self.process is not None:
             try:
                 self.process.wait(timeout=15)
