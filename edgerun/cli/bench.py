@@ -56,7 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--min-seconds", type=number, default=1.0, help="minimum steady-state seconds (default 1)")
     b.add_argument(
-        "--max-seconds", type=number, default=60.0, help="stop the steady state after this many seconds (default 60)"
+        "--max-seconds",
+        type=number,
+        default=60.0,
+        help="stop the steady state after this many seconds (default 60); after the warm-up a warning says "
+        "when this (or --runs) is too short for a valid soft verdict at the measured rate, and how long it would take",
     )
     b.add_argument("--warmup", type=integer, default=10, help="minimum warm-up inferences (default 10)")
     b.add_argument("--warmup-seconds", type=number, default=0.5, help="minimum warm-up seconds (default 0.5)")
