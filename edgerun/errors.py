@@ -40,6 +40,7 @@ is kept for debugging.
     │   └── TargetSetupError   the device lacks what the job needs (Python, edgerun, a binary)
     ├── LabError               a lab plan or result database is unusable
     ├── OutputError            an output path would replace an input, a database or (without --force) a file
+    ├── UpdateRefused          a model update was refused: TUF caught an attack, or on-device acceptance failed
     └── CompressError          a compression run failed (edgerun.compress)
         ├── RecipeError        a recipe is malformed: names the bad key and what was expected
         └── AccuracyGateError  an exported variant lost more accuracy than the recipe's gate allows
@@ -99,6 +100,7 @@ __all__ = [
     "TargetSetupError",
     "TargetTimeout",
     "TargetUnreachable",
+    "UpdateRefused",
     "UsageError",
 ]
 
@@ -227,6 +229,12 @@ class DutTimeout(DutError):
 
 class FrameError(SerialError, ValueError):
     """A host-mode frame's payload does not fit its type (shorter than its header, partial samples)."""
+
+
+class UpdateRefused(EdgerunError):
+    """A model update was refused and nothing was installed: the update repository's metadata or files
+    failed TUF's checks (expired, rolled back, a bad hash, too few valid signatures: the message names the
+    attack TUF detected), or the new model failed its on-device acceptance (the message names the verdicts)."""
 
 
 class CompressError(EdgerunError):

@@ -77,6 +77,7 @@ ERROR_EXIT_CODES: dict[type[E.EdgerunError], int] = {
     E.TargetSetupError: EXIT_FAIL,
     E.LabError: EXIT_FAIL,
     E.OutputError: EXIT_FAIL,
+    E.UpdateRefused: EXIT_FAIL,
     E.CompressError: EXIT_FAIL,
     E.RecipeError: EXIT_FAIL,
     E.AccuracyGateError: EXIT_FAIL,
