@@ -29,6 +29,7 @@ from typing import Any
 from edgerun._jsonio import MANIFEST_MAX_BYTES, parse_json, read_capped
 from edgerun._sha import sha256
 from edgerun.errors import ArtifactError, FormatError, IntegrityError
+from edgerun.formats.limits import MAX_ONNX_INSPECT_BYTES, MiB
 from edgerun.formats.manifest import (  # noqa: F401 (re-exported: their first home)
     FORMATS,
     MANIFEST_SCHEMA,
@@ -38,7 +39,6 @@ from edgerun.formats.manifest import (  # noqa: F401 (re-exported: their first h
 )
 from edgerun.formats.spec import ModelInfo, Quant, TensorSpec  # noqa: F401 (re-exported: their first home)
 from edgerun.schema.files import check_samples, regular_file
-from edgerun.schema.limits import MAX_ONNX_INSPECT_BYTES, MiB
 
 MANIFEST_SUFFIX = ".edgerun.json"
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgerun.artifact import Quant, TensorSpec
 from edgerun.errors import ArtifactError
-from edgerun.schema.limits import MAX_RESIZE_SIDE
+from edgerun.formats.limits import MAX_RESIZE_SIDE
 
 
 class ArrayOp(Protocol):

@@ -24,7 +24,7 @@ EDGES = import_cycles.graph()
 PACKAGE_EDGES = import_cycles.graph(packages=True)  # edgerun.engines.onnx counts as edgerun.engines, ...
 
 # what the readers may use: the error tree, each other, and the shared size limits (constants only)
-FORMATS_MAY_IMPORT = ("edgerun.errors", "edgerun.formats", "edgerun.schema.limits")
+FORMATS_MAY_IMPORT = ("edgerun.errors", "edgerun.formats", "edgerun.formats.limits")
 
 
 def _under(module: str, package: str) -> bool:
@@ -61,11 +61,10 @@ def test_no_import_circle_but_the_known_ones() -> None:
 
 # The same between packages (each subpackage one node): the reference server (fallback/server.py)
 # loads models through the runtime, which opens the fallback router; a serial link asks the lab for
-# a labgrid port's URL; the schema layer checks the formats' manifest with the limits it also gives them.
+# a labgrid port's URL.
 KNOWN_PACKAGE_CYCLES = (
     {"edgerun.fallback", "edgerun.runtime"},
     {"edgerun.lab", "edgerun.serialhost"},
-    {"edgerun.formats", "edgerun.schema"},
 )
 
 

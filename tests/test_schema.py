@@ -17,8 +17,8 @@ import edgerun
 from edgerun.artifact import load_artifact, manifest_path_for, parse_manifest, write_manifest
 from edgerun.demo import DEMO_DIR
 from edgerun.errors import ArtifactError
+from edgerun.formats.limits import MAX_RESIZE_SIDE, MAX_TENSOR_ELEMENTS
 from edgerun.schema.files import read_samples
-from edgerun.schema.limits import MAX_RESIZE_SIDE, MAX_TENSOR_ELEMENTS
 
 BASE = json.loads((DEMO_DIR / "digits-int8.tflite.edgerun.json").read_text())
 

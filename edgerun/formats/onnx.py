@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from edgerun.errors import FormatError
-from edgerun.formats.spec import ModelInfo, TensorSpec
 
 # MAX_DIM: a graph input/output dimension past it (or negative) is reported as unknown (None);
 # protobuf stores int64 -1 as a 10-byte varint that reads as 18446744073709551615 unsigned.
 # MAX_INITIALIZER_ELEMENTS: past it an initializer's dims are corrupt (or no edge model).
-from edgerun.schema.limits import MAX_DIM, MAX_INITIALIZER_ELEMENTS
+from edgerun.formats.limits import MAX_DIM, MAX_INITIALIZER_ELEMENTS
+from edgerun.formats.spec import ModelInfo, TensorSpec
 
 # TensorProto.DataType -> numpy dtype name (None where numpy has no native type).
 ONNX_DTYPES: dict[int, str] = {

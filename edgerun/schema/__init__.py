@@ -1,6 +1,6 @@
 """Boundary validation: what a user hands edgerun is checked here, once, before anything uses it.
 
-- ``edgerun.schema.limits``: the size limits every boundary shares (resize side, tensor elements,
+- ``edgerun.formats.limits``: the size limits every boundary shares (resize side, tensor elements,
   labels, strings, file sizes). No third-party imports.
 - ``edgerun.schema.manifest``: the artifact manifest (docs/manifest.md) as pydantic models;
   ``validate_manifest(data, where)`` returns ``edgerun.artifact.Manifest`` or raises one
@@ -28,6 +28,6 @@ Why pydantic (v2) and not jsonschema:
 
 from __future__ import annotations
 
-from edgerun.schema import limits
+from edgerun.formats import limits  # re-exported: the limits live below formats and schema both
 
 __all__ = ["limits"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerun.errors import ArtifactError
-from edgerun.schema.limits import MAX_SAMPLES_BYTES, MiB
+from edgerun.formats.limits import MAX_SAMPLES_BYTES, MiB
 
 _CAP = f"{MAX_SAMPLES_BYTES // MiB} MiB"
 _KINDS = (

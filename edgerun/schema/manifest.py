@@ -1,7 +1,7 @@
 """The manifest schema (docs/manifest.md) as pydantic models, and the one function that applies it.
 
 ``validate_manifest(data, where)`` checks every field of a parsed manifest (types, required
-keys, enums, finite numbers, positive shapes, the limits of ``edgerun.schema.limits``) and
+keys, enums, finite numbers, positive shapes, the limits of ``edgerun.formats.limits``) and
 returns ``edgerun.formats.manifest.Manifest`` (re-exported by edgerun.artifact); the first
 problem is an ``ArtifactError`` of one line:
 

@@ -7,7 +7,7 @@ Why a remembered pass is still a real check:
 - Whether a document passes is a pure function of its bytes and of the schema code. The key is
   the sha256 of the exact bytes just read (and parsed: the same buffer, no second read) together
   with a fingerprint of the schema: the sha256 of the source of ``edgerun/schema/manifest.py``,
-  ``edgerun/schema/limits.py``, ``edgerun/formats/manifest.py``, this file, and pydantic's
+  ``edgerun/formats/limits.py``, ``edgerun/formats/manifest.py``, this file, and pydantic's
   ``version.py`` (pydantic pins its pydantic-core). Change one byte of the manifest, of the
   schema or of pydantic's version, and the key changes: the full validation runs again.
 - Only passes are recorded; a manifest that fails is checked, and reported, every time.
@@ -42,7 +42,7 @@ from edgerun.formats.spec import Quant, TensorSpec
 __all__ = ["build_manifest", "cache_dir", "known_valid", "remember", "remembered"]
 
 _EDGERUN = Path(__file__).resolve().parent.parent
-_SOURCES = ("schema/manifest.py", "schema/limits.py", "formats/manifest.py", "schema/manifest_cache.py")
+_SOURCES = ("schema/manifest.py", "formats/limits.py", "formats/manifest.py", "schema/manifest_cache.py")
 _MAGIC = b"edgerun manifest passed v1\n"
 _fingerprint: str | None = None
 
