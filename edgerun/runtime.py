@@ -14,6 +14,7 @@ Result says the route and why (``reason``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
     from edgerun.fallback.policy import FallbackPolicy
     from edgerun.fallback.router import Router
     from edgerun.profiles import DeviceProfile
+
+
+# Called after every Runtime.run with (result, None), or (None, error) when run raised (the error is then
+# re-raised). edgerun.telemetry attaches one; an observer must be quick and must not raise.
+RunObserver = Callable[["Result | None", "Exception | None"], None]
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Runtime:
         self.profile = profile
         self.load_info = load_info
         self.fallback: Router | None = None  # set by load(..., fallback=policy)
+        self.observers: list[RunObserver] = []  # empty: run() pays one truth test (edgerun.telemetry)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -71,10 +78,24 @@ class Runtime:
         the engine fails. With a fallback policy also DeadlineExceeded (a hard-budget miss, or
         no route answered in time) and RemoteError (the remote route failed, none left to try).
         """
+        if self.observers:
+            return self._run_observed(x)
         if self.fallback is not None:
             return self.fallback.run(x)
         outputs, top, times = self.pipeline(x)
         return Result(outputs, top, times, ROUTE_LOCAL)
+
+    def _run_observed(self, x: Any) -> Result:
+        """run() with each observer told the result or the error (apart, so run() without one stays as fast)."""
+        try:
+            res = self.fallback.run(x) if self.fallback is not None else Result(*self.pipeline(x))
+        except Exception as exc:
+            for observe in self.observers:
+                observe(None, exc)
+            raise
+        for observe in self.observers:
+            observe(res, None)
+        return res
 
     def close(self) -> None:
         """Stop the fallback client's connections and thread, if there is one."""
