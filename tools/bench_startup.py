@@ -29,6 +29,7 @@ start, tens of ms that no user pays. So the children get a bytecode cache in the
 (PYTHONPYCACHEPREFIX, filled by the warm-up runs); ``--no-pyc-cache`` keeps the environment as is.
 
     python tools/bench_startup.py [--runs 20] [--threads 2] [--onnx M.onnx] [--tflite M.tflite] [--json]
+    python tools/bench_startup.py --imports [--runs 15]   # where edgerun's own start-up goes, per module
 """
 
 from __future__ import annotations
@@ -169,6 +170,41 @@ def measure(commands: dict[str, list[str]], runs: int, warmup: int, env: dict[st
     return samples
 
 
+# --imports: what `edgerun run` imports beyond everything the raw TFLite script does is edgerun's own
+# start-up cost, timed module by module in fresh processes after the raw script's main imports.
+_PRELUDE = "import numpy, zipfile\nfrom ai_edge_litert.interpreter import Interpreter\n"
+_DUMP = "import atexit, json, os, sys\natexit.register(lambda: print(json.dumps(list(sys.modules)), file=sys.stderr))\n"
+_TIME_EACH = (
+    "import importlib, json, sys, time\n" + _PRELUDE + "out = {}\n"
+    "for m in sys.argv[1:]:\n"
+    "    t = time.process_time_ns()\n"
+    "    try:\n"
+    "        importlib.import_module(m)\n"
+    "    except ImportError:\n"
+    "        continue\n"
+    "    out[m] = time.process_time_ns() - t\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def import_costs(py: str, model: Path, runs: int, env: dict[str, str]) -> tuple[list[tuple[str, float]], int]:
+    """Median CPU ms of each module `edgerun run MODEL` imports beyond the raw script's imports, in import
+    order (a module's figure includes the submodules it pulls in first), over ``runs`` fresh processes."""
+
+    def modules(code: str, *args: str) -> list[str]:
+        done = subprocess.run([py, "-c", _DUMP + code, *args], capture_output=True, text=True, env=env, check=True)
+        return json.loads(done.stderr.strip().splitlines()[-1])
+
+    raw = set(modules(RAW_TFLITE, str(model), "0", samples_for(model)))  # everything the raw script imports
+    ours = [m for m in modules("from edgerun.cli import main\nmain()", "run", str(model)) if m not in raw]
+    samples: dict[str, list[float]] = {m: [] for m in ours}
+    for _ in range(runs):
+        out = subprocess.run([py, "-c", _TIME_EACH, *ours], capture_output=True, text=True, env=env, check=True)
+        for m, ns in json.loads(out.stdout.strip().splitlines()[-1]).items():
+            samples[m].append(ns / 1e6)
+    return [(m, statistics.median(v)) for m, v in samples.items() if v], runs
+
+
 def child_env(tmp: Path, pyc_cache: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "EDGERUN_NO_CACHE"}
     env["EDGERUN_CACHE_DIR"] = str(tmp / "edgerun-cache")
@@ -197,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-pyc-cache", action="store_true", help="no bytecode cache of our own (default: one in a temp folder)"
     )
     ap.add_argument("--show-scripts", action="store_true", help="print the raw-engine scripts and exit")
+    ap.add_argument(
+        "--imports",
+        action="store_true",
+        help="instead: the CPU ms of each module `edgerun run` on the TFLite model imports beyond the raw script's",
+    )
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     args = ap.parse_args(argv)
     if args.show_scripts:
@@ -204,6 +245,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.runs < 1 or args.warmup < 0:
         ap.error("--runs must be >= 1 and --warmup >= 0")
+    if args.imports:
+        with tempfile.TemporaryDirectory(prefix="edgerun-startup-") as tmp:
+            env = child_env(Path(tmp), not args.no_pyc_cache)
+            subprocess.run([args.python, "-c", EDGERUN, "run", str(args.tflite)], env=env, capture_output=True)
+            costs, n = import_costs(args.python, args.tflite, args.runs, env)
+        print(f"CPU ms per module beyond the raw script's imports (numpy, zipfile, LiteRT), median of n={n}:")
+        for m, ms in sorted(costs, key=lambda c: -c[1]):
+            if ms >= 0.05:
+                print(f"  {ms:6.2f}  {m}")
+        print(f"  {sum(ms for _, ms in costs):6.2f}  total (imports only; the interpreter's teardown of them is extra)")
+        return 0
     with tempfile.TemporaryDirectory(prefix="edgerun-startup-") as tmp:
         commands = cases(args.python, args.onnx, args.tflite, Path(tmp), args.threads)
         samples = measure(commands, args.runs, args.warmup, child_env(Path(tmp), not args.no_pyc_cache))
