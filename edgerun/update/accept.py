@@ -1,0 +1,415 @@
+"""On-device acceptance of a model update, and ``install``: stage, accept, then switch.
+
+Acceptance benchmarks the new artifact on this device, in a worker process (a native crash in
+the engine refuses the update instead of taking the updater down), with the profile's budgets:
+
+- every verdict the benchmark judges (edgerun.bench.result.verdicts_for: end-to-end hard and
+  soft, each stage's, model size and peak memory against the profile) must be ``pass``; a
+  ``not-valid`` one (too few samples for the percentile) refuses too, since it is no pass;
+- where the manifest names reference samples with labels (``samples``: an .npz with ``x`` and
+  ``y``) and ``provenance.accuracy`` gives a ``top1`` value, every sample is run and the top-1
+  accuracy checked: refused when even the 99.9% upper Wilson bound of the measured accuracy is
+  below the manifest's value minus ``tolerance_points`` (default 1 point, the demo recipe's
+  ``max_drop_points``). A bound, not a bare comparison, because a manifest may quote its
+  accuracy on a larger set than the samples it ships (the ECG demo: 900 windows, 60 shipped).
+
+Only when everything passes is ``acceptance.json`` written into the version folder and the
+store's ``current`` switched (edgerun.update.store, which says why each step is power-cut safe).
+
+The worker is ``python -m edgerun.update.accept --result-fd N``, driven through the bench's
+``run_in_worker`` (edgerun.bench.worker): same request on stdin, same JSON lines back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgerun.bench.worker import WorkerRequest
+from edgerun.errors import EdgerunError, UpdateRefused
+from edgerun.update import store as st
+
+#: z of the one-sided 99.9% bound used to judge reference-sample accuracy.
+WILSON_Z = 3.090
+DEFAULT_TOLERANCE_POINTS = 1.0
+
+
+@dataclass(frozen=True)
+class AcceptRequest(WorkerRequest):
+    tolerance_points: float = DEFAULT_TOLERANCE_POINTS
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What acceptance found: ``passed`` only if every verdict passed. ``verdicts`` are Verdict dicts."""
+
+    passed: bool
+    verdicts: dict[str, dict[str, Any]]
+    failed: tuple[str, ...]
+    summary: dict[str, Any] = field(default_factory=dict)  # p50/p99 ms, n, engine, profile
+
+    def reasons(self) -> str:
+        """One line: each failed verdict with its reason."""
+        return "; ".join(f"{k}: {self.verdicts[k]['status']} ({self.verdicts[k]['reason']})" for k in self.failed)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The outcome of an install: ``status`` is "accepted" or "already-current"."""
+
+    name: str
+    version: str
+    status: str
+    previous: str | None
+    folder: Path
+    acceptance: Acceptance | None
+
+
+def acceptance_bench(percentile: float = 99.0) -> Any:
+    """The benchmark acceptance runs: enough steady-state samples for a valid soft verdict
+    (LoadGen's count for the percentile), no energy windows (energy is not judged)."""
+    from edgerun.bench.config import BenchConfig
+    from edgerun.measure.stats import min_samples
+
+    return BenchConfig(min_runs=max(1000, min_samples(percentile)), min_seconds=1.0, max_seconds=120.0, energy=False)
+
+
+def accept(
+    path: Path,
+    profile: Any,
+    *,
+    bench: Any = None,
+    tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
+    timeout_s: float | None = None,
+) -> Acceptance:
+    """Benchmark (and check the reference samples of) the artifact at ``path`` in a worker process."""
+    from edgerun.bench.worker import run_in_worker
+
+    budget = profile.budget
+    config = bench if bench is not None else acceptance_bench(budget.percentile)
+    request = AcceptRequest(
+        path=str(path),
+        config=config.to_dict(),
+        budget={"soft_ms": budget.soft_ms, "hard_ms": budget.hard_ms, "percentile": budget.percentile},
+        profile=str(profile.source) if getattr(profile, "source", None) else profile.name,
+        profile_reason=f"acceptance with profile {profile.name}",
+        tolerance_points=tolerance_points,
+    )
+    result = run_in_worker(request, config.worker_timeout_s(timeout_s), argv=_worker_argv)
+    if result.get("status") != "ok":
+        err = result.get("error", {})
+        verdict = {"kind": "benchmark", "status": "fail", "reason": f"{err.get('type')}: {err.get('message')}"}
+        return Acceptance(False, {"benchmark": verdict}, ("benchmark",))
+    verdicts = dict(result["verdicts"])
+    if result.get("reference") is not None:
+        verdicts["reference_accuracy"] = result["reference"]
+    failed = tuple(k for k, v in verdicts.items() if v["status"] not in ("pass", "skipped"))
+    total = result["stats"]["total"]
+    summary = {
+        "profile": profile.name,
+        "budget": result["budget"],
+        "engine": f"{result['engine']['name']} {result['engine']['version']}",
+        "input_source": result["input_source"],
+        "runs": result["steady"]["runs"],
+        "total_p50_ms": total["percentiles"]["p50"]["value_ns"] / 1e6,
+        "total_max_ms": total["max_ns"] / 1e6,
+        "provenance": "measured on this device",
+    }
+    return Acceptance(not failed, verdicts, failed, summary)
+
+
+# --- install ---------------------------------------------------------------------------------
+
+
+def install(
+    release: Any,
+    store: str | os.PathLike[str] | None = None,
+    profile: Any = None,
+    *,
+    bench: Any = None,
+    tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
+    timeout_s: float | None = None,
+) -> Installed:
+    """Copy a verified ``release`` (edgerun.update.fetch.Release) into the store, accept it, switch.
+
+    ``profile``: a DeviceProfile, a profile name or TOML path, or None (the detected one).
+    Raises UpdateRefused (nothing switched; the message names the failed verdicts) when the
+    files do not match the release or acceptance fails.
+    """
+    from edgerun.profiles import DeviceProfile, load_profile
+
+    name = st.check_part(release.name, "model name")
+    version = st.check_part(release.version, "model version")
+    if version in st.POINTERS:
+        raise UpdateRefused(f"{name} version {version!r} is a store pointer's name; a version cannot be called so")
+    if profile is None:
+        from edgerun.detection import detect
+
+        profile = detect().profile
+    elif not isinstance(profile, DeviceProfile):
+        profile = load_profile(profile)
+    root = st.store_root(store)
+    with st.locked(root, name):
+        st.remove_stale(st.model_dir(root, name))
+        old = st.pointer(root, name, "current")
+        target = st.version_folder(root, name, version)
+        if old == version:
+            _same_bytes(target, release)
+            return Installed(name, version, "already-current", st.pointer(root, name, "previous"), target, None)
+        _stage(root, release, target)
+        st.crash_point("staged")
+        (target / st.ACCEPTANCE_FILE).unlink(missing_ok=True)  # a re-install is accepted anew
+        acceptance = accept(
+            st.manifest_in(target), profile, bench=bench, tolerance_points=tolerance_points, timeout_s=timeout_s
+        )
+        if not acceptance.passed:
+            _refuse(root, name, version, target, acceptance)
+        _write_acceptance(target, release, acceptance)
+        st.crash_point("accepted")
+        st.switch(root, name, version)
+        st.append_history(
+            root,
+            name,
+            {
+                "event": "accepted",
+                "version": version,
+                "previous": old,
+                "sha256": release.sha256,
+                "summary": acceptance.summary,
+            },
+        )
+    st.log_event(
+        "update_accepted",
+        name=name,
+        version=version,
+        previous=old,
+        sha256=release.sha256,
+        verdicts={k: v["status"] for k, v in acceptance.verdicts.items()},
+    )
+    return Installed(name, version, "accepted", old, target, acceptance)
+
+
+def _same_bytes(folder: Path, release: Any) -> None:
+    from edgerun.artifact import load_artifact
+
+    if load_artifact(st.manifest_in(folder)).sha256 != release.sha256:
+        raise UpdateRefused(
+            f"{release.name} version {release.version} is already in the store with other bytes "
+            f"({folder}); a version's files never change, so publish the new model under a new version"
+        )
+
+
+def _stage(root: Path, release: Any, target: Path) -> None:
+    """Copy the release into versions/<version>/ through a .staging-* folder renamed in whole.
+
+    A version already there is reused when it is ``previous`` (same bytes only) and otherwise
+    moved aside and re-copied: a folder that is no pointer's target may be a cut-off copy.
+    """
+    from edgerun.artifact import load_artifact, manifest_path_for
+
+    folder = st.model_dir(root, release.name)
+    if target.exists():
+        if st.pointer(root, release.name, "previous") == release.version:
+            _same_bytes(target, release)
+            return
+        aside = folder / f".staging-old-{release.version}-{os.getpid()}"
+        os.rename(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    staging = folder / f".staging-{release.version}-{os.getpid()}"
+    staging.mkdir()
+    model = Path(release.model_path)
+    st.copy_durable(model, staging / model.name)
+    st.crash_point("copying")
+    st.copy_durable(Path(release.manifest_path), manifest_path_for(staging / model.name))
+    if release.samples_path is not None:
+        st.copy_durable(Path(release.samples_path), staging / Path(release.samples_path).name)
+    try:
+        artifact = load_artifact(manifest_path_for(staging / model.name))
+    except EdgerunError as exc:
+        raise UpdateRefused(f"{release.name} {release.version}: the release's files do not load: {exc}") from exc
+    if artifact.path.name != model.name or artifact.sha256 != release.sha256:
+        raise UpdateRefused(
+            f"{release.name} {release.version}: the manifest names {artifact.path.name} (sha256 {artifact.sha256}), "
+            f"not the release's model {model.name} (sha256 {release.sha256})"
+        )
+    st.fsync_folder(staging)
+    os.rename(staging, target)
+    st.fsync_folder(target.parent)
+
+
+def _write_acceptance(target: Path, release: Any, acceptance: Acceptance) -> None:
+    from edgerun.outputs import write_atomic
+
+    doc = {
+        "schema": "edgerun.acceptance",
+        "schema_version": 1,
+        "name": release.name,
+        "version": release.version,
+        "sha256": release.sha256,
+        "passed": True,
+        "summary": acceptance.summary,
+        "verdicts": acceptance.verdicts,
+    }
+    write_atomic(target / st.ACCEPTANCE_FILE, json.dumps(doc, indent=1) + "\n", force=True)
+
+
+def _refuse(root: Path, name: str, version: str, target: Path, acceptance: Acceptance) -> None:
+    """Record the refusal, remove the refused copy (unless a pointer names it) and raise UpdateRefused."""
+    statuses = {k: acceptance.verdicts[k]["status"] for k in acceptance.failed}
+    st.append_history(
+        root, name, {"event": "refused", "version": version, "failed": statuses, "reasons": acceptance.reasons()}
+    )
+    if version not in (st.pointer(root, name, "current"), st.pointer(root, name, "previous")):
+        aside = target.parent.parent / f".staging-refused-{version}-{os.getpid()}"
+        os.rename(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    st.log_event("update_refused", name=name, version=version, verdicts=statuses)
+    current = st.pointer(root, name, "current")
+    raise UpdateRefused(
+        f"{name} {version} failed its on-device acceptance, so {name}@current stays "
+        f"{current or '(none)'}: {acceptance.reasons()}"
+    )
+
+
+# --- reference samples -----------------------------------------------------------------------
+
+
+def wilson_upper(correct: int, n: int, z: float = WILSON_Z) -> float:
+    """Upper end of the Wilson score interval for ``correct`` of ``n`` (one-sided at ``z``)."""
+    p, z2 = correct / n, z * z
+    centre = p + z2 / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return min(1.0, (centre + spread) / (1 + z2 / n))
+
+
+def reference_check(path: str, tolerance_points: float) -> dict[str, Any] | None:
+    """A Verdict-shaped dict for the manifest's top-1 accuracy on its bundled samples, or None
+    when the manifest names no labelled samples or no top1 accuracy to hold them to."""
+    import numpy as np
+
+    import edgerun
+
+    rt = edgerun.load(path, threads=1)
+    man = rt.artifact.manifest
+    acc = (man.provenance or {}).get("accuracy") if man else None
+    if man is None or man.samples is None or not isinstance(acc, dict) or acc.get("value") is None:
+        return None
+    assert rt.artifact.manifest_path is not None
+    with np.load(rt.artifact.manifest_path.parent / man.samples) as data:
+        if "y" not in data:
+            return None
+        x, y = data["x"], data["y"]
+    expected = float(acc["value"])
+    if acc.get("metric", "top1") != "top1" or not len(y):
+        reason = f"metric {acc.get('metric')!r} is not top1: not checked"
+        return {
+            "kind": "reference_accuracy",
+            "status": "skipped",
+            "measured": None,
+            "limit": expected,
+            "unit": "top1",
+            "reason": reason,
+            "n": 0,
+        }
+    correct = sum(int(_top1(rt.run(x[i])) == int(y[i])) for i in range(len(y)))
+    upper, floor = wilson_upper(correct, len(y)), expected - tolerance_points / 100
+    status = "pass" if upper >= floor else "fail"
+    reason = (
+        f"top-1 {correct}/{len(y)} = {correct / len(y):.4f} on the bundled samples (99.9% upper bound "
+        f"{upper:.4f}) {'>=' if status == 'pass' else '<'} the manifest's {expected:.4f} - {tolerance_points:g} points"
+    )
+    return {
+        "kind": "reference_accuracy",
+        "status": status,
+        "measured": correct / len(y),
+        "limit": floor,
+        "unit": "top1",
+        "reason": reason,
+        "n": len(y),
+    }
+
+
+def _top1(res: Any) -> int:
+    """The top class: the manifest's top-k if it asks for one, else the first output's argmax."""
+    import numpy as np
+
+    if res.top:
+        return int(res.top[0].index)
+    return int(np.argmax(next(iter(res.outputs.values())).reshape(-1)))
+
+
+# --- the worker process ------------------------------------------------------------------------
+
+
+def _worker_argv(result_fd: int) -> list[str]:
+    return [sys.executable, "-X", "faulthandler", "-m", "edgerun.update.accept", "--result-fd", str(result_fd)]
+
+
+def _child(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> None:
+    from edgerun.bench.config import BenchConfig
+    from edgerun.bench.result import bench_one
+    from edgerun.budget import Budget
+    from edgerun.profiles import load_profile
+
+    phases = {
+        "load": "loading the artifact",
+        "first": "first inference",
+        "warmup": "warm-up",
+        "measure": "steady state",
+        "done": "building the result",
+    }
+    seen: list[str] = []
+
+    def progress(phase: str, fraction: float) -> None:
+        if phase in phases and phases[phase] not in seen:
+            seen.append(phases[phase])
+            send({"type": "phase", "phase": phases[phase]})
+
+    profile = load_profile(request["profile"]) if request.get("profile") else None
+    config = BenchConfig(**{**request["config"], "providers": tuple(request["config"].get("providers", ()))})
+    result = bench_one(
+        request["path"], config, profile, Budget(**request["budget"]), request["profile_reason"], progress
+    )
+    if result.get("status") == "ok":
+        send({"type": "phase", "phase": "checking the reference samples"})
+        result["reference"] = reference_check(request["path"], float(request["tolerance_points"]))
+        result.pop("samples_ns", None)  # the parent needs the verdicts, not every sample
+    send({"type": "result", "result": result})
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgerun.bench.worker import _die_with_parent
+
+    _die_with_parent()
+    parser = argparse.ArgumentParser(description="edgerun acceptance worker (started by `edgerun update`)")
+    parser.add_argument("--result-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    out = os.fdopen(args.result_fd, "w", buffering=1, encoding="utf-8")
+
+    def send(msg: dict[str, Any]) -> None:
+        out.write(json.dumps(msg) + "\n")
+
+    request: dict[str, Any] = {}
+    try:
+        request = json.loads(sys.stdin.read())
+        _child(request, send)
+    except Exception as exc:  # reported to the parent, which refuses the update with it
+        traceback.print_exc()
+        from edgerun.bench.result import error_result
+
+        send({"type": "result", "result": error_result(str(request.get("path", "?")), exc, None, "acceptance")})
+    out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

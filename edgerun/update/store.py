@@ -1,0 +1,362 @@
+"""The on-device model store: accepted versions, an atomic ``current``, one ``previous``.
+
+    <root>/<name>/versions/<version>/   model + manifest (+ samples) + acceptance.json
+    <root>/<name>/current  -> versions/<version>     (a relative symlink)
+    <root>/<name>/previous -> versions/<version>
+    <root>/<name>/history.jsonl         one JSON line per install, refusal and rollback
+    <root>/<name>/.lock                 held (flock) by the one install or rollback at work
+    <root>/<name>/.staging-*            a copy in progress; removed by the next install
+
+The root is ``--store DIR``, else ``$EDGERUN_MODELS``, else ``$XDG_DATA_HOME/edgerun/models``
+(``~/.local/share/edgerun/models`` when XDG_DATA_HOME is unset, as the XDG Base Directory
+specification says).
+
+Power-cut safety comes from two POSIX guarantees and an order of steps. ``rename(2)`` replaces
+its target atomically, for a symlink as for a file: a link is switched by making a temporary
+symlink beside it and ``os.replace``-ing it over the old one, then fsync-ing the folder so that
+the rename itself is on disk. A version folder is copied under a ``.staging-*`` name, each file
+fsync'd, and renamed into ``versions/`` whole. A switch sets ``previous`` first, then
+``current``: a cut between the two leaves both naming the old version, which loads. Nothing
+ever deletes the folder ``current`` or ``previous`` names.
+
+``resolve("name@current")`` (also ``@previous`` and ``@<version>``) gives the model file of an
+accepted version; ``edgerun.load("name@current")`` goes through it. A version folder without
+``acceptance.json`` (refused, or cut off before acceptance ended) resolves to an error.
+
+Only the standard library is imported here: ``edgerun.load`` pays for none of the update extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgerun.errors import ArtifactError, UsageError
+
+STORE_ENV = "EDGERUN_MODELS"
+#: Test hook: the install or rollback step to SIGKILL this process at (tests/test_update_store.py
+#: proves that a power cut at each step leaves ``current`` loadable). Never set it in production.
+CRASH_ENV = "EDGERUN_UPDATE_CRASH_AT"
+ACCEPTANCE_FILE = "acceptance.json"
+HISTORY_FILE = "history.jsonl"
+#: history.jsonl is rotated to history.1.jsonl past this size (one older file kept).
+HISTORY_MAX_BYTES = 1 << 20
+MANIFEST_SUFFIX = ".edgerun.json"  # edgerun.artifact's; not imported, to keep this module light
+
+# A name or version is one path component: letters, digits and . _ + - (not starting with a dot,
+# so that it never names a hidden or staging folder), at most 128 characters.
+_PART = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}"
+_PART_RE = re.compile(_PART)
+_REF_RE = re.compile(rf"({_PART})@({_PART})")
+POINTERS = ("current", "previous")
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """An accepted version in the store: its name, version and files."""
+
+    name: str
+    version: str
+    folder: Path
+    model_path: Path
+    manifest_path: Path
+
+
+def store_root(store: str | os.PathLike[str] | None = None) -> Path:
+    """``store``, else $EDGERUN_MODELS, else $XDG_DATA_HOME/edgerun/models (~/.local/share/...)."""
+    if store:
+        return Path(store)
+    if os.environ.get(STORE_ENV):
+        return Path(os.environ[STORE_ENV])
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data_home) / "edgerun" / "models"
+
+
+def check_part(value: object, what: str) -> str:
+    """``value`` if it is a usable model name or version (one safe path component); UsageError otherwise."""
+    if not isinstance(value, str) or not _PART_RE.fullmatch(value):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:60] + "..."
+        raise UsageError(
+            f"{what} {shown} is not usable; expected 1-128 letters, digits or . _ + - (not starting with . _ + -)"
+        )
+    return value
+
+
+def is_ref(text: object) -> bool:
+    """Whether ``text`` has the form ``name@selector`` (a store reference, not a file path)."""
+    return isinstance(text, str) and _REF_RE.fullmatch(text) is not None
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``"name@current"`` -> ("name", "current"); UsageError for anything else."""
+    match = _REF_RE.fullmatch(ref) if isinstance(ref, str) else None
+    if match is None:
+        raise UsageError(f"model reference {ref!r} is not NAME@current, NAME@previous or NAME@VERSION")
+    return match.group(1), match.group(2)
+
+
+def model_dir(root: Path, name: str) -> Path:
+    return root / check_part(name, "model name")
+
+
+def pointer(root: Path, name: str, which: str) -> str | None:
+    """The version ``current`` or ``previous`` names, or None when it is not set."""
+    try:
+        target = os.readlink(model_dir(root, name) / which)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ArtifactError(f"{model_dir(root, name) / which}: not a symlink the store made ({exc.strerror})") from exc
+    parts = Path(target).parts
+    if len(parts) != 2 or parts[0] != "versions" or not _PART_RE.fullmatch(parts[1]):
+        raise ArtifactError(f"{model_dir(root, name) / which} points at {target!r}; expected versions/<version>")
+    return parts[1]
+
+
+def version_folder(root: Path, name: str, version: str) -> Path:
+    return model_dir(root, name) / "versions" / check_part(version, "model version")
+
+
+def resolve_ref(ref: str, store: str | os.PathLike[str] | None = None) -> StoreRef:
+    """The accepted version ``ref`` ("name@current", "name@previous", "name@<version>") names.
+
+    ArtifactError when the store has no such model or version, or the version was never
+    accepted on this device.
+    """
+    name, selector = parse_ref(ref)
+    root = store_root(store)
+    if selector in POINTERS:
+        version = pointer(root, name, selector)
+        if version is None:
+            where = model_dir(root, name)
+            raise ArtifactError(
+                f"{ref}: the model store {root} has no {selector} version of {name!r} ({where / selector} "
+                "is not set); install one with `edgerun update`"
+            )
+    else:
+        version = selector
+    folder = version_folder(root, name, version)
+    if not folder.is_dir():
+        raise ArtifactError(f"{ref}: no version {version!r} of {name!r} in the model store {root}")
+    if not (folder / ACCEPTANCE_FILE).is_file():
+        raise ArtifactError(
+            f"{ref}: version {version!r} of {name!r} was not accepted on this device (its acceptance was "
+            "refused or cut off); install it with `edgerun update`"
+        )
+    manifest = manifest_in(folder)
+    return StoreRef(name, version, folder, folder / manifest.name[: -len(MANIFEST_SUFFIX)], manifest)
+
+
+def resolve(ref: str, store: str | os.PathLike[str] | None = None) -> Path:
+    """The model file of the accepted version ``ref`` names (see :func:`resolve_ref`)."""
+    return resolve_ref(ref, store).model_path
+
+
+def manifest_in(folder: Path) -> Path:
+    """The one manifest in a version folder (staging names it after its model file)."""
+    found = sorted(folder.glob("*" + MANIFEST_SUFFIX))
+    if len(found) != 1:
+        raise ArtifactError(f"{folder}: a store version holds exactly one *{MANIFEST_SUFFIX}, found {len(found)}")
+    return found[0]
+
+
+# --- crash-safe writes ---------------------------------------------------------------------
+
+
+def crash_point(step: str) -> None:
+    """SIGKILL this process at ``step`` when the test hook CRASH_ENV names it (a power cut)."""
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make renames in ``folder`` durable (no error where a folder cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def set_pointer(root: Path, name: str, which: str, version: str) -> None:
+    """Point ``current`` or ``previous`` at versions/<version>, atomically (temp symlink + rename)."""
+    folder = model_dir(root, name)
+    tmp = folder / f".{which}.tmp-{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(Path("versions") / check_part(version, "model version"), tmp)
+    crash_point(f"{which}-link-made")
+    os.replace(tmp, folder / which)
+    fsync_folder(folder)
+
+
+def copy_durable(src: Path, dst: Path) -> None:
+    """Copy a file and fsync it, so that a rename after it never exposes a half-written file."""
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+@contextlib.contextmanager
+def locked(root: Path, name: str) -> Iterator[Path]:
+    """Hold ``<root>/<name>/.lock`` for one install or rollback; a second one is refused, not queued.
+
+    flock(2) locks die with their process, so a cut or SIGKILL never leaves the store locked.
+    """
+    import fcntl  # POSIX only, like the devices edgerun updates
+
+    folder = model_dir(root, name)
+    (folder / "versions").mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"another `edgerun update` or `edgerun rollback` of {name!r} is at work on {folder} "
+                "(it holds .lock); wait for it to end"
+            ) from None
+        yield folder
+
+
+def remove_stale(folder: Path) -> list[str]:
+    """Remove what a cut-off install left: .staging-* folders and temporary links. Under the lock."""
+    removed = []
+    for entry in folder.iterdir():
+        if entry.name.startswith(".staging-"):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+        elif entry.name.startswith((".current.tmp-", ".previous.tmp-")) and entry.is_symlink():
+            entry.unlink()
+            removed.append(entry.name)
+    return removed
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+def append_history(root: Path, name: str, event: dict[str, Any]) -> None:
+    """Append one JSON line to history.jsonl (fsync'd); rotated to history.1.jsonl past 1 MiB."""
+    folder = model_dir(root, name)
+    path = folder / HISTORY_FILE
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size > HISTORY_MAX_BYTES:
+            os.replace(path, folder / "history.1.jsonl")
+    line = json.dumps({"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **event}, sort_keys=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_history(root: Path, name: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The last ``limit`` events, oldest first; a line a cut left half-written is skipped."""
+    path = model_dir(root, name) / HISTORY_FILE
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - HISTORY_MAX_BYTES))
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        return []
+    events = []
+    for raw in lines[-limit:]:
+        with contextlib.suppress(ValueError):
+            item = json.loads(raw)
+            if isinstance(item, dict):
+                events.append(item)
+    return events
+
+
+# --- switching -----------------------------------------------------------------------------
+
+
+def switch(root: Path, name: str, version: str) -> str | None:
+    """Make ``version`` current and the old current previous; returns the old current. Under the lock.
+
+    ``previous`` is set first: a cut before ``current`` moves leaves both on the old version.
+    """
+    old = pointer(root, name, "current")
+    if old == version:
+        return old
+    if old is not None:
+        set_pointer(root, name, "previous", old)
+        crash_point("previous-set")
+    set_pointer(root, name, "current", version)
+    crash_point("current-set")
+    return old
+
+
+def rollback(store: str | os.PathLike[str] | None, name: str) -> tuple[str, str]:
+    """Swap ``current`` and ``previous``; returns (from_version, to_version).
+
+    The previous version is verified (edgerun.artifact: manifest and sha256) before the switch.
+    UsageError when there is no previous version to go back to.
+    """
+    root = store_root(store)
+    if not model_dir(root, name).is_dir():
+        raise ArtifactError(f"no model {name!r} in the model store {root}")
+    with locked(root, name):
+        old, back = pointer(root, name, "current"), pointer(root, name, "previous")
+        if back is None or old is None or back == old:
+            raise UsageError(f"{name!r} has no previous version in {root} to roll back to")
+        ref = resolve_ref(f"{name}@{back}", root)
+        from edgerun.artifact import load_artifact  # sha256 against the manifest: never switch to a bad file
+
+        load_artifact(ref.manifest_path)
+        set_pointer(root, name, "current", back)
+        crash_point("rollback-current-set")
+        set_pointer(root, name, "previous", old)
+        append_history(root, name, {"event": "rollback", "from": old, "to": back})
+    log_event("rollback", name=name, from_version=old, to_version=back)
+    return old, back
+
+
+def log_event(kind: str, **fields: Any) -> None:
+    """Tell the telemetry event log (edgerun.telemetry.events; a no-op unless one is configured)."""
+    try:
+        from edgerun.telemetry.events import log_event as telemetry_log
+    except ImportError:  # edgerun.telemetry is newer than this store; nothing to tell
+        return
+    telemetry_log(kind, **fields)
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+def list_models(store: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Every model in the store: its versions (accepted or not), current and previous."""
+    root = store_root(store)
+    if not root.is_dir():
+        return []
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and _PART_RE.fullmatch(p.name)):
+        versions = folder / "versions"
+        found = sorted(p.name for p in versions.iterdir() if p.is_dir()) if versions.is_dir() else []
+        out.append(
+            {
+                "name": folder.name,
+                "current": pointer(root, folder.name, "current"),
+                "previous": pointer(root, folder.name, "previous"),
+                "versions": [
+                    {"version": v, "accepted": (versions / v / ACCEPTANCE_FILE).is_file()}
+                    for v in found
+                    if _PART_RE.fullmatch(v)
+                ],
+            }
+        )
+    return out
