@@ -11,7 +11,7 @@ goes to --work; the five demo files are then laid out under their demo names
 (digits-*.onnx / .tflite, manifests, digits-test.npz) in --out.
 
     pip install -e '.[compress]'
-    python tools/build_demo.py                             # 3-5 minutes on 2 cores, into build/demo
+    python tools/build_demo.py                             # 3-5 min on 2 idle cores (43 min loaded), into build/demo
     edgerun bench build/demo/*.edgerun.json                # benchmark the rebuilt set
     SOURCE_DATE_EPOCH=1795800000 python tools/build_demo.py --out edgerun/demo   # refresh the bundle
     python tools/build_demo.py --readme-table docs/img/digits-demo-report.json  # the README's table, no rebuild
@@ -120,8 +120,15 @@ def lay_out(work: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", type=Path, default=REPO / "recipes" / "digits-demo.toml")
-    ap.add_argument("--work", type=Path, default=REPO / "build" / "compress" / "digits-demo")
+    ap.add_argument(
+        "--recipe", type=Path, default=REPO / "recipes" / "digits-demo.toml", help="default recipes/digits-demo.toml"
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "build" / "compress" / "digits-demo",
+        help="every variant, report.json and pareto.png (default build/compress/digits-demo)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "build" / "demo", help="default build/demo (not edgerun/demo)")
     ap.add_argument(
         "--readme-table", type=Path, metavar="REPORT", help="only print the README's table from this report.json"

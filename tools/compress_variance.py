@@ -61,11 +61,16 @@ def summary(runs: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("recipe", type=Path)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--threads", type=int, nargs="+", default=[2], help="torch threads for the steps")
+    ap.add_argument("recipe", type=Path, help="the recipe TOML (e.g. recipes/digits-demo.toml)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[2], help="torch threads for the steps (default: 2)")
     ap.add_argument("--formats", nargs="*", default=[], help="only these export formats (default: all)")
-    ap.add_argument("--out", type=Path, default=REPO / "build" / "variance")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "build" / "variance",
+        help="per-run JSON and work folders (default: build/variance; finished runs are reused)",
+    )
     args = ap.parse_args(argv)
     recipe = load_recipe(args.recipe)
     args.out.mkdir(parents=True, exist_ok=True)
