@@ -14,8 +14,9 @@ Result says the route and why (``reason``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from time import perf_counter_ns
@@ -51,6 +52,8 @@ class LoadInfo:
     # and that with any cap and the CPU limit in words
     threads_source: str = ""
     threads_detail: str = ""
+    # the store version loaded ("name@current" through edgerun.update.store), "" for a plain path
+    model_version: str = ""
 
 
 class Runtime:
@@ -139,8 +142,14 @@ def load(
     fallback: FallbackPolicy | None = None,
     allow_outside: bool = False,
     record_placement: bool = False,
+    store: str | Path | None = None,
 ) -> Runtime:
     """Load, verify and open an artifact.
+
+    ``path`` may also be a model-store reference, ``"name@current"``, ``"name@previous"`` or
+    ``"name@<version>"`` (edgerun.update.store; ``store`` is its root, else $EDGERUN_MODELS, else
+    ~/.local/share/edgerun/models): the accepted version it names is loaded, and
+    ``load_info.model_version`` says which. A file of that name, if one exists, wins.
 
     ``profile``: a DeviceProfile, a profile name, a path to a profile TOML, or None.
     Threads (edgerun.threads, one rule for every command): ``threads`` if given, else the
@@ -155,6 +164,12 @@ def load(
     """
     prof = _resolve_profile(profile)
     t0 = perf_counter_ns()
+    model_version = ""
+    if isinstance(path, str) and "@" in path and not os.path.exists(path):
+        from edgerun.update.store import resolve_ref
+
+        ref = resolve_ref(path, store)
+        path, model_version = ref.manifest_path, ref.version
     if str(path).rstrip("/").endswith((".mlpackage", ".mlpackage.edgerun.json")):  # a folder: edgerun/coreml.py
         from edgerun.coreml import load_coreml_artifact, require_macos
 
@@ -180,6 +195,7 @@ def load(
     pipeline = Pipeline(artifact, session)
     t2 = perf_counter_ns()
     info = LoadInfo(t1 - t0, t2 - t1, eng.name, eng.version(), session.providers, threads, choice.source, choice.detail)
+    info = replace(info, model_version=model_version) if model_version else info
     runtime = Runtime(artifact, pipeline, prof, info)
     if fallback is not None:
         from edgerun.fallback.router import Router
