@@ -51,6 +51,7 @@ from edgerun.errors import (
     TargetSetupError,
     TargetTimeout,
     TargetUnreachable,
+    UpdateRefused,
     UsageError,
 )
 
@@ -102,6 +103,7 @@ __all__ = [
     "TargetTimeout",
     "TargetUnreachable",
     "TensorSpec",
+    "UpdateRefused",
     "UsageError",
     "Verdict",
     "__version__",
