@@ -12,7 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgerun.cli.types import cpu_threads, existing_file, finite_float, name_or_path, nonneg_int, whole_int
+from edgerun.cli.types import (
+    cpu_threads,
+    existing_file,
+    finite_float,
+    host,
+    name_or_path,
+    nonneg_int,
+    port,
+    whole_int,
+)
 from edgerun.exitcodes import EXIT_PASS
 
 __all__ = ["register"]
@@ -34,7 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--profile", type=name_or_path, help="device profile name or TOML path")
     r.add_argument("--threads", type=cpu_threads, help="intra-op threads (capped at the usable CPUs)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument(
+        "--repeat", type=whole_int(1, 1_000_000), default=1, help="calls to make; the last one is printed (default 1)"
+    )
     _add_fallback_options(r)
+    _add_telemetry_options(r)
     r.set_defaults(func=cmd_run)
 
 
@@ -78,9 +91,6 @@ def _add_fallback_options(r: argparse.ArgumentParser) -> None:
         "--warmup", type=whole_int(0, 1_000_000), help="local runs before the call, to learn local latency (default 1)"
     )
     g.add_argument(
-        "--repeat", type=whole_int(1, 1_000_000), default=1, help="calls to make; the last one is printed (default 1)"
-    )
-    g.add_argument(
         "--probe-timeout-s",
         type=finite_float(0, 3600, low_open=True),
         default=2.0,
@@ -88,6 +98,28 @@ def _add_fallback_options(r: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--stats", action="store_true", help="print fallback metrics: routes, latencies, retries, breaker")
     g.add_argument("--stats-json", metavar="FILE", help="write fallback metrics as JSON ('-' for stdout)")
+
+
+def _add_telemetry_options(r: argparse.ArgumentParser) -> None:
+    """Runtime telemetry for the calls of this run (edgerun.telemetry, docs/telemetry.md), with --repeat."""
+    g = r.add_argument_group("telemetry (off unless asked for; see docs/telemetry.md)")
+    g.add_argument(
+        "--metrics-port", type=port, metavar="PORT", help="serve Prometheus metrics on this port (0: any free one)"
+    )
+    g.add_argument(
+        "--metrics-addr",
+        type=host,
+        metavar="ADDR",
+        default="127.0.0.1",
+        help="address to serve them on (default 127.0.0.1)",
+    )
+    g.add_argument(
+        "--metrics-textfile",
+        metavar="FILE.prom",
+        help="write them to a node-exporter textfile (every 15 s and at the end)",
+    )
+    g.add_argument("--otlp-endpoint", metavar="URL", help="push OpenTelemetry metrics to this OTLP/HTTP endpoint")
+    g.add_argument("--event-log", metavar="FILE", help="JSON-lines event log (model loaded, budget breaches, ...)")
 
 
 MAX_INPUT_BYTES = 256 * 1024 * 1024  # one raw input; a bigger file is a wrong path, not a sensor frame
@@ -126,19 +158,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     policy = _fallback_policy(args)  # a PolicyError is a usage error, exit 2 (edgerun/exitcodes.py)
     given = _read_input(args.input) if args.input else None  # before the model loads: a typo costs nothing
     rt = load(args.artifact, args.profile, threads=args.threads, fallback=policy)
+    tele = None
     try:
+        tele = _instrument(rt, args)
         if given is not None:
             x, source = given, args.input
         else:
             inputs, source = sample_inputs(rt.artifact, seed=0)
             x = inputs[args.sample % len(inputs)]
-        res = _run_with_fallback(rt, x, args) if policy is not None else rt.run(x)
+        res = _run_with_fallback(rt, x, args) if policy is not None else _repeat(rt, x, args.repeat)
         _print_run(rt, res, source, args)
         if rt.fallback is not None:
             _print_stats(rt.fallback.metrics, args)
     finally:
+        if tele is not None:
+            tele.close()  # a last textfile write, the port closed
         rt.close()
     return EXIT_PASS
+
+
+def _repeat(rt: Any, x: Any, n: int) -> Any:
+    res = None
+    for _ in range(n):
+        res = rt.run(x)
+    return res
+
+
+def _instrument(rt: Any, args: argparse.Namespace) -> Any:
+    """edgerun.telemetry.instrument(rt, ...) when a telemetry option was given; the scrape URL on stderr."""
+    if args.metrics_port is None and not (args.metrics_textfile or args.otlp_endpoint or args.event_log):
+        return None
+    from edgerun.telemetry import instrument
+
+    tele = instrument(
+        rt,
+        prometheus_port=args.metrics_port,
+        prometheus_addr=args.metrics_addr,
+        textfile=args.metrics_textfile,
+        otlp_endpoint=args.otlp_endpoint,
+        event_log=args.event_log,
+    )
+    if tele.url:
+        print(f"edgerun: metrics at {tele.url}", file=sys.stderr, flush=True)
+    return tele
 
 
 def _print_run(rt: Any, res: Any, source: str, args: argparse.Namespace) -> None:
