@@ -1,0 +1,191 @@
+"""The recorder: a Runtime observer that keeps running totals, cheap enough for every inference.
+
+``Recorder(result, error)`` is called by ``Runtime.run`` (``Runtime.observers``). Per inference
+it files the four stage latencies (pre, infer, post, total) into fixed histogram buckets
+(``bisect`` on integer nanoseconds, one lock), counts budget misses and, under a fallback
+policy, the route and its reason code. The exporters (metrics.py, otel.py) read ``snapshot()``
+when they are scraped or export, so no Prometheus or OpenTelemetry code runs per inference.
+
+Budget misses follow edgerun.budget's rule ("under" is strictly less): an inference whose total
+is at or over the hard limit is a hard miss, at or over the soft limit a soft miss. The soft
+*verdict* is a percentile (p99 under the limit, judged by ``edgerun bench``); the counter gives
+the miss rate a dashboard compares with ``1 - percentile / 100``.
+
+Events (edgerun.telemetry.events, a no-op unless an event log is configured): a
+``budget-breach`` at the first miss of each kind and then at most once per
+``breach_interval_s`` with the misses since the last one (a slow device must not flood the log
+and rotate the update events away); a ``fallback-used`` for each result the router ran on a
+smaller local variant (remote calls are logged per attempt from the fallback audit, with their
+request id: see ``audit_tee``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edgerun.telemetry import events
+
+__all__ = ["DEFAULT_BUCKETS_S", "STAGES", "Recorder", "Snapshot", "audit_tee"]
+
+STAGES = ("pre", "infer", "post", "total")
+# Upper bounds in seconds: 50 us (a tiny model's pre-processing) to 10 s (a cold remote call).
+# The profile's soft and hard limits are added, so a bucket edge falls on each budget.
+DEFAULT_BUCKETS_S = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The totals at one moment, consistent with each other (taken under the recorder's lock).
+
+    ``buckets[stage]``: inference counts per bucket (not cumulative), the last one over every
+    bound (+Inf); ``sums_ns[stage]``: the sum of that stage's latencies in nanoseconds.
+    """
+
+    bounds_ns: tuple[int, ...]
+    buckets: dict[str, tuple[int, ...]]
+    sums_ns: dict[str, int]
+    count: int
+    misses: dict[str, int]  # "soft" / "hard" -> inferences at or over that limit
+    routes: dict[tuple[str, str], int]  # (route, reason code) -> results, under a fallback policy
+    errors: dict[str, int]  # exception class name -> run() calls that raised it
+
+
+class Recorder:
+    """Running totals of one Runtime's inferences. Thread-safe; ``snapshot()`` for the exporters."""
+
+    def __init__(
+        self,
+        soft_ms: float | None,
+        hard_ms: float | None,
+        *,
+        buckets_s: Sequence[float] = DEFAULT_BUCKETS_S,
+        model: str = "",
+        version: str = "",
+        breach_interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        limits = [m / 1e3 for m in (soft_ms, hard_ms) if m is not None]
+        self.bounds_ns = tuple(sorted({round(s * 1e9) for s in (*buckets_s, *limits) if s > 0}))
+        self.soft_ns = round(soft_ms * 1e6) if soft_ms is not None else None
+        self.hard_ns = round(hard_ms * 1e6) if hard_ms is not None else None
+        # the smaller limit, checked first: most inferences are under it and pay one comparison
+        self._first_ns = min((n for n in (self.soft_ns, self.hard_ns) if n is not None), default=None)
+        self.model, self.version = model, version
+        self.breach_interval_s = breach_interval_s
+        self._clock = clock
+        self._n = len(self.bounds_ns) + 1
+        self._counts = [0] * (4 * self._n)  # stage-major: [pre buckets, infer, post, total]
+        self._sums = [0, 0, 0, 0]
+        self._misses = {"soft": 0, "hard": 0}
+        self._unlogged = {"soft": 0, "hard": 0}  # misses since the last budget-breach event
+        self._last_event: dict[str, float | None] = {"soft": None, "hard": None}
+        self._routes: dict[tuple[str, str], int] = {}
+        self._errors: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, result: Any, error: Exception | None) -> None:
+        """File one run() outcome (the Runtime.observers signature). Never raises for a good Result."""
+        if result is None:
+            name = type(error).__name__
+            with self._lock:
+                self._errors[name] = self._errors.get(name, 0) + 1
+            return
+        pre, infer, post = result.times
+        total = pre + infer + post
+        b, n, c, s = self.bounds_ns, self._n, self._counts, self._sums
+        with self._lock:
+            c[bisect_left(b, pre)] += 1
+            c[n + bisect_left(b, infer)] += 1
+            c[2 * n + bisect_left(b, post)] += 1
+            c[3 * n + bisect_left(b, total)] += 1
+            s[0] += pre
+            s[1] += infer
+            s[2] += post
+            s[3] += total
+        if self._first_ns is not None and total >= self._first_ns:
+            self._missed(total)
+        if result.reason:  # only the fallback router gives a reason
+            self._route(result.route, result.reason)
+
+    def _missed(self, total_ns: int) -> None:
+        for kind, limit in (("hard", self.hard_ns), ("soft", self.soft_ns)):
+            if limit is None or total_ns < limit:
+                continue
+            now = self._clock()
+            with self._lock:
+                self._misses[kind] += 1
+                self._unlogged[kind] += 1
+                last = self._last_event[kind]
+                due = last is None or now - last >= self.breach_interval_s
+                if due:
+                    unlogged, self._unlogged[kind], self._last_event[kind] = self._unlogged[kind], 0, now
+            if due:
+                events.log_event(
+                    "budget-breach",
+                    budget=kind,
+                    limit_ms=limit / 1e6,
+                    latency_ms=round(total_ns / 1e6, 3),
+                    misses_since_last_event=unlogged,
+                    model=self.model,
+                    version=self.version,
+                )
+
+    def _route(self, route: str, reason: str) -> None:
+        code = reason.partition(":")[0]
+        with self._lock:
+            self._routes[route, code] = self._routes.get((route, code), 0) + 1
+        if route == "local-variant":
+            events.log_event("fallback-used", route=route, reason=code, model=self.model, version=self.version)
+
+    def snapshot(self) -> Snapshot:
+        n = self._n
+        with self._lock:
+            counts = list(self._counts)
+            sums = list(self._sums)
+            misses, routes, errors = dict(self._misses), dict(self._routes), dict(self._errors)
+        buckets = {stage: tuple(counts[i * n : (i + 1) * n]) for i, stage in enumerate(STAGES)}
+        return Snapshot(
+            self.bounds_ns,
+            buckets,
+            dict(zip(STAGES, sums)),
+            sum(buckets["total"]),
+            misses,
+            routes,
+            errors,
+        )
+
+
+def audit_tee(sink: Callable[[Any], None] | None, model: str, version: str) -> Callable[[Any], None]:
+    """A fallback audit sink that logs a ``fallback-used`` event per remote attempt, then calls ``sink``.
+
+    The event carries the attempt's request id, reason, outcome and size, never the payload
+    (edgerun.fallback.audit.AuditRecord holds only its sha256, which is left out here too).
+    """
+
+    def tee(record: Any) -> None:
+        events.log_event(
+            "fallback-used",
+            route="remote",
+            request_id=record.request_id,
+            reason=record.reason,
+            attempt=record.attempt,
+            outcome=record.outcome,
+            status=record.status,
+            bytes_sent=record.bytes_sent,
+            duration_ms=record.duration_ms,
+            endpoint=record.endpoint,
+            model=model,
+            version=version,
+        )
+        if sink is not None:
+            sink(record)
+
+    return tee
