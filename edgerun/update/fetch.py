@@ -164,8 +164,9 @@ def _fetchers() -> tuple[type, type]:
     return FolderFetcher, HttpsFetcher
 
 
-def _refusal(exc: BaseException, source: str) -> EdgerunError:
-    """One line naming the attack TUF detected (or why the repository could not be read)."""
+def _refusal(exc: BaseException, source: str, phase: str) -> EdgerunError:
+    """One line naming the attack TUF detected (or why the repository could not be read); ``phase`` is
+    "metadata" while the Updater refreshes, "target" while it downloads the release's files."""
     from tuf.api import exceptions as tuf_exc
 
     why = str(exc) or type(exc).__name__
@@ -180,7 +181,12 @@ def _refusal(exc: BaseException, source: str) -> EdgerunError:
             "or mixes files of different versions (mix-and-match)"
         )
     elif isinstance(exc, tuf_exc.LengthOrHashMismatchError | tuf_exc.DownloadLengthMismatchError):
-        what = f"tampered file ({why}): its bytes do not match the signed metadata"
+        what = (
+            f"tampered file ({why}): its bytes do not match the signed metadata"
+            if phase == "target"
+            else f"tampered or mixed metadata ({why}): a metadata file is not the one the role above it signed "
+            "(altered, or a mix-and-match of files from different versions)"
+        )
     elif isinstance(exc, tuf_exc.UnsignedMetadataError):
         what = f"untrusted signatures ({why}): fewer valid signatures than the threshold (a wrong or missing key)"
     elif isinstance(exc, tuf_exc.RepositoryError):
@@ -275,9 +281,12 @@ def fetch_release(
     meta_dir, dest = Path(cache_dir), Path(dest_dir).absolute()
     meta_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     made = _fresh_dir(dest)
+    phase = "metadata"
     try:
         updater = Updater(str(meta_dir), base + "metadata/", str(dest), base + "targets/", fetcher, bootstrap=bootstrap)
+        phase = "metadata"
         updater.refresh()
+        phase = "target"
         chosen, paths = _release_targets(meta_dir, name, version)
         staged: dict[str, Path] = {}
         for what, target_path in paths.items():
@@ -291,7 +300,7 @@ def fetch_release(
         raise
     except (tuf_exc.RepositoryError, tuf_exc.DownloadError) as exc:
         _clear(dest, made)
-        raise _refusal(exc, source) from exc
+        raise _refusal(exc, source, phase) from exc
     except (OSError, ValueError) as exc:  # tuf's own argument errors and a full disk: not an attack
         _clear(dest, made)
         raise UpdateRefused(f"update from {source} failed: {type(exc).__name__}: {exc}") from exc
