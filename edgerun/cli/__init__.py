@@ -18,6 +18,7 @@ below it raises the ``edgerun.errors`` tree and returns results. The map:
     edgerun/cli/target.py     edgerun target ...           prepare and inspect ssh/adb devices
     edgerun/cli/lab.py        edgerun lab run|report|...   device-lab plans and their reports
     edgerun/cli/mcu.py        edgerun mcu ...              TFLite Micro checks before flashing
+    edgerun/cli/publish.py    edgerun publish ARTIFACT     sign model releases into a TUF update repository
     edgerun/cli/update.py     edgerun update|rollback|models  model updates on the device: accept, switch, roll back
 """
 
@@ -52,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "target": ("edgerun.cli.target", "prepare and inspect devices (ssh, adb) that `bench --target` and `lab` drive"),
     "lab": ("edgerun.cli.lab", "run a device-lab plan, report on it, compare two runs"),
     "mcu": ("edgerun.cli.mcu", "microcontroller checks with TFLite Micro (ops, arena, flash) before flashing"),
+    "publish": ("edgerun.cli.publish", "sign model releases into a TUF update repository (build host)"),
     "update": (
         "edgerun.cli.update",
         "fetch a signed model release (TUF), accept it on this device, then switch to it",
