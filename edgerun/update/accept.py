@@ -58,8 +58,11 @@ class Acceptance:
     summary: dict[str, Any] = field(default_factory=dict)  # p50/p99 ms, n, engine, profile
 
     def reasons(self) -> str:
-        """One line: each failed verdict with its reason."""
-        return "; ".join(f"{k}: {self.verdicts[k]['status']} ({self.verdicts[k]['reason']})" for k in self.failed)
+        """One line: each failed headline verdict with its reason, then the failed stage verdicts' names."""
+        head = [k for k in self.failed if "." not in k] or list(self.failed)
+        text = "; ".join(f"{k}: {self.verdicts[k]['status']} ({self.verdicts[k]['reason']})" for k in head)
+        stages = [k for k in self.failed if k not in head]
+        return text + (f"; also {', '.join(stages)}" if stages else "")
 
 
 @dataclass(frozen=True)
@@ -214,8 +217,6 @@ def _stage(root: Path, release: Any, target: Path) -> None:
     A version already there is reused when it is ``previous`` (same bytes only) and otherwise
     moved aside and re-copied: a folder that is no pointer's target may be a cut-off copy.
     """
-    from edgerun.artifact import load_artifact, manifest_path_for
-
     folder = st.model_dir(root, release.name)
     if target.exists():
         if st.pointer(root, release.name, "previous") == release.version:
@@ -226,6 +227,19 @@ def _stage(root: Path, release: Any, target: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     staging = folder / f".staging-{release.version}-{os.getpid()}"
     staging.mkdir()
+    try:
+        _copy_and_check(release, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    os.rename(staging, target)
+    st.fsync_folder(target.parent)
+
+
+def _copy_and_check(release: Any, staging: Path) -> None:
+    """Copy the release's files into ``staging`` (each fsync'd) and check they load as the release."""
+    from edgerun.artifact import load_artifact, manifest_path_for
+
     model = Path(release.model_path)
     st.copy_durable(model, staging / model.name)
     st.crash_point("copying")
@@ -242,8 +256,6 @@ def _stage(root: Path, release: Any, target: Path) -> None:
             f"not the release's model {model.name} (sha256 {release.sha256})"
         )
     st.fsync_folder(staging)
-    os.rename(staging, target)
-    st.fsync_folder(target.parent)
 
 
 def _write_acceptance(target: Path, release: Any, acceptance: Acceptance) -> None:
