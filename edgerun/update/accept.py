@@ -191,7 +191,7 @@ def install(
             },
         )
     st.log_event(
-        "update_accepted",
+        "update-accepted",
         name=name,
         version=version,
         previous=old,
@@ -284,7 +284,7 @@ def _refuse(root: Path, name: str, version: str, target: Path, acceptance: Accep
         aside = target.parent.parent / f".staging-refused-{version}-{os.getpid()}"
         os.rename(target, aside)
         shutil.rmtree(aside, ignore_errors=True)
-    st.log_event("update_refused", name=name, version=version, verdicts=statuses)
+    st.log_event("update-refused", name=name, version=version, verdicts=statuses, reason=acceptance.reasons())
     current = st.pointer(root, name, "current")
     raise UpdateRefused(
         f"{name} {version} failed its on-device acceptance, so {name}@current stays "
