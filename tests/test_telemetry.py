@@ -226,3 +226,27 @@ def test_thermal_state_is_exported_from_the_sysfs_tree():
         assert samples[("edgerun_cpu_frequency_hertz", frozenset({("cpu", str(cpu))}))] == khz * 1e3
     throttle = {dict(k[1])["condition"]: v for k, v in samples.items() if k[0] == "edgerun_throttle_state"}
     assert throttle == {"under-voltage": 1, "arm-frequency-capped": 0, "throttled": 1, "soft-temperature-limit": 0}
+
+
+def test_folded_buckets_equal_a_bisect_of_every_inference():
+    """Past FOLD_AT inferences the buffer is folded with numpy; the buckets equal filing each one by bisect."""
+    from bisect import bisect_left
+
+    from edgerun.telemetry.recorder import FOLD_AT
+
+    rng = np.random.default_rng(0)
+    times = rng.integers(0, 20_000_000_000, size=(3 * FOLD_AT + 17, 3))
+    times[:40] = 10_000_000  # exactly on a bound: in that bucket (le)
+    rec = Recorder(100.0, 10.0)
+    for pre, infer, post in times.tolist():
+        rec(Result({}, (), StageTimes(pre, infer, post)), None)
+    snap = rec.snapshot()
+    columns = [times[:, 0], times[:, 1], times[:, 2], times.sum(axis=1)]
+    for stage, values in zip(("pre", "infer", "post", "total"), columns):
+        expected = [0] * (len(snap.bounds_ns) + 1)
+        for v in values.tolist():
+            expected[bisect_left(snap.bounds_ns, v)] += 1
+        assert list(snap.buckets[stage]) == expected
+        assert snap.sums_ns[stage] == int(values.sum())
+    assert snap.count == len(times)
+    assert snap.misses["hard"] == int((times.sum(axis=1) >= 10_000_000).sum())
