@@ -9,7 +9,8 @@ telemetry. With ``--threads 1`` onnxruntime runs the model on the calling thread
 demo's CPU time is all in that clock.
 
 1. The hook itself, on a stub pipeline (a function returning a fixed result, so the engine's
-   noise is not in it): ``Runtime.run`` with no observer (``bare``), with the telemetry
+   noise is not in it): ``Runtime.run`` as it was before the hook (``no hook``: a subclass
+   with the old body), with the hook and no observer (``bare``), with the telemetry
    Recorder attached (``recorder``: what ``instrument(rt, prometheus_port=...)`` adds per
    inference; Prometheus code runs only at scrape time) and with the OpenTelemetry observer as
    well (``+otel``: four synchronous Histogram.record calls, the ``otel`` extra). Each arm is
@@ -42,12 +43,22 @@ from typing import Any
 import edgerun
 from edgerun.bench.inputs import sample_inputs
 from edgerun.demo import DEMO_DIR
-from edgerun.pipeline import StageTimes
+from edgerun.pipeline import ROUTE_LOCAL, Result, StageTimes
 from edgerun.runtime import Runtime
 from edgerun.telemetry import instrument
 
 GOAL_NS = 2000
 GOAL_PCT = 1.0
+
+
+class _NoHook(Runtime):
+    """Runtime.run as it was before Runtime.observers (issue 16): the "nothing attached" baseline."""
+
+    def run(self, x: Any) -> Result:
+        if self.fallback is not None:
+            return self.fallback.run(x)
+        outputs, top, times = self.pipeline(x)
+        return Result(outputs, top, times, ROUTE_LOCAL)
 
 
 def _stub_arms(rt: Any, tele: Any, otel: Any) -> dict[str, Runtime]:
@@ -59,7 +70,7 @@ def _stub_arms(rt: Any, tele: Any, otel: Any) -> dict[str, Runtime]:
     def stub(_: Any) -> Any:
         return fixed
 
-    arms = {}
+    arms = {"no hook": _NoHook(rt.artifact, stub, rt.profile, rt.load_info)}  # type: ignore[arg-type]
     for name, observers in (("bare", []), ("recorder", [tele.recorder]), ("+otel", [tele.recorder, otel])):
         arm = Runtime(rt.artifact, stub, rt.profile, rt.load_info)  # type: ignore[arg-type]
         arm.observers = [o for o in observers if o is not None]
@@ -143,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, values in hook.items():
         print(f"   {name:<10} {_med_range(values)}")
+    idle = [b - o for b, o in zip(hook["bare"], hook["no hook"])]
+    span = f"[{min(idle):.0f}, {max(idle):.0f}]"
+    print(f"   bare - no hook:  {statistics.median(idle):.0f} ns/inference {span} (the hook, nothing attached)")
     cost = [r - b for r, b in zip(hook["recorder"], hook["bare"])]
     cost_ns = statistics.median(cost)
     verdict = "met" if max(cost) < GOAL_NS else "missed" if min(cost) >= GOAL_NS else "unresolved"
