@@ -11,6 +11,7 @@ an ``UpdateRefused`` naming the attack, and leave no staged file behind.
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -360,3 +361,61 @@ def test_http_to_a_host_that_is_not_loopback_is_refused_before_any_connection(wo
                 break
             accepted += 1
     assert accepted == 1  # only the reachability check's
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_cli_init_publish_refresh_then_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgerun.cli import main
+
+    repo, keys = str(tmp_path / "r"), str(tmp_path / "k")
+    assert main(["publish", "--init", "--repo", repo, "--keys", keys, "--threshold", "root=2", "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    root = Metadata.from_file(made["trusted_root"]).signed
+    assert root.roles["root"].threshold == 2 and len(root.roles["root"].keyids) == 2
+    assert oct((tmp_path / "k" / "root-1.pem").stat().st_mode & 0o777) == "0o600"
+
+    assert main(["publish", str(INT8), "--repo", repo, "--keys", keys, "--version", "3", "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["name"] == "digits-cnn-int8-onnx" and done["version"] == "3" and len(done["targets"]) == 3
+    assert main(["publish", "--refresh", "--repo", repo, "--keys", keys]) == 0
+    assert "timestamp v3" in capsys.readouterr().out
+
+    # a second publish of version 3 is refused (exit 2, one line); so is a version that would leave its folder
+    assert main(["publish", str(INT8), "--repo", repo, "--keys", keys, "--version", "3"]) == 2
+    assert main(["publish", str(FP32), "--repo", repo, "--keys", keys, "--version", "../4"]) == 2
+    assert main(["publish", "--init", "--repo", repo, "--keys", keys]) == 1  # never over an existing repository
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": ")[0] for line in err] == ["edgerun"] * 3
+    assert "already published" in err[0] and "'../4'" in err[1] and "not empty" in err[2]
+
+    release = fetch_release(
+        repo,
+        "digits-cnn-int8-onnx",
+        trusted_root=made["trusted_root"],
+        dest_dir=tmp_path / "stage",
+        cache_dir=tmp_path / "cache",
+    )
+    assert release.version == "3" and release.model_path.read_bytes() == INT8.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--init", "x.onnx"],
+        ["--refresh", "--version", "1"],
+        ["--threshold", "root=2", "x.onnx", "--version", "1"],
+        ["--init", "--threshold", "admin=2"],
+        ["--init", "--threshold", "root=0"],
+        ["x.onnx"],
+    ],
+)
+def test_cli_usage_errors(tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from edgerun.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["publish", "--repo", str(tmp_path / "r"), "--keys", str(tmp_path / "k"), *argv])
+    assert ended.value.code == 2
+    assert "edgerun publish: error:" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "k").exists()
