@@ -79,3 +79,15 @@ def test_readme_table_marks_a_failed_row_and_skips_a_missing_one(build_demo):
         "| pruned INT4 TFLite (weight-only) (FAIL: missed its gate) |  | 52 | 90.00% | 8.00 | 9.50 | 0.38 |"
     )
     assert len(table.splitlines()) == 3
+
+
+def test_bundled_pte_manifests_carry_the_teacher_gate_of_the_onnx_they_came_from():
+    """digits-*.pte (tools/build_demo_pte.py, from the bundled FP32 ONNX): gated against the same teacher."""
+    onnx_gate = json.loads((DEMO / "digits-fp32.onnx.edgerun.json").read_text())["provenance"]["gate"]
+    for name in ("digits-fp32.pte", "digits-int8.pte"):
+        prov = json.loads((DEMO / f"{name}.edgerun.json").read_text())["provenance"]
+        gate = prov["gate"]
+        assert gate["passed"] and gate["teacher"] == onnx_gate["teacher"], name
+        assert gate["teacher_accuracy"] == onnx_gate["teacher_accuracy"], name
+        expected = round((gate["teacher_accuracy"] - prov["accuracy"]["value"]) * 100, 2)
+        assert abs(gate["drop_vs_teacher_points"] - expected) <= 0.01, name  # the recorded figures, rounded

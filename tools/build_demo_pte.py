@@ -9,7 +9,8 @@ output is checked against onnxruntime before anything is exported), and exports 
 toolkit's own functions (edgerun/compress/export_executorch.py, as recipes/digits-demo.toml's
 ``format = "pte"`` exports do): FP32, and INT8 calibrated on the recipe's calibration images. Each file
 then goes through the recipe's accuracy gate against the FP32 ONNX (measured through edgerun's runtime on
-the 450-image test split) and gets a manifest; only passing files are written.
+the 450-image test split) and against the teacher's top-1 that the FP32 ONNX's manifest records (its
+``provenance.gate.teacher_accuracy``, from the recipe run), and gets a manifest; only passing files are written.
 
     pip install -e '.[compress]'
     python tools/build_demo_pte.py                         # into build/demo-pte
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgerun.compress import load_recipe
     from edgerun.compress.data import load_dataset
     from edgerun.compress.export_executorch import export_pte, export_pte_int8
-    from edgerun.compress.gate import judge, measure_artifact
+    from edgerun.compress.gate import TeacherRef, judge, measure_artifact
     from edgerun.compress.recipe import ExportSpec
 
     recipe = load_recipe(args.recipe)
@@ -170,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"build_demo_pte: the torch module differs from onnxruntime by {np.abs(got - ref).max()}")
     base = measure_artifact(source.path, data.test_x, data.test_y, latency_runs=0)
     shipped = source.manifest.provenance if source.manifest else {}
+    # The teacher-relative gate, as the recipe applies it: the teacher's FP32 ONNX top-1 that the recipe run
+    # measured and recorded in the source ONNX's manifest (the teacher itself is not bundled).
+    recorded = shipped.get("gate", {})
+    teacher = TeacherRef(recorded["teacher"], recorded["teacher_accuracy"]) if "teacher_accuracy" in recorded else None
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             ex.save_manifest(ex.build_manifest(path, path.stem, data, {}, SAMPLES), path)
             measured = measure_artifact(path, data.test_x, data.test_y, latency_runs=0)
             spec = ExportSpec(source="pruned", format="pte", precision=precision)  # type: ignore[arg-type]
-            verdict = judge(spec, recipe.gate, measured.accuracy, base.accuracy)
+            verdict = judge(spec, recipe.gate, measured.accuracy, base.accuracy, teacher)
             print(f"{path.name}: top-1 {measured.accuracy:.2%} ({measured.n} images), gate: {verdict.reason}")
             if not verdict.passed:
                 failed.append(path.name)
