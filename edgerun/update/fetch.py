@@ -166,10 +166,13 @@ def _fetchers() -> tuple[type, type]:
 
 def _refusal(exc: BaseException, source: str, phase: str) -> EdgerunError:
     """One line naming the attack TUF detected (or why the repository could not be read); ``phase`` is
-    "metadata" while the Updater refreshes, "target" while it downloads the release's files."""
+    "metadata" while the Updater refreshes, "target <path>" while it downloads one of the release's files.
+
+    A file's observed hash is left out, as IntegrityError does (edgerun/artifact.py): the signed one
+    is all that restoring the repository needs."""
     from tuf.api import exceptions as tuf_exc
 
-    why = str(exc) or type(exc).__name__
+    why = re.sub(r"Observed hash [0-9a-f]+ does not match", "sha256 does not match", str(exc) or type(exc).__name__)
     if isinstance(exc, tuf_exc.ExpiredMetadataError):
         what = (
             f"expired metadata ({why}): the repository stopped re-signing, or someone replays old metadata "
@@ -182,8 +185,8 @@ def _refusal(exc: BaseException, source: str, phase: str) -> EdgerunError:
         )
     elif isinstance(exc, tuf_exc.LengthOrHashMismatchError | tuf_exc.DownloadLengthMismatchError):
         what = (
-            f"tampered file ({why}): its bytes do not match the signed metadata"
-            if phase == "target"
+            f"tampered file {phase.removeprefix('target ')} ({why}): its bytes do not match the signed metadata"
+            if phase.startswith("target")
             else f"tampered or mixed metadata ({why}): a metadata file is not the one the role above it signed "
             "(altered, or a mix-and-match of files from different versions)"
         )
@@ -284,12 +287,11 @@ def fetch_release(
     phase = "metadata"
     try:
         updater = Updater(str(meta_dir), base + "metadata/", str(dest), base + "targets/", fetcher, bootstrap=bootstrap)
-        phase = "metadata"
         updater.refresh()
-        phase = "target"
         chosen, paths = _release_targets(meta_dir, name, version)
         staged: dict[str, Path] = {}
         for what, target_path in paths.items():
+            phase = f"target {target_path}"
             info = updater.get_targetinfo(target_path)
             if info is None:  # listed a moment ago in the same verified metadata
                 raise UpdateRefused(f"update refused from {source}: {target_path} vanished from the targets metadata")
