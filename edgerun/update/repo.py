@@ -9,7 +9,7 @@ A repository is a folder that a web server, a CDN or a USB stick can carry as it
     <repo>/metadata/timestamp.json          which snapshot is current, signed by timestamp; short-lived
     <repo>/targets/<name>/<version>/<sha256>.<filename>   the files themselves
 
-Consistent snapshots (TUF specification 1.0, section 5.5 and 6.2 "consistent snapshots"): every
+Consistent snapshots (TUF specification 1.0, section 6.2 "consistent snapshots"): every
 metadata file but timestamp.json is named by its version and every target by its hash, so a
 publish never rewrites a file a device may be reading. A device (or a CDN cache, or a USB copy
 made mid-publish) always sees one consistent set; a publish writes the targets, then
