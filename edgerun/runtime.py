@@ -52,7 +52,7 @@ class LoadInfo:
     # and that with any cap and the CPU limit in words
     threads_source: str = ""
     threads_detail: str = ""
-    # the store version loaded ("name@current" through edgerun.update.store), "" for a plain path
+    # the store version loaded ("name@current" through edgerun.modelstore), "" for a plain path
     model_version: str = ""
 
 
@@ -147,7 +147,7 @@ def load(
     """Load, verify and open an artifact.
 
     ``path`` may also be a model-store reference, ``"name@current"``, ``"name@previous"`` or
-    ``"name@<version>"`` (edgerun.update.store; ``store`` is its root, else $EDGERUN_MODELS, else
+    ``"name@<version>"`` (edgerun.modelstore; ``store`` is its root, else $EDGERUN_MODELS, else
     ~/.local/share/edgerun/models): the accepted version it names is loaded, and
     ``load_info.model_version`` says which. A file of that name, if one exists, wins.
 
@@ -166,7 +166,7 @@ def load(
     t0 = perf_counter_ns()
     model_version = ""
     if isinstance(path, str) and "@" in path and not os.path.exists(path):
-        from edgerun.update.store import resolve_ref
+        from edgerun.modelstore import resolve_ref
 
         ref = resolve_ref(path, store)
         path, model_version = ref.manifest_path, ref.version

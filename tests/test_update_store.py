@@ -32,8 +32,9 @@ from edgerun.bench.config import BenchConfig
 from edgerun.demo import DEMO_DIR
 from edgerun.errors import ArtifactError, UpdateRefused, UsageError
 from edgerun.update import store as st
-from edgerun.update.accept import install, wilson_upper
+from edgerun.update.accept import install
 from edgerun.update.fetch import Release
+from edgerun.update.reference import wilson_upper
 
 # Enough steady-state runs for a valid p99 (LoadGen: 662), no time floor, nothing extra measured.
 FAST = BenchConfig(

@@ -6,12 +6,9 @@ the engine refuses the update instead of taking the updater down), with the prof
 - every verdict the benchmark judges (edgerun.bench.result.verdicts_for: end-to-end hard and
   soft, each stage's, model size and peak memory against the profile) must be ``pass``; a
   ``not-valid`` one (too few samples for the percentile) refuses too, since it is no pass;
-- where the manifest names reference samples with labels (``samples``: an .npz with ``x`` and
-  ``y``) and ``provenance.accuracy`` gives a ``top1`` value, every sample is run and the top-1
-  accuracy checked: refused when even the 99.9% upper Wilson bound of the measured accuracy is
-  below the manifest's value minus ``tolerance_points`` (default 1 point, the demo recipe's
-  ``max_drop_points``). A bound, not a bare comparison, because a manifest may quote its
-  accuracy on a larger set than the samples it ships (the ECG demo: 900 windows, 60 shipped).
+- where the manifest names labelled reference samples and a ``top1`` accuracy, the samples are
+  run and checked against it (edgerun.update.reference: a 99.9% bound, ``tolerance_points``
+  below the manifest's value, default 1 point, the demo recipe's ``max_drop_points``).
 
 Only when everything passes is ``acceptance.json`` written into the version folder and the
 store's ``current`` switched (edgerun.update.store, which says why each step is power-cut safe).
@@ -24,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -38,8 +34,6 @@ from edgerun.bench.worker import WorkerRequest
 from edgerun.errors import EdgerunError, UpdateRefused
 from edgerun.update import store as st
 
-#: z of the one-sided 99.9% bound used to judge reference-sample accuracy.
-WILSON_Z = 3.090
 DEFAULT_TOLERANCE_POINTS = 1.0
 
 
@@ -292,73 +286,6 @@ def _refuse(root: Path, name: str, version: str, target: Path, acceptance: Accep
     )
 
 
-# --- reference samples -----------------------------------------------------------------------
-
-
-def wilson_upper(correct: int, n: int, z: float = WILSON_Z) -> float:
-    """Upper end of the Wilson score interval for ``correct`` of ``n`` (one-sided at ``z``)."""
-    p, z2 = correct / n, z * z
-    centre = p + z2 / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return min(1.0, (centre + spread) / (1 + z2 / n))
-
-
-def reference_check(path: str, tolerance_points: float) -> dict[str, Any] | None:
-    """A Verdict-shaped dict for the manifest's top-1 accuracy on its bundled samples, or None
-    when the manifest names no labelled samples or no top1 accuracy to hold them to."""
-    import numpy as np
-
-    import edgerun
-
-    rt = edgerun.load(path, threads=1)
-    man = rt.artifact.manifest
-    acc = (man.provenance or {}).get("accuracy") if man else None
-    if man is None or man.samples is None or not isinstance(acc, dict) or acc.get("value") is None:
-        return None
-    assert rt.artifact.manifest_path is not None
-    with np.load(rt.artifact.manifest_path.parent / man.samples) as data:
-        if "y" not in data:
-            return None
-        x, y = data["x"], data["y"]
-    expected = float(acc["value"])
-    if acc.get("metric", "top1") != "top1" or not len(y):
-        reason = f"metric {acc.get('metric')!r} is not top1: not checked"
-        return {
-            "kind": "reference_accuracy",
-            "status": "skipped",
-            "measured": None,
-            "limit": expected,
-            "unit": "top1",
-            "reason": reason,
-            "n": 0,
-        }
-    correct = sum(int(_top1(rt.run(x[i])) == int(y[i])) for i in range(len(y)))
-    upper, floor = wilson_upper(correct, len(y)), expected - tolerance_points / 100
-    status = "pass" if upper >= floor else "fail"
-    reason = (
-        f"top-1 {correct}/{len(y)} = {correct / len(y):.4f} on the bundled samples (99.9% upper bound "
-        f"{upper:.4f}) {'>=' if status == 'pass' else '<'} the manifest's {expected:.4f} - {tolerance_points:g} points"
-    )
-    return {
-        "kind": "reference_accuracy",
-        "status": status,
-        "measured": correct / len(y),
-        "limit": floor,
-        "unit": "top1",
-        "reason": reason,
-        "n": len(y),
-    }
-
-
-def _top1(res: Any) -> int:
-    """The top class: the manifest's top-k if it asks for one, else the first output's argmax."""
-    import numpy as np
-
-    if res.top:
-        return int(res.top[0].index)
-    return int(np.argmax(next(iter(res.outputs.values())).reshape(-1)))
-
-
 # --- the worker process ------------------------------------------------------------------------
 
 
@@ -393,6 +320,8 @@ def _child(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> N
     )
     if result.get("status") == "ok":
         send({"type": "phase", "phase": "checking the reference samples"})
+        from edgerun.update.reference import reference_check
+
         result["reference"] = reference_check(request["path"], float(request["tolerance_points"]))
         result.pop("samples_ns", None)  # the parent needs the verdicts, not every sample
     send({"type": "result", "result": result})

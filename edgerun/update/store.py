@@ -7,9 +7,8 @@
     <root>/<name>/.lock                 held (flock) by the one install or rollback at work
     <root>/<name>/.staging-*            a copy in progress; removed by the next install
 
-The root is ``--store DIR``, else ``$EDGERUN_MODELS``, else ``$XDG_DATA_HOME/edgerun/models``
-(``~/.local/share/edgerun/models`` when XDG_DATA_HOME is unset, as the XDG Base Directory
-specification says).
+The root and the ``name@current`` references are edgerun.modelstore's (below the runtime, so
+that ``edgerun.load("name@current")`` never imports this package); its names are re-exported here.
 
 Power-cut safety comes from two POSIX guarantees and an order of steps. ``rename(2)`` replaces
 its target atomically, for a symlink as for a file: a link is switched by making a temporary
@@ -19,11 +18,10 @@ fsync'd, and renamed into ``versions/`` whole. A switch sets ``previous`` first,
 ``current``: a cut between the two leaves both naming the old version, which loads. Nothing
 ever deletes the folder ``current`` or ``previous`` names.
 
-``resolve("name@current")`` (also ``@previous`` and ``@<version>``) gives the model file of an
-accepted version; ``edgerun.load("name@current")`` goes through it. A version folder without
-``acceptance.json`` (refused, or cut off before acceptance ended) resolves to an error.
+A rollback moves ``current`` first, then ``previous``: a cut between the two has already
+done what the rollback was for (both name the version rolled back to).
 
-Only the standard library is imported here: ``edgerun.load`` pays for none of the update extra.
+Only the standard library is imported here (edgerun.artifact to verify a rollback's target).
 """
 
 from __future__ import annotations
@@ -31,142 +29,39 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgerun.errors import ArtifactError, UsageError
+from edgerun.modelstore import (  # noqa: F401 (re-exported: the interface names them here)
+    _PART_RE,
+    ACCEPTANCE_FILE,
+    MANIFEST_SUFFIX,
+    POINTERS,
+    STORE_ENV,
+    StoreRef,
+    check_part,
+    is_ref,
+    manifest_in,
+    model_dir,
+    parse_ref,
+    pointer,
+    resolve,
+    resolve_ref,
+    store_root,
+    version_folder,
+)
 
-STORE_ENV = "EDGERUN_MODELS"
 #: Test hook: the install or rollback step to SIGKILL this process at (tests/test_update_store.py
 #: proves that a power cut at each step leaves ``current`` loadable). Never set it in production.
 CRASH_ENV = "EDGERUN_UPDATE_CRASH_AT"
-ACCEPTANCE_FILE = "acceptance.json"
 HISTORY_FILE = "history.jsonl"
 #: history.jsonl is rotated to history.1.jsonl past this size (one older file kept).
 HISTORY_MAX_BYTES = 1 << 20
-MANIFEST_SUFFIX = ".edgerun.json"  # edgerun.artifact's; not imported, to keep this module light
-
-# A name or version is one path component: letters, digits and . _ + - (not starting with a dot,
-# so that it never names a hidden or staging folder), at most 128 characters.
-_PART = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}"
-_PART_RE = re.compile(_PART)
-_REF_RE = re.compile(rf"({_PART})@({_PART})")
-POINTERS = ("current", "previous")
-
-
-@dataclass(frozen=True)
-class StoreRef:
-    """An accepted version in the store: its name, version and files."""
-
-    name: str
-    version: str
-    folder: Path
-    model_path: Path
-    manifest_path: Path
-
-
-def store_root(store: str | os.PathLike[str] | None = None) -> Path:
-    """``store``, else $EDGERUN_MODELS, else $XDG_DATA_HOME/edgerun/models (~/.local/share/...)."""
-    if store:
-        return Path(store)
-    if os.environ.get(STORE_ENV):
-        return Path(os.environ[STORE_ENV])
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data_home) / "edgerun" / "models"
-
-
-def check_part(value: object, what: str) -> str:
-    """``value`` if it is a usable model name or version (one safe path component); UsageError otherwise."""
-    if not isinstance(value, str) or not _PART_RE.fullmatch(value):
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:60] + "..."
-        raise UsageError(
-            f"{what} {shown} is not usable; expected 1-128 letters, digits or . _ + - (not starting with . _ + -)"
-        )
-    return value
-
-
-def is_ref(text: object) -> bool:
-    """Whether ``text`` has the form ``name@selector`` (a store reference, not a file path)."""
-    return isinstance(text, str) and _REF_RE.fullmatch(text) is not None
-
-
-def parse_ref(ref: str) -> tuple[str, str]:
-    """``"name@current"`` -> ("name", "current"); UsageError for anything else."""
-    match = _REF_RE.fullmatch(ref) if isinstance(ref, str) else None
-    if match is None:
-        raise UsageError(f"model reference {ref!r} is not NAME@current, NAME@previous or NAME@VERSION")
-    return match.group(1), match.group(2)
-
-
-def model_dir(root: Path, name: str) -> Path:
-    return root / check_part(name, "model name")
-
-
-def pointer(root: Path, name: str, which: str) -> str | None:
-    """The version ``current`` or ``previous`` names, or None when it is not set."""
-    try:
-        target = os.readlink(model_dir(root, name) / which)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise ArtifactError(f"{model_dir(root, name) / which}: not a symlink the store made ({exc.strerror})") from exc
-    parts = Path(target).parts
-    if len(parts) != 2 or parts[0] != "versions" or not _PART_RE.fullmatch(parts[1]):
-        raise ArtifactError(f"{model_dir(root, name) / which} points at {target!r}; expected versions/<version>")
-    return parts[1]
-
-
-def version_folder(root: Path, name: str, version: str) -> Path:
-    return model_dir(root, name) / "versions" / check_part(version, "model version")
-
-
-def resolve_ref(ref: str, store: str | os.PathLike[str] | None = None) -> StoreRef:
-    """The accepted version ``ref`` ("name@current", "name@previous", "name@<version>") names.
-
-    ArtifactError when the store has no such model or version, or the version was never
-    accepted on this device.
-    """
-    name, selector = parse_ref(ref)
-    root = store_root(store)
-    if selector in POINTERS:
-        version = pointer(root, name, selector)
-        if version is None:
-            where = model_dir(root, name)
-            raise ArtifactError(
-                f"{ref}: the model store {root} has no {selector} version of {name!r} ({where / selector} "
-                "is not set); install one with `edgerun update`"
-            )
-    else:
-        version = selector
-    folder = version_folder(root, name, version)
-    if not folder.is_dir():
-        raise ArtifactError(f"{ref}: no version {version!r} of {name!r} in the model store {root}")
-    if not (folder / ACCEPTANCE_FILE).is_file():
-        raise ArtifactError(
-            f"{ref}: version {version!r} of {name!r} was not accepted on this device (its acceptance was "
-            "refused or cut off); install it with `edgerun update`"
-        )
-    manifest = manifest_in(folder)
-    return StoreRef(name, version, folder, folder / manifest.name[: -len(MANIFEST_SUFFIX)], manifest)
-
-
-def resolve(ref: str, store: str | os.PathLike[str] | None = None) -> Path:
-    """The model file of the accepted version ``ref`` names (see :func:`resolve_ref`)."""
-    return resolve_ref(ref, store).model_path
-
-
-def manifest_in(folder: Path) -> Path:
-    """The one manifest in a version folder (staging names it after its model file)."""
-    found = sorted(folder.glob("*" + MANIFEST_SUFFIX))
-    if len(found) != 1:
-        raise ArtifactError(f"{folder}: a store version holds exactly one *{MANIFEST_SUFFIX}, found {len(found)}")
-    return found[0]
 
 
 # --- crash-safe writes ---------------------------------------------------------------------
