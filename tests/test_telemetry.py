@@ -250,3 +250,27 @@ def test_folded_buckets_equal_a_bisect_of_every_inference():
         assert snap.sums_ns[stage] == int(values.sum())
     assert snap.count == len(times)
     assert snap.misses["hard"] == int((times.sum(axis=1) >= 10_000_000).sum())
+
+
+def test_threads_running_at_once_lose_no_inference():
+    """Appends take no lock; a fold deletes only what it read, so what others append meanwhile stays."""
+    import threading
+
+    from edgerun.telemetry.recorder import FOLD_AT
+
+    rec = Recorder(100.0, 10.0)
+    res = Result({}, (), StageTimes(1_000, 2_000, 3_000))
+    per_thread, start = FOLD_AT + 1000, threading.Barrier(4)
+
+    def worker() -> None:
+        start.wait()
+        for _ in range(per_thread):
+            rec(res, None)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    snap = rec.snapshot()
+    assert snap.count == 4 * per_thread and snap.sums_ns["total"] == 4 * per_thread * 6_000
