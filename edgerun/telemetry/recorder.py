@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.telemetry import events
+from edgerun.telemetry.events import log_event
 
 __all__ = ["DEFAULT_BUCKETS_S", "STAGES", "Recorder", "Snapshot", "audit_tee"]
 
@@ -133,7 +133,7 @@ class Recorder:
                 if due:
                     unlogged, self._unlogged[kind], self._last_event[kind] = self._unlogged[kind], 0, now
             if due:
-                events.log_event(
+                log_event(
                     "budget-breach",
                     budget=kind,
                     limit_ms=limit / 1e6,
@@ -148,7 +148,7 @@ class Recorder:
         with self._lock:
             self._routes[route, code] = self._routes.get((route, code), 0) + 1
         if route == "local-variant":
-            events.log_event("fallback-used", route=route, reason=code, model=self.model, version=self.version)
+            log_event("fallback-used", route=route, reason=code, model=self.model, version=self.version)
 
     def _fold(self) -> None:
         """Move the buffered latencies into the buckets and sums (the caller holds the lock).
@@ -194,7 +194,7 @@ def audit_tee(sink: Callable[[Any], None] | None, model: str, version: str) -> C
     """
 
     def tee(record: Any) -> None:
-        events.log_event(
+        log_event(
             "fallback-used",
             route="remote",
             request_id=record.request_id,
