@@ -22,8 +22,6 @@ import edgerun
 from edgerun.cli import main
 from edgerun.demo import DEMO_DIR
 
-pytest.importorskip("tuf", reason="the update extra (pip install edgerun[update])")
-
 
 def _profile(tmp: Path, hard_ms: float) -> Path:
     text = (DEMO_DIR.parent.parent / "device_profiles" / "generic-x86_64-linux.toml").read_text()
