@@ -129,3 +129,25 @@ def test_a_folder_is_refused_as_the_log(tmp_path: Path):
     with pytest.raises(UsageError, match="is a folder"):
         events.configure(tmp_path)
     assert events.current() is None
+
+
+def test_a_remote_fallback_is_logged_with_its_request_id_and_without_the_input(tmp_path: Path, capsys):
+    """`edgerun run` through the reference server on loopback: the event names the request the audit names."""
+    from edgerun import cli
+    from edgerun.fallback.server import ReferenceServer, serve_in_thread
+
+    sentinel = tmp_path / "sentinel.npy"
+    np.save(sentinel, np.full((8, 8), SENTINEL, dtype=np.float32))
+    audit, log, prom = tmp_path / "audit.jsonl", tmp_path / "events.jsonl", tmp_path / "m.prom"
+    with serve_in_thread(ReferenceServer([DEMO], threads=1)) as url:
+        argv = ["run", str(DEMO_DIR / "digits-int8.onnx"), "--input", str(sentinel), "--fallback-url", url]
+        argv += ["--mode", "prefer-local", "--soft-ms", "0.001", "--audit", str(audit)]
+        assert cli.main([*argv, "--event-log", str(log), "--metrics-textfile", str(prom)]) == 0
+    assert "route=remote" in capsys.readouterr().out
+    (attempt,) = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()]
+    (used,) = [r for r in _lines(tmp_path) if r["kind"] == "fallback-used"]
+    assert used["request_id"] == attempt["request_id"] and used["route"] == "remote"
+    assert used["reason"] == "soft-budget-miss" and used["outcome"] == "ok"
+    for f in (log, prom):
+        assert b"86421.9" not in f.read_bytes() and b"8.64219" not in f.read_bytes()
+    assert 'edgerun_fallback_routes_total{reason="soft-budget-miss",route="remote"} 1.0' in prom.read_text()
