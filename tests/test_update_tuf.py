@@ -41,7 +41,7 @@ from tuf.api.serialization.json import JSONSerializer  # noqa: E402
 from edgerun.artifact import load_artifact  # noqa: E402
 from edgerun.errors import OutputError, UpdateRefused, UsageError  # noqa: E402
 from edgerun.update.fetch import fetch_release  # noqa: E402
-from edgerun.update.repo import init_repo, publish, refresh  # noqa: E402
+from edgerun.update.repo import init_repo, publish, refresh, rotate_keys  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "edgerun" / "demo"
 INT8, FP32 = DEMO / "digits-int8.onnx", DEMO / "digits-fp32.onnx"
@@ -86,11 +86,13 @@ def fetch(world: Path, source: str | Path | None = None, dest: str = "stage", **
     )
 
 
+def signers_in(folder: Path, role: str) -> list[CryptoSigner]:
+    keys = sorted(folder.glob(f"{role}-*.pem"))
+    return [CryptoSigner(load_pem_private_key(p.read_bytes(), password=None)) for p in keys]
+
+
 def signers(world: Path, role: str) -> list[CryptoSigner]:
-    return [
-        CryptoSigner(load_pem_private_key(p.read_bytes(), password=None))
-        for p in sorted((world / "keys").glob(f"{role}-*.pem"))
-    ]
+    return signers_in(world / "keys", role)
 
 
 def md_path(world: Path, role: str) -> Path:
@@ -274,6 +276,42 @@ def test_timestamp_signed_with_a_wrong_key(world: Path) -> None:
     refused(world, r"untrusted signatures \(timestamp was signed by 0/1 keys\)")
 
 
+# --- key rotation ------------------------------------------------------------------------------
+
+
+def test_rotating_a_stolen_timestamp_key(world: Path) -> None:
+    fetch(world, dest="before")
+    rotate_keys(world / "repo", world / "keys", "timestamp")
+    assert (world / "keys" / "retired" / "root-v1" / "timestamp-1.pem").is_file()
+    publish(INT8, world / "repo", world / "keys", NAME, version="1.2.0")  # the new key signs
+    assert fetch(world, dest="after").version == "1.2.0"  # the device walked from root v1 to v2
+    assert (world / "device-cache" / "root_history" / "2.root.json").is_file()
+
+    stolen = signers_in(world / "keys" / "retired" / "root-v1", "timestamp")
+    resign(world, "timestamp", lambda s: None, keys=stolen)
+    refused(world, r"untrusted signatures \(timestamp was signed by 0/1 keys\)")
+
+
+def test_rotating_root_and_a_root_signed_by_the_old_keys(world: Path) -> None:
+    rotate_keys(world / "repo", world / "keys", "root")
+    assert fetch(world, dest="after").version == "1.1.0"  # pinned v1 signs v2 (old and new keys sign it)
+
+    md = world / "repo" / "metadata"
+    forged = Metadata.from_file(str(md / "2.root.json"))
+    forged.signed.version = 3
+    forged.signatures.clear()
+    for key in signers_in(world / "keys" / "retired" / "root-v1", "root"):
+        forged.sign(key, append=True)
+    forged.to_file(str(md / "3.root.json"), JSONSerializer(compact=False))
+    refused(world, r"untrusted signatures \(root was signed by 0/1 keys\)")
+
+
+def test_a_cut_off_rotation_is_named_not_guessed(world: Path) -> None:
+    (world / "keys" / "pending").mkdir()
+    with pytest.raises(UsageError, match="a rotation was cut off"):
+        rotate_keys(world / "repo", world / "keys", "snapshot")
+
+
 # --- the network rules -------------------------------------------------------------------------
 
 
@@ -388,6 +426,9 @@ def test_cli_init_publish_refresh_then_fetch(tmp_path: Path, capsys: pytest.Capt
     assert done["name"] == "digits-cnn-int8-onnx" and done["version"] == "3" and len(done["targets"]) == 3
     assert main(["publish", "--refresh", "--repo", repo, "--keys", keys]) == 0
     assert "timestamp v3" in capsys.readouterr().out
+    assert main(["publish", "--rotate", "snapshot", "--repo", repo, "--keys", keys, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rotated"] == "snapshot"
+    assert Metadata.from_file(made["trusted_root"]).signed.version == 2  # root.json is the newest root
 
     # a second publish of version 3 is refused (exit 2, one line); so is a version that would leave its folder
     assert main(["publish", str(INT8), "--repo", repo, "--keys", keys, "--version", "3"]) == 2
@@ -397,10 +438,11 @@ def test_cli_init_publish_refresh_then_fetch(tmp_path: Path, capsys: pytest.Capt
     assert [line.split(": ")[0] for line in err] == ["edgerun"] * 3
     assert "already published" in err[0] and "'../4'" in err[1] and "not empty" in err[2]
 
+    shutil.copy(tmp_path / "r" / "metadata" / "1.root.json", tmp_path / "pinned.json")  # as provisioned
     release = fetch_release(
         repo,
         "digits-cnn-int8-onnx",
-        trusted_root=made["trusted_root"],
+        trusted_root=tmp_path / "pinned.json",
         dest_dir=tmp_path / "stage",
         cache_dir=tmp_path / "cache",
     )
@@ -415,6 +457,8 @@ def test_cli_init_publish_refresh_then_fetch(tmp_path: Path, capsys: pytest.Capt
         ["--threshold", "root=2", "x.onnx", "--version", "1"],
         ["--init", "--threshold", "admin=2"],
         ["--init", "--threshold", "root=0"],
+        ["--rotate", "root", "--threshold", "targets=2"],
+        ["--rotate", "admin"],
         ["x.onnx"],
     ],
 )

@@ -3,6 +3,7 @@
     edgerun publish --init --repo DIR --keys DIR [--threshold ROLE=N ...]   a new repository and its keys
     edgerun publish ARTIFACT --repo DIR --keys DIR --version V [--name N]   add a release, sign the new state
     edgerun publish --refresh --repo DIR --keys DIR                        re-sign with new expiries
+    edgerun publish --rotate ROLE --repo DIR --keys DIR                    new keys for ROLE, a new root
 
 Nothing heavy is imported at module level: tuf and securesystemslib load inside the command.
 """
@@ -23,6 +24,7 @@ examples:
   edgerun publish --init --repo updates/ --keys keys/ --threshold root=2
   edgerun publish edgerun/demo/digits-int8.onnx --repo updates/ --keys keys/ --version 1.0.0
   edgerun publish --refresh --repo updates/ --keys keys/ --expires-days 1   # from cron, daily
+  edgerun publish --rotate timestamp --repo updates/ --keys keys/          # a key was stolen (needs root keys)
 
 The repository folder is what devices read (`edgerun update updates/ NAME --trusted-root ...`,
 or an https:// URL serving it). Devices pin updates/metadata/root.json. After --init, move the
@@ -63,7 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument(
         "--refresh", action="store_true", help="re-sign targets, snapshot and timestamp with new expiries only"
     )
-    p.add_argument("--version", dest="release_version", metavar="V", help="the release's version (required)")
+    mode.add_argument(
+        "--rotate",
+        choices=("root", "targets", "snapshot", "timestamp"),
+        metavar="ROLE",
+        help="replace ROLE's keys (root, targets, snapshot or timestamp) and sign a new root; needs the root keys",
+    )
+    p.add_argument("--version", dest="release_version", metavar="V", help="the release's version (required to publish)")
     p.add_argument("--name", metavar="NAME", help="the release's name (default: the manifest's name)")
     p.add_argument(
         "--expires-days",
@@ -78,14 +86,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="ROLE=N",
-        help="with --init: N keys for ROLE, all N needed to sign it (default 1 each; repeatable)",
+        help="with --init: N keys for ROLE, all N needed to sign it (default 1 each; repeatable); "
+        "with --rotate: the new key count of the rotated role (default: its threshold)",
     )
     p.add_argument(
         "--root-expires-days",
         type=finite_float(0, 3650, low_open=True),
         default=365.0,
         metavar="D",
-        help="with --init: days until the root metadata expires (default 365)",
+        help="with --init or --rotate: days until the root metadata expires (default 365)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_publish, publish_parser=p)
@@ -95,11 +104,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from edgerun.update import repo
 
     parser: argparse.ArgumentParser = args.publish_parser
-    mode = "init" if args.init else "refresh" if args.refresh else "publish"
+    mode = "init" if args.init else "refresh" if args.refresh else "rotate" if args.rotate else "publish"
     if mode != "publish" and (args.artifact or args.release_version or args.name):
         parser.error(f"--{mode} takes no ARTIFACT, --version or --name")
-    if mode != "init" and args.threshold:
-        parser.error("--threshold is only for --init")
+    if mode not in ("init", "rotate") and args.threshold:
+        parser.error("--threshold is only for --init and --rotate")
+    if mode == "rotate" and any(role != args.rotate for role, _ in args.threshold):
+        parser.error(f"with --rotate {args.rotate}, --threshold may name only {args.rotate}")
     if mode == "publish" and not (args.artifact and args.release_version):
         parser.error("publishing needs ARTIFACT and --version (or use --init / --refresh)")
     days = args.expires_days if args.expires_days is not None else repo.DEFAULT_EXPIRES_DAYS["snapshot"]
@@ -116,6 +127,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
             f"  devices pin {root}\n"
             f"  move {args.keys}/root-*.pem offline now: publishing needs only the targets, snapshot and "
             "timestamp keys"
+        )
+    elif mode == "rotate":
+        count = dict(args.threshold).get(args.rotate)
+        done = repo.rotate_keys(
+            args.repo, args.keys, args.rotate, count=count, expires_days=days, root_expires_days=args.root_expires_days
+        )
+        data = done.to_dict() | {"rotated": args.rotate}
+        text = (
+            f"new {args.rotate} keys in {args.keys} (the old ones in {args.keys}/retired/); devices move to the new "
+            f"root on their next update; timestamp v{done.timestamp_version}"
+            + f"\n  move {args.keys}/root-*.pem offline again"
         )
     elif mode == "refresh":
         done = repo.refresh(args.repo, args.keys, expires_days=days)

@@ -21,10 +21,10 @@ Target paths are ``<name>/<version>/<filename>``; each TargetFile carries
 ``custom = {"edgerun": {"name": ..., "version": ..., "kind": "model" | "manifest" | "samples"}}``.
 A published (name, version) is never replaced: publish a new version instead.
 
-Keys (``init``): one ed25519 key per role by default (``thresholds`` raises a role's threshold and
-makes that many keys), written as PKCS#8 PEM files ``<keys>/<role>-<n>.pem`` (mode 0600, folder
-0700) by securesystemslib's CryptoSigner. ``publish`` and ``refresh`` need the targets, snapshot and
-timestamp keys only: move the root keys offline after ``init`` (docs/update.md, "trust").
+Keys (``init``, edgerun/update/keys.py): one ed25519 key per role by default (``thresholds`` raises
+a role's threshold and makes that many keys), one PEM file each. ``publish`` and ``refresh`` need the
+targets, snapshot and timestamp keys only: move the root keys offline after ``init`` and bring them
+back only to ``rotate_keys`` (docs/update.md, "trust").
 """
 
 from __future__ import annotations
@@ -39,16 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from edgerun.errors import ArtifactError, OutputError, UsageError
+from edgerun.update.keys import MAX_KEYS_PER_ROLE, ROLES, generate_keys, load_signers, retire_keys
 
-__all__ = ["DEFAULT_EXPIRES_DAYS", "ROLES", "Published", "init_repo", "publish", "refresh"]
+__all__ = ["DEFAULT_EXPIRES_DAYS", "ROLES", "Published", "check_name", "init_repo", "publish", "refresh", "rotate_keys"]
 
-ROLES = ("root", "targets", "snapshot", "timestamp")
 # Days until each role's metadata expires. The timestamp is short-lived so a device notices a
 # frozen repository (or an attacker replaying old metadata) within a day; root is long-lived
 # because re-signing it needs the offline root keys.
 DEFAULT_EXPIRES_DAYS = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1}
 MAX_EXPIRES_DAYS = 3650
-MAX_KEYS_PER_ROLE = 16
 # A release name or version is one path component of a target path and of a device's store.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 _ONLINE = ("targets", "snapshot", "timestamp")
@@ -119,53 +118,6 @@ def _sign(md: Any, signers: list[Any]) -> None:
         md.sign(signer, append=True)
 
 
-# --- keys --------------------------------------------------------------------------------
-
-
-def _generate_keys(keys_dir: Path, role: str, count: int) -> list[Any]:
-    from securesystemslib.signer import CryptoSigner
-
-    signers = []
-    for n in range(1, count + 1):
-        signer = CryptoSigner.generate_ed25519()
-        path = keys_dir / f"{role}-{n}.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(signer.private_bytes)
-        signers.append(signer)
-    return signers
-
-
-def load_signers(keys_dir: Path, role: str, root: Any) -> list[Any]:
-    """The role's signers from ``<keys>/<role>-*.pem``: each must be a key root names for the role,
-    and there must be at least the role's threshold of them."""
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from securesystemslib.signer import CryptoSigner
-
-    allowed = set(root.roles[role].keyids)
-    threshold = root.roles[role].threshold
-    signers = []
-    for path in sorted(keys_dir.glob(f"{role}-*.pem")):
-        try:
-            signer = CryptoSigner(load_pem_private_key(path.read_bytes(), password=None))
-        except (OSError, ValueError, TypeError) as exc:
-            raise UsageError(
-                f"{path}: cannot read it as a PEM private key ({exc}); expected a key from --init"
-            ) from exc
-        if signer.public_key.keyid not in allowed:
-            raise UsageError(
-                f"{path}: not one of the {role} keys root v{root.version} trusts (keyid "
-                f"{signer.public_key.keyid[:16]}...); remove it or rotate root to trust it"
-            )
-        signers.append(signer)
-    if len(signers) < threshold:
-        raise UsageError(
-            f"{keys_dir}: {len(signers)} {role} key(s) found ({role}-*.pem), root requires {threshold}; "
-            f"expected the keys written by `edgerun publish --init` in that folder"
-        )
-    return signers
-
-
 # --- the repository ----------------------------------------------------------------------
 
 
@@ -199,7 +151,7 @@ def init_repo(
     keys.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(keys, 0o700)
 
-    signers = {role: _generate_keys(keys, role, wanted[role]) for role in ROLES}
+    signers = {role: generate_keys(keys, role, wanted[role]) for role in ROLES}
     root = Metadata(Root(expires=root_expires, consistent_snapshot=True))
     for role in ROLES:
         for signer in signers[role]:
@@ -351,6 +303,59 @@ def refresh(
     expires = _expiry(expires_days, "expires_days")
     state = _load_state(repo)
     signers = {role: load_signers(keys, role, state.root.signed) for role in _ONLINE}
+    _commit(repo, state, signers, expires)
+    return _published("", "", (), state)
+
+
+def rotate_keys(
+    repo_dir: str | os.PathLike[str],
+    keys_dir: str | os.PathLike[str],
+    role: str,
+    *,
+    count: int | None = None,
+    expires_days: float = DEFAULT_EXPIRES_DAYS["snapshot"],
+    root_expires_days: float = DEFAULT_EXPIRES_DAYS["root"],
+) -> Published:
+    """Replace every key of ``role`` with ``count`` new ones (default: its threshold; all are required).
+
+    Writes root version N+1 trusting the new keys, signed by the threshold of the current root keys
+    (and, when root itself is rotated, of the new ones as well: a device checks both, TUF
+    specification 1.0 section 5.3.4), then re-signs targets, snapshot and timestamp. A device walks
+    from the root it was provisioned with to the new one on its next update. Needs the root keys:
+    bring them back from offline for this, and take them away again afterwards.
+    """
+    from tuf.api.metadata import Metadata, Root
+
+    repo, keys = Path(repo_dir), Path(keys_dir)
+    if role not in ROLES:
+        raise UsageError(f"rotate {role!r}: expected one of {', '.join(ROLES)}")
+    if count is not None and not 1 <= count <= MAX_KEYS_PER_ROLE:
+        raise UsageError(f"rotate {role}: expected 1..{MAX_KEYS_PER_ROLE} keys; got {count!r}")
+    if (keys / "pending").exists():
+        raise UsageError(
+            f"{keys / 'pending'}: a rotation was cut off. If root.json already names these keys, move them "
+            "up into the keys folder; if not, delete the folder. Then run --rotate again"
+        )
+    expires, root_expires = _expiry(expires_days, "expires_days"), _expiry(root_expires_days, "root expiry")
+    state = _load_state(repo)
+    root: Root = state.root.signed
+    root_signers = load_signers(keys, "root", root)
+    signers = {r: load_signers(keys, r, root) for r in _ONLINE if r != role}
+    new = generate_keys(keys / "pending", role, count or root.roles[role].threshold)
+    new_root = Metadata(Root.from_dict(root.to_dict()))
+    for keyid in list(root.roles[role].keyids):
+        new_root.signed.revoke_key(keyid, role)
+    for signer in new:
+        new_root.signed.add_key(signer.public_key, role)
+    new_root.signed.roles[role].threshold = len(new)
+    new_root.signed.version, new_root.signed.expires = root.version + 1, root_expires
+    _sign(new_root, root_signers + (new if role == "root" else []))
+    _write_md(new_root, repo / "metadata" / f"{new_root.signed.version}.root.json")
+    _write_md(new_root, repo / "metadata" / "root.json")
+    retire_keys(keys, role, root.version)
+    if role != "root":
+        signers[role] = new
+    state.root = new_root
     _commit(repo, state, signers, expires)
     return _published("", "", (), state)
 
