@@ -208,6 +208,7 @@ def _print_run(rt: Any, res: Any, source: str, args: argparse.Namespace) -> None
 
     report = {
         "input": source,
+        "model_version": rt.load_info.model_version or None,  # set for a store reference, name@current
         "route": res.route,
         "top": [{"index": p.index, "label": p.label, "score": p.score} for p in res.top],
         "times_ns": {"pre": res.times.pre_ns, "infer": res.times.infer_ns, "post": res.times.post_ns},
@@ -220,7 +221,8 @@ def _print_run(rt: Any, res: Any, source: str, args: argparse.Namespace) -> None
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    print(f"{rt.artifact.name}  route={res.route}  input={source}  threads={rt.load_info.threads}")
+    version = f"  version={rt.load_info.model_version}" if rt.load_info.model_version else ""  # name@current
+    print(f"{rt.artifact.name}{version}  route={res.route}  input={source}  threads={rt.load_info.threads}")
     if res.reason:
         print(f"  reason: {res.reason}")
     for p in res.top:
