@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
-import types
 import urllib.request
 from pathlib import Path
 
@@ -84,12 +84,26 @@ def _inputs(rt):
     return sample_inputs(rt.artifact, seed=0)[0]
 
 
+def _store(root: Path, version: str) -> Path:
+    """A model store holding the demo as an accepted ``digits`` version, laid out as edgerun.update.store
+    leaves it (edgerun/modelstore.py reads it): versions/<v>/ with acceptance.json, current -> it."""
+    folder = root / "digits" / "versions" / version
+    folder.mkdir(parents=True)
+    for f in DEMO_DIR.iterdir():
+        if f.name.startswith(DEMO.name) or f.suffix == ".npz":
+            shutil.copy(f, folder / f.name)
+    (folder / "acceptance.json").write_text("{}\n", encoding="utf-8")
+    os.symlink(f"versions/{version}", root / "digits" / "current")
+    return root
+
+
 def test_a_scrape_during_edgerun_run_repeat_shows_histograms_misses_and_the_model(tmp_path: Path):
-    """The issue's acceptance: `edgerun run --repeat N --metrics-port 0` scraped twice while it runs."""
+    """The issue's acceptance: `edgerun run digits@current --repeat N --metrics-port 0` scraped twice while it runs."""
     profile = _profile_toml(tmp_path, soft_ms=3_600_000, hard_ms=0.001)  # every inference misses 1 us
-    argv = [sys.executable, "-m", "edgerun.cli", "run", str(DEMO), "--repeat", "1000000"]
+    env = {**os.environ, "EDGERUN_MODELS": str(_store(tmp_path / "models", "2026.12.1"))}
+    argv = [sys.executable, "-m", "edgerun.cli", "run", "digits@current", "--repeat", "1000000"]
     argv += ["--profile", str(profile), "--metrics-port", "0"]
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     try:
         lines = iter(proc.stderr.readline, "")  # the URL is printed before the first inference
         line = next((ln for ln in lines if ln.startswith("edgerun: metrics at ")), "(exited before the URL)")
@@ -111,7 +125,7 @@ def test_a_scrape_during_edgerun_run_repeat_shows_histograms_misses_and_the_mode
         )
     assert _misses(second, "hard") > _misses(first, "hard")
     info = next(labels for (name, labels) in second if name == "edgerun_model_info")
-    assert dict(info)["name"] == "digits-cnn-fp32-onnx" and "version" in dict(info)
+    assert dict(info)["name"] == "digits-cnn-fp32-onnx" and dict(info)["version"] == "2026.12.1"
     assert dict(info)["sha256"] == edgerun.load(DEMO).artifact.sha256
     assert second[("edgerun_budget_seconds", frozenset({("budget", "hard")}))] == pytest.approx(1e-6)
 
@@ -161,9 +175,7 @@ def test_close_detaches_the_observer_and_frees_the_port():
 
 def test_the_model_version_label_comes_from_load_info():
     rt = edgerun.load(DEMO)
-    fields = {f.name: getattr(rt.load_info, f.name) for f in dataclasses.fields(rt.load_info)}
-    # the update store's LoadInfo carries model_version; a stand-in with the same attributes until then
-    rt.load_info = types.SimpleNamespace(**{**fields, "model_version": "2026.12.1"})
+    rt.load_info = dataclasses.replace(rt.load_info, model_version="2026.12.1")  # as load("name@current") sets it
     with instrument(rt, thermal=False, prometheus_port=0) as tele:
         samples = _scrape(tele.url)
     info = dict(next(labels for (name, labels) in samples if name == "edgerun_model_info"))
