@@ -260,6 +260,17 @@ def test_a_target_whose_bytes_do_not_match(world: Path, how: str) -> None:
     assert hashlib.sha256(data).hexdigest() not in str(err)  # the tampered file's own hash is not logged
 
 
+def test_a_folder_repository_cannot_lead_out_of_itself(world: Path) -> None:
+    """A symlink on the stick that points at another file of the device is not followed out of the folder."""
+    targets = Metadata.from_file(str(md_path(world, "targets"))).signed
+    info = targets.targets[f"{NAME}/1.1.0/digits-fp32.onnx"]
+    blob = world / "repo" / "targets" / NAME / "1.1.0" / f"{info.hashes['sha256']}.digits-fp32.onnx"
+    outside = world / "elsewhere.onnx"
+    shutil.move(blob, outside)
+    blob.symlink_to(outside)
+    refused(world, r"cannot read the repository \(.*is outside the repository folder")
+
+
 def test_targets_signed_below_threshold(world: Path) -> None:
     """One of the two targets keys (and the online snapshot/timestamp keys) stolen: 1/2 signatures."""
 
