@@ -47,6 +47,7 @@ class Telemetry:
     textfile: Any = None  # metrics.TextfileWriter
     otel: Any = None  # otel.OtelExporter
     event_log: events.EventLog | None = None
+    _untee: Any = field(default=None, repr=False)  # puts the fallback client's own audit sink back
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -67,6 +68,8 @@ class Telemetry:
         for observer in (self.recorder, self.otel):
             if observer is not None and observer in self.runtime.observers:
                 self.runtime.observers.remove(observer)
+        if self._untee is not None:
+            self._untee()
         for part in (self.server, self.textfile, self.otel):
             if part is not None:
                 part.close()
@@ -151,7 +154,7 @@ def instrument(
         profile=info["profile"],
         load_ms=round((li.artifact_ns + li.session_ns) / 1e6, 3),
     )
-    _tee_fallback_audit(runtime, info["name"], version)
+    tele._untee = _tee_fallback_audit(runtime, info["name"], version)
     runtime.observers.append(recorder)
     if tele.otel is not None:
         runtime.observers.append(tele.otel)
@@ -188,10 +191,19 @@ def _default_budget() -> Any:
     return Budget()
 
 
-def _tee_fallback_audit(runtime: Any, model: str, version: str) -> None:
+def _tee_fallback_audit(runtime: Any, model: str, version: str) -> Any:
     """Under a fallback policy with a remote, log a ``fallback-used`` event per remote attempt (with its
-    request id) beside the policy's own audit sink. Only when an event log is configured."""
+    request id) beside the policy's own audit sink. Only when an event log is configured. Returns
+    the function that undoes it (None when nothing was done)."""
     client = getattr(runtime.fallback, "client", None)
     if client is None or events.current() is None:
-        return
-    client.policy = replace(client.policy, audit_sink=audit_tee(client.policy.audit_sink, model, version))
+        return None
+    own = client.policy
+    teed = replace(own, audit_sink=audit_tee(own.audit_sink, model, version))
+    client.policy = teed
+
+    def untee() -> None:
+        if client.policy is teed:
+            client.policy = own
+
+    return untee
