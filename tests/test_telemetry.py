@@ -286,3 +286,17 @@ def test_threads_running_at_once_lose_no_inference():
         t.join()
     snap = rec.snapshot()
     assert snap.count == 4 * per_thread and snap.sums_ns["total"] == 4 * per_thread * 6_000
+
+
+def test_telemetry_imports_its_exporters_only_when_asked():
+    """`import edgerun` never loads edgerun.telemetry; instrument() without outputs loads neither exporter."""
+    code = (
+        "import sys, edgerun\n"
+        "assert 'edgerun.telemetry' not in sys.modules\n"
+        f"rt = edgerun.load({str(DEMO)!r})\n"
+        "from edgerun.telemetry import instrument\n"
+        "tele = instrument(rt)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prometheus_client', 'opentelemetry')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
