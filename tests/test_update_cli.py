@@ -128,3 +128,51 @@ def test_update_to_a_new_version_then_rollback(
     assert json.loads(capsys.readouterr().out) == {"name": "digits", "from": "2", "to": "1"}
     assert edgerun.load("digits@current", store=store).load_info.model_version == "1"
     assert [e["kind"] for e in _events(event_log)] == ["update-accepted", "update-accepted", "rollback"]
+
+
+def test_odd_inputs_get_one_line_errors(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each fails before any benchmark: exit 2 (usage) or 1, one ``edgerun: error:`` line or argparse's
+    usage, never the "internal error" line."""
+    root = str(repo / "metadata" / "root.json")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cases = [
+        (["update", str(repo), "../x", "--trusted-root", root], 2, "model name '../x' is not usable"),
+        (["update", str(repo), "digits", "--trusted-root", root, "--store", str(a_file)], 2, "cannot make the model"),
+        (["update", str(repo), "digits", "--trusted-root", str(tmp_path)], 2, "expected a file"),
+        (["update", str(repo), "digits", "--trusted-root", root, "--profile", "nosuch"], 1, "unknown device profile"),
+        (["update", str(repo), "digits", "--trusted-root", root, "--tolerance-points", "nan"], 2, "finite number"),
+        (["update", str(repo), "nosuch", "--trusted-root", root, "--store", str(tmp_path / "s")], 1, "no release"),
+        (["rollback", "digits", "--store", str(tmp_path / "none")], 1, "no model 'digits' in the model store"),
+        (["models", "nosuch", "--store", str(tmp_path / "none")], 1, "no model 'nosuch'"),
+        (["run", "digits@current", "--store-is-no-option"], 2, "unrecognized arguments"),
+    ]
+    for argv, code, text in cases:
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # argparse's usage errors
+            rc = exc.code
+        assert rc == code, argv
+        err = capsys.readouterr().err
+        assert text in err and "internal error" not in err, (argv, err)
+        assert code == 2 or [line.startswith("edgerun: error:") for line in err.splitlines()].count(True) == 1, err
+
+
+def test_run_a_store_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``edgerun run digits@current`` loads from $EDGERUN_MODELS and says the version (a store made by
+    hand here: the layout of edgerun.update.store, acceptance.json included)."""
+    import shutil
+
+    version = tmp_path / "store" / "digits" / "versions" / "7"
+    version.mkdir(parents=True)
+    for name in ("digits-fp32.onnx", "digits-fp32.onnx.edgerun.json", "digits-test.npz"):
+        shutil.copy(DEMO_DIR / name, version / name)
+    (version / "acceptance.json").write_text("{}")
+    (version.parent.parent / "current").symlink_to("versions/7")
+    monkeypatch.setenv("EDGERUN_MODELS", str(tmp_path / "store"))
+    assert main(["run", "digits@current", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_version"] == "7"
+    assert main(["run", "digits@previous"]) == 1
+    assert "has no previous version of 'digits'" in capsys.readouterr().err

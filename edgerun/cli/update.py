@@ -95,14 +95,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    from edgerun.errors import UpdateRefused
+    from edgerun.detection import detect
+    from edgerun.errors import UpdateRefused, UsageError
+    from edgerun.profiles import load_profile
     from edgerun.update import store as st
     from edgerun.update.accept import install
     from edgerun.update.fetch import fetch_release
 
     st.check_part(args.name, "model name")
+    profile = load_profile(args.profile) if args.profile else detect().profile  # before any download
     root = st.store_root(args.store)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"--store {root}: cannot make the model store there ({exc.strerror}); expected a folder"
+        ) from exc
     # The TUF metadata this device trusts, one cache per bootstrap root: it is what lets the next
     # update detect a rollback or freeze, so it lives with the store, not in a temporary folder.
     root_id = hashlib.sha256(Path(args.trusted_root).read_bytes()).hexdigest()[:16]
@@ -127,7 +135,7 @@ def cmd_update(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         try:
-            done = install(release, root, args.profile, tolerance_points=args.tolerance_points)
+            done = install(release, root, profile, tolerance_points=args.tolerance_points)
         except UpdateRefused as exc:
             if args.json:
                 print(

@@ -115,7 +115,12 @@ def locked(root: Path, name: str) -> Iterator[Path]:
     import fcntl  # POSIX only, like the devices edgerun updates
 
     folder = model_dir(root, name)
-    (folder / "versions").mkdir(parents=True, exist_ok=True)
+    try:
+        (folder / "versions").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"model store {root}: cannot make {folder / 'versions'} ({exc.strerror}); expected a writable folder"
+        ) from exc
     with open(folder / ".lock", "a+b") as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
