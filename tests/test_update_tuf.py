@@ -185,6 +185,21 @@ def test_a_published_version_is_never_replaced_and_refresh_keeps_it_fetchable(wo
     assert fetch(world, dest="second").version == "1.1.0"
 
 
+def test_one_publish_at_a_time(world: Path) -> None:
+    """Another publisher holds the repository's lock: this one stops before writing anything."""
+    import fcntl
+
+    before = sorted(p.name for p in (world / "repo" / "metadata").iterdir())
+    with open(world / "repo" / ".publish.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(UsageError, match="another edgerun publish is at work"):
+            publish(INT8, world / "repo", world / "keys", NAME, version="2.0.0")
+        with pytest.raises(UsageError, match="another edgerun publish is at work"):
+            refresh(world / "repo", world / "keys")
+    assert sorted(p.name for p in (world / "repo" / "metadata").iterdir()) == before
+    assert publish(INT8, world / "repo", world / "keys", NAME, version="2.0.0").version == "2.0.0"  # released
+
+
 def test_publish_needs_the_online_keys_up_to_the_threshold(world: Path) -> None:
     (world / "keys" / "targets-2.pem").unlink()
     with pytest.raises(UsageError, match=r"1 targets key\(s\) found .*root requires 2"):

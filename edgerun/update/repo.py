@@ -33,6 +33,7 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -183,6 +184,27 @@ def _metafile(cls: Any, md: Any) -> Any:
     return cls.from_data(md.signed.version, data, ["sha256"])
 
 
+@contextlib.contextmanager
+def _locked(repo: Path) -> Iterator[None]:
+    """One publish, refresh or rotation at a time per repository: two would both write version N+1."""
+    import fcntl
+
+    if not (repo / "metadata").is_dir():
+        raise UsageError(f"{repo}: no metadata/ folder; expected a repository made by `edgerun publish --init`")
+    fd = os.open(repo / ".publish.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise UsageError(
+                f"{repo}: another edgerun publish is at work on this repository (it holds {repo / '.publish.lock'}); "
+                "run them one after another"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 @dataclass
 class _State:
     root: Any
@@ -269,26 +291,27 @@ def publish(
     name = check_name("name", name if name is not None else art.name)
     version = check_name("version", version)
     expires = _expiry(expires_days, "expires_days")
-    state = _load_state(repo)
-    signers = {role: load_signers(keys, role, state.root.signed) for role in _ONLINE}
-    prefix = f"{name}/{version}/"
-    if any(path.startswith(prefix) for path in state.targets.signed.targets):
-        raise UsageError(
-            f"release {name} {version} is already published in {repo}; a published version is never "
-            "replaced (devices may hold it): publish a new version"
-        )
-    added = []
-    for kind, local in files:
-        target_path = prefix + local.name
-        info = TargetFile.from_file(target_path, str(local), ["sha256"])
-        info.unrecognized_fields["custom"] = {"edgerun": {"name": name, "version": version, "kind": kind}}
-        dest = repo / "targets" / name / version / f"{info.hashes['sha256']}.{local.name}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(dest, local.read_bytes())
-        state.targets.signed.targets[target_path] = info
-        added.append(target_path)
-    _commit(repo, state, signers, expires)
-    return _published(name, version, tuple(added), state)
+    with _locked(repo):
+        state = _load_state(repo)
+        signers = {role: load_signers(keys, role, state.root.signed) for role in _ONLINE}
+        prefix = f"{name}/{version}/"
+        if any(path.startswith(prefix) for path in state.targets.signed.targets):
+            raise UsageError(
+                f"release {name} {version} is already published in {repo}; a published version is never "
+                "replaced (devices may hold it): publish a new version"
+            )
+        added = []
+        for kind, local in files:
+            target_path = prefix + local.name
+            info = TargetFile.from_file(target_path, str(local), ["sha256"])
+            info.unrecognized_fields["custom"] = {"edgerun": {"name": name, "version": version, "kind": kind}}
+            dest = repo / "targets" / name / version / f"{info.hashes['sha256']}.{local.name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(dest, local.read_bytes())
+            state.targets.signed.targets[target_path] = info
+            added.append(target_path)
+        _commit(repo, state, signers, expires)
+        return _published(name, version, tuple(added), state)
 
 
 def refresh(
@@ -301,10 +324,11 @@ def refresh(
     so that a device never sees a live repository as frozen)."""
     repo, keys = Path(repo_dir), Path(keys_dir)
     expires = _expiry(expires_days, "expires_days")
-    state = _load_state(repo)
-    signers = {role: load_signers(keys, role, state.root.signed) for role in _ONLINE}
-    _commit(repo, state, signers, expires)
-    return _published("", "", (), state)
+    with _locked(repo):
+        state = _load_state(repo)
+        signers = {role: load_signers(keys, role, state.root.signed) for role in _ONLINE}
+        _commit(repo, state, signers, expires)
+        return _published("", "", (), state)
 
 
 def rotate_keys(
@@ -319,10 +343,10 @@ def rotate_keys(
     """Replace every key of ``role`` with ``count`` new ones (default: its threshold; all are required).
 
     Writes root version N+1 trusting the new keys, signed by the threshold of the current root keys
-    (and, when root itself is rotated, of the new ones as well: a device checks both, TUF
-    specification 1.0 section 5.3.4), then re-signs targets, snapshot and timestamp. A device walks
-    from the root it was provisioned with to the new one on its next update. Needs the root keys:
-    bring them back from offline for this, and take them away again afterwards.
+    (and, when root itself is rotated, of the new ones as well: a device checks both, TUF specification
+    1.0 section 5.3.4 "check for an arbitrary software attack"), then re-signs targets, snapshot and
+    timestamp. A device walks from the root it was provisioned with to the new one on its next
+    update. Needs the root keys: bring them back from offline for this, and take them away again.
     """
     from tuf.api.metadata import Metadata, Root
 
@@ -337,27 +361,28 @@ def rotate_keys(
             "up into the keys folder; if not, delete the folder. Then run --rotate again"
         )
     expires, root_expires = _expiry(expires_days, "expires_days"), _expiry(root_expires_days, "root expiry")
-    state = _load_state(repo)
-    root: Root = state.root.signed
-    root_signers = load_signers(keys, "root", root)
-    signers = {r: load_signers(keys, r, root) for r in _ONLINE if r != role}
-    new = generate_keys(keys / "pending", role, count or root.roles[role].threshold)
-    new_root = Metadata(Root.from_dict(root.to_dict()))
-    for keyid in list(root.roles[role].keyids):
-        new_root.signed.revoke_key(keyid, role)
-    for signer in new:
-        new_root.signed.add_key(signer.public_key, role)
-    new_root.signed.roles[role].threshold = len(new)
-    new_root.signed.version, new_root.signed.expires = root.version + 1, root_expires
-    _sign(new_root, root_signers + (new if role == "root" else []))
-    _write_md(new_root, repo / "metadata" / f"{new_root.signed.version}.root.json")
-    _write_md(new_root, repo / "metadata" / "root.json")
-    retire_keys(keys, role, root.version)
-    if role != "root":
-        signers[role] = new
-    state.root = new_root
-    _commit(repo, state, signers, expires)
-    return _published("", "", (), state)
+    with _locked(repo):
+        state = _load_state(repo)
+        root: Root = state.root.signed
+        root_signers = load_signers(keys, "root", root)
+        signers = {r: load_signers(keys, r, root) for r in _ONLINE if r != role}
+        new = generate_keys(keys / "pending", role, count or root.roles[role].threshold)
+        new_root = Metadata(Root.from_dict(root.to_dict()))
+        for keyid in list(root.roles[role].keyids):
+            new_root.signed.revoke_key(keyid, role)
+        for signer in new:
+            new_root.signed.add_key(signer.public_key, role)
+        new_root.signed.roles[role].threshold = len(new)
+        new_root.signed.version, new_root.signed.expires = root.version + 1, root_expires
+        _sign(new_root, root_signers + (new if role == "root" else []))
+        _write_md(new_root, repo / "metadata" / f"{new_root.signed.version}.root.json")
+        _write_md(new_root, repo / "metadata" / "root.json")
+        retire_keys(keys, role, root.version)
+        if role != "root":
+            signers[role] = new
+        state.root = new_root
+        _commit(repo, state, signers, expires)
+        return _published("", "", (), state)
 
 
 def _published(name: str, version: str, targets: tuple[str, ...], state: _State) -> Published:
