@@ -75,6 +75,10 @@ def test_update_accepts_then_refuses_over_the_hard_budget(
     roomy, impossible = _profile(tmp_path, 1000), _profile(tmp_path, 0.001)
     common = ["--trusted-root", str(root), "--store", str(store), "--json"]
 
+    abandoned = store / ".download-999999999-x"  # a download whose process is gone (above Linux's pid_max)
+    abandoned.mkdir(parents=True)
+    (abandoned / "digits-fp32.onnx").write_bytes(b"half")
+
     # over loopback HTTP (--allow-network: a URL is never read without it)
     assert main(["update", http_url, "digits", "--version", "1", *common, "--profile", str(roomy)]) == 2
     assert "--allow-network" in capsys.readouterr().err
@@ -82,6 +86,7 @@ def test_update_accepts_then_refuses_over_the_hard_budget(
     doc = json.loads(capsys.readouterr().out)
     assert rc == 0 and (doc["status"], doc["version"], doc["previous"]) == ("accepted", "1", None)
     assert {v["status"] for v in doc["verdicts"].values()} == {"pass"}
+    assert not abandoned.exists() and not list(store.glob(".download-*"))
     assert doc["summary"]["runs"] >= 662 and doc["summary"]["provenance"] == "measured on this device"
 
     # from the folder (a USB stick): the newest release, 2, fails the impossible hard budget

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -115,7 +116,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     # update detect a rollback or freeze, so it lives with the store, not in a temporary folder.
     root_id = hashlib.sha256(Path(args.trusted_root).read_bytes()).hexdigest()[:16]
     cache = root / ".tuf" / root_id
-    download = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    _remove_abandoned_downloads(root)
+    download = Path(tempfile.mkdtemp(prefix=f".download-{os.getpid()}-", dir=root))
     try:
         if not args.json:
             print(f"fetching {args.name} from {args.source} (TUF) ...", file=sys.stderr)
@@ -157,6 +159,17 @@ def cmd_update(args: argparse.Namespace) -> int:
         for kind, v in doc["verdicts"].items():
             print(f"  {kind:<20} {v['status']:<9} {v['reason']}")
     return EXIT_PASS
+
+
+def _remove_abandoned_downloads(root: Path) -> None:
+    """Remove the download folders of updates whose process is gone (a cut or a kill mid-fetch)."""
+    for folder in root.glob(".download-*-*"):
+        try:
+            os.kill(int(folder.name.split("-")[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, OSError):  # not ours, or another user's process: leave it
+            continue
 
 
 def _installed_doc(done: Any) -> dict[str, Any]:

@@ -223,6 +223,12 @@ def _stage(root: Path, release: Any, target: Path) -> None:
     staging.mkdir()
     try:
         _copy_and_check(release, staging)
+    except OSError as exc:  # a full disk, a read-only store: nothing was switched
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UpdateRefused(
+            f"{release.name} {release.version}: cannot copy the release into {folder} ({exc.strerror or exc}); "
+            f"{release.name}@current is unchanged"
+        ) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
