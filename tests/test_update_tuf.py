@@ -496,3 +496,15 @@ def test_cli_usage_errors(tmp_path: Path, argv: list[str], capsys: pytest.Captur
     assert ended.value.code == 2
     assert "edgerun publish: error:" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and not (tmp_path / "k").exists()
+
+
+def test_cli_warns_when_root_expires_soon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgerun.cli import main
+
+    repo, keys = str(tmp_path / "r"), str(tmp_path / "k")
+    assert main(["publish", "--init", "--repo", repo, "--keys", keys, "--root-expires-days", "10"]) == 0
+    assert main(["publish", str(INT8), "--repo", repo, "--keys", keys, "--version", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "root expires" in err and "renew it with --rotate root" in err
+    assert main(["publish", "--rotate", "root", "--repo", repo, "--keys", keys]) == 0  # 365 days again
+    assert "root expires" not in capsys.readouterr().err

@@ -154,4 +154,20 @@ def cmd_publish(args: argparse.Namespace) -> int:
         )
         text = "\n".join([head] + [f"  {path}" for path in done.targets])
     print(json.dumps(data, indent=1) if args.json else text)
+    if mode != "init" and not args.json:
+        _warn_root_expiry(data["root_expires"])
     return EXIT_PASS
+
+
+def _warn_root_expiry(root_expires: str, warn_days: float = 30.0) -> None:
+    """Say so when root expires soon: after it, every device refuses every update until root is renewed."""
+    import sys
+    from datetime import datetime, timezone
+
+    left_days = (datetime.fromisoformat(root_expires) - datetime.now(timezone.utc)).total_seconds() / 86400
+    if left_days < warn_days:
+        print(
+            f"edgerun: warning: the repository's root expires {root_expires} (in {left_days:.1f} days); devices "
+            "then refuse every update: renew it with --rotate root (needs the root keys)",
+            file=sys.stderr,
+        )

@@ -65,6 +65,7 @@ class Published:
     snapshot_version: int
     timestamp_version: int
     timestamp_expires: str  # ISO 8601, UTC
+    root_expires: str  # ISO 8601, UTC: devices refuse everything after it (renew: rotate_keys(..., "root"))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -394,4 +395,5 @@ def _published(name: str, version: str, targets: tuple[str, ...], state: _State)
         snapshot_version=state.snapshot.signed.version,
         timestamp_version=state.timestamp.signed.version,
         timestamp_expires=state.timestamp.signed.expires.isoformat(),
+        root_expires=state.root.signed.expires.isoformat(),
     )
