@@ -268,7 +268,9 @@ def fetch_release(
     check_name("name", name)
     if version is not None:
         check_name("version", version)
-    kind, folder = check_source(source, allow_network=allow_network, ca_file=ca_file)
+    _, folder = check_source(source, allow_network=allow_network, ca_file=ca_file)
+    if not 0 < timeout_s <= 3600:
+        raise UsageError(f"timeout_s: expected seconds in (0, 3600]; got {timeout_s!r}")
     try:
         bootstrap = Path(trusted_root).read_bytes()
     except OSError as exc:
@@ -284,7 +286,7 @@ def fetch_release(
     meta_dir, dest = Path(cache_dir), Path(dest_dir).absolute()
     meta_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     made = _fresh_dir(dest)
-    phase = "metadata"
+    phase, done = "metadata", False
     try:
         updater = Updater(str(meta_dir), base + "metadata/", str(dest), base + "targets/", fetcher, bootstrap=bootstrap)
         updater.refresh()
@@ -297,15 +299,14 @@ def fetch_release(
                 raise UpdateRefused(f"update refused from {source}: {target_path} vanished from the targets metadata")
             staged[what] = Path(updater.download_target(info, str(dest / target_path.rsplit("/", 1)[1])))
         release = _check_staged(name, chosen, staged)
-    except EdgerunError:
-        _clear(dest, made)
-        raise
+        done = True
     except (tuf_exc.RepositoryError, tuf_exc.DownloadError) as exc:
-        _clear(dest, made)
         raise _refusal(exc, source, phase) from exc
     except (OSError, ValueError) as exc:  # tuf's own argument errors and a full disk: not an attack
-        _clear(dest, made)
         raise UpdateRefused(f"update from {source} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if not done:  # a refusal, an error, Ctrl-C: nothing half-staged stays
+            _clear(dest, made)
     return release
 
 
