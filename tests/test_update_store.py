@@ -273,3 +273,40 @@ def test_sigkill_at_a_random_moment_leaves_current_loadable(store: Path, profile
         proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     _after_cut(store, may_be_new=True)
+
+
+def test_a_second_install_while_one_holds_the_lock_is_refused(store: Path, profiles: dict[str, Path]) -> None:
+    with st.locked(store, "digits"):  # flock(2): a second open file description conflicts, in-process too
+        with pytest.raises(UsageError, match="another `edgerun update` or `edgerun rollback` of 'digits'"):
+            install(release("digits-int8.onnx", "2"), store, profiles["roomy"], bench=FAST)
+        with pytest.raises(UsageError, match="is at work on"):
+            st.rollback(store, "digits")
+    assert serves(store) == "1"
+
+
+def test_history_skips_a_torn_line_and_rotates(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = store / "digits" / "history.jsonl"
+    with open(path, "a") as fh:
+        fh.write('{"event": "acc')  # a line a power cut tore
+    for i in range(3):
+        st.append_history(store, "digits", {"event": "test", "i": i})
+    assert [e.get("i") for e in st.read_history(store, "digits")] == [None, 0, 1, 2]  # the base store's, then ours
+    monkeypatch.setattr(st, "HISTORY_MAX_BYTES", 300)
+    for i in range(3, 8):
+        st.append_history(store, "digits", {"event": "test", "i": i})
+    assert (store / "digits" / "history.1.jsonl").exists() and path.stat().st_size < 300 + 200
+    assert st.read_history(store, "digits")[-1]["i"] == 7
+
+
+def test_loading_a_store_reference_imports_no_update_machinery(store: Path) -> None:
+    """edgerun.load("name@current") resolves through edgerun.modelstore alone: no tuf, no bench."""
+    code = (
+        "import sys, edgerun\n"
+        f"rt = edgerun.load('digits@current', store={str(store)!r})\n"
+        "assert rt.load_info.model_version == '1'\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('tuf', 'securesystemslib', 'edgerun.update', "
+        "'edgerun.bench'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

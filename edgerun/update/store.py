@@ -156,9 +156,12 @@ def append_history(root: Path, name: str, event: dict[str, Any]) -> None:
         if path.stat().st_size > HISTORY_MAX_BYTES:
             os.replace(path, folder / "history.1.jsonl")
     line = json.dumps({"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **event}, sort_keys=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (line + "\n").encode())
+        size = os.fstat(fd).st_size
+        # a cut mid-write leaves a line without its newline: end it, or this event would be glued to it
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        os.write(fd, (("\n" if torn else "") + line + "\n").encode())
         os.fsync(fd)
     finally:
         os.close(fd)
