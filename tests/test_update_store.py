@@ -114,6 +114,11 @@ def test_install_accept_switch_rollback(store: Path, profiles: dict[str, Path]) 
     assert events == ["accepted", "accepted", "rollback", "rollback"]
     again = install(release("digits-int8.onnx", "2"), store, profiles["roomy"], bench=FAST)
     assert again.status == "already-current"
+    # re-installing the previous version, refused now, leaves it the accepted rollback target it was
+    with pytest.raises(UpdateRefused, match="digits 1 failed its on-device acceptance"):
+        install(release("digits-fp32.onnx", "1"), store, profiles["impossible"], bench=FAST)
+    assert st.resolve_ref("digits@previous", store).version == "1"
+    assert st.rollback(store, "digits") == ("2", "1")
 
 
 def test_an_update_over_the_hard_budget_is_refused_and_the_old_one_serves(

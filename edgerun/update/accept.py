@@ -164,7 +164,8 @@ def install(
             return Installed(name, version, "already-current", st.pointer(root, name, "previous"), target, None)
         _stage(root, release, target)
         st.crash_point("staged")
-        (target / st.ACCEPTANCE_FILE).unlink(missing_ok=True)  # a re-install is accepted anew
+        # A fresh copy has no acceptance.json yet. The one case of a folder kept (it is ``previous``)
+        # keeps its old one until the new acceptance replaces it: refused now, it stays a rollback target.
         acceptance = accept(
             st.manifest_in(target), profile, bench=bench, tolerance_points=tolerance_points, timeout_s=timeout_s
         )
