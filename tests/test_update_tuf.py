@@ -347,8 +347,11 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def serving(folder: Path, tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, list[str]]]:
-    """A real HTTP(S) server on 127.0.0.1 serving ``folder``; yields its URL and the paths it was asked for."""
+def serving(
+    folder: Path, tls: ssl.SSLContext | None = None, redirect_to: str | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """A real HTTP(S) server on 127.0.0.1 serving ``folder`` (or redirecting every request to ``redirect_to``);
+    yields its URL and the paths it was asked for."""
     asked: list[str] = []
 
     class Handler(_Quiet):
@@ -357,7 +360,13 @@ def serving(folder: Path, tls: ssl.SSLContext | None = None) -> Iterator[tuple[s
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             asked.append(self.path)
-            super().do_GET()
+            if redirect_to is None:
+                super().do_GET()
+                return
+            self.send_response(302)
+            self.send_header("Location", redirect_to + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     if tls is not None:
@@ -380,6 +389,12 @@ def test_fetch_over_loopback_http_only_with_opt_in(world: Path) -> None:
         release = fetch(world, source=url, allow_network=True)
     assert release.model_path.read_bytes() == FP32.read_bytes()
     assert "/metadata/timestamp.json" in asked
+
+
+def test_redirects_are_not_followed(world: Path) -> None:
+    with serving(world / "repo") as (good, asked_good), serving(world / "repo", redirect_to=good) as (url, asked):
+        refused(world, r"cannot read the repository \(HTTP 302 for .*/2\.root\.json", source=url, allow_network=True)
+    assert asked == ["/metadata/2.root.json"] and asked_good == []  # the first file a client asks for
 
 
 def test_https_with_a_pinned_ca(world: Path) -> None:
