@@ -185,6 +185,40 @@ def test_a_published_version_is_never_replaced_and_refresh_keeps_it_fetchable(wo
     assert fetch(world, dest="second").version == "1.1.0"
 
 
+# A publish of 1.2.0 that dies by SIGKILL right after its k-th file write (3 targets, then targets,
+# snapshot and timestamp metadata): the crash point is injected, the death and what a device then
+# reads are real.
+_DIE_AFTER_WRITE = """
+import os, signal, sys
+from edgerun.update import repo
+k, writes, real = int(sys.argv[1]), [0], repo._write_atomic
+def write_then_die(path, data):
+    real(path, data)
+    writes[0] += 1
+    if writes[0] == k:
+        os.kill(os.getpid(), signal.SIGKILL)
+repo._write_atomic = write_then_die
+repo.publish(sys.argv[2], sys.argv[3], sys.argv[4], "digits", version="1.2.0")
+"""
+
+
+@pytest.mark.parametrize("k", range(1, 7))
+def test_a_publish_killed_after_any_write_leaves_a_consistent_repository(world: Path, k: int) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    fetch(world, dest="before")  # the device knows 1.1.0
+    argv = [sys.executable, "-c", _DIE_AFTER_WRITE, str(k), str(INT8), str(world / "repo"), str(world / "keys")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    expected = "1.2.0" if k == 6 else "1.1.0"  # the timestamp, written last, is what publishes
+    assert fetch(world, dest="after-kill").version == expected
+    if k < 6:  # the publisher runs again and completes
+        publish(INT8, world / "repo", world / "keys", NAME, version="1.2.0")
+        assert fetch(world, dest="after-rerun").version == "1.2.0"
+
+
 def test_one_publish_at_a_time(world: Path) -> None:
     """Another publisher holds the repository's lock: this one stops before writing anything."""
     import fcntl
