@@ -95,6 +95,9 @@ def test_an_otlp_export_carries_the_stage_histograms_errors_and_model(receiver):
         assert points[stage].count == len(results)
         assert points[stage].sum == pytest.approx(sum(r.times[i] for r in results) / 1e9, rel=1e-9)
         assert list(points[stage].explicit_bounds) == pytest.approx([b / 1e9 for b in tele.recorder.bounds_ns])
+        assert points[stage].min == pytest.approx(min(r.times[i] for r in results) / 1e9)
+        assert points[stage].max == pytest.approx(max(r.times[i] for r in results) / 1e9)
+    assert rt.observers == []  # the exporter reads the recorder's totals; it is not an observer
     errors = metrics["edgerun.errors"].sum.data_points
     assert [(p.attributes[0].value.string_value, p.as_int) for p in errors] == [("InputError", 1)]
     (info,) = metrics["edgerun.model.info"].gauge.data_points
@@ -118,3 +121,15 @@ def test_the_standard_path_is_added_to_a_bare_endpoint(endpoint: str, expected: 
 def test_a_bad_endpoint_is_one_clear_error(endpoint: str):
     with pytest.raises(UsageError, match="OTLP endpoint"):
         otlp_metrics_url(endpoint)
+
+
+def test_exports_repeat_every_interval_while_running(receiver):
+    from tests.waiting import wait_for
+
+    rt = edgerun.load(DEMO)
+    tele = instrument(rt, otlp_endpoint=f"http://127.0.0.1:{receiver.server_port}", otlp_interval_s=0.1)
+    try:
+        wait_for(lambda: len(receiver.received) >= 2, "two periodic exports")
+    finally:
+        tele.close()
+    assert tele.otel.last_result.name == "SUCCESS"

@@ -12,8 +12,7 @@ demo's CPU time is all in that clock.
    noise is not in it): ``Runtime.run`` as it was before the hook (``no hook``: a subclass
    with the old body), with the hook and no observer (``bare``), with the telemetry
    Recorder attached (``recorder``: what ``instrument(rt, prometheus_port=...)`` adds per
-   inference; Prometheus code runs only at scrape time) and with the OpenTelemetry observer as
-   well (``+otel``: four synchronous Histogram.record calls, the ``otel`` extra). Each arm is
+   inference; Prometheus and OpenTelemetry code run only at scrape or export time). Each arm is
    timed over ``--batch`` calls at a time, the arms interleaved in a fresh random order every
    round; the figure is the median over ``--rounds`` rounds of ns per call, with the range.
    ``recorder - bare`` is the per-inference cost asked about (goal < 2000 ns).
@@ -27,7 +26,7 @@ demo's CPU time is all in that clock.
 Usage:
 
     python tools/bench_telemetry.py [ARTIFACT] [--rounds 7] [--batch 20000] [--pairs 2000] [--threads 1]
-                                    [--clock cpu|wall] [--no-otel]
+                                    [--clock cpu|wall]
 """
 
 from __future__ import annotations
@@ -61,7 +60,7 @@ class _NoHook(Runtime):
         return Result(outputs, top, times, ROUTE_LOCAL)
 
 
-def _stub_arms(rt: Any, tele: Any, otel: Any) -> dict[str, Runtime]:
+def _stub_arms(rt: Any, tele: Any) -> dict[str, Runtime]:
     """Runtimes on the demo's artifact whose pipeline returns one fixed, real result."""
     x = sample_inputs(rt.artifact, seed=0)[0][0]
     fixed = rt.pipeline(x)
@@ -71,9 +70,9 @@ def _stub_arms(rt: Any, tele: Any, otel: Any) -> dict[str, Runtime]:
         return fixed
 
     arms = {"no hook": _NoHook(rt.artifact, stub, rt.profile, rt.load_info)}  # type: ignore[arg-type]
-    for name, observers in (("bare", []), ("recorder", [tele.recorder]), ("+otel", [tele.recorder, otel])):
+    for name, observers in (("bare", []), ("recorder", [tele.recorder])):
         arm = Runtime(rt.artifact, stub, rt.profile, rt.load_info)  # type: ignore[arg-type]
-        arm.observers = [o for o in observers if o is not None]
+        arm.observers = observers
         arms[name] = arm
     return arms
 
@@ -109,6 +108,26 @@ def measure_demo(rt: Any, tele: Any, rounds: int, pairs: int, clock: Any) -> dic
     return samples
 
 
+def _print_otlp_build(tele: Any, clock: Any, repeats: int = 200) -> None:
+    """What one OTLP export costs to build and encode (per export, every 15 s by default; no network)."""
+    try:
+        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+        from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    except ImportError:
+        print("   OTLP export: the otel extra is not installed")
+        return
+    from edgerun.telemetry.otel import SCOPE, build_metrics
+
+    t0 = clock()
+    for _ in range(repeats):
+        scope = ScopeMetrics(InstrumentationScope(SCOPE), build_metrics(tele.recorder, tele.info, None), "")
+        encode_metrics(MetricsData([ResourceMetrics(Resource.create({}), [scope], "")])).SerializeToString()
+    per = (clock() - t0) / repeats
+    print(f"   OTLP export, built and encoded: {per / 1e3:.0f} us per export ({repeats} exports), none per inference")
+
+
 def _round_medians(values: list[int], per_round: int) -> list[float]:
     return [statistics.median(values[i : i + per_round]) for i in range(0, len(values), per_round)]
 
@@ -128,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=20000, help="stub calls per arm per round (default 20000)")
     ap.add_argument("--pairs", type=int, default=2000, help="demo calls per arm per round (default 2000)")
     ap.add_argument("--threads", type=int, default=1, help="engine threads for the demo (default 1)")
-    ap.add_argument("--no-otel", action="store_true", help="skip the OpenTelemetry arm")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="thread CPU time (default) or wall time")
     args = ap.parse_args(argv)
     if min(args.rounds, args.batch, args.pairs, args.threads) < 1:
@@ -137,16 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     rt = edgerun.load(Path(args.artifact), threads=args.threads)
     tele = instrument(rt, thermal=False)  # the Recorder alone: exporters run at scrape/export time, not per call
     rt.observers.clear()  # each arm sets its own observers
-    otel = None
-    if not args.no_otel:
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-        from edgerun.telemetry.otel import OtelExporter
-
-        otel = OtelExporter(tele.recorder, tele.info, None, reader=InMemoryMetricReader(), thermal=False)
-    arms = _stub_arms(rt, tele, otel)
-    if otel is None:
-        arms.pop("+otel")
+    arms = _stub_arms(rt, tele)
     li = rt.load_info
     print(f"edgerun.telemetry overhead: {rt.artifact.name} on {li.engine} {li.engine_version}, threads={li.threads}")
     clock = thread_time_ns if args.clock == "cpu" else perf_counter_ns
@@ -166,10 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "met" if max(cost) < GOAL_NS else "missed" if min(cost) >= GOAL_NS else "unresolved"
     span = f"[{min(cost):.0f}, {max(cost):.0f}]"
     print(f"   recorder - bare: {cost_ns:.0f} ns/inference {span}  goal < {GOAL_NS} ns: {verdict}")
-    if "+otel" in hook:
-        ocost = [o - b for o, b in zip(hook["+otel"], hook["bare"])]
-        span = f"[{min(ocost):.0f}, {max(ocost):.0f}]"
-        print(f"   +otel - bare:    {statistics.median(ocost):.0f} ns/inference {span} (with --otlp-endpoint)")
+    _print_otlp_build(tele, clock)
 
     demo = measure_demo(rt, tele, args.rounds, args.pairs, clock)
     n = len(demo["plain"])
@@ -191,8 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         pct = 100 * ns / med["plain"]
         print(f"     {what:<10} {pct:6.3f} %  {'met' if pct < GOAL_PCT else 'missed'}")
     tele.close()
-    if otel is not None:
-        otel.close()
     rt.close()
     return 0
 

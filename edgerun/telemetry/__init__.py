@@ -65,9 +65,8 @@ class Telemetry:
         if self._closed:
             return
         self._closed = True
-        for observer in (self.recorder, self.otel):
-            if observer is not None and observer in self.runtime.observers:
-                self.runtime.observers.remove(observer)
+        if self.recorder in self.runtime.observers:
+            self.runtime.observers.remove(self.recorder)
         if self._untee is not None:
             self._untee()
         for part in (self.server, self.textfile, self.otel):
@@ -156,8 +155,6 @@ def instrument(
     )
     tele._untee = _tee_fallback_audit(runtime, info["name"], version)
     runtime.observers.append(recorder)
-    if tele.otel is not None:
-        runtime.observers.append(tele.otel)
     return tele
 
 

@@ -1,21 +1,23 @@
 """OpenTelemetry metrics over OTLP/HTTP (the ``otel`` extra: opentelemetry-sdk and
 opentelemetry-exporter-otlp-proto-http).
 
-The same series as the Prometheus page (docs/telemetry.md), in OpenTelemetry's naming: the
-counters and gauges are *observable* instruments whose callbacks read ``Recorder.snapshot()``
-at each export, so they cost nothing per inference. The stage latencies are the exception:
-the OpenTelemetry API has no asynchronous histogram, so this exporter is also a Runtime
-observer that records each stage into a synchronous Histogram (bucket bounds = the
-recorder's). That is the cost tools/bench_telemetry.py measures in its ``otel`` column.
+The same series as the Prometheus page (docs/telemetry.md), in OpenTelemetry's naming, built
+from ``Recorder.snapshot()`` at each export: a thread calls the SDK's own ``OTLPMetricExporter``
+every ``interval_s`` with the SDK's data model (``MetricsData``: cumulative histograms and sums
+since the recorder started, gauges), so nothing runs per inference. The first version recorded
+each stage into an SDK ``Histogram`` from a Runtime observer (the OpenTelemetry API has no
+asynchronous histogram); that cost 25 us per inference on the 2-core CI VM, eight percent of a
+demo inference, against ~0 now (tools/bench_telemetry.py).
 
-A ``PeriodicExportingMetricReader`` pushes every ``interval_s`` to ``endpoint`` (an OTLP/HTTP
-URL; a bare ``http://host:4318`` gets the standard ``/v1/metrics`` path). Tests pass their own
-``reader`` (the SDK's InMemoryMetricReader, or a periodic reader to a loopback receiver).
+``endpoint`` is an OTLP/HTTP URL; a bare ``http://host:4318`` gets the standard ``/v1/metrics``
+path. Only aggregates leave the device (latency buckets, counts, the model's name, version and
+sha256, temperatures), never an input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +27,7 @@ from edgerun.telemetry.recorder import STAGES, Recorder
 __all__ = ["OtelExporter", "otlp_metrics_url"]
 
 EXTRA_HINT = 'OpenTelemetry export needs the otel extra: pip install "edgerun[otel]"'
+SCOPE = "edgerun.telemetry"
 
 
 def otlp_metrics_url(endpoint: str) -> str:
@@ -38,100 +41,111 @@ def otlp_metrics_url(endpoint: str) -> str:
 
 
 class OtelExporter:
-    """A MeterProvider of its own (not the global one) with edgerun's instruments on it."""
+    """Exports a Recorder's totals every ``interval_s`` from a daemon thread, and once more at close."""
 
     def __init__(
         self,
         recorder: Recorder,
         info: dict[str, str],
-        endpoint: str | None,
+        endpoint: str,
         *,
         interval_s: float = 15.0,
         thermal: bool = True,
-        reader: Any = None,
+        exporter: Any = None,
     ) -> None:
+        if not 0.1 <= interval_s <= 86400:
+            raise UsageError(f"OTLP export interval {interval_s} s: expected 0.1 .. 86400 s")
+        url = otlp_metrics_url(endpoint)
         try:
-            from opentelemetry.sdk.metrics import MeterProvider
-            from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
             from opentelemetry.sdk.resources import Resource
         except ImportError as exc:
             raise UsageError(EXTRA_HINT) from exc
-        if reader is None:
-            reader = _periodic_reader(otlp_metrics_url(str(endpoint)), interval_s)
-        self.recorder, self.info = recorder, info
-        bounds_s = [b / 1e9 for b in recorder.bounds_ns]
-        view = View(
-            instrument_name="edgerun.inference.latency",
-            aggregation=ExplicitBucketHistogramAggregation(boundaries=bounds_s),
-        )
-        resource = Resource.create({"service.name": "edgerun", "edgerun.model.name": info["name"]})
-        self.provider = MeterProvider(metric_readers=[reader], resource=resource, views=[view])
-        meter = self.provider.get_meter("edgerun.telemetry")
-        self._record = meter.create_histogram(
-            "edgerun.inference.latency", unit="s", description="Latency of each stage of Runtime.run"
-        ).record
-        self._attrs = [{"stage": stage} for stage in STAGES]
-        self._observables(meter, thermal)
-
-    def __call__(self, result: Any, error: Exception | None) -> None:
-        """Runtime.observers signature: record the four stage latencies (errors are the recorder's)."""
-        if result is None:
-            return
-        pre, infer, post = result.times
-        rec, a = self._record, self._attrs
-        rec(pre / 1e9, a[0])
-        rec(infer / 1e9, a[1])
-        rec(post / 1e9, a[2])
-        rec((pre + infer + post) / 1e9, a[3])
-
-    def _observables(self, meter: Any, thermal: bool) -> None:
-        from opentelemetry.metrics import Observation
-
-        rec = self.recorder
-
-        def misses(_: Any) -> Iterable[Any]:
-            snap = rec.snapshot()
-            limits = {"soft": rec.soft_ns, "hard": rec.hard_ns}
-            return [Observation(n, {"budget": k}) for k, n in snap.misses.items() if limits[k] is not None]
-
-        def routes(_: Any) -> Iterable[Any]:
-            return [Observation(n, {"route": r, "reason": c}) for (r, c), n in rec.snapshot().routes.items()]
-
-        def errors(_: Any) -> Iterable[Any]:
-            return [Observation(n, {"type": t}) for t, n in rec.snapshot().errors.items()]
-
-        def model(_: Any) -> Iterable[Any]:
-            return [Observation(1, dict(self.info))]
-
-        meter.create_observable_counter("edgerun.budget.misses", [misses], unit="{inference}")
-        meter.create_observable_counter("edgerun.fallback.routes", [routes], unit="{result}")
-        meter.create_observable_counter("edgerun.errors", [errors], unit="{call}")
-        meter.create_observable_gauge("edgerun.model.info", [model], description="1, with the model's labels")
+        self.recorder, self.info, self.interval_s = recorder, info, interval_s
+        self.exporter = exporter if exporter is not None else OTLPMetricExporter(endpoint=url)
+        self.resource = Resource.create({"service.name": "edgerun", "edgerun.model.name": info["name"]})
+        self.thermal = None
         if thermal:
             from edgerun.telemetry.metrics import ThermalCache
 
-            cache = ThermalCache()
+            self.thermal = ThermalCache()
+        self.last_result: Any = None  # the SDK's MetricExportResult of the last export
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="edgerun-otlp", daemon=True)
+        self._thread.start()
 
-            def temps(_: Any) -> Iterable[Any]:
-                return [Observation(c, {"zone": z}) for z, c in cache.get().temps_c().items()]
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.export()
 
-            def throttled(_: Any) -> Iterable[Any]:
-                bits = cache.get().throttled
-                return [] if bits is None else [Observation(1 if bits.now else 0, {"raw": f"{bits.raw:#x}"})]
+    def export(self) -> Any:
+        """Send the totals now; returns the SDK's MetricExportResult (failures are the SDK's to log)."""
+        from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-            meter.create_observable_gauge("edgerun.thermal.zone.temperature", [temps], unit="Cel")
-            meter.create_observable_gauge("edgerun.throttle.state", [throttled], unit="1")
+        metrics = build_metrics(self.recorder, self.info, self.thermal.get() if self.thermal else None)
+        scope = ScopeMetrics(InstrumentationScope(SCOPE), metrics, "")
+        data = MetricsData([ResourceMetrics(self.resource, [scope], "")])
+        self.last_result = self.exporter.export(data)
+        return self.last_result
 
     def close(self) -> None:
-        self.provider.shutdown()
+        self._stop.set()
+        self._thread.join(timeout=self.interval_s + 10)
+        self.export()
+        self.exporter.shutdown()
 
 
-def _periodic_reader(url: str, interval_s: float) -> Any:
-    if not 0.1 <= interval_s <= 86400:
-        raise UsageError(f"OTLP export interval {interval_s} s: expected 0.1 .. 86400 s")
-    try:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    except ImportError as exc:
-        raise UsageError(EXTRA_HINT) from exc
-    return PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=url), export_interval_millis=interval_s * 1000)
+def build_metrics(recorder: Recorder, info: dict[str, str], thermal: Any) -> list[Any]:
+    """The SDK Metric objects for one export: cumulative since the recorder started."""
+    from opentelemetry.sdk.metrics.export import (
+        AggregationTemporality,
+        Gauge,
+        Histogram,
+        HistogramDataPoint,
+        Metric,
+        NumberDataPoint,
+        Sum,
+    )
+
+    snap = recorder.snapshot()
+    start, now = snap.start_unix_ns, time.time_ns()
+    cumulative = AggregationTemporality.CUMULATIVE
+    bounds_s = [b / 1e9 for b in snap.bounds_ns]
+
+    def point(value: float, attributes: dict[str, Any]) -> Any:
+        return NumberDataPoint(attributes, start, now, value)
+
+    def counter(name: str, unit: str, points: list[Any]) -> Any:
+        return Metric(name, None, unit, Sum(points, cumulative, is_monotonic=True))
+
+    latency = []
+    for stage in STAGES:
+        low, high = snap.min_ns[stage], snap.max_ns[stage]
+        if low is None or high is None:
+            continue  # no inference yet
+        buckets, sum_s = list(snap.buckets[stage]), snap.sums_ns[stage] / 1e9
+        attributes = {"stage": stage}
+        latency.append(
+            HistogramDataPoint(attributes, start, now, sum(buckets), sum_s, buckets, bounds_s, low / 1e9, high / 1e9)
+        )
+    limits = {"soft": recorder.soft_ns, "hard": recorder.hard_ns}
+    misses = [point(n, {"budget": k}) for k, n in snap.misses.items() if limits[k] is not None]
+    routes = [point(n, {"route": r, "reason": c}) for (r, c), n in snap.routes.items()]
+    errors = [point(n, {"type": t}) for t, n in snap.errors.items()]
+    metrics = [
+        Metric("edgerun.model.info", "1, with the model's attributes", "1", Gauge([point(1, dict(info))])),
+        Metric(
+            "edgerun.inference.latency", "Latency of each stage of Runtime.run", "s", Histogram(latency, cumulative)
+        ),
+        counter("edgerun.budget.misses", "{inference}", misses),
+        counter("edgerun.fallback.routes", "{result}", routes),
+        counter("edgerun.errors", "{call}", errors),
+    ]
+    if thermal is not None:
+        temps = [point(c, {"zone": z}) for z, c in thermal.temps_c().items()]
+        metrics.append(Metric("edgerun.thermal.zone.temperature", None, "Cel", Gauge(temps)))
+        if thermal.throttled is not None:
+            flag = point(1 if thermal.throttled.now else 0, {"raw": f"{thermal.throttled.raw:#x}"})
+            metrics.append(Metric("edgerun.throttle.state", None, "1", Gauge([flag])))
+    return [m for m in metrics if m.data.data_points]

@@ -65,6 +65,9 @@ class Snapshot:
     misses: dict[str, int]  # "soft" / "hard" -> inferences at or over that limit
     routes: dict[tuple[str, str], int]  # (route, reason code) -> results, under a fallback policy
     errors: dict[str, int]  # exception class name -> run() calls that raised it
+    min_ns: dict[str, int | None]  # the fastest and slowest of each stage so far (None before any)
+    max_ns: dict[str, int | None]
+    start_unix_ns: int  # when the totals started (OpenTelemetry's start time of cumulative points)
 
 
 class Recorder:
@@ -95,6 +98,9 @@ class Recorder:
         self._pending: list[Any] = []  # StageTimes not folded yet; appended without the lock
         self._counts = np.zeros((len(STAGES), self._n), dtype=np.int64)  # per stage, per bucket (not cumulative)
         self._sums = [0, 0, 0, 0]  # ns, Python ints: no overflow
+        self._min: list[int | None] = [None] * len(STAGES)
+        self._max: list[int | None] = [None] * len(STAGES)
+        self.start_unix_ns = time.time_ns()
         self._misses = {"soft": 0, "hard": 0}
         self._unlogged = {"soft": 0, "hard": 0}  # misses since the last budget-breach event
         self._last_event: dict[str, float | None] = {"soft": None, "hard": None}
@@ -167,6 +173,10 @@ class Recorder:
             # side="left": the first bound >= the value, i.e. Prometheus' "le" bucket
             self._counts[i] += np.bincount(np.searchsorted(self._bounds, values, side="left"), minlength=self._n)
             self._sums[i] += int(values.sum())
+            low, high = int(values.min()), int(values.max())
+            old_low, old_high = self._min[i], self._max[i]
+            self._min[i] = low if old_low is None else min(old_low, low)
+            self._max[i] = high if old_high is None else max(old_high, high)
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -174,6 +184,7 @@ class Recorder:
             counts = self._counts.tolist()
             sums = list(self._sums)
             misses, routes, errors = dict(self._misses), dict(self._routes), dict(self._errors)
+            lows, highs = dict(zip(STAGES, self._min)), dict(zip(STAGES, self._max))
         buckets = {stage: tuple(counts[i]) for i, stage in enumerate(STAGES)}
         return Snapshot(
             self.bounds_ns,
@@ -183,6 +194,9 @@ class Recorder:
             misses,
             routes,
             errors,
+            lows,
+            highs,
+            self.start_unix_ns,
         )
 
 
