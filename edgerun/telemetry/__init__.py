@@ -57,8 +57,10 @@ class Telemetry:
 
     def render(self) -> str:
         """The Prometheus text exposition, as a scrape would get it now (needs the telemetry extra)."""
-        from edgerun.telemetry.metrics import _prometheus
+        from edgerun.telemetry.metrics import _prometheus, make_registry
 
+        if self.registry is None:  # no port or textfile was asked for: a registry just for this
+            self.registry = make_registry(self.recorder, self.info, None)
         return _prometheus().generate_latest(self.registry).decode("utf-8")
 
     def close(self) -> None:
