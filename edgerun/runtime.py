@@ -10,6 +10,9 @@ With one (``load(..., fallback=FallbackPolicy(...))``), a ``Router``
 (edgerun.fallback.router) decides per call between the local pipeline and a
 remote Open Inference Protocol endpoint, as far as the policy allows, and the
 Result says the route and why (``reason``).
+
+``Runtime.observers`` (empty by default) are told each call's Result or error:
+``edgerun.telemetry.instrument(rt, ...)`` attaches its recorder there (docs/telemetry.md).
 """
 
 from __future__ import annotations
