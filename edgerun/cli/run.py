@@ -7,8 +7,12 @@ edgerun.fallback. Nothing heavy (numpy, the engines, httpx) is imported at modul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,10 +182,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _repeat(rt: Any, x: Any, n: int) -> Any:
-    res = None
-    for _ in range(n):
+    """``n`` calls, fewer when SIGTERM comes (a service manager stopping a long ``--repeat`` with
+    telemetry): the last result is printed, the textfile written once more, the port closed."""
+    stop = threading.Event()
+    with _sigterm_sets(stop):
         res = rt.run(x)
+        for _ in range(n - 1):
+            if stop.is_set():
+                break
+            res = rt.run(x)
     return res
+
+
+@contextlib.contextmanager
+def _sigterm_sets(stop: threading.Event) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _instrument(rt: Any, args: argparse.Namespace) -> Any:
@@ -332,10 +354,7 @@ def _run_with_fallback(rt: Any, x: Any, args: argparse.Namespace) -> Any:
             print(f"edgerun: warning: fallback server not usable yet: {exc}", file=sys.stderr)
     warmup = args.warmup if args.warmup is not None else 1
     router.warm_up(x, warmup)  # routing needs this device's local latency, as an app learns it at startup
-    res = None
-    for _ in range(max(1, args.repeat)):
-        res = rt.run(x)
-    return res
+    return _repeat(rt, x, max(1, args.repeat))
 
 
 def _print_stats(metrics: Any, args: argparse.Namespace) -> None:
