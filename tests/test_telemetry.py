@@ -300,3 +300,23 @@ def test_telemetry_imports_its_exporters_only_when_asked():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_sigterm_ends_a_long_repeat_with_a_last_textfile_write(tmp_path: Path):
+    import signal
+
+    prom = tmp_path / "edgerun.prom"
+    argv = [sys.executable, "-m", "edgerun.cli", "run", str(DEMO), "--repeat", "1000000", "--json"]
+    argv += ["--metrics-port", "0", "--metrics-textfile", str(prom)]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = next((ln for ln in iter(proc.stderr.readline, "") if ln.startswith("edgerun: metrics at ")), "")
+        url = line.split(" at ", 1)[1].strip()
+        seen = wait_for(lambda: s if _count(s := _scrape(url)) > 0 else None, "a counted inference")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert '"route": "local"' in out  # the last result is printed
+    assert _count(_samples(prom.read_text(encoding="utf-8"))) >= _count(seen)  # written at close
