@@ -320,3 +320,16 @@ def test_sigterm_ends_a_long_repeat_with_a_last_textfile_write(tmp_path: Path):
     assert proc.returncode == 0
     assert '"route": "local"' in out  # the last result is printed
     assert _count(_samples(prom.read_text(encoding="utf-8"))) >= _count(seen)  # written at close
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"breach_interval_s": -1.0}, "breach_interval_s"), ({"buckets_s": (0.001, float("nan"))}, "buckets_s")],
+)
+def test_bad_settings_are_one_clear_error(kwargs: dict, match: str):
+    rt = edgerun.load(DEMO)
+    with pytest.raises(UsageError, match=match):
+        instrument(rt, **kwargs)
+    with pytest.raises(UsageError, match="metrics port 70000"):
+        instrument(rt, prometheus_port=70000)
+    assert rt.observers == []

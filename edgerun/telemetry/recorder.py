@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from edgerun.errors import UsageError
 from edgerun.telemetry.events import log_event
 
 __all__ = ["DEFAULT_BUCKETS_S", "STAGES", "Recorder", "Snapshot", "audit_tee"]
@@ -84,6 +85,10 @@ class Recorder:
         breach_interval_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not (math.isfinite(breach_interval_s) and breach_interval_s >= 0):
+            raise UsageError(f"breach_interval_s {breach_interval_s}: expected a finite number of seconds >= 0")
+        if not (0 < len(buckets_s) <= 100 and all(math.isfinite(b) and b > 0 for b in buckets_s)):
+            raise UsageError(f"buckets_s: expected 1 to 100 finite bounds > 0 in seconds, got {list(buckets_s)[:5]}...")
         limits = [m / 1e3 for m in (soft_ms, hard_ms) if m is not None]
         self.bounds_ns = tuple(sorted({round(s * 1e9) for s in (*buckets_s, *limits) if s > 0}))
         self.soft_ns = round(soft_ms * 1e6) if soft_ms is not None else None
