@@ -203,7 +203,8 @@ def _refusal(exc: BaseException, source: str, phase: str) -> EdgerunError:
 
 
 def _natural(version: str) -> tuple[tuple[int, Any], ...]:
-    """Sort key: digit runs compare as numbers (1.10 after 1.9), other runs as text."""
+    """Sort key: digit runs compare as numbers (1.10 after 1.9), other runs as text. No pre-release
+    rule (1.0.0-rc1 sorts after 1.0.0): docs/update.md says to publish candidates under another name."""
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[^\d]+", version))
 
 
