@@ -133,3 +133,20 @@ def test_exports_repeat_every_interval_while_running(receiver):
     finally:
         tele.close()
     assert tele.otel.last_result.name == "SUCCESS"
+
+
+def test_thermal_gauges_come_from_the_state_read():
+    from pathlib import Path
+
+    from edgerun.measure.thermal import read_thermal
+    from edgerun.telemetry.otel import build_metrics
+    from edgerun.telemetry.recorder import Recorder
+
+    root = Path(__file__).resolve().parent / "fixtures" / "thermal" / "rpi5"
+    state = read_thermal(root, run=lambda argv: "throttled=0x50000\n" if argv[0] == "vcgencmd" else None)
+    metrics = {m.name: m for m in build_metrics(Recorder(100.0, 10.0), {"name": "m"}, state)}
+    temps = {p.attributes["zone"]: p.value for p in metrics["edgerun.thermal.zone.temperature"].data.data_points}
+    assert temps == state.temps_c() and temps
+    (flag,) = metrics["edgerun.throttle.state"].data.data_points
+    assert flag.value == 0 and flag.attributes == {"raw": "0x50000"}  # bits 16-19: occurred, not now
+    assert "edgerun.inference.latency" not in metrics  # no inference yet: no empty histogram point
