@@ -164,6 +164,12 @@ def test_publish_then_fetch_from_a_folder(world: Path) -> None:
     assert older.model_path.read_bytes() == INT8.read_bytes()
 
 
+def test_the_highest_version_compares_digit_runs_as_numbers(world: Path) -> None:
+    publish(INT8, world / "repo", world / "keys", NAME, version="1.10")
+    publish(FP32, world / "repo", world / "keys", NAME, version="1.9")
+    assert fetch(world).version == "1.10"  # not "1.9", which sorts higher as text
+
+
 def test_repository_layout_and_target_custom(world: Path) -> None:
     md = world / "repo" / "metadata"
     assert {p.name for p in md.iterdir()} >= {"1.root.json", "root.json", "timestamp.json", "3.targets.json"}
