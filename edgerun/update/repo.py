@@ -11,8 +11,8 @@ A repository is a folder that a web server, a CDN or a USB stick can carry as it
 
 Consistent snapshots (TUF specification 1.0, section 6.2 "consistent snapshots"): every
 metadata file but timestamp.json is named by its version and every target by its hash, so a
-publish never rewrites a file a device may be reading. A device (or a CDN cache, or a USB copy
-made mid-publish) always sees one consistent set; a publish writes the targets, then
+publish never rewrites a file a device may be reading. A device (or a CDN cache) reading
+mid-publish sees one consistent set, old or new; a publish writes the targets, then
 ``N.targets.json``, then ``N.snapshot.json``, and last replaces ``timestamp.json`` atomically, so a
 crash at any point leaves the previous release set in force. Old versions stay: a device that
 read an older timestamp a moment ago still finds the files it names.
@@ -44,10 +44,11 @@ from edgerun.update.keys import MAX_KEYS_PER_ROLE, ROLES, generate_keys, load_si
 
 __all__ = ["DEFAULT_EXPIRES_DAYS", "ROLES", "Published", "check_name", "init_repo", "publish", "refresh", "rotate_keys"]
 
-# Days until each role's metadata expires. The timestamp is short-lived so a device notices a
-# frozen repository (or an attacker replaying old metadata) within a day; root is long-lived
-# because re-signing it needs the offline root keys.
-DEFAULT_EXPIRES_DAYS = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1}
+# Days until each role's metadata expires. Snapshot and timestamp: a week, so that a copy on a USB
+# stick stays usable that long; an online repository re-signs daily (refresh with 1 day) so that a
+# device notices a frozen repository (or someone replaying old metadata) within a day. Root is
+# long-lived because re-signing it needs the offline root keys.
+DEFAULT_EXPIRES_DAYS = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 7}
 MAX_EXPIRES_DAYS = 3650
 # A release name or version is one path component of a target path and of a device's store.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
