@@ -22,6 +22,7 @@ from torch import nn
 
 from edgerun.artifact import Manifest, TensorSpec, inspect_model, sha256_file, write_manifest
 from edgerun.compress.data import Dataset, manifest_pipeline
+from edgerun.errors import CompressError
 
 ONNX_OPSET = 17
 # The model's tensor names in every export: ONNX's input_names / output_names; a .pte holds no names,
@@ -82,7 +83,13 @@ def export_tflite(model: nn.Module, input_shape: tuple[int, ...], path: Path) ->
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # our own progress lines report it
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines bypass Python logging
     with quiet():
-        import litert_torch
+        try:
+            import litert_torch
+        except ImportError as exc:  # its litert-converter has wheels for Linux x86-64 and macOS arm64 only
+            raise CompressError(
+                "TFLite export needs litert-torch, whose converter has wheels for Linux x86-64 and macOS arm64 "
+                f"only ({exc}); build on one of those or leave the tflite [[export]] out of the recipe"
+            ) from exc
 
         edge = litert_torch.convert(model.eval(), (torch.zeros(1, *input_shape),))
         edge.export(str(path))
