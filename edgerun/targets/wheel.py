@@ -13,9 +13,12 @@ import base64
 import csv
 import hashlib
 import io
+import re
 import zipfile
 from importlib import metadata
 from pathlib import Path
+
+from edgerun.errors import TargetSetupError
 
 __all__ = ["build_self_wheel"]
 
@@ -44,9 +47,45 @@ def _record_row(name: str, data: bytes) -> tuple[str, str, str]:
     return name, f"sha256={digest}", str(len(data))
 
 
+def _name(requirement: str) -> str:
+    """The project name of a PEP 508 requirement, normalized (PEP 503)."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else requirement
+
+
+def check_metadata_current(dist: metadata.Distribution, pyproject: Path) -> None:
+    """Refuse a checkout whose installed metadata predates its pyproject.toml's dependencies.
+
+    The wheel carries the installed METADATA: after pyproject.toml gained a dependency, an editable
+    install made before it would push an edgerun that lacks it to the device (seen: orjson, and the
+    fallback's import failed there). TargetSetupError names the missing ones and the fix.
+    """
+    from edgerun._tomlio import read_toml
+
+    if not pyproject.is_file():
+        return  # an installed wheel: its metadata is all there is
+    try:
+        project = read_toml(pyproject, TargetSetupError, what="pyproject.toml").get("project", {})
+    except TargetSetupError:
+        return  # not a checkout we can read
+    if project.get("name") != "edgerun":
+        return
+    wanted = {_name(r) for r in project.get("dependencies", ())}
+    installed = {_name(r) for r in dist.requires or () if "extra ==" not in r.replace("extra==", "extra ==")}
+    missing = sorted(wanted - installed)
+    if missing:
+        raise TargetSetupError(
+            f"the installed edgerun's metadata lacks dependencies that {pyproject} names ({', '.join(missing)}): "
+            "the editable install is older than pyproject.toml; run pip install -e . again, then retry"
+        )
+
+
 def build_self_wheel(dest_dir: Path) -> Path:
     """Write ``edgerun-<version>-py3-none-any.whl`` into ``dest_dir``; its path."""
+    import edgerun
+
     dist = metadata.distribution("edgerun")
+    check_metadata_current(dist, Path(edgerun.__file__).resolve().parent.parent / "pyproject.toml")
     version = dist.version
     info = f"edgerun-{version}.dist-info"
     extra = {
