@@ -114,7 +114,7 @@ def test_update_accepts_then_refuses_over_the_hard_budget(
 
     kinds = [(e["kind"], e["version"]) for e in _events(event_log)]
     assert kinds == [("update-accepted", "1"), ("update-refused", "2")]
-    assert _events(event_log)[1]["verdicts"]["hard"] == "fail"
+    assert "hard: fail" in _events(event_log)[1]["verdicts"]  # a bounded list of "name: status" strings
 
 
 @pytest.mark.slow

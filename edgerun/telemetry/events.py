@@ -34,7 +34,7 @@ from typing import Any
 
 from edgerun.errors import UsageError
 
-__all__ = ["EventLog", "configure", "current", "disable", "log_event"]
+__all__ = ["EventLog", "check", "configure", "current", "disable", "log_event"]
 
 MAX_TEXT_CHARS = 512  # a reason or a path; anything longer is cut and says so
 MAX_ITEMS = 32  # list items / dict keys per value: verdicts fit, a tensor does not
@@ -82,18 +82,26 @@ class EventLog:
 
     def log(self, kind: str, **fields: Any) -> None:
         """Write one event. Raises UsageError for a malformed kind or a field that may not be logged."""
-        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
-            raise UsageError(f"event kind {kind!r}: expected lower-case words joined by '-', e.g. 'model-loaded'")
         record: dict[str, Any] = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "kind": kind}
-        for name, value in fields.items():
-            if name in _RESERVED or not _FIELD.fullmatch(name):
-                raise UsageError(f"event {kind}: field name {name!r} is reserved or not an identifier")
-            record[name] = _clean(value, f"{kind}.{name}", 0)
+        record.update(check(kind, **fields))
         self._logger.info(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
 
     def close(self) -> None:
         self._logger.removeHandler(self._handler)
         self._handler.close()
+
+
+def check(kind: str, **fields: Any) -> dict[str, Any]:
+    """The fields as they would be logged, or the UsageError ``log_event`` would raise, whether or
+    not a log is configured: a caller about to act (switch a model) checks its event first."""
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        raise UsageError(f"event kind {kind!r}: expected lower-case words joined by '-', e.g. 'model-loaded'")
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in _RESERVED or not _FIELD.fullmatch(name):
+            raise UsageError(f"event {kind}: field name {name!r} is reserved or not an identifier")
+        out[name] = _clean(value, f"{kind}.{name}", 0)
+    return out
 
 
 def _clean(value: Any, where: str, depth: int) -> Any:

@@ -171,6 +171,14 @@ def install(
         )
         if not acceptance.passed:
             _refuse(root, name, version, target, acceptance)
+        event = st.check_event(  # before the switch: an event that cannot be logged must not fail it after
+            "update-accepted",
+            name=name,
+            version=version,
+            previous=old,
+            sha256=release.sha256,
+            verdicts=st.verdict_summary(acceptance.verdicts),
+        )
         _write_acceptance(target, release, acceptance)
         st.crash_point("accepted")
         st.switch(root, name, version)
@@ -185,14 +193,7 @@ def install(
                 "summary": acceptance.summary,
             },
         )
-    st.log_event(
-        "update-accepted",
-        name=name,
-        version=version,
-        previous=old,
-        sha256=release.sha256,
-        verdicts={k: v["status"] for k, v in acceptance.verdicts.items()},
-    )
+    st.log_event("update-accepted", **event)
     return Installed(name, version, "accepted", old, target, acceptance)
 
 
@@ -285,7 +286,10 @@ def _refuse(root: Path, name: str, version: str, target: Path, acceptance: Accep
         aside = target.parent.parent / f".staging-refused-{version}-{os.getpid()}"
         os.rename(target, aside)
         shutil.rmtree(aside, ignore_errors=True)
-    st.log_event("update-refused", name=name, version=version, verdicts=statuses, reason=acceptance.reasons())
+    failed = {k: acceptance.verdicts[k] for k in acceptance.failed}
+    st.log_event(
+        "update-refused", name=name, version=version, verdicts=st.verdict_summary(failed), reason=acceptance.reasons()
+    )
     current = st.pointer(root, name, "current")
     raise UpdateRefused(
         f"{name} {version} failed its on-device acceptance, so {name}@current stays "

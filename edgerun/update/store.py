@@ -231,11 +231,32 @@ def rollback(store: str | os.PathLike[str] | None, name: str) -> tuple[str, str]
 
 def log_event(kind: str, **fields: Any) -> None:
     """Tell the telemetry event log (edgerun.telemetry.events; a no-op unless one is configured)."""
-    try:
-        from edgerun.telemetry.events import log_event as telemetry_log
-    except ImportError:  # edgerun.telemetry is newer than this store; nothing to tell
-        return
+    from edgerun.telemetry.events import log_event as telemetry_log
+
     telemetry_log(kind, **fields)
+
+
+def check_event(kind: str, **fields: Any) -> dict[str, Any]:
+    """The event's fields as the log would write them, or its UsageError now: called before a
+    switch, so that logging a switch that happened can never turn it into an error."""
+    from edgerun.telemetry.events import check
+
+    return check(kind, **fields)
+
+
+#: verdicts named in one event: the event log takes at most 32 items per list (edgerun.telemetry.events)
+EVENT_VERDICTS = 24
+
+
+def verdict_summary(verdicts: dict[str, dict[str, Any]]) -> list[str]:
+    """``["hard: pass", ...]``: at most EVENT_VERDICTS short strings, failed verdicts first, then the
+    headline ones (no ``.`` in the name); the rest counted in a last ``"... N more"``. The full
+    verdicts are in acceptance.json and history.jsonl."""
+    order = sorted(verdicts, key=lambda k: (verdicts[k].get("status") in ("pass", "skipped"), "." in k))
+    lines = [f"{k[:64]}: {str(verdicts[k].get('status'))[:16]}" for k in order]
+    if len(lines) > EVENT_VERDICTS:
+        lines = lines[: EVENT_VERDICTS - 1] + [f"... {len(lines) - EVENT_VERDICTS + 1} more"]
+    return lines
 
 
 # --- listing -------------------------------------------------------------------------------
