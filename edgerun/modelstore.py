@@ -11,7 +11,12 @@ The root is ``--store DIR``, else ``$EDGERUN_MODELS``, else ``$XDG_DATA_HOME/edg
 (``~/.local/share/edgerun/models`` when XDG_DATA_HOME is unset, as the XDG Base Directory
 specification says).
 
-It sits below the runtime, beside edgerun.artifact, and imports only the standard library: the
+A version loads only with a valid ``acceptance.json`` (``check_acceptance``: its schema is
+edgerun.schema.acceptance, pydantic, imported when a reference resolves); a missing, malformed
+or edited one makes the version not loadable, said in one line.
+
+It sits below the runtime, beside edgerun.artifact, and imports only the standard library at
+module level: the
 update package (TUF, the acceptance benchmark) sits above the bench, so the runtime must not
 import it (tests/test_layers.py: no import circle between packages). edgerun.update.store
 re-exports every name here, the home the issue-16 interface gave them.
@@ -19,16 +24,19 @@ re-exports every name here, the home the issue-16 interface gave them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgerun.errors import ArtifactError, UsageError
 
 STORE_ENV = "EDGERUN_MODELS"
 ACCEPTANCE_FILE = "acceptance.json"
 MANIFEST_SUFFIX = ".edgerun.json"  # edgerun.artifact's; not imported, to keep this module light
+MANIFEST_READ_BYTES = 4 << 20  # enough for any manifest; loading it checks its size for real
 
 # A name or version is one path component: letters, digits and . _ + - (not starting with a dot,
 # so that it never names a hidden or staging folder), at most 128 characters.
@@ -125,13 +133,55 @@ def resolve_ref(ref: str, store: str | os.PathLike[str] | None = None) -> StoreR
     folder = version_folder(root, name, version)
     if not folder.is_dir():
         raise ArtifactError(f"{ref}: no version {version!r} of {name!r} in the model store {root}")
-    if not (folder / ACCEPTANCE_FILE).is_file():
-        raise ArtifactError(
-            f"{ref}: version {version!r} of {name!r} was not accepted on this device (its acceptance was "
-            "refused or cut off); install it with `edgerun update`"
-        )
     manifest = manifest_in(folder)
+    try:
+        check_acceptance(folder, name, version, manifest)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{ref}: {exc}") from None
     return StoreRef(name, version, folder, folder / manifest.name[: -len(MANIFEST_SUFFIX)], manifest)
+
+
+def check_acceptance(folder: Path, name: str, version: str, manifest: Path | None = None) -> dict[str, Any]:
+    """The version folder's acceptance record, checked (edgerun.schema.acceptance: schema, every
+    verdict a pass, name and version those of the folder, sha256 that of the manifest); otherwise
+    ArtifactError saying in one line why the version is not loadable."""
+    from edgerun.schema.acceptance import MAX_BYTES, parse_acceptance  # pydantic: only when a ref resolves
+
+    path = folder / ACCEPTANCE_FILE
+    fix = "install it with `edgerun update`"
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"version {version!r} of {name!r} was not accepted on this device (its acceptance was refused or "
+            f"cut off); {fix}"
+        ) from None
+    except OSError as exc:
+        raise ArtifactError(f"version {version!r} of {name!r}: {path} cannot be read ({exc.strerror}); {fix}") from None
+    try:
+        doc = parse_acceptance(raw, str(path))
+        if (doc["name"], doc["version"]) != (name, version):
+            raise ArtifactError(f"{path}: names {doc['name']} {doc['version']}, not this folder's {name} {version}")
+        declared = _manifest_sha256(manifest or manifest_in(folder))
+        if declared is not None and declared != doc["sha256"]:
+            raise ArtifactError(
+                f"{path}: accepted the model with sha256 {doc['sha256']}, but the manifest now names {declared}"
+            )
+    except ArtifactError as exc:
+        raise ArtifactError(f"version {version!r} of {name!r} is not loadable: {exc}; {fix} again") from None
+    return doc
+
+
+def _manifest_sha256(manifest: Path) -> str | None:
+    """The manifest's ``sha256`` field, or None where the manifest is not readable JSON (loading it says why)."""
+    try:
+        with open(manifest, "rb") as fh:
+            data = json.loads(fh.read(MANIFEST_READ_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return None
+    value = data.get("sha256") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def resolve(ref: str, store: str | os.PathLike[str] | None = None) -> Path:

@@ -44,6 +44,7 @@ from edgerun.modelstore import (  # noqa: F401 (re-exported: the interface names
     POINTERS,
     STORE_ENV,
     StoreRef,
+    check_acceptance,
     check_part,
     is_ref,
     manifest_in,
@@ -276,11 +277,16 @@ def list_models(store: str | os.PathLike[str] | None = None) -> list[dict[str, A
                 "name": folder.name,
                 "current": pointer(root, folder.name, "current"),
                 "previous": pointer(root, folder.name, "previous"),
-                "versions": [
-                    {"version": v, "accepted": (versions / v / ACCEPTANCE_FILE).is_file()}
-                    for v in found
-                    if _PART_RE.fullmatch(v)
-                ],
+                "versions": [_listed(folder.name, versions / v) for v in found if _PART_RE.fullmatch(v)],
             }
         )
     return out
+
+
+def _listed(name: str, folder: Path) -> dict[str, Any]:
+    """``{"version", "accepted"}``, and ``"reason"`` when the version is not loadable."""
+    try:
+        check_acceptance(folder, name, folder.name)
+    except ArtifactError as exc:
+        return {"version": folder.name, "accepted": False, "reason": str(exc)}
+    return {"version": folder.name, "accepted": True}
