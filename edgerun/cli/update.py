@@ -216,7 +216,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{m['name']}  current={m['current'] or '-'}  previous={m['previous'] or '-'}")
         for v in m["versions"]:
             mark = "*" if v["version"] == m["current"] else " "
-            print(f"  {mark} {v['version']:<16} {'accepted' if v['accepted'] else 'not loadable: ' + v['reason']}")
+            print(f"  {mark} {v['version']:<16} {'accepted' if v['accepted'] else v['reason']}")
         for event in m.get("history", []):
             what = {k: v for k, v in event.items() if k not in ("utc", "event", "summary")}
             print(f"    {event.get('utc')} {event.get('event')} {json.dumps(what, sort_keys=True)}")
