@@ -193,13 +193,13 @@ class LabgridEnv:
 
     @contextlib.contextmanager
     def session(self, user: str | None = None) -> Iterator[Any]:
-        """A client of this coordinator: ``edgerun.lab.labgrid_client.LabgridClient`` (labgrid's
+        """A client of this coordinator: ``edgerun.targets.labgrid_client.LabgridClient`` (labgrid's
         ClientSession on the process's one grpc event loop: grpc.aio fails with two loops at once,
         so the tests never open a ClientSession of their own beside the lab's). Not while another
         is open in this process, a running lab's included: the coordinator refuses a second session
-        on the same connection (edgerun/lab/labgrid_client.py says why). ``user`` sets the user
+        on the same connection (edgerun/targets/labgrid_client.py says why). ``user`` sets the user
         part of the identity it acquires places under."""
-        from edgerun.lab.labgrid_client import LabgridClient
+        from edgerun.targets.labgrid_client import LabgridClient
 
         client = LabgridClient(self.address, user=user)
         try:

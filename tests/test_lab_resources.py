@@ -36,10 +36,10 @@ from waiting import wait_for
 
 from edgerun.errors import DutTimeout, LabError, PortUnavailable
 from edgerun.lab.power import LabgridPower, run_with_power_cycle
-from edgerun.lab.resources import adb_target_url, is_adb_service, place_devices, serial_url
 from edgerun.lab.wearable import dut_ready, tiny_job
 from edgerun.serialhost import ECG_DEMO_DIR
 from edgerun.serialhost.tiny import TinyConfig, run_tiny
+from edgerun.targets.labgrid_resources import adb_target_url, is_adb_service, place_devices, serial_url
 
 emu_mod = tool("firmware_emulator")
 relay_mod = tool("power_relay")

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
 
-    from edgerun.lab.labgrid_client import LabgridClient
+    from edgerun.targets.labgrid_client import LabgridClient
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

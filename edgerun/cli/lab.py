@@ -116,8 +116,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_places(args: argparse.Namespace) -> int:
-    from edgerun.lab.labgrid_client import coordinator_address
     from edgerun.lab.places import describe_places, places_table
+    from edgerun.targets.labgrid_client import coordinator_address
 
     plan = None
     if args.plan:

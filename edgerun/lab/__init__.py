@@ -8,8 +8,9 @@
 
 ``plan`` (TOML -> jobs), ``store`` (SQLite), ``scheduler`` (a thread per device) running a
 ``target_runner`` each (one device's jobs in turn), ``report`` + ``plots`` (matplotlib, the
-``lab`` extra, imported lazily), ``compare``; labgrid places (the ``lab`` extra):
-``labgrid_client`` (the coordinator link), ``labgrid_run`` (the pools of place workers),
+``lab`` extra, imported lazily), ``compare``; labgrid places (the ``lab`` extra; the coordinator link
+and what a place's resources are live in edgerun.targets.labgrid_client and .labgrid_resources, below
+the serial host too): ``labgrid_run`` (the pools of place workers),
 ``place_worker`` (one place: reserve, acquire, run, release) with ``place_kinds`` (phones,
 wearables, power cycles), ``ledger`` (job claims and place leases), ``places``, ``merge``.
 """

@@ -24,12 +24,12 @@ import threading
 import time
 
 from edgerun.errors import LabError
-from edgerun.lab.labgrid_client import LabgridClient, PlaceBusy, coordinator_address, filter_text, matches
 from edgerun.lab.ledger import Ledger
 from edgerun.lab.place_worker import PlaceWorker, Pool
 from edgerun.lab.plan import Job, Plan, PlanTarget
 from edgerun.lab.store import LabStore
 from edgerun.lab.target_runner import Progress, TargetSummary
+from edgerun.targets.labgrid_client import LabgridClient, PlaceBusy, coordinator_address, filter_text, matches
 
 __all__ = ["LabgridRun"]
 

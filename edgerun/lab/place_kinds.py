@@ -6,7 +6,7 @@ that each module reads in one sitting:
 
 - ``_spec``: the place's device as a target. Its ``NetworkService`` is an ssh board (address, port,
   user from the exporter; the plan's ssh options); a ``NetworkService`` named ``adb...`` is a phone
-  (edgerun/lab/resources.py: the adb server on the exporter host, or the phone's adbd over TCP) run
+  (edgerun/targets/labgrid_resources.py: the adb server on the exporter host, or the phone's adbd over TCP) run
   as an ``adb://`` target with the plan's options that apply to adb.
 - ``_bench``: the job, and when its board stopped answering (a call timed out, the link dropped) and
   the place has a power port, one power cycle through labgrid, a wait until the board answers again
@@ -31,7 +31,7 @@ from edgerun.errors import LabError
 from edgerun.lab.ledger import precise_utc
 from edgerun.lab.plan import Job
 from edgerun.lab.power import is_unresponsive, note_power_cycles, run_with_power_cycle
-from edgerun.lab.resources import PlaceDevices, is_adb_service
+from edgerun.targets.labgrid_resources import PlaceDevices, is_adb_service
 
 __all__ = ["PlaceKinds"]
 

@@ -36,13 +36,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edgerun.errors import LabError, TargetUnreachable
-from edgerun.lab.labgrid_client import PlaceBusy, filter_text, matches
 from edgerun.lab.ledger import precise_utc
 from edgerun.lab.place_kinds import PlaceKinds
 from edgerun.lab.plan import Job, PlanTarget
 from edgerun.lab.power import LabgridPower, power_for_place
-from edgerun.lab.resources import place_devices, ssh_service
 from edgerun.lab.target_runner import DEVICE_GONE, TargetRunner, TargetSummary
+from edgerun.targets.labgrid_client import PlaceBusy, filter_text, matches
+from edgerun.targets.labgrid_resources import place_devices, ssh_service
 
 if TYPE_CHECKING:
     from edgerun.lab.labgrid_run import LabgridRun

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgerun.lab.labgrid_client import LabgridClient, filter_text, matches
 from edgerun.lab.plan import Plan
+from edgerun.targets.labgrid_client import LabgridClient, filter_text, matches
 
 __all__ = ["describe_places", "places_table"]
 
@@ -70,7 +70,7 @@ def _plain(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resource(r: dict[str, Any]) -> str:
-    from edgerun.lab.resources import is_adb_service
+    from edgerun.targets.labgrid_resources import is_adb_service
 
     p = r["params"]
     if is_adb_service(r):  # a phone (docs/lab.md): its adb server (username = its serial there), or its adbd

@@ -3,7 +3,7 @@
 ``LabgridPower`` runs ``labgrid-client -x COORDINATOR -p PLACE power cycle`` (labgrid's own
 client; its ``power`` command picks the driver for whatever power resource the place has:
 ``NetworkPowerDriver`` for a ``NetworkPowerPort`` of any PDU model, ``PDUDaemonDriver``,
-``USBPowerDriver``, ... see edgerun/lab/resources.py). labgrid-client only switches a place
+``USBPowerDriver``, ... see edgerun/targets/labgrid_resources.py). labgrid-client only switches a place
 that the calling identity has acquired, so it runs under the lab's identity
 (``LG_HOSTNAME``/``LG_USERNAME``): a place another engineer holds is never switched.
 
@@ -129,7 +129,7 @@ def power_for_place(
 ) -> LabgridPower | None:
     """The place's power port (``LabgridClient.place_resources(place)``), or None when it has none available;
     ``off_s``: how long a cycle keeps it off (the plan's ``power_off_s``; None: the driver's default)."""
-    from edgerun.lab.resources import place_devices
+    from edgerun.targets.labgrid_resources import place_devices
 
     found = place_devices(resources).power_resource
     return None if found is None else LabgridPower(coordinator, place, identity, resource=found, delay_s=off_s)

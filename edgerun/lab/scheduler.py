@@ -50,7 +50,7 @@ def run_plan(plan: Plan, store: LabStore, progress: Progress, stop: threading.Ev
     jobs = plan.jobs()
     labgrid_targets = [t for t in plan.targets if t.labgrid is not None]
     if labgrid_targets:  # before anything runs: a plan with labgrid targets and no coordinator is a usage error
-        from edgerun.lab.labgrid_client import coordinator_address
+        from edgerun.targets.labgrid_client import coordinator_address
 
         coordinator_address(plan.coordinator)
     done = store.done_keys(plan.name)

@@ -5,7 +5,7 @@ it is booting: ser2net may not open its UART yet, and the firmware drops what ar
 boots); bounded by ``timeout_s``, DutTimeout naming the last reason when it never answers.
 
 ``tiny_job(devices, dataset, power, **options)`` is the lab's job for such a place: `serial tiny`
-through the place's serial port (edgerun/lab/resources.py), with one power cycle and retry
+through the place's serial port (edgerun/targets/labgrid_resources.py), with one power cycle and retry
 (edgerun/lab/power.py) when the board stopped answering; it returns the `serial tiny` result
 with ``power_cycles`` and a warning when that happened.
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 from edgerun.errors import DutError, DutTimeout, LabError, PortUnavailable
 from edgerun.lab.power import LabgridPower, is_unresponsive, note_power_cycles, run_with_power_cycle
-from edgerun.lab.resources import PlaceDevices
 from edgerun.serialhost.link import Backoff, close_quietly
+from edgerun.targets.labgrid_resources import PlaceDevices
 
 __all__ = ["dut_ready", "tiny_job"]
 

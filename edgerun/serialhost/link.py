@@ -25,7 +25,7 @@ DTR and RTS as it opens a tty: a board that resets on DTR resets then, whatever 
 A lost connection reads as an unplug: the host reconnects with the same backoff.
 
 ``labgrid://PLACE`` is a labgrid place's ``NetworkSerialPort``, looked up in the coordinator at
-every open (edgerun/lab/resources.py, ``labgrid_serial_url``).
+every open (edgerun/targets/labgrid_resources.py, ``labgrid_serial_url``).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def serial_object(port: str) -> serial.Serial:
 
     if port.startswith("labgrid://"):  # a labgrid place: its NetworkSerialPort, asked for at every open
         from edgerun.errors import LabError
-        from edgerun.lab.resources import labgrid_serial_url
+        from edgerun.targets.labgrid_resources import labgrid_serial_url
 
         try:
             port = labgrid_serial_url(port)

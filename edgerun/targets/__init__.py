@@ -12,7 +12,10 @@
 Failures are ``TargetUnreachable``, ``TargetAuthError``, ``TargetTimeout`` or
 ``TargetSetupError`` (``edgerun.errors``); nothing here waits without a deadline.
 ``edgerun.targets.bench`` runs ``edgerun bench`` on a target, ``.native`` runs the native
-Android benchmark binaries, ``.setup`` prepares a device.
+Android benchmark binaries, ``.setup`` prepares a device. labgrid places: ``.labgrid_client``
+(the coordinator link) and ``.labgrid_resources`` (a place's SSH board, phone, serial and power
+ports); they sit here, below both the lab (which reserves places) and the serial host (which opens a
+``labgrid://PLACE`` serial port), so neither needs the other for them.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def labgrid_serial_url(spec: str) -> str:
     """``labgrid://PLACE[?name=RESOURCE]`` -> the place's NetworkSerialPort URL (see the module doc)."""
     from urllib.parse import parse_qs, urlsplit
 
-    from edgerun.lab.labgrid_client import LabgridClient, coordinator_address
+    from edgerun.targets.labgrid_client import LabgridClient, coordinator_address
 
     parts = urlsplit(spec)
     place, want = parts.netloc, (parse_qs(parts.query).get("name") or [""])[0] or None

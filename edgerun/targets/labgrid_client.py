@@ -21,7 +21,7 @@ in self.clients``; seen as "Could not connect to coordinator"). A lab run holds 
 - ``acquire(place)`` / ``release(place)``: release is always ``fromuser=<our identity>``, so
   it never releases a place someone else acquired meanwhile;
 - ``place_resources(place)``: what the acquired place's exporters announce (what edgerun makes of
-  them, an ssh board, a phone, a serial or power port, is edgerun/lab/resources.py's business);
+  them, an ssh board, a phone, a serial or power port, is edgerun/targets/labgrid_resources.py's business);
 - ``broken_resources(place)``: the resources of a place that its exporter marked broken (why an
   acquire of a free place fails: ser2net could not start for a ``RawSerialPort``);
 - ``watch(callback)``: called (on the loop's thread) with ``(exporter, group, name)`` when a
