@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgerun.cli.types import existing_file, finite_float, name_or_path
+from edgerun.cli.types import existing_file, finite_float, name_or_path, whole_int
 from edgerun.exitcodes import EXIT_PASS
 
 __all__ = ["register"]
@@ -87,10 +87,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "models",
         help="list the model store: versions, current and previous",
         description="List each model in the store with its versions (accepted or not), current and "
-        "previous; with NAME, also its last update events (history.jsonl).",
+        "previous; with NAME, also its last update events (history.jsonl). With --prune --keep N, first "
+        "remove old versions of NAME (or of every model): current, previous and the N highest other "
+        "accepted versions stay.",
     )
     m.add_argument("name", metavar="NAME", nargs="?")
     m.add_argument("--store", type=name_or_path, metavar="DIR", help=_STORE_HELP)
+    m.add_argument("--prune", action="store_true", help="remove old versions (needs --keep); never current or previous")
+    m.add_argument(
+        "--keep",
+        type=whole_int(0, 10_000),
+        metavar="N",
+        help="with --prune: how many accepted versions to keep besides current and previous (0 or more)",
+    )
     m.add_argument("--json", action="store_true", help="machine-readable output")
     m.set_defaults(func=cmd_models)
 
@@ -201,6 +210,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from edgerun.update import store as st
 
     root = st.store_root(args.store)
+    pruned = _prune(args, root) if args.prune or args.keep is not None else None
     models = st.list_models(root)
     if args.name is not None:
         models = [m for m in models if m["name"] == args.name]
@@ -208,8 +218,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise ArtifactError(f"no model {args.name!r} in the model store {root}")
         models[0]["history"] = st.read_history(root, args.name, limit=20)
     if args.json:
-        print(json.dumps({"store": str(root), "models": models}, indent=1))
+        print(json.dumps({"store": str(root), "models": models, **({"pruned": pruned} if pruned else {})}, indent=1))
         return EXIT_PASS
+    for item in pruned or []:
+        gone = ", ".join(item["removed"]) or "nothing"
+        print(f"{item['name']}: removed {gone}; kept {', '.join(item['kept']) or 'nothing'}")
     if not models:
         print(f"no models in {root}")
     for m in models:
@@ -221,3 +234,14 @@ def cmd_models(args: argparse.Namespace) -> int:
             what = {k: v for k, v in event.items() if k not in ("utc", "event", "summary")}
             print(f"    {event.get('utc')} {event.get('event')} {json.dumps(what, sort_keys=True)}")
     return EXIT_PASS
+
+
+def _prune(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
+    """``models --prune --keep N``: prune NAME, or every model in the store."""
+    from edgerun.errors import UsageError
+    from edgerun.update import store as st
+
+    if not args.prune or args.keep is None:
+        raise UsageError("--prune and --keep N go together: `edgerun models [NAME] --prune --keep N`")
+    names = [args.name] if args.name is not None else [m["name"] for m in st.list_models(root)]
+    return [{"name": n, **st.prune(root, n, args.keep)} for n in names]

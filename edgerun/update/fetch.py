@@ -45,6 +45,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from edgerun.errors import ArtifactError, EdgerunError, OutputError, UpdateRefused, UsageError
 from edgerun.update.repo import check_name
+from edgerun.update.store import version_key as _natural  # the store prunes in the same order
 
 __all__ = ["Release", "check_source", "fetch_release"]
 
@@ -200,12 +201,6 @@ def _refusal(exc: BaseException, source: str, phase: str) -> EdgerunError:
     else:
         what = f"{type(exc).__name__}: {why}"
     return UpdateRefused(f"update refused from {source}: {what}")
-
-
-def _natural(version: str) -> tuple[tuple[int, Any], ...]:
-    """Sort key: digit runs compare as numbers (1.10 after 1.9), other runs as text. No pre-release
-    rule (1.0.0-rc1 sorts after 1.0.0): docs/update.md says to publish candidates under another name."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[^\d]+", version))
 
 
 def _release_targets(metadata_dir: Path, name: str, version: str | None) -> tuple[str, dict[str, str]]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -258,6 +259,50 @@ def verdict_summary(verdicts: dict[str, dict[str, Any]]) -> list[str]:
     if len(lines) > EVENT_VERDICTS:
         lines = lines[: EVENT_VERDICTS - 1] + [f"... {len(lines) - EVENT_VERDICTS + 1} more"]
     return lines
+
+
+# --- pruning -------------------------------------------------------------------------------
+
+
+def version_key(version: str) -> tuple[tuple[int, Any], ...]:
+    """Sort key: digit runs compare as numbers (1.10 after 1.9), other runs as text. No pre-release
+    rule (1.0.0-rc1 sorts after 1.0.0): docs/update.md says to publish candidates under another name."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[^\d]+", version))
+
+
+def prune(store: str | os.PathLike[str] | None, name: str, keep: int) -> dict[str, list[str]]:
+    """Remove old versions: ``current``, ``previous`` and the ``keep`` highest other accepted
+    versions stay; every other version folder goes (a folder never accepted goes whatever ``keep``).
+
+    Under the name's lock. Each folder is first renamed to ``.staging-pruned-*`` (atomic; it is then
+    no version) and the folder fsync'd, then deleted: a cut leaves a ``.staging-*`` that the next
+    install or prune removes, and never touches what ``current`` or ``previous`` name.
+    Returns ``{"removed": [...], "kept": [...]}``, versions highest first.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= 10_000:
+        raise UsageError(f"--keep {keep!r}: expected a whole number of versions, 0 .. 10000")
+    root = store_root(store)
+    if not model_dir(root, name).is_dir():
+        raise ArtifactError(f"no model {name!r} in the model store {root}")
+    with locked(root, name) as folder:
+        remove_stale(folder)
+        versions = folder / "versions"
+        found = sorted((p.name for p in versions.iterdir() if _PART_RE.fullmatch(p.name)), key=version_key)
+        pinned = {pointer(root, name, "current"), pointer(root, name, "previous")}
+        others = [v for v in reversed(found) if v not in pinned]
+        accepted = [v for v in others if _listed(name, versions / v)["accepted"]][:keep]
+        removed = [v for v in others if v not in accepted]
+        for version in removed:
+            aside = folder / f".staging-pruned-{version}-{os.getpid()}"
+            os.rename(versions / version, aside)
+            fsync_folder(versions)
+            crash_point("prune-moved")
+            shutil.rmtree(aside, ignore_errors=True)
+            crash_point("prune-removed")
+        kept = [v for v in reversed(found) if v not in removed]
+        if removed:
+            append_history(root, name, {"event": "pruned", "removed": removed, "kept": kept})
+    return {"removed": removed, "kept": kept}
 
 
 # --- listing -------------------------------------------------------------------------------
