@@ -9,6 +9,7 @@ from edgerun.artifact import Quant, TensorSpec
 from edgerun.errors import ArtifactError, InputError
 from edgerun.pipeline import (
     Dequantize,
+    InputCheck,
     Layout,
     Normalize,
     Quantize,
@@ -149,6 +150,55 @@ def test_check_input_refuses_masked_arrays_and_odd_objects():
         check_input(np.array(1.0, np.float32), SPEC)
     sub = np.zeros((8, 8), np.float32).view(np.recarray)  # a plain subclass still passes
     assert check_input(sub, SPEC).shape == (8, 8)
+
+
+def _outcome(fn, x):
+    try:
+        y = fn(x)
+    except InputError as exc:
+        return "error", str(exc)
+    return "ok", (y.dtype.str, y.shape, y.tobytes(), y is x)
+
+
+def _odd_inputs():
+    big = np.full((8, 8), 3e38, np.float32)  # a finite array whose sum of squares overflows
+    nan, inf = np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float64)
+    nan[2, 5], inf[7, 0] = np.nan, -np.inf
+    return [
+        np.arange(64, dtype=np.float32).reshape(8, 8),
+        np.arange(64, dtype=np.float32).reshape(8, 8).T,  # not contiguous
+        np.arange(64, dtype=">f4").reshape(8, 8),  # byte-swapped: not the built-in dtype object
+        np.zeros((8, 8), np.float64),
+        np.zeros((8, 8), np.float16),
+        big,
+        nan,
+        inf,
+        np.zeros((8, 9), np.float32),
+        np.zeros((8, 8), np.int64),
+        np.zeros((8, 8), object),
+        np.ma.masked_array(np.zeros((8, 8), np.float32)),
+        np.zeros((8, 8), np.float32).view(np.recarray),
+        [[0.0] * 8] * 8,
+    ]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SPEC,
+        TensorSpec("d", (8, 8), "float64"),
+        TensorSpec("h", (8, 8), "float16"),
+        TensorSpec("q", (8, 8), "int64"),
+        TensorSpec("q8", (8, 8), "int8"),
+        TensorSpec("dyn", (None, 8), "float32"),
+    ],
+)
+def test_input_check_agrees_with_check_input(spec):
+    """The pipeline's compiled check takes a shortcut for exact matches: it must accept, return and
+    refuse (with the same message) exactly what check_input does."""
+    check = InputCheck(spec)
+    for x in _odd_inputs():
+        assert _outcome(check, x) == _outcome(lambda a: check_input(a, spec), x), (spec, x)
 
 
 @pytest.mark.parametrize("size", [[10**9, 10**9], [0, 8], [8], "64", [8.0, 8], [True, 8], [8193, 8]])

@@ -125,10 +125,13 @@ class OnnxSession:
         self.inputs = tuple(_spec(a) for a in sess.get_inputs())
         self.outputs = tuple(_spec(a) for a in sess.get_outputs())
         self._names = [t.name for t in self.inputs]
+        self._one = self._names[0] if len(self._names) == 1 else None
         self._run = sess.run
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         try:
+            if self._one is not None and len(feeds) == 1:  # the common case: a dict literal, no zip
+                return self._run(None, {self._one: feeds[0]})
             return self._run(None, dict(zip(self._names, feeds)))
         except Exception as exc:  # onnxruntime raises its own pybind classes
             raise InferenceError(f"onnxruntime failed to run the model: {_one_line(exc)}") from exc
