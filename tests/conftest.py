@@ -84,7 +84,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def server():
     """The fallback tests' reference server on the FP32 demo model, one per test module."""
-    from edgerun.fallback.server import ReferenceServer, serve_in_thread
+    from edgerun.serve.server import ReferenceServer, serve_in_thread
 
     srv = ReferenceServer([DEMO_DIR / "digits-fp32.onnx"], threads=1)
     with serve_in_thread(srv) as url:
@@ -95,7 +95,7 @@ def server():
 @pytest.fixture
 def fresh(server):
     """``server`` with no faults and zeroed stats; a hold left by a failed test is released."""
-    from edgerun.fallback.server import Faults
+    from edgerun.serve.server import Faults
 
     server.faults = Faults()
     server.stats.__init__()

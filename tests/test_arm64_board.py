@@ -206,8 +206,8 @@ def test_cloud_fallback_from_the_emulated_board(board: Any, tmp_path: Path) -> N
     to the server, with the audit record written on the board; without the opt-in, or with a hard
     budget, nothing reaches the server. Routes and audit records are checked, not timings."""
     from edgerun.bench.runner import sample_inputs
-    from edgerun.fallback.server import ReferenceServer, serve_in_thread
     from edgerun.runtime import load
+    from edgerun.serve.server import ReferenceServer, serve_in_thread
 
     url = board.url()
     device = open_target(parse_target(url))

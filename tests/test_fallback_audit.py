@@ -19,7 +19,7 @@ from edgerun.artifact import load_artifact
 from edgerun.errors import RemoteUnavailable
 from edgerun.fallback import FallbackPolicy, JsonLinesAudit
 from edgerun.fallback.client import RemoteClient
-from edgerun.fallback.server import Faults
+from edgerun.serve.server import Faults
 
 X = {"input": np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)}
 DIGIT = np.load(FP32.parent / "digits-test.npz")["x"][0].astype(np.float32)

@@ -14,7 +14,7 @@ import pytest
 from test_fallback_helpers import FP32, INT8
 
 from edgerun import cli
-from edgerun.fallback.server import ReferenceServer, serve_in_thread
+from edgerun.serve.server import ReferenceServer, serve_in_thread
 
 
 @pytest.fixture(scope="module")

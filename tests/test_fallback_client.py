@@ -37,7 +37,7 @@ from edgerun.artifact import load_artifact
 from edgerun.errors import DeadlineExceeded, ProtocolError, RemoteAuthError, RemoteError, RemoteUnavailable
 from edgerun.fallback import FallbackPolicy, MemoryAudit, exchange, oip, transport
 from edgerun.fallback.client import RemoteClient
-from edgerun.fallback.server import Faults, Hold, ReferenceServer, serve_in_thread
+from edgerun.serve.server import Faults, Hold, ReferenceServer, serve_in_thread
 
 X = {"input": np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)}
 
@@ -367,7 +367,7 @@ def test_a_connect_timeout_that_ends_at_the_deadline_is_the_deadline():
 # that tracemalloc here sees the client's allocations only. Each stdin line sets the fault.
 FAULT_SERVER = """
 import sys
-from edgerun.fallback.server import Faults, ReferenceServer, serve_in_thread
+from edgerun.serve.server import Faults, ReferenceServer, serve_in_thread
 srv = ReferenceServer([sys.argv[1]], threads=1)
 with serve_in_thread(srv) as url:
     print(url, flush=True)

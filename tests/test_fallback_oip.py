@@ -13,7 +13,7 @@ from edgerun.artifact import TensorSpec, load_artifact
 from edgerun.errors import InputError, ProtocolError
 from edgerun.fallback import FallbackPolicy, MemoryAudit, oip
 from edgerun.fallback.client import RemoteClient
-from edgerun.fallback.server import ReferenceServer, serve_in_thread
+from edgerun.serve.server import ReferenceServer, serve_in_thread
 
 
 def roundtrip(tensors, binary):

@@ -16,7 +16,7 @@ from test_fallback_helpers import FAR_NS, FP32, INT8, LONG_MS, ROUNDING_NS, chai
 import edgerun
 from edgerun.errors import DeadlineExceeded, InferenceError, PolicyError, RemoteError
 from edgerun.fallback import FallbackPolicy, MemoryAudit
-from edgerun.fallback.server import ReferenceServer, serve_in_thread
+from edgerun.serve.server import ReferenceServer, serve_in_thread
 
 DIGIT = np.load(FP32.parent / "digits-test.npz")["x"][0].astype(np.float32)
 # "slow" runs ~300 ms on one core (about 3x the budget even on a core twice as fast; a

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from test_fallback_helpers import FP32, FP32_NAME
 
-from edgerun.fallback.server import ReferenceServer, serve_in_thread
-from edgerun.fallback.server_request import MAX_JSON_DEPTH, json_depth
+from edgerun.serve.request import MAX_JSON_DEPTH, json_depth
+from edgerun.serve.server import ReferenceServer, serve_in_thread
 
 INFER = f"/v2/models/{FP32_NAME}/infer"
 X = np.random.default_rng(3).random((1, 1, 64, 64), dtype=np.float32)

@@ -10,7 +10,7 @@ from edgerun.artifact import load_artifact
 from edgerun.errors import PolicyError, RemoteError
 from edgerun.fallback import FallbackPolicy, MemoryAudit
 from edgerun.fallback.client import RemoteClient
-from edgerun.fallback.server import ReferenceServer, serve_in_thread
+from edgerun.serve.server import ReferenceServer, serve_in_thread
 
 X = {"input": np.zeros((1, 1, 64, 64), np.float32)}
 

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from test_fallback_helpers import FP32, FP32_NAME
 
-from edgerun.fallback.server import ReferenceServer, serve_in_thread
+from edgerun.serve.server import ReferenceServer, serve_in_thread
 
 if importlib.util.find_spec("tritonclient") is None:  # pragma: no cover - CI installs the interop extra
     reason = "tritonclient is not installed: pip install -e '.[interop]'"

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from test_fallback_helpers import FP32, FP32_NAME, identity_feeds, identity_model
 
-from edgerun.fallback.server import ReferenceServer, serve_in_thread
 from edgerun.runtime import load
+from edgerun.serve.server import ReferenceServer, serve_in_thread
 
 if importlib.util.find_spec("tritonclient") is None:  # pragma: no cover - the test extra installs it
     reason = "tritonclient is not installed: pip install -e '.[test]'"

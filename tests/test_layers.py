@@ -59,16 +59,25 @@ def test_no_import_circle_but_the_known_ones() -> None:
     assert not new, f"new import circle(s), see python tools/import_cycles.py: {paths}"
 
 
-# The same between packages (each subpackage one node): the reference server (fallback/server.py)
-# loads models through the runtime, which opens the fallback router. (A serial link's labgrid://
-# port and the lab's places share edgerun.targets.labgrid_*, below both: lab <-> serialhost ended.)
-KNOWN_PACKAGE_CYCLES: tuple[set[str], ...] = ({"edgerun.fallback", "edgerun.runtime"},)
+# The same between packages (each subpackage one node): none now. The last two of issue 11 §7
+# ended by moving the shared piece: the reference server, which loads models through the runtime
+# (which opens the fallback router), is edgerun.serve above both; a serial link's labgrid:// port
+# and the lab's places share edgerun.targets.labgrid_*, below both. Add none here.
+KNOWN_PACKAGE_CYCLES: tuple[set[str], ...] = ()
 
 
 def test_no_circle_between_packages_but_the_known_ones() -> None:
     new = [g for g in import_cycles.cycles(PACKAGE_EDGES) if not any(set(g) <= k for k in KNOWN_PACKAGE_CYCLES)]
     paths = [" -> ".join(import_cycles.path_around(PACKAGE_EDGES, group)) for group in new]
     assert not new, f"new import circle(s) between packages, see python tools/import_cycles.py --packages: {paths}"
+
+
+def test_only_the_cli_imports_the_reference_server() -> None:
+    """edgerun.serve sits above the runtime and the fallback client: the library never loads it."""
+    up = {m: sorted(t for t in EDGES[m] if _under(t, "edgerun.serve")) for m in EDGES
+          if not _under(m, "edgerun.serve") and not _under(m, "edgerun.cli")}  # fmt: skip
+    assert not any(up.values()), {m: v for m, v in up.items() if v}
+    assert "edgerun.serve.server" in EDGES["edgerun.cli.serve"]
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle(tmp_path: Path) -> None:

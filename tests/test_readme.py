@@ -18,7 +18,7 @@ def test_the_readme_has_its_snippets():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_snippet_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgerun.demo import DEMO_DIR
-    from edgerun.fallback.server import ReferenceServer, serve_in_thread
+    from edgerun.serve.server import ReferenceServer, serve_in_thread
 
     monkeypatch.chdir(tmp_path)  # not the repository root: paths must come from edgerun.demo
     code = BLOCKS[index]

@@ -134,7 +134,7 @@ def test_a_folder_is_refused_as_the_log(tmp_path: Path):
 def test_a_remote_fallback_is_logged_with_its_request_id_and_without_the_input(tmp_path: Path, capsys):
     """`edgerun run` through the reference server on loopback: the event names the request the audit names."""
     from edgerun import cli
-    from edgerun.fallback.server import ReferenceServer, serve_in_thread
+    from edgerun.serve.server import ReferenceServer, serve_in_thread
 
     sentinel = tmp_path / "sentinel.npy"
     np.save(sentinel, np.full((8, 8), SENTINEL, dtype=np.float32))

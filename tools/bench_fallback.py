@@ -66,7 +66,7 @@ def pct(values: list[float], q: float) -> float:
 
 SERVER = """
 import sys
-from edgerun.fallback.server import ReferenceServer, bind, uvicorn_server
+from edgerun.serve.server import ReferenceServer, bind, uvicorn_server
 srv = ReferenceServer([sys.argv[1]], threads=1)
 sock = bind("127.0.0.1", 0)
 announce = lambda: print(f"at http://127.0.0.1:{sock.getsockname()[1]}/", flush=True)
@@ -196,7 +196,7 @@ _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)\r\n")
 
 FAULT_SERVER = """
 import sys
-from edgerun.fallback.server import Faults, ReferenceServer, serve_in_thread
+from edgerun.serve.server import Faults, ReferenceServer, serve_in_thread
 srv = ReferenceServer([sys.argv[1]], threads=1)
 with serve_in_thread(srv) as url:
     print(url, flush=True)

@@ -72,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    from edgerun.fallback.server import ReferenceServer, bind, uvicorn_server
+    from edgerun.serve.server import ReferenceServer, bind, uvicorn_server
 
     try:  # before the models load: a bad host or a taken port costs nothing and is one line
         sock = bind(args.host, args.port)

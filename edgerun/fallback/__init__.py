@@ -1,4 +1,4 @@
-"""Cloud fallback: an Open Inference Protocol (KServe V2) client, its policy, and a reference server.
+"""Cloud fallback: an Open Inference Protocol (KServe V2) client and its policy.
 
     from edgerun.fallback import FallbackPolicy, JsonLinesAudit
     policy = FallbackPolicy(mode="prefer-local", endpoint="https://infer.example.org",
@@ -10,11 +10,11 @@
 Off by default: without a policy, or with ``mode="local-only"``, nothing leaves the
 device. Modules: policy (FallbackPolicy), router (per-call routing), client
 (RemoteClient: retries, breaker, bulkhead, deadline), oip (tensor codec),
-discovery, transport (the HTTP library), breaker, metrics, audit, server
-(``edgerun serve``, needs the ``serve`` extra), cli. Docs: docs/fallback.md.
+discovery, transport (the HTTP library), breaker, metrics, audit. The reference
+server (``edgerun serve``) is edgerun.serve, above the runtime it loads models with.
+Docs: docs/fallback.md.
 
-Importing this package is light: the HTTP and ASGI libraries load only when a
-client or a server is created.
+Importing this package is light: the HTTP library loads only when a client is created.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The reference server's test hooks: injected faults, a hold that keeps requests in flight, and counters.
 
-Set from Python by tests and tools (never from a request); ``edgerun.fallback.server``
-re-exports them, so ``from edgerun.fallback.server import Faults, Hold`` works.
+Set from Python by tests and tools (never from a request); ``edgerun.serve.server``
+re-exports them, so ``from edgerun.serve.server import Faults, Hold`` works.
 """
 
 from __future__ import annotations

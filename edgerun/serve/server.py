@@ -11,7 +11,7 @@ Endpoints (OIP REST): ``GET v2/health/live``, ``GET v2/health/ready``, ``GET v2`
 Triton's ``POST v2/repository/index`` so a client can find the one model served.
 JSON and binary tensors both ways, gzip/deflate request bodies; ``{"error": ...}``
 bodies with 400 (bad request: checked against the OIP schema at the boundary, in
-``server_request``), 401 (token), 404 (unknown model or path), 405 (method), 413
+``edgerun.serve.request``), 401 (token), 404 (unknown model or path), 405 (method), 413
 (too large, before or after decompression), 415 (other Content-Encoding), 500 (the
 engine failed); bearer-token auth on everything but health; TLS and mTLS through
 uvicorn. Requests run concurrently; inference runs in worker threads.
@@ -20,7 +20,7 @@ Speed: JSON through orjson (``oip``), uvloop and httptools when installed, infer
 handed to the loop's default executor; ``tools/bench_fallback.py --mlserver`` measures
 it against Seldon MLServer (docs/fallback.md, "Speed").
 
-``faults`` is a test hook (``server_hooks``) set from Python (never from a request): delay, a hold
+``faults`` is a test hook (``edgerun.serve.hooks``) set from Python (never from a request): delay, a hold
 (requests wait at the server until the test releases them), status, and corrupt
 answers (wrong shape, dtype, name or id, bad JSON, wrong binary header length).
 ``stats`` counts requests and the most in flight at once, and keeps the last
@@ -46,9 +46,9 @@ import numpy as np
 
 from edgerun.errors import EdgerunError
 from edgerun.fallback import oip
-from edgerun.fallback.server_hooks import Faults, Hold, ServerStats
-from edgerun.fallback.server_request import HTTPError as _HTTPError
-from edgerun.fallback.server_request import parse_infer, read_body
+from edgerun.serve.hooks import Faults, Hold, ServerStats
+from edgerun.serve.request import HTTPError as _HTTPError
+from edgerun.serve.request import parse_infer, read_body
 
 __all__ = ["Faults", "Hold", "ReferenceServer", "ServerStats", "serve_in_thread"]
 
