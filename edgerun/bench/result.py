@@ -193,7 +193,8 @@ def build_result(
     n = int(m.infer_ns.size)
     return {
         "status": "ok",
-        "artifact": artifact_block(m.runtime.artifact),
+        # model_version: the model-store version a "name@current" reference resolved to (docs/update.md)
+        "artifact": {**artifact_block(m.runtime.artifact), **_model_version(li)},
         "profile": {"name": profile.name if profile else None, "reason": profile_reason},
         "engine": {
             "name": li.engine,
@@ -232,6 +233,10 @@ def build_result(
         "warnings": _warnings(m, stats, config, budget, verdicts["soft"], profile_reason),
         "sustained": sustained_drift(m.start_ns, samples["total"], m.steady_ns) if config.sustained_minutes else None,
     }
+
+
+def _model_version(li: Any) -> dict[str, str]:
+    return {"model_version": li.model_version} if getattr(li, "model_version", "") else {}
 
 
 def error_result(path: str, exc: BaseException, profile: Any, profile_reason: str) -> dict[str, Any]:
