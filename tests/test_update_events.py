@@ -97,3 +97,40 @@ def test_instrument_with_an_event_log_file_logs_model_loaded(tmp_path: Path) -> 
     tele.close()
     (loaded,) = [e for e in _events(path) if e["kind"] == "model-loaded"]
     assert loaded["version"] == "1.2" and loaded["sha256"] == rt.artifact.sha256
+
+
+def test_run_and_bench_results_of_a_store_reference_carry_the_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib import resources
+
+    import jsonschema
+
+    from edgerun.cli import main
+
+    root = tmp_path / "store"
+    install(release("digits-int8.onnx", "3.1"), root, _profile(tmp_path, 1000), bench=FAST)
+    monkeypatch.setenv("EDGERUN_MODELS", str(root))
+    assert main(["run", "digits@current", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_version"] == "3.1"
+    out = tmp_path / "bench.json"
+    argv = ["bench", "digits@current", "digits@3.1", "--runs", "20", "--min-seconds", "0", "--warmup", "2"]
+    main([*argv, "--no-energy", "--no-thermal", "--no-memory", "-q", "--json", str(out)])  # exit: the verdicts'
+    doc = json.loads(out.read_text())
+    schema = json.loads(resources.files("edgerun.bench").joinpath("result.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert [r["artifact"]["model_version"] for r in doc["results"]] == ["3.1", "3.1"]
+    # a plain file has no store version, and says none
+    main(
+        [
+            "bench",
+            str(root / "digits" / "versions" / "3.1" / "digits-int8.onnx"),
+            *argv[3:],
+            "-q",
+            "--no-energy",
+            "--json",
+            str(out),
+            "--force",
+        ]
+    )
+    assert "model_version" not in json.loads(out.read_text())["results"][0]["artifact"]
