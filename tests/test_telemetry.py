@@ -9,6 +9,7 @@ inference of a CNN meets, and a one-hour one that every inference meets.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -92,7 +93,11 @@ def _store(root: Path, version: str) -> Path:
     for f in DEMO_DIR.iterdir():
         if f.name.startswith(DEMO.name) or f.suffix == ".npz":
             shutil.copy(f, folder / f.name)
-    (folder / "acceptance.json").write_text("{}\n", encoding="utf-8")
+    sha = json.loads(next(folder.glob("*.edgerun.json")).read_text())["sha256"]
+    verdict = {"status": "pass", "reason": "written by this test"}  # the schema: edgerun/schema/acceptance.py
+    doc = {"schema": "edgerun.acceptance", "schema_version": 1, "name": "digits", "version": version, "sha256": sha}
+    record = {**doc, "passed": True, "summary": {}, "verdicts": {"hard": verdict}}
+    (folder / "acceptance.json").write_text(json.dumps(record), encoding="utf-8")
     os.symlink(f"versions/{version}", root / "digits" / "current")
     return root
 
