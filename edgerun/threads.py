@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from edgerun.errors import UsageError
 
@@ -36,9 +36,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 
 
-@dataclass(frozen=True)
-class CpuLimit:
-    """The CPUs this process may use, and why that many."""
+class CpuLimit(NamedTuple):
+    """The CPUs this process may use, and why that many. (These are ``NamedTuple`` classes, not frozen
+    dataclasses: as immutable, ~5x cheaper to create at import; every ``edgerun run`` imports them.)"""
 
     cpus: int
     affinity: int  # CPUs in the affinity mask (os.cpu_count() where there is no mask)
@@ -46,8 +46,7 @@ class CpuLimit:
     reason: str  # e.g. "2 CPUs: cgroup v2 cpu.max 200000 100000 (affinity mask: 8)"
 
 
-@dataclass(frozen=True)
-class ThreadChoice:
+class ThreadChoice(NamedTuple):
     threads: int
     source: str  # "explicit", "profile <name>" or "usable CPUs"
     detail: str  # the source, any cap, and the CPU limit's reason, in words

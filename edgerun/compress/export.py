@@ -8,7 +8,6 @@ provenance: the recipe, the parent model, and every metric the run measured.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -113,8 +112,8 @@ def build_manifest(
     info = inspect_model(path)
     inputs, outputs = info.inputs, info.outputs
     if info.format == "pte" and len(inputs) == len(outputs) == 1:  # the file's input_0 / output_0 are placeholders
-        inputs = (dataclasses.replace(inputs[0], name=INPUT_NAME),)
-        outputs = (dataclasses.replace(outputs[0], name=OUTPUT_NAME),)
+        inputs = (inputs[0]._replace(name=INPUT_NAME),)  # TensorSpec is a NamedTuple (formats/spec.py)
+        outputs = (outputs[0]._replace(name=OUTPUT_NAME),)
     pre, post = manifest_pipeline(data)
     if info.inputs[0].quant is not None:
         pre.append({"op": "quantize"})
