@@ -108,6 +108,18 @@ def test_command_in_reads_the_first_word_that_is_not_an_option() -> None:
     assert cli.command_in(["--", "bench"]) == "bench"
 
 
+def _commands(argv: list[str]) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in cli.build_parser(argv)._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_a_command_given_first_gets_its_parsers_alone_else_every_stub_is_there() -> None:
+    assert set(_commands(["update", "--help"])) == {"update", "rollback", "models"}  # edgerun.cli.update's three
+    assert set(_commands(["info", "m.onnx"])) == {"info"}
+    # an option before the command (`edgerun -h run`) reaches the top-level parser: the table is needed
+    assert set(_commands(["-h", "info"])) == set(cli.COMMANDS)
+    assert set(_commands(["nonsense"])) == set(cli.COMMANDS)  # "invalid choice" lists them all
+
+
 def test_build_parser_without_argv_registers_every_command() -> None:
     # tests and docs use the full parser: no stub may be in it (a stub has no options and no -h)
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
