@@ -21,10 +21,11 @@ import pytest
 import edgerun
 from edgerun.cli import main
 from edgerun.demo import DEMO_DIR
+from edgerun.profiles import profile_dir
 
 
 def _profile(tmp: Path, hard_ms: float) -> Path:
-    text = (DEMO_DIR.parent.parent / "device_profiles" / "generic-x86_64-linux.toml").read_text()
+    text = (profile_dir() / "generic-x86_64-linux.toml").read_text()
     path = tmp / f"hard-{hard_ms:g}.toml"
     path.write_text(text.replace("hard_ms = 10\n", f"hard_ms = {hard_ms}\n"))
     return path

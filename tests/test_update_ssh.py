@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from edgerun.demo import DEMO_DIR
+from edgerun.profiles import profile_dir
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def test_update_and_rollback_on_an_ssh_device(ssh_device, tmp_path: Path) -> Non
     publish(DEMO_DIR / "digits-fp32.onnx", tmp_path / "repo", tmp_path / "keys", "digits", version="1")
     publish(DEMO_DIR / "digits-int8.onnx", tmp_path / "repo", tmp_path / "keys", "digits", version="2")
     profile = tmp_path / "device.toml"
-    text = (DEMO_DIR.parent.parent / "device_profiles" / "generic-x86_64-linux.toml").read_text()
+    text = (profile_dir() / "generic-x86_64-linux.toml").read_text()
     profile.write_text(text.replace("hard_ms = 10\n", ROOMY))
 
     target = open_target(parse_target(ssh_device.url()))

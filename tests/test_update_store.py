@@ -31,6 +31,7 @@ from edgerun.artifact import load_artifact
 from edgerun.bench.config import BenchConfig
 from edgerun.demo import DEMO_DIR
 from edgerun.errors import ArtifactError, UpdateRefused, UsageError
+from edgerun.profiles import profile_dir
 from edgerun.update import store as st
 from edgerun.update.accept import install
 from edgerun.update.fetch import Release
@@ -51,7 +52,7 @@ SAMPLES = np.load(DEMO_DIR / "digits-test.npz")
 
 
 def _profile(tmp: Path, hard_ms: float) -> Path:
-    text = (DEMO_DIR.parent.parent / "device_profiles" / "generic-x86_64-linux.toml").read_text()
+    text = (profile_dir() / "generic-x86_64-linux.toml").read_text()
     assert "hard_ms = 10\n" in text
     path = tmp / f"hard-{hard_ms:g}.toml"
     path.write_text(text.replace("hard_ms = 10\n", f"hard_ms = {hard_ms}\n"))
