@@ -57,6 +57,9 @@ def start_lab(plan: Path, db: Path, log: Path) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "edgerun.cli", "lab", "run", str(plan), "--db", str(db)],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            # Ctrl-C as a terminal gives it: a shell without job control starts background commands with
+            # SIGINT ignored (POSIX), and Python keeps an ignored SIGINT, so the Ctrl-C case would never fire
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
 
 
