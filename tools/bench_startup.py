@@ -30,6 +30,10 @@ start, tens of ms that no user pays. So the children get a bytecode cache in the
 
     python tools/bench_startup.py [--runs 20] [--threads 2] [--onnx M.onnx] [--tflite M.tflite] [--json]
     python tools/bench_startup.py --imports [--runs 15]   # where edgerun's own start-up goes, per module
+
+Before/after on a busy machine: ``--baseline DIR`` adds ``baseline run M`` cases, the same commands
+run with DIR first on PYTHONPATH (DIR holds another revision's ``edgerun`` package, e.g.
+``git archive REV edgerun | tar -x -C DIR``), in the same round-robin, and prints this checkout / baseline.
 """
 
 from __future__ import annotations
@@ -118,9 +122,9 @@ top3(it.get_tensor(it.get_output_details()[0]["index"]))
 EDGERUN = "import sys; from edgerun.cli import main; sys.exit(main())"
 
 
-def cpu_seconds(argv: list[str], env: dict[str, str] | None = None) -> float:
+def cpu_seconds(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
     """User + system CPU seconds of one child process (its own rusage, not the whole tree's total)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
     assert proc.stderr is not None
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -140,11 +144,21 @@ def samples_for(model: Path) -> str:
     return str(model.parent / name) if name else ""
 
 
-def cases(py: str, onnx: Path, tflite: Path, scripts: Path, threads: int | None) -> dict[str, list[str]]:
+def cases(
+    py: str, onnx: Path, tflite: Path, scripts: Path, threads: int | None, baseline: Path | None = None
+) -> dict[str, list[str]]:
     (scripts / "raw_onnx.py").write_text(RAW_ONNX)
     (scripts / "raw_tflite.py").write_text(RAW_TFLITE)
     t_opt = ["--threads", str(threads)] if threads else []
     t_arg = str(threads or 0)
+    base = (
+        {}
+        if baseline is None
+        else {
+            f"baseline run {onnx.name}": [py, "-c", EDGERUN, "run", str(onnx), *t_opt],
+            f"baseline run {tflite.name}": [py, "-c", EDGERUN, "run", str(tflite), *t_opt],
+        }
+    )
     return {
         "python -c pass": [py, "-c", "pass"],
         "edgerun --help": [py, "-c", EDGERUN, "--help"],
@@ -154,19 +168,28 @@ def cases(py: str, onnx: Path, tflite: Path, scripts: Path, threads: int | None)
         f"edgerun run {tflite.name}": [py, "-c", EDGERUN, "run", str(tflite), *t_opt],
         f"edgerun run {tflite.name} no cache": [py, "-c", EDGERUN, "run", str(tflite), *t_opt],
         f"raw tflite {tflite.name}": [py, str(scripts / "raw_tflite.py"), str(tflite), t_arg, samples_for(tflite)],
+        **base,  # last: main() reads the cases above by position
     }
 
 
-def measure(commands: dict[str, list[str]], runs: int, warmup: int, env: dict[str, str]) -> dict[str, list[float]]:
+def measure(
+    commands: dict[str, list[str]], runs: int, warmup: int, env: dict[str, str], baseline: Path | None = None
+) -> dict[str, list[float]]:
     no_cache = {**env, "EDGERUN_NO_CACHE": "1"}
     envs = {name: no_cache if name.endswith(" no cache") else env for name in commands}
+    cwds: dict[str, Path | None] = dict.fromkeys(commands)
+    if baseline is not None:  # `python -c` puts the working directory first on sys.path: run there too
+        path = os.pathsep.join(p for p in (str(baseline), env.get("PYTHONPATH", "")) if p)
+        for name in commands:
+            if name.startswith("baseline "):
+                envs[name], cwds[name] = {**env, "PYTHONPATH": path}, baseline
     for name, argv in commands.items():  # compile .pyc files, fill the page cache and the manifest cache
         for _ in range(warmup):
-            cpu_seconds(argv, envs[name])
+            cpu_seconds(argv, envs[name], cwds[name])
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, argv in commands.items():
-            samples[name].append(cpu_seconds(argv, envs[name]))
+            samples[name].append(cpu_seconds(argv, envs[name], cwds[name]))
     return samples
 
 
@@ -238,8 +261,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: the CPU ms of each module `edgerun run` on the TFLite model imports beyond the raw script's",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run `edgerun run` from DIR/edgerun (another revision) in the same round-robin; print the ratio",
+    )
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     args = ap.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "edgerun" / "__init__.py").is_file():
+        ap.error(f"--baseline {args.baseline}: expected a folder holding an edgerun package (DIR/edgerun/__init__.py)")
+    baseline = args.baseline.resolve() if args.baseline is not None else None
     if args.show_scripts:
         print(f"# raw_onnx.py\n{RAW_ONNX}\n# raw_tflite.py\n{RAW_TFLITE}")
         return 0
@@ -257,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {sum(ms for _, ms in costs):6.2f}  total (imports only; the interpreter's teardown of them is extra)")
         return 0
     with tempfile.TemporaryDirectory(prefix="edgerun-startup-") as tmp:
-        commands = cases(args.python, args.onnx, args.tflite, Path(tmp), args.threads)
-        samples = measure(commands, args.runs, args.warmup, child_env(Path(tmp), not args.no_pyc_cache))
+        onnx, tflite = args.onnx.resolve(), args.tflite.resolve()  # the baseline's cases run in its folder
+        commands = cases(args.python, onnx, tflite, Path(tmp), args.threads, baseline)
+        env = child_env(Path(tmp), not args.no_pyc_cache)
+        samples = measure(commands, args.runs, args.warmup, env, baseline)
     stats = {name: summary(v) for name, v in samples.items()}
     names = list(commands)
     med = {name: stats[name]["median_ms"] for name in names}
@@ -269,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{names[5]} / {names[7]}": med[names[5]] / med[names[7]],
         f"{names[6]} / {names[7]}": med[names[6]] / med[names[7]],
     }
+    if baseline is not None:
+        ratios[f"{names[8]} / {names[4]}"] = med[names[8]] / med[names[4]]
+        ratios[f"{names[9]} / {names[7]}"] = med[names[9]] / med[names[7]]
+        ratios[f"{names[2]} / {names[8]}"] = med[names[2]] / med[names[8]]
+        ratios[f"{names[5]} / {names[9]}"] = med[names[5]] / med[names[9]]
     machine = {
         "platform": platform.platform(),
         "machine": platform.machine(),
