@@ -316,3 +316,11 @@ def test_loading_a_store_reference_imports_no_update_machinery(store: Path) -> N
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_models_lists_versions_in_the_order_update_and_prune_use(tmp_path: Path) -> None:
+    for version in ("10", "9", "1.10", "1.9"):
+        (tmp_path / "digits" / "versions" / version).mkdir(parents=True)
+    listed = [v["version"] for v in st.list_models(tmp_path)[0]["versions"]]
+    assert listed == ["1.9", "1.10", "9", "10"]  # as text it was 1.10, 1.9, 10, 9
+    assert listed == sorted(listed, key=st.version_key)

@@ -316,7 +316,7 @@ def list_models(store: str | os.PathLike[str] | None = None) -> list[dict[str, A
     out = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and _PART_RE.fullmatch(p.name)):
         versions = folder / "versions"
-        found = sorted(p.name for p in versions.iterdir() if p.is_dir()) if versions.is_dir() else []
+        found = sorted((p.name for p in versions.iterdir() if p.is_dir()), key=version_key) if versions.is_dir() else []
         out.append(
             {
                 "name": folder.name,
