@@ -350,9 +350,18 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def main(argv: list[str] | None = None) -> int:
+def serve_one_request(
+    argv: list[str] | None,
+    child: Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], None],
+    description: str,
+    failed_phase: str,
+) -> int:
+    """A worker process's main: read one JSON request on stdin, run ``child(request, send)``, whose
+    messages go as JSON lines to ``--result-fd``; an exception becomes an error result naming
+    ``failed_phase``, so the parent always gets an answer. The bench worker and the update
+    acceptance worker (edgerun/update/accept.py) both run this way."""
     _die_with_parent()
-    parser = argparse.ArgumentParser(description="edgerun benchmark worker (started by `edgerun bench`)")
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--result-fd", type=int, required=True)
     args = parser.parse_args(argv)
     out = os.fdopen(args.result_fd, "w", buffering=1, encoding="utf-8")
@@ -363,15 +372,20 @@ def main(argv: list[str] | None = None) -> int:
     request: dict[str, Any] = {}
     try:
         request = json.loads(sys.stdin.read())
-        _child(request, send)
+        child(request, send)
     except Exception as exc:  # report, don't just die: the parent shows this to the user
         traceback.print_exc()
         from edgerun.bench.result import error_result
 
-        path = str(request.get("path", "?"))
-        send({"type": "result", "result": error_result(path, exc, None, "the worker failed before benchmarking")})
+        send({"type": "result", "result": error_result(str(request.get("path", "?")), exc, None, failed_phase)})
     out.close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve_one_request(
+        argv, _child, "edgerun benchmark worker (started by `edgerun bench`)", "the worker failed before benchmarking"
+    )
 
 
 if __name__ == "__main__":

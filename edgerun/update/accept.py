@@ -19,12 +19,10 @@ The worker is ``python -m edgerun.update.accept --result-fd N``, driven through 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,28 +337,9 @@ def _child(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgerun.bench.worker import _die_with_parent
+    from edgerun.bench.worker import serve_one_request
 
-    _die_with_parent()
-    parser = argparse.ArgumentParser(description="edgerun acceptance worker (started by `edgerun update`)")
-    parser.add_argument("--result-fd", type=int, required=True)
-    args = parser.parse_args(argv)
-    out = os.fdopen(args.result_fd, "w", buffering=1, encoding="utf-8")
-
-    def send(msg: dict[str, Any]) -> None:
-        out.write(json.dumps(msg) + "\n")
-
-    request: dict[str, Any] = {}
-    try:
-        request = json.loads(sys.stdin.read())
-        _child(request, send)
-    except Exception as exc:  # reported to the parent, which refuses the update with it
-        traceback.print_exc()
-        from edgerun.bench.result import error_result
-
-        send({"type": "result", "result": error_result(str(request.get("path", "?")), exc, None, "acceptance")})
-    out.close()
-    return 0
+    return serve_one_request(argv, _child, "edgerun acceptance worker (started by `edgerun update`)", "acceptance")
 
 
 if __name__ == "__main__":
