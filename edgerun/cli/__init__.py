@@ -118,7 +118,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     chosen = command_in(argv) if argv is not None else None
     # `edgerun CMD ...` with CMD first: every later word is CMD's, so the top-level help and its
     # "invalid choice" error, all the stubs are for, cannot come up (~1 ms of parsers saved per start).
-    alone = bool(argv) and argv[0] == chosen and chosen in COMMANDS
+    alone = argv is not None and len(argv) > 0 and argv[0] == chosen and chosen in COMMANDS
     parser = argparse.ArgumentParser(
         prog="edgerun",
         description="edgerun: on-device inference runtime and benchmark harness for edge medical AI.",
