@@ -301,9 +301,15 @@ def test_measure_energy_with_a_rapl_counter_at_known_power(tmp_path):
         busy_spans.append((busy_ns, schedule.set(2), count))
         return count
 
-    probe = TracedRaplProbe(root=root, rate_hz=1000.0)  # reads 1 ms apart: each edge is bracketed tightly
-    with CounterWriter(root / RAPL_PKG / "energy_uj", 2_000_000, schedule) as writer:
-        report = measure_energy(probe, run_for, windows=3, window_s=0.3, idle_s=0.5)
+    # A starved sampler (a host loaded past its cores) is reported as not valid, by design: that
+    # is the mechanism working, so a window with a sampling gap is measured again, up to 3 times.
+    for _attempt in range(3):
+        busy_spans.clear()
+        probe = TracedRaplProbe(root=root, rate_hz=1000.0)  # reads 1 ms apart: each edge is bracketed tightly
+        with CounterWriter(root / RAPL_PKG / "energy_uj", 2_000_000, schedule) as writer:
+            report = measure_energy(probe, run_for, windows=3, window_s=0.3, idle_s=0.5)
+        if report.valid or "gap between samples" not in report.reason:
+            break
     assert report.valid, report.reason
     trace = probe.trace
     read_uj = check_reads_are_written_values(trace, writer)
