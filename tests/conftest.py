@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,14 @@ def ssh_device(tmp_path_factory: pytest.TempPathFactory):
     device = devices.ssh_device(tmp_path_factory.mktemp("ssh-device"))
     yield device
     devices.release_ssh(device)
+
+
+@pytest.fixture
+def event_log(tmp_path: Path) -> Iterator[Path]:
+    """The telemetry event log (edgerun/telemetry/events.py) configured into a fresh file; its path."""
+    from edgerun.telemetry import events
+
+    path = tmp_path / "events.jsonl"
+    log = events.configure(path)
+    yield path
+    events.disable(log)

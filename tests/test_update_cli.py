@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_update_events import _events
 
 import edgerun
 from edgerun.cli import main
@@ -53,20 +54,6 @@ def http_url(repo: Path) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def event_log(tmp_path: Path) -> Iterator[Path]:
-    from edgerun.telemetry import events
-
-    path = tmp_path / "events.jsonl"
-    log = events.configure(path)
-    yield path
-    events.disable(log)
-
-
-def _events(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_update_accepts_then_refuses_over_the_hard_budget(

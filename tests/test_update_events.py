@@ -11,7 +11,6 @@ switch. Real installs (real onnxruntime in the acceptance worker) with a real ev
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from edgerun.errors import UpdateRefused, UsageError
 from edgerun.telemetry import events, instrument
 from edgerun.update import store as st
 from edgerun.update.accept import install
-
-
-@pytest.fixture
-def event_log(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "events.jsonl"
-    log = events.configure(path)
-    yield path
-    events.disable(log)
 
 
 def _events(path: Path) -> list[dict]:
