@@ -71,7 +71,7 @@ def check_metadata_current(dist: metadata.Distribution, pyproject: Path) -> None
     if project.get("name") != "edgerun":
         return
     wanted = {_name(r) for r in project.get("dependencies", ())}
-    installed = {_name(r) for r in dist.requires or () if "extra ==" not in r.replace("extra==", "extra ==")}
+    installed = {_name(r) for r in dist.requires or () if not re.search(r"\bextra\s*==", r)}  # not an extra's
     missing = sorted(wanted - installed)
     if missing:
         raise TargetSetupError(
