@@ -192,9 +192,9 @@ class Pipeline:
 
     Stages, as ``__call__`` times them (docs/bench-result.md):
     pre = input validation + the pre ops + handing the feeds to the engine where that is a
-    separate call (LiteRT ``set_tensor``); infer = the engine's run (onnxruntime ``run``, LiteRT
-    ``invoke``); post = reading the outputs where that is a separate call (LiteRT ``get_tensor``)
-    + the post ops + top-k.
+    separate call (LiteRT ``set_tensor``); infer = the engine's run (onnxruntime's binding run, as
+    ``InferenceSession.run`` calls it; LiteRT ``invoke``); post = reading the outputs where that is
+    a separate call (LiteRT ``get_tensor``) + the post ops + top-k.
     """
 
     def __init__(self, artifact: Artifact, session: Session) -> None:
@@ -209,11 +209,13 @@ class Pipeline:
         if self.pre_ops and len(raw) != 1:
             raise ArtifactError(f"{where}: pre-processing needs exactly one raw input, manifest has {len(raw)}")
         self.post_ops = compile_post(m.postprocess if m else (), session.outputs[0], m.labels if m else (), where)
-        self._pre = FusedPre(self.pre_ops) if self.pre_ops else None
+        # bound methods, not the objects: calling an instance goes through its type's __call__
+        # slot, measurably slower than a bound method on this hot path (issue 13)
+        self._pre = FusedPre(self.pre_ops).__call__ if self.pre_ops else None
         self._post = fuse_post(self.post_ops.transforms)
         self._topk = self.post_ops.topk
         self._one = raw[0] if len(raw) == 1 else None
-        self._check = InputCheck(raw[0]) if len(raw) == 1 else None
+        self._check = InputCheck(raw[0]).__call__ if len(raw) == 1 else None
         self._run = session.run
         # LiteRT's set_tensor / invoke / get_tensor as separate calls: only invoke is inference
         self._feed: Callable[[list[np.ndarray]], None] | None = getattr(session, "feed", None)
@@ -256,22 +258,30 @@ class Pipeline:
         return outputs, top
 
     def __call__(self, x: Any) -> tuple[dict[str, np.ndarray], tuple[Prediction, ...], StageTimes]:
-        if self._staged:
-            t0 = perf_counter_ns()
+        # preprocess() and postprocess() inline for the common case (one plain array, one output):
+        # every Python call right after an engine run costs ~2x its warm time (cold caches), and
+        # these few are most of edgerun's per-call overhead (tools/bench_overhead.py, issue 13)
+        t0 = perf_counter_ns()
+        if self._check is not None and type(x) is np.ndarray:
+            y = self._check(x)
+            feeds = [self._pre(y) if self._pre is not None else y]
+        else:
             feeds = self.preprocess(x)
+        if self._staged:
             with self._lock:  # the interpreter is one inference at a time (engines/litert.py)
                 self._feed(feeds)  # type: ignore[misc]
                 t1 = perf_counter_ns()
                 self._invoke()  # type: ignore[misc]
                 t2 = perf_counter_ns()
                 outs = self._fetch()  # type: ignore[misc]
-            outputs, top = self.postprocess(outs)
         else:
-            t0 = perf_counter_ns()
-            feeds = self.preprocess(x)
             t1 = perf_counter_ns()
             outs = self._run(feeds)
             t2 = perf_counter_ns()
+        if len(outs) == 1:
+            y = self._post(outs[0])
+            outputs, top = {self._names[0]: y}, (self._topk.select(y) if self._topk is not None else ())
+        else:
             outputs, top = self.postprocess(outs)
         t3 = perf_counter_ns()
         return outputs, top, StageTimes(t1 - t0, t2 - t1, t3 - t2)

@@ -109,3 +109,35 @@ def test_tflite_runtime_is_the_fallback_import():
     """,
     )
     assert proc.stdout.strip() == "fallback", proc.stderr
+
+
+def test_onnx_session_calls_the_binding_and_matches_the_public_run(tiny_onnx: Path):
+    """edgerun calls the C++ binding that InferenceSession.run wraps (engines/onnx.py ``_direct_run``):
+    the same outputs as the public API, and a wrong feed is still one InferenceError line."""
+    from edgerun.engines.onnx import _direct_run
+    from edgerun.errors import InferenceError
+
+    rt = edgerun.load(str(tiny_onnx))
+    session = rt.pipeline.session
+    native = session.native
+    assert _direct_run(native) == native._sess.run  # the binding, not the Python wrapper
+    spec = session.inputs[0]
+    x = np.random.default_rng(0).standard_normal([d or 1 for d in spec.shape]).astype(spec.dtype)
+    ours = session.run([x])
+    public = native.run(None, {spec.name: x})
+    assert len(ours) == len(public)
+    for a, b in zip(ours, public):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(InferenceError, match="onnxruntime failed to run the model"):
+        session.run([x.astype(np.float64)])  # a dtype the model does not take: the binding's own error
+
+
+def test_onnx_direct_run_falls_back_to_the_public_run_without_the_binding():
+    """Another onnxruntime layout (no ``_sess`` with a ``run``): the public run, nothing guessed."""
+    from edgerun.engines.onnx import _direct_run
+
+    class Layout:  # stands in for a session object of another onnxruntime version
+        def run(self, names, feed, options=None):
+            return ["public"]
+
+    assert _direct_run(Layout())(["y"], {}, None) == ["public"]

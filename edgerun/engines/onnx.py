@@ -114,6 +114,27 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
 
 
+def _direct_run(sess: Any) -> Any:
+    """The session's run, as ``run(output_names, feed, run_options)``: the C++ binding's when it can be.
+
+    ``InferenceSession.run`` (onnxruntime/python/onnxruntime_inference_collection.py) is a Python
+    wrapper around its ``_sess.run`` that, on every call, checks the feed's names against the
+    model's, looks for OrtValues of another session and for WebGPU graph capture, and on an
+    ``EPFail`` prints to stdout and retries on the CPU provider. edgerun feeds numpy arrays under
+    names it checked at load, never enables graph capture, and must not fall back silently (a
+    benchmark would time the wrong provider): calling the binding directly saves those checks,
+    ~3 us per call (tools/bench_overhead.py, issue 13), and makes an EP failure an
+    ``InferenceError``. Where the binding is not there as expected (another onnxruntime layout),
+    the public ``run``.
+    """
+    core = getattr(sess, "_sess", None)
+    run = getattr(core, "run", None)
+    capture = getattr(core, "is_webgpu_graph_capture_enabled", None)
+    if run is None or (capture is not None and capture()):
+        return sess.run
+    return run
+
+
 class OnnxSession:
     engine = "onnx"
 
@@ -126,13 +147,14 @@ class OnnxSession:
         self.outputs = tuple(_spec(a) for a in sess.get_outputs())
         self._names = [t.name for t in self.inputs]
         self._one = self._names[0] if len(self._names) == 1 else None
-        self._run = sess.run
+        self._out_names = [t.name for t in self.outputs]
+        self._run = _direct_run(sess)
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         try:
             if self._one is not None and len(feeds) == 1:  # the common case: a dict literal, no zip
-                return self._run(None, {self._one: feeds[0]})
-            return self._run(None, dict(zip(self._names, feeds)))
+                return self._run(self._out_names, {self._one: feeds[0]}, None)
+            return self._run(self._out_names, dict(zip(self._names, feeds)), None)
         except Exception as exc:  # onnxruntime raises its own pybind classes
             raise InferenceError(f"onnxruntime failed to run the model: {_one_line(exc)}") from exc
 
