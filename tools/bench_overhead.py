@@ -48,7 +48,8 @@ Besides the bundled demos it builds, at run time in a temporary folder, an MLP o
 1.58 M parameters with a manifest (cast, scale, normalize, expand_dims; softmax, top-3) and three
 models without one (validation and dispatch only), with a 1 KiB, a 256 KiB and a 1 MiB float32 input,
 and the 1 MiB one again, with a manifest whose raw input is 1 MiB of int16 counts that its ops cast and
-scale (an integer input needs no NaN/Inf pass); their e2e verdict is "n/a": the model only reads its input once, so the ratio compares two reads.
+scale (an integer input needs no NaN/Inf pass); their e2e verdict is "n/a": the model only reads
+its input once, so the ratio compares two reads.
 Usage:
 
     python tools/bench_overhead.py [ARTIFACT...] [--rounds 5] [--pairs 400] [--threads 1] [--json FILE]
