@@ -14,7 +14,7 @@ from edgerun.cli import main
 from edgerun.demo import DEMO_DIR, DEMO_NAMES
 
 
-def test_bench_with_no_argument_runs_all_five_demo_artifacts(tmp_path: Path, capsys):
+def test_bench_with_no_argument_runs_every_demo_artifact(tmp_path: Path, capsys):
     jsonschema = pytest.importorskip("jsonschema")
     out = tmp_path / "demo.json"
     code = main(["bench", "--runs", "700", "--min-seconds", "0", "--warmup-seconds", "0", "-q", "--json", str(out)])
