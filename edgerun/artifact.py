@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgerun._jsonio import MANIFEST_MAX_BYTES, parse_json, read_capped
 from edgerun._sha import sha256
 from edgerun.errors import ArtifactError, FormatError, IntegrityError
+from edgerun.formats.frozen import Frozen
 from edgerun.formats.limits import MAX_ONNX_INSPECT_BYTES, MiB
 from edgerun.formats.manifest import (  # noqa: F401 (re-exported: their first home)
     FORMATS,
@@ -43,10 +43,20 @@ from edgerun.schema.files import check_samples, regular_file
 MANIFEST_SUFFIX = ".edgerun.json"
 
 
-@dataclass(frozen=True)
-class Artifact:
-    """A loaded, verified model artifact. ``path`` is the model file."""
+class Artifact(Frozen):
+    """A loaded, verified model artifact. ``path`` is the model file. Immutable (edgerun.formats.frozen)."""
 
+    __slots__ = (
+        "path",
+        "format",
+        "precision",
+        "inputs",
+        "outputs",
+        "sha256",
+        "size_bytes",
+        "manifest",
+        "manifest_path",
+    )
     path: Path
     format: str
     precision: str
@@ -54,8 +64,22 @@ class Artifact:
     outputs: tuple[TensorSpec, ...]
     sha256: str
     size_bytes: int
-    manifest: Manifest | None = None
-    manifest_path: Path | None = None
+    manifest: Manifest | None
+    manifest_path: Path | None
+
+    def __init__(
+        self,
+        path: Path,
+        format: str,
+        precision: str,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        sha256: str,
+        size_bytes: int,
+        manifest: Manifest | None = None,
+        manifest_path: Path | None = None,
+    ) -> None:
+        self._set_fields(path, format, precision, inputs, outputs, sha256, size_bytes, manifest, manifest_path)
 
     @property
     def name(self) -> str:

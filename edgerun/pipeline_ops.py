@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from numbers import Real
 from typing import Any, NamedTuple, Protocol
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from edgerun.artifact import Quant, TensorSpec
 from edgerun.errors import ArtifactError
+from edgerun.formats.frozen import Frozen
 from edgerun.formats.limits import MAX_RESIZE_SIDE
 
 
@@ -34,11 +34,18 @@ class ArrayOp(Protocol):
     def __call__(self, x: np.ndarray, /) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class Prediction:  # a dataclass: a NamedTuple's field "index" would hide tuple.index
+class Prediction(Frozen):  # not a NamedTuple: its field "index" would hide tuple.index
+    """One class of a top-k: its index in the output row, its label, its score. Immutable."""
+
+    __slots__ = ("index", "label", "score")
     index: int
     label: str
     score: float
+
+    def __init__(self, index: int, label: str, score: float) -> None:
+        object.__setattr__(self, "index", index)  # three calls, not _set_fields' loop: made per result
+        object.__setattr__(self, "label", label)
+        object.__setattr__(self, "score", score)
 
 
 # --- pre-processing ops ---------------------------------------------------------------

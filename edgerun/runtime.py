@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from time import perf_counter_ns
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgerun.artifact import Artifact, TensorSpec, load_artifact
 from edgerun.engines import EngineOptions, engine_for
+from edgerun.formats.frozen import Frozen
 from edgerun.pipeline import ROUTE_LOCAL, Pipeline, Result
 from edgerun.threads import resolve_threads
 
@@ -41,22 +41,60 @@ if TYPE_CHECKING:
 RunObserver = Callable[["Result | None", "Exception | None"], None]
 
 
-@dataclass(frozen=True)
-class LoadInfo:
-    """Cold-start facts: how long verifying the artifact and creating the session took."""
+class LoadInfo(Frozen):
+    """Cold-start facts: how long verifying the artifact and creating the session took.
+    Immutable (edgerun.formats.frozen); ``replace(**changes)`` makes a changed copy.
 
+    ``threads_source``/``threads_detail``: where ``threads`` came from (edgerun.threads: "explicit",
+    "profile <name>", "usable CPUs"), and that with any cap and the CPU limit in words.
+    ``model_version``: the store version loaded ("name@current" through edgerun.modelstore), "" for a
+    plain path.
+    """
+
+    __slots__ = (
+        "artifact_ns",
+        "session_ns",
+        "engine",
+        "engine_version",
+        "providers",
+        "threads",
+        "threads_source",
+        "threads_detail",
+        "model_version",
+    )
     artifact_ns: int
     session_ns: int
     engine: str
     engine_version: str
     providers: tuple[str, ...]
     threads: int | None
-    # where ``threads`` came from (edgerun.threads: "explicit", "profile <name>", "usable CPUs"),
-    # and that with any cap and the CPU limit in words
-    threads_source: str = ""
-    threads_detail: str = ""
-    # the store version loaded ("name@current" through edgerun.modelstore), "" for a plain path
-    model_version: str = ""
+    threads_source: str
+    threads_detail: str
+    model_version: str
+
+    def __init__(
+        self,
+        artifact_ns: int,
+        session_ns: int,
+        engine: str,
+        engine_version: str,
+        providers: tuple[str, ...],
+        threads: int | None,
+        threads_source: str = "",
+        threads_detail: str = "",
+        model_version: str = "",
+    ) -> None:
+        self._set_fields(
+            artifact_ns,
+            session_ns,
+            engine,
+            engine_version,
+            providers,
+            threads,
+            threads_source,
+            threads_detail,
+            model_version,
+        )
 
 
 class Runtime:
@@ -197,8 +235,17 @@ def load(
     session = eng.open(artifact, options)
     pipeline = Pipeline(artifact, session)
     t2 = perf_counter_ns()
-    info = LoadInfo(t1 - t0, t2 - t1, eng.name, eng.version(), session.providers, threads, choice.source, choice.detail)
-    info = replace(info, model_version=model_version) if model_version else info
+    info = LoadInfo(
+        t1 - t0,
+        t2 - t1,
+        eng.name,
+        eng.version(),
+        session.providers,
+        threads,
+        choice.source,
+        choice.detail,
+        model_version,
+    )
     runtime = Runtime(artifact, pipeline, prof, info)
     if fallback is not None:
         from edgerun.fallback.router import Router

@@ -7,10 +7,10 @@ module needs only this one, not the package that picks engines.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from edgerun.errors import UsageError
+from edgerun.formats.frozen import Frozen
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,9 +21,8 @@ ENGINES = ("onnx", "litert", "executorch", "coreml")  # coreml: macOS only (engi
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
-@dataclass(frozen=True)
-class EngineOptions:
-    """How to open a session.
+class EngineOptions(Frozen):
+    """How to open a session. Immutable (edgerun.formats.frozen); checked when made.
 
     threads: intra-op threads (None = the engine's default).
     graph_optimization: onnxruntime graph optimisation level (LiteRT ignores it).
@@ -35,18 +34,26 @@ class EngineOptions:
         can say which provider ran each node (the bench sets it when providers are asked for).
     """
 
-    threads: int | None = None
-    graph_optimization: str = "all"
-    providers: tuple[str, ...] = ()
-    record_placement: bool = False
+    __slots__ = ("threads", "graph_optimization", "providers", "record_placement")
+    threads: int | None
+    graph_optimization: str
+    providers: tuple[str, ...]
+    record_placement: bool
 
-    def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"threads must be >= 1, got {self.threads}")
-        if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
+    def __init__(
+        self,
+        threads: int | None = None,
+        graph_optimization: str = "all",
+        providers: tuple[str, ...] = (),
+        record_placement: bool = False,
+    ) -> None:
+        if threads is not None and threads < 1:
+            raise UsageError(f"threads must be >= 1, got {threads}")
+        if graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
             raise UsageError(
-                f"graph_optimization must be one of {GRAPH_OPTIMIZATION_LEVELS}, got {self.graph_optimization!r}"
+                f"graph_optimization must be one of {GRAPH_OPTIMIZATION_LEVELS}, got {graph_optimization!r}"
             )
+        self._set_fields(threads, graph_optimization, providers, record_placement)
 
 
 class Session(Protocol):

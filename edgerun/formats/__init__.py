@@ -1,7 +1,7 @@
 """Read-only readers of model files: what a file declares, with no inference engine needed.
 
     edgerun.formats.spec    TensorSpec, Quant, ModelInfo: what the readers return
-    edgerun.formats.manifest  the Manifest dataclass and the format/precision vocabularies
+    edgerun.formats.manifest  the Manifest class and the format/precision vocabularies
                             (validated by edgerun.schema.manifest, loaded by edgerun.artifact)
     edgerun.formats.onnx    ONNX: edgerun's own protobuf reader (no ``onnx`` package)
     edgerun.formats.tflite  TFLite: IO specs and ops through LiteRT's interpreter (plain kernels,

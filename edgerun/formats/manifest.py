@@ -1,16 +1,16 @@
 """The edgerun manifest's fields (docs/manifest.md): what a model's ``.edgerun.json`` declares.
 
-A plain frozen dataclass and the vocabularies it uses, with no validation: ``edgerun.schema.manifest``
-checks a manifest document (pydantic) and builds a ``Manifest``; ``edgerun.artifact`` loads one
+A plain frozen value class (``edgerun.formats.frozen``) and the vocabularies it uses, with no
+validation: ``edgerun.schema.manifest`` checks a manifest document (pydantic) and builds a ``Manifest``; ``edgerun.artifact`` loads one
 beside its model file and re-exports everything here. It sits in this layer so that the schema
 layer and artifact both import it without importing each other.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from edgerun.formats.frozen import Frozen
 from edgerun.formats.spec import TensorSpec
 
 __all__ = ["FORMATS", "MANIFEST_SCHEMA", "MANIFEST_SCHEMA_VERSION", "PRECISIONS", "Manifest"]
@@ -23,10 +23,25 @@ FORMATS = ("onnx", "tflite", "pte", "coreml")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """The parsed JSON manifest (docs/manifest.md)."""
+class Manifest(Frozen):
+    """The parsed JSON manifest (docs/manifest.md). Immutable; ``replace(**changes)`` makes a changed copy."""
 
+    __slots__ = (
+        "name",
+        "format",
+        "model_file",
+        "sha256",
+        "precision",
+        "inputs",
+        "outputs",
+        "raw_inputs",
+        "preprocess",
+        "postprocess",
+        "labels",
+        "provenance",
+        "samples",
+        "schema_version",
+    )
     name: str
     format: str
     model_file: str
@@ -34,13 +49,47 @@ class Manifest:
     precision: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    raw_inputs: tuple[TensorSpec, ...] | None = None
-    preprocess: tuple[dict[str, Any], ...] = ()
-    postprocess: tuple[dict[str, Any], ...] = ()
-    labels: tuple[str, ...] = ()
-    provenance: dict[str, Any] = field(default_factory=dict)
-    samples: str | None = None
-    schema_version: int = MANIFEST_SCHEMA_VERSION
+    raw_inputs: tuple[TensorSpec, ...] | None
+    preprocess: tuple[dict[str, Any], ...]
+    postprocess: tuple[dict[str, Any], ...]
+    labels: tuple[str, ...]
+    provenance: dict[str, Any]
+    samples: str | None
+    schema_version: int
+
+    def __init__(
+        self,
+        name: str,
+        format: str,
+        model_file: str,
+        sha256: str,
+        precision: str,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        raw_inputs: tuple[TensorSpec, ...] | None = None,
+        preprocess: tuple[dict[str, Any], ...] = (),
+        postprocess: tuple[dict[str, Any], ...] = (),
+        labels: tuple[str, ...] = (),
+        provenance: dict[str, Any] | None = None,
+        samples: str | None = None,
+        schema_version: int = MANIFEST_SCHEMA_VERSION,
+    ) -> None:
+        self._set_fields(
+            name,
+            format,
+            model_file,
+            sha256,
+            precision,
+            inputs,
+            outputs,
+            raw_inputs,
+            preprocess,
+            postprocess,
+            labels,
+            {} if provenance is None else provenance,  # a fresh dict each, as default_factory=dict gave
+            samples,
+            schema_version,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
