@@ -180,7 +180,7 @@ def test_close_detaches_the_observer_and_frees_the_port():
 
 def test_the_model_version_label_comes_from_load_info():
     rt = edgerun.load(DEMO)
-    rt.load_info = dataclasses.replace(rt.load_info, model_version="2026.12.1")  # as load("name@current") sets it
+    rt.load_info = rt.load_info.replace(model_version="2026.12.1")  # as load("name@current") sets it
     with instrument(rt, thermal=False, prometheus_port=0) as tele:
         samples = _scrape(tele.url)
     info = dict(next(labels for (name, labels) in samples if name == "edgerun_model_info"))

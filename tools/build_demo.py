@@ -24,7 +24,6 @@ report of the run the README's table and docs/img/digits-demo-pareto.png come fr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -111,9 +110,7 @@ def lay_out(work: Path, out: Path) -> None:
         data = json.loads((work / (src_name + ".edgerun.json")).read_text())
         manifest = parse_manifest(data, src_name)
         precision, fmt = dst_name.split("-")[1].split(".")
-        manifest = dataclasses.replace(
-            manifest, name=f"digits-cnn-{precision}-{fmt}", model_file=dst_name, samples=SAMPLES
-        )
+        manifest = manifest.replace(name=f"digits-cnn-{precision}-{fmt}", model_file=dst_name, samples=SAMPLES)
         write_manifest(manifest, out / dst_name)
     shutil.copy2(work / "reference-test.npz", out / SAMPLES)
 

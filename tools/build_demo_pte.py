@@ -20,7 +20,6 @@ the 450-image test split) and against the teacher's top-1 that the FP32 ONNX's m
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import tempfile
@@ -222,10 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             name = f"digits-cnn-{precision}-pte"
             manifest = ex.build_manifest(path, name, data, prov, SAMPLES, precision=precision)
             # the ONNX file's tensor names (a .pte has none): the same network, read the same way by callers
-            manifest = dataclasses.replace(
-                manifest,
-                inputs=tuple(dataclasses.replace(t, name=o.name) for t, o in zip(manifest.inputs, source.inputs)),
-                outputs=tuple(dataclasses.replace(t, name=o.name) for t, o in zip(manifest.outputs, source.outputs)),
+            manifest = manifest.replace(
+                inputs=tuple(t._replace(name=o.name) for t, o in zip(manifest.inputs, source.inputs)),
+                outputs=tuple(t._replace(name=o.name) for t, o in zip(manifest.outputs, source.outputs)),
             )
             ex.save_manifest(manifest, path)
             for f in (path, path.with_name(path.name + ".edgerun.json")):

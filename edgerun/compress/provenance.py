@@ -99,7 +99,6 @@ def finish_manifest(
 
 def finish_unmeasured(path: Path, spec: ExportSpec, ctx: Context) -> None:
     """A Core ML package's manifest: provenance, and ``accuracy`` / ``gate`` as "not measured" (no number)."""
-    import dataclasses
     import json
 
     from edgerun.artifact import manifest_path_for, parse_manifest, write_manifest
@@ -112,8 +111,8 @@ def finish_unmeasured(path: Path, spec: ExportSpec, ctx: Context) -> None:
     prov["accuracy"] = {"value": None, "status": "not measured", "reason": NOT_MEASURED}  # never a number
     prov["gate"] = {"passed": None, "reason": f"not measured: {NOT_MEASURED}"}
     prov["metrics"] = {"torch_top1": round(ctx.done[spec.source].accuracy, 4)}
-    manifest = dataclasses.replace(
-        manifest, name=f"{ctx.recipe.name}-{spec.stem}-{spec.format}", provenance=prov, samples=SAMPLES_FILE
+    manifest = manifest.replace(
+        name=f"{ctx.recipe.name}-{spec.stem}-{spec.format}", provenance=prov, samples=SAMPLES_FILE
     )
     write_manifest(manifest, path)
 
