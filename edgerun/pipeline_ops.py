@@ -1,9 +1,10 @@
 """The manifest's pre/post-processing ops, one small frozen object per op (docs/manifest.md).
 
-The ops are ``NamedTuple`` classes, not frozen dataclasses: just as immutable, but a class costs
-~0.07 ms to create against ~0.44 ms for a frozen dataclass (whose six generated methods are each
-compiled from source), and `edgerun run` creates all of them at every start (issue 13's start-up
-goal; tools/bench_startup.py). Two ops of different kinds are never compared.
+The ops are tuples with named fields (``edgerun.formats.frozen.Record``, as the ``NamedTuple``
+classes they were): immutable, but a class costs ~0.01 ms to create against ~0.1-0.2 ms for a
+``NamedTuple`` and ~0.44 ms for a frozen dataclass (whose generated methods are each compiled from
+source), and `edgerun run` creates all of them at every start (issue 13's start-up goal;
+tools/bench_startup.py). Two ops of different kinds are never compared.
 
 ``compile_pre`` / ``compile_post`` check the ops once, at load, and return these objects. Each
 op is the reference implementation of its documented effect, applied one op at a time;
@@ -17,19 +18,19 @@ import functools
 import math
 from collections.abc import Sequence
 from numbers import Real
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from edgerun.artifact import Quant, TensorSpec
 from edgerun.errors import ArtifactError
-from edgerun.formats.frozen import Frozen
+from edgerun.formats.frozen import Frozen, Record
 from edgerun.formats.limits import MAX_RESIZE_SIDE
 
 
 class ArrayOp(Protocol):
-    """What every op is: array in, array out. (A protocol, since mypy does not see a NamedTuple's
-    ``__call__`` as making it a ``Callable``.)"""
+    """What every op is: array in, array out. (A protocol: what mypy checks each op's ``__call__``
+    against.)"""
 
     def __call__(self, x: np.ndarray, /) -> np.ndarray: ...
 
@@ -81,10 +82,15 @@ def _resize_weights(method: str, n_in: int, n_out: int) -> np.ndarray:
     return w
 
 
-class Resize(NamedTuple):
+class Resize(Record):
+    __slots__ = ()
+    _fields = ("size", "method", "layout")
     size: tuple[int, int]
-    method: str = "bilinear"
-    layout: str = "HWC"
+    method: str
+    layout: str
+
+    def __new__(cls, size: tuple[int, int], method: str = "bilinear", layout: str = "HWC") -> Resize:
+        return tuple.__new__(cls, (size, method, layout))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         layout = "HW" if x.ndim == 2 else self.layout
@@ -99,24 +105,39 @@ class Resize(NamedTuple):
         return np.einsum("oh,chw,pw->cop", wy, x, wx, optimize=True)
 
 
-class Cast(NamedTuple):
+class Cast(Record):
+    __slots__ = ()
+    _fields = ("dtype",)
     dtype: str
+
+    def __new__(cls, dtype: str) -> Cast:
+        return tuple.__new__(cls, (dtype,))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return x.astype(self.dtype, copy=False)
 
 
-class Scale(NamedTuple):
+class Scale(Record):
+    __slots__ = ()
+    _fields = ("factor",)
     factor: float
+
+    def __new__(cls, factor: float) -> Scale:
+        return tuple.__new__(cls, (factor,))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return x * np.float32(self.factor)
 
 
-class Normalize(NamedTuple):
+class Normalize(Record):
+    __slots__ = ()
+    _fields = ("mean", "std", "axis")
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    axis: int = -1
+    axis: int
+
+    def __new__(cls, mean: tuple[float, ...], std: tuple[float, ...], axis: int = -1) -> Normalize:
+        return tuple.__new__(cls, (mean, std, axis))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         shape = [1] * x.ndim
@@ -127,24 +148,39 @@ class Normalize(NamedTuple):
         return (x - mean) / std
 
 
-class Layout(NamedTuple):
+class Layout(Record):
+    __slots__ = ()
+    _fields = ("src", "dst")
     src: str
     dst: str
+
+    def __new__(cls, src: str, dst: str) -> Layout:
+        return tuple.__new__(cls, (src, dst))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.transpose(x, [self.src.index(c) for c in self.dst]))
 
 
-class ExpandDims(NamedTuple):
+class ExpandDims(Record):
+    __slots__ = ()
+    _fields = ("axis",)
     axis: int
+
+    def __new__(cls, axis: int) -> ExpandDims:
+        return tuple.__new__(cls, (axis,))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return np.expand_dims(x, self.axis)
 
 
-class Quantize(NamedTuple):
+class Quantize(Record):
+    __slots__ = ()
+    _fields = ("quant", "dtype")
     quant: Quant
     dtype: str
+
+    def __new__(cls, quant: Quant, dtype: str) -> Quantize:
+        return tuple.__new__(cls, (quant, dtype))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         info = np.iinfo(self.dtype)
@@ -155,15 +191,25 @@ class Quantize(NamedTuple):
 # --- post-processing ops --------------------------------------------------------------
 
 
-class Dequantize(NamedTuple):
+class Dequantize(Record):
+    __slots__ = ()
+    _fields = ("quant",)
     quant: Quant
+
+    def __new__(cls, quant: Quant) -> Dequantize:
+        return tuple.__new__(cls, (quant,))
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
         return (q.astype(np.float32) - np.float32(self.quant.zero_point)) * np.float32(self.quant.scale)
 
 
-class Softmax(NamedTuple):
-    axis: int = -1
+class Softmax(Record):
+    __slots__ = ()
+    _fields = ("axis",)
+    axis: int
+
+    def __new__(cls, axis: int = -1) -> Softmax:
+        return tuple.__new__(cls, (axis,))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         z = x.astype(np.float32, copy=False)
@@ -174,11 +220,16 @@ class Softmax(NamedTuple):
 _SMALL_ROW = 256  # up to this many scores, top-k is cheaper in Python than through numpy's dispatch
 
 
-class TopK(NamedTuple):
+class TopK(Record):
     """Top-k classes of the first batch row; argmax is k=1."""
 
+    __slots__ = ()
+    _fields = ("k", "labels")
     k: int
     labels: tuple[str, ...]
+
+    def __new__(cls, k: int, labels: tuple[str, ...]) -> TopK:
+        return tuple.__new__(cls, (k, labels))
 
     def select(self, x: np.ndarray) -> tuple[Prediction, ...]:
         row = x.reshape(-1) if x.ndim <= 1 else x.reshape(x.shape[0], -1)[0]
@@ -270,9 +321,14 @@ def compile_pre(ops: Sequence[dict[str, Any]], model_input: TensorSpec, where: s
     return out
 
 
-class PostOps(NamedTuple):
+class PostOps(Record):
+    __slots__ = ()
+    _fields = ("transforms", "topk")
     transforms: tuple[ArrayOp, ...]
     topk: TopK | None
+
+    def __new__(cls, transforms: tuple[ArrayOp, ...], topk: TopK | None) -> PostOps:
+        return tuple.__new__(cls, (transforms, topk))
 
 
 def compile_post(

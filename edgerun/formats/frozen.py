@@ -1,11 +1,16 @@
-"""``Frozen``: the base of edgerun's small immutable value classes on the run path.
+"""Cheap immutable value classes for the run path: ``Frozen`` (was: frozen dataclasses) and
+``Record`` (was: ``typing.NamedTuple``).
 
-``Manifest``, ``Artifact``, ``EngineOptions``, ``LoadInfo`` and ``Prediction`` were frozen
-dataclasses. ``@dataclass`` writes six methods as source text and compiles them when the class
-is created, ~0.5 ms of CPU per class plus ~0.7 ms to import ``dataclasses`` itself, at every
-start of ``edgerun run`` (issue 13's start-up goal; ``python tools/bench_startup.py --imports``).
-A subclass of ``Frozen`` lists its fields once, in ``__slots__``, and writes its ``__init__``;
-the methods here, compiled once with this module, give it what the dataclass gave:
+Every ``edgerun run`` creates the classes of the modules it imports, and how a class is made costs
+start-up CPU (issue 13's goal; ``python tools/bench_startup.py --imports``). ``@dataclass`` writes
+six methods as source text and compiles them, ~0.5 ms per class plus ~0.7 ms to import
+``dataclasses``; ``typing.NamedTuple`` compiles each string annotation into a ``ForwardRef`` and
+``collections.namedtuple`` evals its ``__new__``, ~0.1-0.2 ms per class. A subclass of either base
+here lists its fields once and writes its own constructor; the methods below, compiled once with
+this module, give it the rest, ~0.01 ms per class.
+
+``Frozen`` subclasses (``Manifest``, ``Artifact``, ``EngineOptions``, ``LoadInfo``, ``Prediction``)
+behave as the frozen dataclasses they were:
 
 - equality field by field with an object of the same class (``NotImplemented`` otherwise),
   and the matching hash (a ``TypeError`` when a field is unhashable, e.g. a dict);
@@ -17,16 +22,25 @@ the methods here, compiled once with this module, give it what the dataclass gav
 - ``__match_args__`` for ``match`` statements.
 
 No ``__dict__`` (slots only), so ``vars(obj)`` does not work; ``as_fields()`` gives the fields
-as a dict. It lives in ``edgerun.formats``, the lowest layer, so that every layer can use it.
+as a dict.
+
+``Record`` subclasses (``TensorSpec``, ``Quant``, ``ModelInfo``, the pipeline ops, the thread
+choice) are tuples, as the ``NamedTuple`` classes they were: fields by name and by index,
+unpacking, tuple equality and hash, ``repr`` as ``Name(field=value, ...)``, ``_fields``,
+``_field_defaults``, ``_replace``, ``_asdict``, ``_make``, pickling, ``__match_args__``.
+
+Both live in ``edgerun.formats``, the lowest layer, so that every layer can use them.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from operator import itemgetter
+from typing import Any, ClassVar, TypeVar
 
-__all__ = ["Frozen", "FrozenInstanceError"]
+__all__ = ["Frozen", "FrozenInstanceError", "Record"]
 
 F = TypeVar("F", bound="Frozen")
+R = TypeVar("R", bound="Record")
 
 
 class FrozenInstanceError(AttributeError):
@@ -79,3 +93,40 @@ class Frozen:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), self._values()
+
+
+class Record(tuple):  # type: ignore[type-arg]  # a tuple of any fields, as a NamedTuple is
+    """Base class: a subclass sets ``__slots__ = ()`` and ``_fields`` (the names, in order), annotates
+    each field for readers and type checkers, and writes ``__new__`` returning
+    ``tuple.__new__(cls, (field, ...))``; each field becomes a read-only property here."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _field_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for i, name in enumerate(cls._fields):
+            setattr(cls, name, property(itemgetter(i), doc=f"Alias for field number {i}"))
+        defaults = cls.__new__.__defaults__ or ()
+        cls._field_defaults = dict(zip(cls._fields[len(cls._fields) - len(defaults) :], defaults))
+        cls.__match_args__ = cls._fields  # type: ignore[attr-defined,misc]  # as a NamedTuple has
+
+    @classmethod
+    def _make(cls: type[R], iterable: Any) -> R:
+        """A record from a sequence of its fields, in order (through ``__new__``)."""
+        return cls(*iterable)
+
+    def _replace(self: R, **changes: Any) -> R:
+        """A copy with ``changes`` applied (an unknown field name is a TypeError from ``__new__``)."""
+        return type(self)(**{**self._asdict(), **changes})
+
+    def _asdict(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self))
+        return f"{type(self).__name__}({inner})"
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return tuple(self)

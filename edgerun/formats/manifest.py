@@ -1,9 +1,10 @@
 """The edgerun manifest's fields (docs/manifest.md): what a model's ``.edgerun.json`` declares.
 
 A plain frozen value class (``edgerun.formats.frozen``) and the vocabularies it uses, with no
-validation: ``edgerun.schema.manifest`` checks a manifest document (pydantic) and builds a ``Manifest``; ``edgerun.artifact`` loads one
-beside its model file and re-exports everything here. It sits in this layer so that the schema
-layer and artifact both import it without importing each other.
+validation: ``edgerun.schema.manifest`` checks a manifest document (pydantic) and builds a
+``Manifest``; ``edgerun.artifact`` loads one beside its model file and re-exports everything here.
+It sits in this layer so that the schema layer and artifact both import it without importing each
+other.
 """
 
 from __future__ import annotations
