@@ -141,3 +141,29 @@ def test_onnx_direct_run_falls_back_to_the_public_run_without_the_binding():
             return ["public"]
 
     assert _direct_run(Layout())(["y"], {}, None) == ["public"]
+
+
+def test_a_failing_kernel_is_one_line_and_onnxruntime_logs_nothing(tmp_path: Path, capfd):
+    """A Gather with an index past its table fails inside onnxruntime's kernel: edgerun raises one
+    InferenceError line, and onnxruntime's own coloured error log stays off stderr (run options)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from edgerun.errors import InferenceError
+
+    table = numpy_helper.from_array(np.zeros((4, 2), np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["y"])],
+        "gather",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])],
+        [table],
+    )
+    path = tmp_path / "gather.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    rt = edgerun.load(str(path))
+    np.testing.assert_array_equal(rt.run(np.array([0, 3, 1]))[0]["y"], np.zeros((3, 2), np.float32))
+    capfd.readouterr()
+    with pytest.raises(InferenceError, match="indices element out of data bounds") as info:
+        rt.run(np.array([0, 4, 1]))  # 4 is past the table's 4 rows
+    assert "\n" not in str(info.value)
+    assert "onnxruntime" not in capfd.readouterr().err

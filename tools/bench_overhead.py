@@ -179,10 +179,14 @@ def engine_calls(session: Any) -> tuple[Any, Any, Any, Any]:
         def onnx_bare(feeds: list[np.ndarray]) -> Any:
             return run(None, {names[0]: feeds[0]} if len(names) == 1 else dict(zip(names, feeds)))
 
-        core, out_names = session._run, [t.name for t in session.outputs]  # what OnnxSession.run calls
+        core, out_names, ro = (
+            session._run,
+            [t.name for t in session.outputs],
+            session._run_options,
+        )  # what OnnxSession.run calls
 
         def onnx_binding(feeds: list[np.ndarray]) -> Any:
-            return core(out_names, {names[0]: feeds[0]} if len(names) == 1 else dict(zip(names, feeds)), None)
+            return core(out_names, {names[0]: feeds[0]} if len(names) == 1 else dict(zip(names, feeds)), ro)
 
         return onnx_bare, lambda feeds: None, onnx_bare, onnx_binding
     ins = [d["index"] for d in native.get_input_details()]

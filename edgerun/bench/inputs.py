@@ -1,8 +1,8 @@
 """What a benchmark (and `edgerun run` without an input) feeds a model.
 
 The artifact's bundled samples when its manifest names them (real data), else seeded random
-tensors that match the raw input spec (labelled ``random``, as LiteRT's ``benchmark_model`` does
-by default). A module of its own, light (numpy and the artifact only), so that `edgerun run`
+tensors that match the raw input spec, drawn from the ranges LiteRT's ``benchmark_model`` uses
+(labelled ``random``). A module of its own, light (numpy and the artifact only), so that `edgerun run`
 need not import the benchmark loop and its settings to pick one input.
 """
 
@@ -34,12 +34,20 @@ def sample_inputs(artifact: Artifact, seed: int) -> tuple[list[Any], str]:
     return [v[0] if len(v) == 1 else v for v in inputs], "random (seeded, 16 inputs)"
 
 
+# LiteRT's benchmark_model fills inputs with these uniform ranges when given no data
+# (tensorflow/lite/tools/benchmark/benchmark_tflite_model.cc, CreateRandomTensorData): wide integer
+# inputs are usually indices, token ids or shapes, and a value drawn from the type's whole range
+# (an int64 of 2.5e18) makes a Gather or an Expand fail where any real input would run.
+_INT_RANGES = {"int8": (-127, 127), "uint8": (0, 254)}
+_INT_DEFAULT = (0, 99)
+
+
 def _random(rng: np.random.Generator, spec: TensorSpec) -> np.ndarray:
     shape = tuple(1 if d is None else d for d in spec.shape)
     dtype = np.dtype(spec.dtype)
     if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
+        low, high = _INT_RANGES.get(dtype.name, _INT_DEFAULT)
+        return rng.integers(low, high, size=shape, endpoint=True, dtype=dtype)
     if dtype.kind == "b":
         return rng.integers(0, 1, size=shape, endpoint=True).astype(bool)
-    return rng.random(size=shape).astype(dtype)
+    return (rng.random(size=shape) - 0.5).astype(dtype)  # [-0.5, 0.5), as benchmark_model

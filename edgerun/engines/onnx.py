@@ -149,12 +149,16 @@ class OnnxSession:
         self._one = self._names[0] if len(self._names) == 1 else None
         self._out_names = [t.name for t in self.outputs]
         self._run = _direct_run(sess)
+        # A failing kernel is logged on stderr (a coloured multi-line "[E:onnxruntime:...]") and
+        # raised; edgerun reports the raised error as one line, so a run logs fatal messages only.
+        self._run_options = _ort().RunOptions()
+        self._run_options.log_severity_level = 4
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         try:
             if self._one is not None and len(feeds) == 1:  # the common case: a dict literal, no zip
-                return self._run(self._out_names, {self._one: feeds[0]}, None)
-            return self._run(self._out_names, dict(zip(self._names, feeds)), None)
+                return self._run(self._out_names, {self._one: feeds[0]}, self._run_options)
+            return self._run(self._out_names, dict(zip(self._names, feeds)), self._run_options)
         except Exception as exc:  # onnxruntime raises its own pybind classes
             raise InferenceError(f"onnxruntime failed to run the model: {_one_line(exc)}") from exc
 
