@@ -167,3 +167,35 @@ def test_a_failing_kernel_is_one_line_and_onnxruntime_logs_nothing(tmp_path: Pat
         rt.run(np.array([0, 4, 1]))  # 4 is past the table's 4 rows
     assert "\n" not in str(info.value)
     assert "onnxruntime" not in capfd.readouterr().err
+
+
+def test_a_non_tensor_output_is_refused_at_load_with_what_to_do(tmp_path: Path):
+    """scikit-learn models converted by skl2onnx end in a ZipMap (a sequence of maps) by default:
+    one ArtifactError line at load that names the output, its type and skl2onnx's option."""
+    from onnx import TensorProto, helper, save
+
+    from edgerun.errors import ArtifactError
+
+    seq_of_maps = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["label"]),
+            helper.make_node("ZipMap", ["x"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2]),
+        ],
+        "zipmap",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.FLOAT, [1, 3]),
+            helper.make_value_info("probabilities", seq_of_maps),
+        ],
+    )
+    path = tmp_path / "zipmap.onnx"
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    save(helper.make_model(graph, opset_imports=opsets), path)
+    with pytest.raises(
+        ArtifactError, match=r"output 'probabilities' is a seq\(map\(int64,tensor\(float\)\)\), not a tensor"
+    ) as info:
+        edgerun.load(str(path))
+    assert "zipmap': False" in str(info.value) and "\n" not in str(info.value)

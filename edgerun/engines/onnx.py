@@ -114,6 +114,24 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
 
 
+def _tensors_only(path: Path, sess: Any) -> None:
+    """edgerun feeds, times, checks and serves tensors: a sequence, map or optional input or output
+    (scikit-learn's ZipMap, onnx.proto TypeProto) is refused at load, with what to do about it."""
+    for kind, args in (("input", sess.get_inputs()), ("output", sess.get_outputs())):
+        for arg in args:
+            if not arg.type.startswith("tensor("):
+                hint = (
+                    "; a scikit-learn model's ZipMap output: convert it with skl2onnx's "
+                    "options={'zipmap': False} for a probability tensor"
+                    if arg.type.startswith("seq(map(")
+                    else ""
+                )
+                raise ArtifactError(
+                    f"{path}: {kind} {arg.name!r} is a {arg.type}, not a tensor; edgerun runs models whose "
+                    f"inputs and outputs are tensors{hint}"
+                )
+
+
 def _direct_run(sess: Any) -> Any:
     """The session's run, as ``run(output_names, feed, run_options)``: the C++ binding's when it can be.
 
@@ -222,6 +240,7 @@ def open_session(path: Path, options: EngineOptions) -> OnnxSession:
         if kind in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail"):
             raise ArtifactError(f"{path}: onnxruntime cannot load this model ({kind}: {_one_line(exc)})") from exc
         raise EngineError(f"{path}: onnxruntime failed to create a session ({kind}: {_one_line(exc)})") from exc
+    _tensors_only(path, sess)
     applied = sess.get_provider_options()
     details = {"provider_options": {k: applied.get(k, {}) for k in asked}} if asked else {}
     cache = cache_report(asked, before)
