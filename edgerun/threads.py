@@ -75,8 +75,8 @@ def _affinity() -> int:
 
 
 def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="ascii").strip()
+    try:  # bytes, then decode: a text file's "ascii" codec lookup imports encodings.ascii (~0.2 ms per start)
+        return path.read_bytes().decode("ascii").strip()
     except (OSError, UnicodeDecodeError):  # absent controller, no permission, not a cgroup fs
         return None
 
