@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skl2onnx  # the test extra: a missing one fails here rather than skip
+from sklearn import datasets as sklearn_datasets
 
 import edgerun
 from edgerun.errors import ArtifactError
-
-skl2onnx = pytest.importorskip("skl2onnx", reason="the test extra installs skl2onnx")
-sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
 
 def _models():
