@@ -196,17 +196,19 @@ def measure(
 # --imports: what `edgerun run` imports beyond everything the raw TFLite script does is edgerun's own
 # start-up cost, timed module by module in fresh processes after the raw script's main imports.
 _PRELUDE = "import numpy, zipfile\nfrom ai_edge_litert.interpreter import Interpreter\n"
-_DUMP = "import atexit, json, os, sys\natexit.register(lambda: print(json.dumps(list(sys.modules)), file=sys.stderr))\n"
+# Both children write plain lines, not JSON: importing json there would hide json (~1.2 ms) from the
+# list of what `edgerun run` adds, or time it at zero.
+_DUMP = "import atexit, sys\natexit.register(lambda: print('modules:', *sys.modules, file=sys.stderr))\n"
 _TIME_EACH = (
-    "import importlib, json, sys, time\n" + _PRELUDE + "out = {}\n"
+    "import importlib, sys, time\n" + _PRELUDE + "out = []\n"
     "for m in sys.argv[1:]:\n"
     "    t = time.process_time_ns()\n"
     "    try:\n"
     "        importlib.import_module(m)\n"
     "    except ImportError:\n"
     "        continue\n"
-    "    out[m] = time.process_time_ns() - t\n"
-    "print(json.dumps(out))\n"
+    "    out.append(f'{m}={time.process_time_ns() - t}')\n"
+    "print('ns:', *out)\n"
 )
 
 
@@ -216,15 +218,16 @@ def import_costs(py: str, model: Path, runs: int, env: dict[str, str]) -> tuple[
 
     def modules(code: str, *args: str) -> list[str]:
         done = subprocess.run([py, "-c", _DUMP + code, *args], capture_output=True, text=True, env=env, check=True)
-        return json.loads(done.stderr.strip().splitlines()[-1])
+        return done.stderr.strip().splitlines()[-1].split()[1:]
 
     raw = set(modules(RAW_TFLITE, str(model), "0", samples_for(model)))  # everything the raw script imports
     ours = [m for m in modules("from edgerun.cli import main\nmain()", "run", str(model)) if m not in raw]
     samples: dict[str, list[float]] = {m: [] for m in ours}
     for _ in range(runs):
         out = subprocess.run([py, "-c", _TIME_EACH, *ours], capture_output=True, text=True, env=env, check=True)
-        for m, ns in json.loads(out.stdout.strip().splitlines()[-1]).items():
-            samples[m].append(ns / 1e6)
+        for item in out.stdout.strip().splitlines()[-1].split()[1:]:
+            m, ns = item.rsplit("=", 1)
+            samples[m].append(int(ns) / 1e6)
     return [(m, statistics.median(v)) for m, v in samples.items() if v], runs
 
 
