@@ -11,6 +11,7 @@ import pytest
 import edgerun
 from edgerun.artifact import TensorSpec
 from edgerun.bench.inputs import _random
+from edgerun.demo import DEMO_DIR
 
 
 @pytest.mark.parametrize(
@@ -59,3 +60,67 @@ def test_a_model_indexed_by_its_int64_input_runs_on_random_data(tmp_path: Path, 
         np.testing.assert_array_equal(rt.run(x).outputs["y"][:, 0], 2 * x)
     assert main(["run", str(path), "--json"]) == 0
     assert '"y"' in capsys.readouterr().out
+
+
+DEMO = DEMO_DIR / "digits-fp32.onnx"
+
+
+def _quick(**kw):
+    from edgerun.bench.runner import BenchConfig
+
+    return BenchConfig(
+        min_runs=20, min_seconds=0, warmup_runs=2, warmup_seconds=0, energy=False, memory=False, thermal=False, **kw
+    )
+
+
+def test_an_inputs_file_is_what_the_benchmark_feeds(tmp_path: Path):
+    """--inputs replaces the bundled samples: the loop cycles exactly the file's inputs (the first
+    inference's outputs are those of the file's first sample), and the result says where they came from."""
+    from edgerun.bench.runner import measure
+
+    rt = edgerun.load(str(DEMO))
+    spec = rt.artifact.raw_inputs[0]
+    x = np.random.default_rng(3).uniform(0, 16, size=(5, *spec.shape)).astype(spec.dtype)
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=x)
+    m = measure(DEMO, _quick(inputs=str(path)))
+    assert m.input_source == "file:mine.npz (5 inputs)"
+    assert m.runtime.run(x[0]).top == rt.run(x[0]).top  # the same model, the caller's data
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("not a zip", "not a readable .npz"),
+        ("no x", "has no 'x'"),
+        ("wrong shape", "sample 0 of 2: input 'image': expected shape"),
+        ("nan", "sample 1 of 2: input 'image': 1 NaN/Inf value"),
+        ("strings", "holds <U1 values; expected a numeric array"),
+        ("complex", "holds complex64 values; expected a numeric array"),
+    ],
+)
+def test_a_bad_inputs_file_is_one_line_naming_the_file(tmp_path: Path, content: str, expected: str):
+    from edgerun.bench.runner import measure
+    from edgerun.errors import EdgerunError
+
+    path = tmp_path / "bad.npz"
+    good = np.zeros((2, 8, 8), np.float32)
+    if content == "not a zip":
+        path.write_bytes(b"PK\x03\x04 nothing more")
+    elif content == "no x":
+        np.savez(path, images=good)
+    elif content == "wrong shape":
+        np.savez(path, x=np.zeros((2, 9, 9), np.float32))
+    elif content == "nan":
+        bad = good.copy()
+        bad[1, 3, 3] = np.nan
+        np.savez(path, x=bad)
+    elif content == "strings":
+        np.savez(path, x=np.full((2, 8, 8), "a"))
+    else:
+        np.savez(path, x=np.zeros((2, 8, 8), np.complex64))
+    before = path.read_bytes()
+    with pytest.raises(EdgerunError, match=expected) as info:
+        measure(DEMO, _quick(inputs=str(path)))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert path.read_bytes() == before  # an input file is read, never written

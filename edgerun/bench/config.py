@@ -34,6 +34,9 @@ class BenchConfig:
     engine: str | None = None
     graph_optimization: str = "all"
     seed: int = 0
+    # an .npz of raw inputs (numpy.savez, 'x' stacked on axis 0, as a manifest's samples) fed instead
+    # of the bundled samples or random data; a path on the machine that runs the benchmark
+    inputs: str | None = None
     # a steady state of at least these minutes (min_seconds and max_seconds stretched to fit), and the
     # latency drift between its first and last minute
     sustained_minutes: float | None = None
@@ -79,6 +82,7 @@ class BenchConfig:
         seconds("energy_window_seconds", 0, True)
         seconds("idle_seconds", 0, True)
         object.__setattr__(self, "warnings", tuple(self.warnings))
+        need(self.inputs is None or (isinstance(self.inputs, str) and self.inputs != ""), "inputs", "a file path")
         if self.sustained_minutes:
             # A sustained run is a steady state at least that long, with room to finish: the policy
             # lives here so that the CLI, measure() and a lab plan get the same run (idempotent,

@@ -149,7 +149,7 @@ def measure(
         # manifest or a bundle folder, whose own size is not the model's.
         mem.model_file_bytes = rt.artifact.size_bytes
         mem.after_session()
-    inputs, source = sample_inputs(rt.artifact, config.seed)
+    inputs, source = sample_inputs(rt.artifact, config.seed, config.inputs)
     if progress:
         progress("first", 0.0)
     _, _, first = rt.pipeline(inputs[0])
