@@ -124,3 +124,49 @@ def test_a_bad_inputs_file_is_one_line_naming_the_file(tmp_path: Path, content: 
         measure(DEMO, _quick(inputs=str(path)))
     assert str(path) in str(info.value) and "\n" not in str(info.value)
     assert path.read_bytes() == before  # an input file is read, never written
+
+
+def test_bench_inputs_flag_feeds_the_file_and_never_writes_it(tmp_path: Path, capsys):
+    import json
+
+    from edgerun.cli import main
+
+    x = np.random.default_rng(5).uniform(0, 16, size=(7, 8, 8)).astype(np.float32)
+    inputs = tmp_path / "mine.npz"
+    np.savez(inputs, x=x)
+    before = inputs.read_bytes()
+    out = tmp_path / "r.json"
+    fast = ["--runs", "30", "--min-seconds", "0", "--warmup-seconds", "0", "--no-energy", "-q"]
+    main(["bench", str(DEMO), "--inputs", str(inputs), *fast, "--json", str(out)])  # exit: this host's verdicts
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["status"] == "ok" and result["input_source"] == "file:mine.npz (7 inputs)"
+    assert result["config"]["inputs"] == str(inputs.absolute())
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as usage:  # --json over the inputs file: refused before any run
+        code = main(["bench", str(DEMO), "--inputs", str(inputs), *fast, "--json", str(inputs), "--force"])
+        raise SystemExit(code)
+    assert usage.value.code != 0 and "it is an input of this command" in capsys.readouterr().err
+    assert inputs.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--inputs", "MISSING"], "argument --inputs: "),
+        (["--inputs", "NOTNPZ"], "not a readable .npz"),
+        (["--inputs", "GOOD", "--target", "ssh://nobody@127.0.0.1:1"], "with --target, give the artifact a manifest"),
+    ],
+)
+def test_bench_inputs_flag_usage_errors(tmp_path: Path, capsys, argv: list[str], says: str):
+    from edgerun.cli import main
+
+    good, notnpz = tmp_path / "good.npz", tmp_path / "x.npz"
+    np.savez(good, x=np.zeros((1, 8, 8), np.float32))
+    notnpz.write_text("hello")
+    names = {"MISSING": str(tmp_path / "missing.npz"), "NOTNPZ": str(notnpz), "GOOD": str(good)}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(DEMO), *[names.get(a, a) for a in argv]])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # argparse's usage, then the one error line
+    assert last.startswith("edgerun bench: error: argument --inputs: ") and says in last

@@ -79,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("disable", "basic", "extended", "all"),
         help="onnxruntime graph optimisation level (default all)",
     )
+    b.add_argument(
+        "--inputs",
+        metavar="FILE.npz",
+        help="feed these raw inputs instead of the bundled samples or random data: an .npz (numpy.savez) with "
+        "'x', one input per index on axis 0, as a manifest's samples; each is checked against the model first",
+    )
     b.add_argument("--soft-ms", type=_MS, help="soft budget in ms (default: the profile's)")
     b.add_argument("--hard-ms", type=_MS, help="hard budget in ms (default: the profile's)")
     b.add_argument("--percentile", type=_PERCENTILE, help="percentile judged against the soft budget (default 99)")
@@ -162,9 +168,27 @@ def _bench_config(args: argparse.Namespace) -> Any:
     from edgerun.targets.options import BenchOptions
 
     try:
-        return BenchOptions.from_namespace(args).config()
+        config = BenchOptions.from_namespace(args).config()
     except BenchConfigError as exc:
         args.bench_parser.error(f"argument {_OPTION_OF.get(exc.field, exc.field)}: {exc.detail}")
+    if args.inputs is None:
+        return config
+    if args.target:  # a path on this machine; a device reads its bundled samples
+        args.bench_parser.error(
+            "argument --inputs: a file on this machine, not the device's; with --target, give the "
+            "artifact a manifest whose samples are these inputs"
+        )
+    import dataclasses
+
+    from edgerun.errors import ArtifactError
+    from edgerun.schema.files import check_samples
+
+    inputs = Path(args.inputs).absolute()  # the worker process reads it
+    try:
+        check_samples(inputs)  # now: a bad file is a usage error, not a failure after the load
+    except ArtifactError as exc:
+        args.bench_parser.error(f"argument --inputs: {exc}")
+    return dataclasses.replace(config, inputs=str(inputs))
 
 
 def _cooldown(args: argparse.Namespace) -> None:
@@ -188,7 +212,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     config = _bench_config(args)  # before anything else: a bad value is a usage error, not a late failure
     # before any measuring: a bad --json path must not cost (and then lose) the whole benchmark
-    check_outputs([args.json], inputs=input_files([*paths, args.profile]), force=args.force)
+    check_outputs([args.json], inputs=input_files([*paths, args.profile, args.inputs]), force=args.force)
     if args.target:  # on a device: its own edgerun (or native binaries) makes the results
         from edgerun.cli.target import bench_on_target_cli, results_table
 
