@@ -170,3 +170,31 @@ def test_bench_inputs_flag_usage_errors(tmp_path: Path, capsys, argv: list[str],
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # argparse's usage, then the one error line
     assert last.startswith("edgerun bench: error: argument --inputs: ") and says in last
+
+
+def test_run_says_when_a_failing_input_was_random(tmp_path: Path, capsys):
+    """No index is valid for a Gather over an empty table: the failure on random data says the data
+    was random and how to give a real input; the same failure on a given input does not."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from edgerun.cli import main
+
+    table = numpy_helper.from_array(np.zeros((0, 2), np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["y"])],
+        "empty_table",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        [table],
+    )
+    path = tmp_path / "empty.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert main(["run", str(path)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "onnxruntime failed to run the model" in err and "(the input was random data" in err
+    assert "--input FILE.npy" in err and len(err.splitlines()) == 1
+    given = tmp_path / "idx.npy"
+    np.save(given, np.array([0, 1], np.int64))
+    assert main(["run", str(path), "--input", str(given)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "onnxruntime failed to run the model" in err and "random" not in err

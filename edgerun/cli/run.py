@@ -156,6 +156,7 @@ def _read_input(path: str) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edgerun.bench.inputs import sample_inputs  # not bench.runner: the loop and its settings cost start-up
+    from edgerun.errors import InferenceError
     from edgerun.runtime import load
 
     policy = _fallback_policy(args)  # a PolicyError is a usage error, exit 2 (edgerun/exitcodes.py)
@@ -169,7 +170,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             inputs, source = sample_inputs(rt.artifact, seed=0)
             x = inputs[args.sample % len(inputs)]
-        res = _run_with_fallback(rt, x, args) if policy is not None else _repeat(rt, x, args.repeat)
+        try:
+            res = _run_with_fallback(rt, x, args) if policy is not None else _repeat(rt, x, args.repeat)
+        except InferenceError as exc:
+            if not source.startswith("random"):
+                raise
+            # an index, shape or token input can fail on values no real input has: say where they came from
+            raise InferenceError(
+                f"{exc} (the input was random data: the model has no bundled samples; give a real one "
+                "with --input FILE.npy)"
+            ) from exc
         _print_run(rt, res, source, args)
         if rt.fallback is not None:
             _print_stats(rt.fallback.metrics, args)
