@@ -101,6 +101,66 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# An ONNX external data entry's key as it is encoded (StringStringEntryProto field 1, "location"): a
+# model file without these bytes has no external data; one with them is parsed to be sure.
+_EXTERNAL_DATA_KEY = b"\x0a\x08location"
+
+
+def model_sha256(path: Path, fmt: str | None = None) -> tuple[str, tuple[Path, ...]]:
+    """The sha256 a manifest records for a model, and the external data files it covers.
+
+    For most models, the file's sha256 (``sha256_file``). An ONNX model may keep its weights in
+    external data files beside it (``onnx.save_model(..., save_as_external_data=True)``; onnxruntime
+    reads them from the model's folder): such a model is more than its file, so its sha256 is over
+    one line per file, ``name\0sha256\n``, the model file first and then each data file by name, as
+    a Core ML package's is (edgerun/coreml.py). A changed weight file then fails verification as a
+    changed model file does. A data file must be a regular file inside the model's folder.
+    """
+    onnx = (fmt or sniff_format(path)) == "onnx"
+    n = len(_EXTERNAL_DATA_KEY)
+    seen, tail = False, b""
+    with open(path, "rb") as fh:
+        digest = sha256(os.fstat(fh.fileno()).st_size)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+            if onnx and not seen:  # chunked, as sha256_file: a large model is never held whole
+                seen = _EXTERNAL_DATA_KEY in chunk or _EXTERNAL_DATA_KEY in tail + chunk[: n - 1]
+                tail = chunk[-(n - 1) :]
+    if not seen:
+        return digest.hexdigest(), ()
+    locations = _external_data(path)
+    if not locations:
+        return digest.hexdigest(), ()
+    lines, files = [f"{path.name}\0{digest.hexdigest()}\n"], []
+    for location in sorted(locations):
+        target = (path.parent / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(path.parent.resolve()):
+            raise ArtifactError(
+                f"{path}: external data {location!r} is outside the model's folder; expected a file beside it"
+            )
+        if not target.is_file():
+            raise ArtifactError(
+                f"{path}: external data {location!r} (the model's weights) is missing; expected it beside the "
+                "model, as the exporter wrote it"
+            )
+        lines.append(f"{location}\0{sha256_file(target)}\n")
+        files.append(target)
+    tree = sha256()
+    tree.update("".join(lines).encode())
+    return tree.hexdigest(), tuple(files)
+
+
+def _external_data(path: Path) -> tuple[str, ...]:
+    from edgerun.formats import onnx  # only for a model that names external data
+
+    if path.stat().st_size > MAX_ONNX_INSPECT_BYTES:  # protobuf's own limit is 2 GiB
+        return ()
+    try:
+        return onnx.external_data_locations(path.read_bytes())
+    except FormatError:
+        return ()  # a corrupt model: the engine says what is wrong with it
+
+
 def manifest_path_for(model_path: Path) -> Path:
     """``digits-int8.onnx`` -> ``digits-int8.onnx.edgerun.json`` (the full name, so that an
     ONNX and a TFLite variant with the same stem can share a folder)."""
@@ -238,8 +298,14 @@ def load_artifact(path: str | Path, *, allow_outside: bool = False) -> Artifact:
     if not model_path.exists():
         raise ArtifactError(f"{model_path}: model file not found")
     fmt = sniff_format(model_path)
-    digest = sha256_file(model_path)
+    digest, external = model_sha256(model_path, fmt)
     if manifest is not None and manifest_file is not None:
+        if external and manifest.sha256 == sha256_file(model_path):
+            raise IntegrityError(
+                f"{model_path}: the manifest {manifest_file.name}'s sha256 covers the model file alone, not "
+                f"its external data ({', '.join(p.name for p in external)}); expected {digest}, the sha256 "
+                "over the model and its data files (edgerun.artifact.model_sha256; `edgerun info` prints it)"
+            )
         if manifest.sha256 != digest:
             # The manifest's hash is the user's own metadata; the file's hash is a fingerprint of
             # whatever the file now holds (maybe not a model at all), which would let anyone who
@@ -263,7 +329,7 @@ def load_artifact(path: str | Path, *, allow_outside: bool = False) -> Artifact:
         inputs=inputs,
         outputs=outputs,
         sha256=digest,
-        size_bytes=model_path.stat().st_size,
+        size_bytes=model_path.stat().st_size + sum(f.stat().st_size for f in external),
         manifest=manifest,
         manifest_path=manifest_file,
     )

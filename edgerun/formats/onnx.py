@@ -68,6 +68,7 @@ class OnnxInitializer:
     name: str
     dtype: str
     dims: tuple[int, ...]
+    location: str = ""  # the external data file holding its values (TensorProto.external_data), if any
 
 
 @dataclass
@@ -190,7 +191,7 @@ def _tensor_type(buf: bytes, info: OnnxValue) -> None:
 
 
 def _initializer(buf: bytes) -> OnnxInitializer:
-    name, dtype, dims = "", 0, []
+    name, dtype, dims, location = "", 0, [], ""
     for num, wire, val in _fields(buf):
         if num == 1:
             dims.extend(_ints(wire, val))
@@ -198,6 +199,10 @@ def _initializer(buf: bytes) -> OnnxInitializer:
             dtype = val
         elif num == 8:
             name = _text(val)
+        elif num == 13 and isinstance(val, bytes):  # external_data: StringStringEntryProto {key = 1, value = 2}
+            entry = {k: _text(v) for k, _, v in _fields(val) if k in (1, 2)}
+            if entry.get(1) == "location":
+                location = entry.get(2, "")
     count = 1
     for d in dims:  # stepwise: a corrupt file may hold thousands of huge dims
         count *= d
@@ -206,7 +211,7 @@ def _initializer(buf: bytes) -> OnnxInitializer:
                 f"initializer {name[:80]!r} has dims {dims[:8]}; expected non-negative dims of at most "
                 f"{MAX_INITIALIZER_ELEMENTS} elements in all"
             )
-    return OnnxInitializer(name, ONNX_DTYPES.get(dtype, f"onnx-type-{dtype}"), tuple(dims))
+    return OnnxInitializer(name, ONNX_DTYPES.get(dtype, f"onnx-type-{dtype}"), tuple(dims), location)
 
 
 def _node(buf: bytes) -> OnnxNode:
@@ -276,6 +281,14 @@ def parse_model(buf: bytes) -> OnnxModel:
     if not saw_graph or model.ir_version == 0:
         raise FormatError("no graph or IR version: not an ONNX ModelProto")
     return model
+
+
+def external_data_locations(data: bytes) -> tuple[str, ...]:
+    """The external data files a serialized ModelProto's initializers name, in first-use order
+    (onnx/onnx.proto TensorProto.external_data; onnx/external_data_helper.py writes them). Paths are
+    as written, relative to the model's folder. Subgraphs are not searched (module docstring)."""
+    model = parse_model(data)
+    return tuple(dict.fromkeys(i.location for i in model.initializers if i.location))
 
 
 # ONNX ops that only appear in quantized graphs.

@@ -1,0 +1,102 @@
+"""ONNX models whose weights live in external data files (onnx's own writer,
+onnx/external_data_helper.py) are verified as a whole: the data files are part of the sha256, the
+size and the checks, so that a tampered weight file fails like a tampered model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import edgerun
+from edgerun.artifact import Manifest, TensorSpec, load_artifact, model_sha256, sha256_file, write_manifest
+from edgerun.errors import ArtifactError, IntegrityError
+
+W = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32)
+
+
+def _model(input_name: str = "x") -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [input_name, "w"], ["y"])],
+        "external",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(W, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _save_external(folder: Path, location: str = "model.onnx.data") -> Path:
+    path = folder / "model.onnx"
+    onnx.save_model(_model(), path, save_as_external_data=True, location=location, size_threshold=0)
+    return path
+
+
+def _manifest(path: Path, sha: str) -> Path:
+    return write_manifest(
+        Manifest(
+            name="external",
+            format="onnx",
+            model_file=path.name,
+            sha256=sha,
+            precision="fp32",
+            inputs=(TensorSpec("x", (1, 64), "float32"),),
+            outputs=(TensorSpec("y", (1, 10), "float32"),),
+        ),
+        path,
+    )
+
+
+def test_a_model_with_external_data_runs_and_its_data_is_in_its_sha256_and_size(tmp_path: Path):
+    path = _save_external(tmp_path)
+    data = tmp_path / "model.onnx.data"
+    digest, files = model_sha256(path)
+    assert files == (data.resolve(),)
+    assert digest != sha256_file(path)  # more than the graph file
+    art = load_artifact(path)
+    assert art.sha256 == digest and art.size_bytes == path.stat().st_size + data.stat().st_size
+    x = np.ones((1, 64), np.float32)
+    np.testing.assert_allclose(edgerun.load(str(path)).run(x).outputs["y"], x @ W, rtol=1e-5)
+    # with a manifest recording that sha256 it loads; one changed weight byte is an IntegrityError
+    _manifest(path, digest)
+    assert load_artifact(path).manifest is not None
+    raw = bytearray(data.read_bytes())
+    raw[100] ^= 0x01
+    data.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match="sha256 does not match the manifest"):
+        load_artifact(path)
+
+
+def test_a_manifest_whose_sha256_covers_the_graph_file_alone_says_so(tmp_path: Path):
+    path = _save_external(tmp_path)
+    _manifest(path, sha256_file(path))  # what `sha256sum model.onnx` gives
+    with pytest.raises(IntegrityError, match=r"covers the model file alone, not its external data \(model.onnx.data\)"):
+        load_artifact(path)
+
+
+def test_missing_or_escaping_external_data_is_one_line_before_the_engine(tmp_path: Path):
+    path = _save_external(tmp_path)
+    (tmp_path / "model.onnx.data").unlink()
+    with pytest.raises(ArtifactError, match=r"external data 'model.onnx.data' \(the model's weights\) is missing"):
+        load_artifact(path)
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    model = onnx.load(str(_save_external(tmp_path, "w.bin")), load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../w.bin"  # the file exists, one folder up
+    onnx.save(model, str(inner / "model.onnx"))
+    with pytest.raises(ArtifactError, match=r"external data '../w.bin' is outside the model's folder") as info:
+        edgerun.load(str(inner / "model.onnx"))
+    assert "\n" not in str(info.value)
+
+
+def test_a_tensor_named_location_is_not_external_data(tmp_path: Path):
+    """The bytes edgerun looks for first also encode a name "location": the model is parsed to be sure."""
+    path = tmp_path / "named.onnx"
+    onnx.save_model(_model("location"), path)
+    assert model_sha256(path) == (sha256_file(path), ())
+    assert load_artifact(path).sha256 == sha256_file(path)
