@@ -355,7 +355,8 @@ def _inspect_onnx(path: Path) -> ModelInfo:
     if size > MAX_ONNX_INSPECT_BYTES:  # read whole below; protobuf itself stops at 2 GiB
         raise ArtifactError(
             f"{path}: ONNX model is {size} bytes; expected at most {MAX_ONNX_INSPECT_BYTES // MiB} MiB "
-            "(weights past that live in external data files, which edgerun does not load)"
+            "(save a model this large with its weights in external data files: onnx.save_model(..., "
+            "save_as_external_data=True))"
         )
     try:
         return onnx.model_info(path.read_bytes())
