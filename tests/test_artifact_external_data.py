@@ -100,3 +100,18 @@ def test_a_tensor_named_location_is_not_external_data(tmp_path: Path):
     onnx.save_model(_model("location"), path)
     assert model_sha256(path) == (sha256_file(path), ())
     assert load_artifact(path).sha256 == sha256_file(path)
+
+
+def test_publishing_a_model_with_external_data_is_refused_with_what_to_do(tmp_path: Path):
+    """A release carries one model file: its weights would not reach the device. Refused before anything
+    is written to the repository."""
+    from edgerun.errors import UsageError
+    from edgerun.update.repo import init_repo, publish
+
+    path = _save_external(tmp_path)
+    _manifest(path, model_sha256(path)[0])
+    init_repo(tmp_path / "repo", tmp_path / "keys")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "repo").rglob("*"))
+    with pytest.raises(UsageError, match=r"keeps its weights in external data \(model.onnx.data\)"):
+        publish(path, tmp_path / "repo", tmp_path / "keys", "external", version="1.0")
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "repo").rglob("*")) == before

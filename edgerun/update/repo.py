@@ -264,6 +264,15 @@ def _release_files(artifact_path: str | os.PathLike[str]) -> tuple[Any, list[tup
             f"{artifact_path}: no manifest ({art.path.name}.edgerun.json); a published model needs one, so "
             "devices can verify and accept it (docs/manifest.md)"
         )
+    from edgerun.artifact import model_sha256
+
+    external = model_sha256(art.path, art.format)[1]
+    if external:  # a release is one model file; a device would get the graph without its weights
+        raise UsageError(
+            f"{artifact_path}: the model keeps its weights in external data ({', '.join(f.name for f in external)}), "
+            "which a release does not carry yet; publish a model saved as one file (onnx.save_model without "
+            "save_as_external_data, possible below 2 GiB)"
+        )
     files = [("model", art.path), ("manifest", art.manifest_path)]
     if art.manifest.samples is not None:
         samples = art.manifest_path.parent / art.manifest.samples
