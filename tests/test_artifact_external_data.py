@@ -115,3 +115,19 @@ def test_publishing_a_model_with_external_data_is_refused_with_what_to_do(tmp_pa
     with pytest.raises(UsageError, match=r"keeps its weights in external data \(model.onnx.data\)"):
         publish(path, tmp_path / "repo", tmp_path / "keys", "external", version="1.0")
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "repo").rglob("*")) == before
+
+
+def test_staging_on_a_target_copies_the_external_data_where_onnxruntime_looks(tmp_path: Path):
+    """`bench --target` stages the artifact on the device: the weights go beside the model there, and
+    the staged copy verifies against the same sha256."""
+    from edgerun.targets import open_target, parse_target
+    from edgerun.targets.staging import stage_artifact
+
+    (tmp_path / "src").mkdir()
+    path = _save_external(tmp_path / "src")
+    _manifest(path, model_sha256(path)[0])
+    target = open_target(parse_target(f"local://?workdir={tmp_path / 'device'}"))
+    staged = stage_artifact(target, path)
+    remote = Path(staged.remote_model)
+    assert (remote.parent / "model.onnx.data").read_bytes() == (path.parent / "model.onnx.data").read_bytes()
+    assert load_artifact(remote).sha256 == staged.sha256
