@@ -131,3 +131,17 @@ def test_staging_on_a_target_copies_the_external_data_where_onnxruntime_looks(tm
     remote = Path(staged.remote_model)
     assert (remote.parent / "model.onnx.data").read_bytes() == (path.parent / "model.onnx.data").read_bytes()
     assert load_artifact(remote).sha256 == staged.sha256
+
+
+def test_info_lists_the_data_files(tmp_path: Path, capsys):
+    import json
+
+    from edgerun.cli import main
+
+    path = _save_external(tmp_path)
+    assert main(["info", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["external_data"] == [str((tmp_path / "model.onnx.data").resolve())]
+    assert doc["sha256"] == model_sha256(path)[0]
+    assert main(["info", str(path)]) == 0
+    assert "data files   model.onnx.data (in size and sha256)" in capsys.readouterr().out
