@@ -145,3 +145,20 @@ def test_info_lists_the_data_files(tmp_path: Path, capsys):
     assert doc["sha256"] == model_sha256(path)[0]
     assert main(["info", str(path)]) == 0
     assert "data files   model.onnx.data (in size and sha256)" in capsys.readouterr().out
+
+
+def test_a_lab_job_changes_with_the_external_weights(tmp_path: Path):
+    """Lab jobs are keyed by the artifact's digest: new weights in the data file are a new job that a
+    resume must run, not an old result it may reuse."""
+    from edgerun.lab.plan import load_plan
+
+    path = _save_external(tmp_path)
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f'[lab]\nname = "t"\n\n[[artifact]]\npath = "{path}"\n\n[targets.here]\nurl = "local"\n')
+    before = [j.key for j in load_plan(plan).jobs()]
+    assert before == [j.key for j in load_plan(plan).jobs()]
+    data = tmp_path / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0x01
+    data.write_bytes(bytes(raw))
+    assert [j.key for j in load_plan(plan).jobs()] != before

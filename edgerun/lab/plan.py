@@ -120,9 +120,10 @@ class Plan:
 
     def jobs(self) -> list[Job]:
         """Every job of the plan, in a stable order (target, artifact, options, repetition)."""
-        from edgerun.artifact import sha256_file
+        from edgerun.artifact import model_sha256, sha256_file
 
-        digests = {a: sha256_file(a) for a in self.artifacts}
+        # an ONNX model's digest covers its external data files: new weights are a new job, never a resumed one
+        digests = {a: model_sha256(a, "onnx")[0] if a.suffix == ".onnx" else sha256_file(a) for a in self.artifacts}
         out = []
         for target in self.targets:  # a wearable's jobs: its dataset, once per repetition (no artifact, no axes)
             if target.tiny is not None:
