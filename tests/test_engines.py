@@ -199,3 +199,42 @@ def test_a_non_tensor_output_is_refused_at_load_with_what_to_do(tmp_path: Path):
     ) as info:
         edgerun.load(str(path))
     assert "zipmap': False" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_input_numpy_has_no_type_for_is_refused_at_load(tmp_path: Path):
+    """bfloat16 I/O: onnxruntime's Python API cannot take or give it (numpy has no bfloat16); one line at
+    load that says so, instead of a manifest mismatch or a failure at the first call."""
+    from onnx import TensorProto, helper, save
+
+    from edgerun.errors import ArtifactError
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+        "bf16",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    path = tmp_path / "bf16.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ArtifactError, match=r"input 'x' is a tensor\(bfloat16\), which numpy, and so onnxruntime"):
+        edgerun.load(str(path))
+
+
+def test_a_scalar_input_gets_a_scalar_array(tmp_path: Path):
+    """A rank-0 input (a threshold, a temperature): the random input is a 0-d array, not a numpy scalar."""
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["t"], ["y"])],
+        "scalar",
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+    )
+    path = tmp_path / "scalar.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    from edgerun.bench.inputs import sample_inputs
+
+    rt = edgerun.load(str(path))
+    x = sample_inputs(rt.artifact, seed=0)[0][0]
+    assert type(x) is np.ndarray and x.shape == ()
+    assert rt.run(x).outputs["y"] == max(float(x), 0.0)

@@ -76,4 +76,4 @@ def _random(rng: np.random.Generator, spec: TensorSpec) -> np.ndarray:
         return rng.integers(low, high, size=shape, endpoint=True, dtype=dtype)
     if dtype.kind == "b":
         return rng.integers(0, 1, size=shape, endpoint=True).astype(bool)
-    return (rng.random(size=shape) - 0.5).astype(dtype)  # [-0.5, 0.5), as benchmark_model
+    return np.asarray(rng.random(size=shape) - 0.5, dtype=dtype)  # [-0.5, 0.5), as benchmark_model; 0-d stays an array

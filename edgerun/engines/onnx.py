@@ -67,7 +67,20 @@ _ORT_TYPES = {
     "tensor(uint64)": "uint64",
     "tensor(bool)": "bool",
     "tensor(string)": "str",
+    "tensor(bfloat16)": "bfloat16",  # ONNX names numpy has no dtype for: refused at load (_tensors_only)
+    "tensor(float8e4m3fn)": "float8e4m3fn",
+    "tensor(float8e4m3fnuz)": "float8e4m3fnuz",
+    "tensor(float8e5m2)": "float8e5m2",
+    "tensor(float8e5m2fnuz)": "float8e5m2fnuz",
+    "tensor(uint4)": "uint4",
+    "tensor(int4)": "int4",
 }
+
+
+_NUMPY_TYPES = {k for k, v in _ORT_TYPES.items() if v in (
+    "float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+    "bool", "str",
+)}  # fmt: skip
 
 
 def _ort() -> Any:
@@ -129,6 +142,12 @@ def _tensors_only(path: Path, sess: Any) -> None:
                 raise ArtifactError(
                     f"{path}: {kind} {arg.name!r} is a {arg.type}, not a tensor; edgerun runs models whose "
                     f"inputs and outputs are tensors{hint}"
+                )
+            if arg.type not in _NUMPY_TYPES:  # onnxruntime's Python API passes tensors as numpy arrays
+                raise ArtifactError(
+                    f"{path}: {kind} {arg.name!r} is a {arg.type}, which numpy, and so onnxruntime's Python "
+                    f"API, has no type for; export the model with a float32 or float16 {kind} (the graph "
+                    f"casting to and from {arg.type[7:-1]} inside)"
                 )
 
 
