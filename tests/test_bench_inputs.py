@@ -12,6 +12,7 @@ import edgerun
 from edgerun.artifact import TensorSpec
 from edgerun.bench.inputs import _random
 from edgerun.demo import DEMO_DIR
+from tests.onnx_models import gather_model
 
 
 @pytest.mark.parametrize(
@@ -38,18 +39,7 @@ def test_random_inputs_use_benchmark_models_ranges(dtype: str, low: float, high:
 def test_a_model_indexed_by_its_int64_input_runs_on_random_data(tmp_path: Path, capsys):
     """An embedding lookup (Gather on an int64 index input) over a 100-row table: an index drawn
     from int64's whole range fails inside onnxruntime; benchmark_model's [0, 99] runs."""
-    from onnx import TensorProto, helper, numpy_helper, save
-
-    table = numpy_helper.from_array(np.arange(200, dtype=np.float32).reshape(100, 2), "table")
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "idx"], ["y"])],
-        "embedding",
-        [helper.make_tensor_value_info("idx", TensorProto.INT64, [8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 2])],
-        [table],
-    )
-    path = tmp_path / "embedding.onnx"
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path = gather_model(tmp_path / "embedding.onnx", np.arange(200).reshape(100, 2), 8)
     from edgerun.bench.inputs import sample_inputs
     from edgerun.cli import main
 
@@ -175,20 +165,9 @@ def test_bench_inputs_flag_usage_errors(tmp_path: Path, capsys, argv: list[str],
 def test_run_says_when_a_failing_input_was_random(tmp_path: Path, capsys):
     """No index is valid for a Gather over an empty table: the failure on random data says the data
     was random and how to give a real input; the same failure on a given input does not."""
-    from onnx import TensorProto, helper, numpy_helper, save
-
     from edgerun.cli import main
 
-    table = numpy_helper.from_array(np.zeros((0, 2), np.float32), "table")
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "idx"], ["y"])],
-        "empty_table",
-        [helper.make_tensor_value_info("idx", TensorProto.INT64, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
-        [table],
-    )
-    path = tmp_path / "empty.onnx"
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path = gather_model(tmp_path / "empty.onnx", np.zeros((0, 2)), 2)
     assert main(["run", str(path)]) != 0
     err = capsys.readouterr().err.strip()
     assert "onnxruntime failed to run the model" in err and "(the input was random data" in err

@@ -146,20 +146,10 @@ def test_onnx_direct_run_falls_back_to_the_public_run_without_the_binding():
 def test_a_failing_kernel_is_one_line_and_onnxruntime_logs_nothing(tmp_path: Path, capfd):
     """A Gather with an index past its table fails inside onnxruntime's kernel: edgerun raises one
     InferenceError line, and onnxruntime's own coloured error log stays off stderr (run options)."""
-    from onnx import TensorProto, helper, numpy_helper, save
-
     from edgerun.errors import InferenceError
+    from tests.onnx_models import gather_model
 
-    table = numpy_helper.from_array(np.zeros((4, 2), np.float32), "table")
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "idx"], ["y"])],
-        "gather",
-        [helper.make_tensor_value_info("idx", TensorProto.INT64, [3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])],
-        [table],
-    )
-    path = tmp_path / "gather.onnx"
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path = gather_model(tmp_path / "gather.onnx", np.zeros((4, 2)), 3)
     rt = edgerun.load(str(path))
     np.testing.assert_array_equal(rt.run(np.array([0, 3, 1]))[0]["y"], np.zeros((3, 2), np.float32))
     capfd.readouterr()

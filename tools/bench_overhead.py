@@ -121,13 +121,8 @@ def build_models(folder: Path) -> list[Path]:
         ),
         mlp,
     )
-    means = []
-    for label, n in (
-        ("1kib", 256),
-        ("256kib", 65536),
-        ("1mib", 262144),
-    ):  # n float32 in, their mean out: validation + dispatch
-        path = folder / f"mean-{label}.onnx"
+
+    def mean_model(path: Path, n: int) -> Path:  # n float32 in, their mean out: validation + dispatch
         graph = helper.make_graph(
             [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1)],
             "mean",
@@ -135,18 +130,16 @@ def build_models(folder: Path) -> list[Path]:
             [helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 1])],
         )
         save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-        means.append(path)
+        return path
+
+    means = [
+        mean_model(folder / f"mean-{label}.onnx", n)
+        for label, n in (("1kib", 256), ("256kib", 65536), ("1mib", 262144))
+    ]
     # The same 1 MiB of input as int16 sensor counts, made float by the manifest's ops (docs/manifest.md):
     # an integer raw input needs no NaN/Inf pass, so the per-call overhead does not grow with its size.
     n = 524288
-    path = folder / "mean-1mib-int16.onnx"
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1)],
-        "mean",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
-        [helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 1])],
-    )
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path = mean_model(folder / "mean-1mib-int16.onnx", n)
     write_manifest(
         Manifest(
             name="mean-1mib-int16",
