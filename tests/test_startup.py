@@ -193,6 +193,10 @@ NOT_IN_AN_ONNX_RUN = {
     # ~0.7 ms to import); a single plain call installs no SIGTERM handler (edgerun/cli/run.py _repeat)
     "dataclasses",
     "signal",
+    # `run ARTIFACT` is read without argparse (edgerun/cli/run_plain.py), which brings gettext and locale
+    "argparse",
+    "gettext",
+    "locale",
 }
 # The same for a TFLite run, with the engine swapped: LiteRT and edgerun's TFLite reader in, onnxruntime out.
 NOT_IN_A_TFLITE_RUN = (NOT_IN_AN_ONNX_RUN - {"ai_edge_litert", "edgerun.formats.tflite"}) | {

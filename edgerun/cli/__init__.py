@@ -11,6 +11,7 @@ below it raises the ``edgerun.errors`` tree and returns results. The map:
     edgerun/cli/bench.py      edgerun bench [ARTIFACT...]  benchmark (default: the bundled demo artifacts)
     edgerun/cli/info.py       edgerun info ARTIFACT        what an artifact is: format, precision, IO, ops
     edgerun/cli/run.py        edgerun run ARTIFACT         one inference; optional cloud fallback
+    edgerun/cli/run_plain.py  ``run ARTIFACT [--json]`` read without argparse (~3.5 ms of start-up)
     edgerun/cli/machine.py    edgerun profiles, doctor     device profiles; what this machine offers
     edgerun/cli/compress.py   edgerun compress RECIPE      distill, prune, quantize, export, gate
     edgerun/cli/serve.py      edgerun serve                Open Inference Protocol server (fallback stand-in)
@@ -24,14 +25,17 @@ below it raises the ``edgerun.errors`` tree and returns results. The map:
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edgerun.cli.run_plain import plain_run_args
 from edgerun.errors import EdgerunError
 from edgerun.exitcodes import EXIT_FAIL, EXIT_NOT_VALID, EXIT_PASS, EXIT_USAGE, exit_code  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:  # imported where a parser is built: `edgerun run ARTIFACT` needs none (cli/run_plain.py)
+    import argparse
 
 # Command name -> (module that registers it, the one-line help `edgerun --help` shows). With it,
 # `edgerun --help` and `edgerun CMD ...` import no command module but the one given: importing
@@ -113,6 +117,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     command a stub with only its name and help (enough for ``edgerun --help`` and for "invalid
     choice" errors). ``argv=None`` registers every command's full parser (tests, documentation).
     """
+    import argparse
+
     from edgerun import __version__
 
     chosen = command_in(argv) if argv is not None else None
@@ -143,6 +149,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """parse_args, but an unknown option is reported with its command's usage, not the top level's."""
+    import argparse
+
     args, extra = parser.parse_known_args(argv)
     if extra:
         innermost = parser  # walk down `edgerun lab report ...` to the parser of the command given
@@ -158,8 +166,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args = _parse(parser, argv)
+    plain = plain_run_args(argv)  # `run ARTIFACT [--json]`; None for every other command line
+    args = plain if plain is not None else _parse(build_parser(argv), argv)
     try:
         return int(args.func(args))
     except EdgerunError as exc:  # a UsageError or PolicyError is exit 2, the rest 1: edgerun/exitcodes.py

@@ -1,39 +1,34 @@
 """``edgerun run``: one inference, registered through ``edgerun.cli.COMMAND_MODULES``.
 
 Local by default; the cloud-fallback options (docs/fallback.md) build a FallbackPolicy for
-edgerun.fallback. Nothing heavy (numpy, the engines, httpx) is imported at module level.
+edgerun.fallback. Nothing heavy (numpy, the engines, httpx) is imported at module level, and not
+argparse either: ``cmd_run`` also runs from edgerun/cli/run_plain.py, which reads the plainest
+command lines without it; ``register`` imports the option types (and so argparse) when called.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgerun.cli.types import (
-    cpu_threads,
-    existing_file,
-    finite_float,
-    host,
-    name_or_path,
-    nonneg_int,
-    port,
-    whole_int,
-)
 from edgerun.exitcodes import EXIT_PASS
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["register"]
 
 _MS_MAX = 3_600_000.0  # a budget or deadline past an hour is a typo
-_MS = finite_float(0, _MS_MAX, low_open=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from edgerun.cli.types import cpu_threads, name_or_path, nonneg_int, whole_int
+
     r = sub.add_parser(
         "run",
         help="one inference",
@@ -56,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _add_fallback_options(r: argparse.ArgumentParser) -> None:
     """`edgerun run` cloud-fallback options (docs/fallback.md). Without them nothing leaves the device."""
+    from edgerun.cli.types import existing_file, finite_float, whole_int
+
+    ms = finite_float(0, _MS_MAX, low_open=True)  # milliseconds: a budget or deadline
     g = r.add_argument_group("cloud fallback (off unless --mode asks for it; see docs/fallback.md)")
     g.add_argument("--fallback-url", metavar="URL", help="Open Inference Protocol endpoint (https; http for loopback)")
     g.add_argument(
@@ -68,9 +66,9 @@ def _add_fallback_options(r: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--fallback-model", metavar="NAME", help="remote model name (default: the one the server serves)")
     g.add_argument("--fallback-version", metavar="V", help="remote model version")
-    g.add_argument("--soft-ms", type=_MS, help="soft budget: local p99 over it routes remote (default 100)")
-    g.add_argument("--hard-ms", type=_MS, help="hard budget: local only; a miss is an error or --variant")
-    g.add_argument("--deadline-ms", type=_MS, help="bound on the whole call (default max(250, soft))")
+    g.add_argument("--soft-ms", type=ms, help="soft budget: local p99 over it routes remote (default 100)")
+    g.add_argument("--hard-ms", type=ms, help="hard budget: local only; a miss is an error or --variant")
+    g.add_argument("--deadline-ms", type=ms, help="bound on the whole call (default max(250, soft))")
     g.add_argument("--fallback-on", metavar="TRIGGERS", help="comma list: local-error,soft-budget-miss (default both)")
     g.add_argument(
         "--hedge-ms", type=finite_float(0, _MS_MAX), help="start the remote this long into a local run (default off)"
@@ -105,6 +103,8 @@ def _add_fallback_options(r: argparse.ArgumentParser) -> None:
 
 def _add_telemetry_options(r: argparse.ArgumentParser) -> None:
     """Runtime telemetry for the calls of this run (edgerun.telemetry, docs/telemetry.md), with --repeat."""
+    from edgerun.cli.types import host, port
+
     g = r.add_argument_group("telemetry (off unless asked for; see docs/telemetry.md)")
     g.add_argument(
         "--metrics-port", type=port, metavar="PORT", help="serve Prometheus metrics on this port (0: any free one)"
