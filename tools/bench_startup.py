@@ -21,7 +21,9 @@ Goals (issue 13): ``edgerun run`` <= 1.15x the raw script, ``edgerun --help`` <=
 CPU time, not wall time: it does not count waiting for a busy machine's scheduler, so it is
 steadier on a shared box (still report the machine).
 ``--threads N`` passes the same thread count to edgerun and to the raw scripts; without it each
-uses its own default (edgerun: its thread rule; ORT: one per physical core; LiteRT: 1).
+uses its own default (edgerun: its thread rule; ORT: one per physical core; LiteRT: 1). With it
+`edgerun run` also parses its options with argparse (~3.5 ms more CPU): only ``run ARTIFACT
+[--json]`` is read without argparse (edgerun/cli/run_plain.py).
 
 Bytecode: an installed package starts from cached .pyc files; an editable checkout run with
 PYTHONDONTWRITEBYTECODE=1 (as CI and some containers set) compiles every edgerun module on every
