@@ -118,3 +118,20 @@ def test_a_url_from_the_toml_file_is_named_as_such(capsys, tmp_path):
     code, _, err = run(capsys, "--fallback-config", str(config))
     assert code == 2 and f"endpoint in {config} sets http://127.0.0.1:9" in err and "--fallback-url" not in err
     assert "nothing would be sent" in err
+
+
+def test_connect_timeout_reaches_the_policy_and_is_checked(capsys, url):
+    """--connect-timeout-ms (a cellular link needs more than the default 50 ms) sets the policy the
+    client uses; a value that is no positive number of ms is a usage error."""
+    from edgerun.cli import build_parser
+    from edgerun.cli.run import _fallback_policy
+
+    args = build_parser().parse_args(
+        ["run", str(INT8), "--fallback-url", url, "--mode", "prefer-local", "--connect-timeout-ms", "400"]
+    )
+    assert _fallback_policy(args).connect_timeout_ms == 400.0
+    code, out, _ = run(capsys, "--fallback-url", url, "--mode", "remote-only", "--connect-timeout-ms", "400")
+    assert code == 0 and "route=remote" in out
+    with pytest.raises(SystemExit) as usage:
+        run(capsys, "--fallback-url", url, "--mode", "prefer-local", "--connect-timeout-ms", "0")
+    assert usage.value.code == 2 and "--connect-timeout-ms" in capsys.readouterr().err

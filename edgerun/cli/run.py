@@ -69,6 +69,11 @@ def _add_fallback_options(r: argparse.ArgumentParser) -> None:
     g.add_argument("--soft-ms", type=ms, help="soft budget: local p99 over it routes remote (default 100)")
     g.add_argument("--hard-ms", type=ms, help="hard budget: local only; a miss is an error or --variant")
     g.add_argument("--deadline-ms", type=ms, help="bound on the whole call (default max(250, soft))")
+    g.add_argument(
+        "--connect-timeout-ms",
+        type=ms,
+        help="TCP+TLS connect bound per attempt (default 50: a LAN or a near region; raise it on a cellular link)",
+    )
     g.add_argument("--fallback-on", metavar="TRIGGERS", help="comma list: local-error,soft-budget-miss (default both)")
     g.add_argument(
         "--hedge-ms", type=finite_float(0, _MS_MAX), help="start the remote this long into a local run (default off)"
@@ -331,6 +336,7 @@ _RUN_POLICY_OPTIONS = (
     ("soft_ms", "soft_budget_ms"),
     ("hard_ms", "hard_budget_ms"),
     ("deadline_ms", "deadline_ms"),
+    ("connect_timeout_ms", "connect_timeout_ms"),
     ("hedge_ms", "hedge_after_ms"),
     ("max_attempts", "max_attempts"),
     ("binary", "binary_data"),
