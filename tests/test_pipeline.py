@@ -201,6 +201,28 @@ def test_input_check_agrees_with_check_input(spec):
         assert _outcome(check, x) == _outcome(lambda a: check_input(a, spec), x), (spec, x)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(8, 8), (256, 256)])  # the cached-weights dot, and x . x past 16384 values
+def test_huge_finite_inputs_pass_without_a_numpy_warning_and_an_inf_among_them_is_refused(dtype, shape):
+    """Values whose squares overflow (float32 past ~1e19) are finite: accepted, with no "overflow
+    encountered in dot" on stderr; one Inf or NaN among the largest values the dtype has is refused."""
+    import warnings
+
+    check = InputCheck(TensorSpec("x", shape, dtype))
+    top = np.finfo(dtype).max
+    x = np.full(shape, top, dtype)
+    x.flat[1::2] = -top  # a sum that could cancel, next to one that could overflow
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any numpy RuntimeWarning fails the test
+        assert check(x) is x
+        assert check_input(x, TensorSpec("x", shape, dtype)) is x
+        for bad in (np.inf, -np.inf, np.nan):
+            y = x.copy()
+            y.flat[7] = bad
+            with pytest.raises(InputError, match=r"1 NaN/Inf value"):
+                check(y)
+
+
 @pytest.mark.parametrize("size", [[10**9, 10**9], [0, 8], [8], "64", [8.0, 8], [True, 8], [8193, 8]])
 def test_compile_pre_bounds_the_resize_target(size):
     with pytest.raises(ArtifactError, match=r"m.json: resize size must be \[H, W\], integers 1..8192"):
