@@ -39,6 +39,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "soft_ms": None,
     "hard_ms": None,
     "deadline_ms": None,
+    "connect_timeout_ms": None,
     "fallback_on": None,
     "hedge_ms": None,
     "max_attempts": None,
