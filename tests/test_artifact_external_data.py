@@ -102,19 +102,40 @@ def test_a_tensor_named_location_is_not_external_data(tmp_path: Path):
     assert load_artifact(path).sha256 == sha256_file(path)
 
 
-def test_publishing_a_model_with_external_data_is_refused_with_what_to_do(tmp_path: Path):
-    """A release carries one model file: its weights would not reach the device. Refused before anything
-    is written to the repository."""
-    from edgerun.errors import UsageError
+def test_a_release_carries_the_external_data_through_tuf_to_the_store(tmp_path: Path):
+    """torch.onnx.export writes model.onnx + model.onnx.data by default: publish signs both, the
+    device fetches both through TUF, the store installs both, and model@current runs; a data file
+    changed in the repository after signing is refused by TUF."""
+    from test_update_store import FAST, _profile
+
+    from edgerun.errors import UpdateRefused
+    from edgerun.update.accept import install
+    from edgerun.update.fetch import fetch_release
     from edgerun.update.repo import init_repo, publish
 
-    path = _save_external(tmp_path)
+    (tmp_path / "src").mkdir()
+    path = _save_external(tmp_path / "src")
     _manifest(path, model_sha256(path)[0])
-    init_repo(tmp_path / "repo", tmp_path / "keys")
-    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "repo").rglob("*"))
-    with pytest.raises(UsageError, match=r"keeps its weights in external data \(model.onnx.data\)"):
-        publish(path, tmp_path / "repo", tmp_path / "keys", "external", version="1.0")
-    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "repo").rglob("*")) == before
+    repo, keys = tmp_path / "repo", tmp_path / "keys"
+    init_repo(repo, keys)
+    published = publish(path, repo, keys, "external", version="1.0")
+    assert "external/1.0/model.onnx.data" in published.targets
+    root = repo / "metadata" / "root.json"
+    release = fetch_release(
+        repo, "external", trusted_root=root, dest_dir=tmp_path / "stage", cache_dir=tmp_path / "tuf"
+    )
+    assert [p.name for p in release.data_paths] == ["model.onnx.data"] and release.sha256 == model_sha256(path)[0]
+    done = install(release, tmp_path / "store", _profile(tmp_path, 1000), bench=FAST)
+    assert done.status == "accepted", done
+    x = np.ones((1, 64), np.float32)
+    rt = edgerun.load("external@current", store=tmp_path / "store")
+    np.testing.assert_allclose(rt.run(x).outputs["y"], x @ W, rtol=1e-5)
+    (signed,) = (repo / "targets" / "external" / "1.0").glob("*.model.onnx.data")
+    raw = bytearray(signed.read_bytes())
+    raw[10] ^= 0x01
+    signed.write_bytes(bytes(raw))
+    with pytest.raises(UpdateRefused):
+        fetch_release(repo, "external", trusted_root=root, dest_dir=tmp_path / "stage2", cache_dir=tmp_path / "tuf2")
 
 
 def test_staging_on_a_target_copies_the_external_data_where_onnxruntime_looks(tmp_path: Path):
@@ -162,3 +183,17 @@ def test_a_lab_job_changes_with_the_external_weights(tmp_path: Path):
     raw[0] ^= 0x01
     data.write_bytes(bytes(raw))
     assert [j.key for j in load_plan(plan).jobs()] != before
+
+
+def test_publishing_external_data_in_a_subfolder_is_refused_before_the_repository_is_touched(tmp_path: Path):
+    from edgerun.errors import UsageError
+    from edgerun.update.repo import init_repo, publish
+
+    (tmp_path / "src" / "weights").mkdir(parents=True)
+    path = _save_external(tmp_path / "src", "weights/w.bin")
+    _manifest(path, model_sha256(path)[0])
+    init_repo(tmp_path / "repo", tmp_path / "keys")
+    before = sorted((tmp_path / "repo").rglob("*"))
+    with pytest.raises(UsageError, match=r"external data in a subfolder \(weights/w.bin\)"):
+        publish(path, tmp_path / "repo", tmp_path / "keys", "external", version="1.0")
+    assert sorted((tmp_path / "repo").rglob("*")) == before

@@ -244,6 +244,8 @@ def _copy_and_check(release: Any, staging: Path) -> None:
     st.copy_durable(model, staging / model.name)
     st.crash_point("copying")
     st.copy_durable(Path(release.manifest_path), manifest_path_for(staging / model.name))
+    for data in release.data_paths:  # an ONNX model's external weights, beside it
+        st.copy_durable(Path(data), staging / Path(data).name)
     if release.samples_path is not None:
         st.copy_durable(Path(release.samples_path), staging / Path(release.samples_path).name)
     try:

@@ -54,7 +54,8 @@ _CHUNK = 1 << 16
 
 @dataclass(frozen=True)
 class Release:
-    """A release whose files TUF verified, staged in a folder. ``sha256`` is the model file's."""
+    """A release whose files TUF verified, staged in a folder. ``sha256`` is the model's (its file's, or
+    over the file and its external data: edgerun.artifact.model_sha256)."""
 
     name: str
     version: str
@@ -62,9 +63,13 @@ class Release:
     manifest_path: Path
     samples_path: Path | None
     sha256: str
+    data_paths: tuple[Path, ...] = ()  # an ONNX model's external data files, staged beside it
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        def plain(v: Any) -> Any:
+            return str(v) if isinstance(v, Path) else [plain(p) for p in v] if isinstance(v, tuple) else v
+
+        return {k: plain(v) for k, v in self.__dict__.items()}
 
 
 def _is_loopback(host: str) -> bool:
@@ -321,7 +326,8 @@ def _check_staged(name: str, version: str, staged: dict[str, Path]) -> Release:
             f"release {name} {version}: its manifest names {art.path.name}, not the published model "
             f"{staged['model'].name}"
         )
-    return Release(name, version, staged["model"], staged["manifest"], staged.get("samples"), art.sha256)
+    data = tuple(path for kind, path in sorted(staged.items()) if kind.startswith("data:"))
+    return Release(name, version, staged["model"], staged["manifest"], staged.get("samples"), art.sha256, data)
 
 
 def _clear(dest: Path, made: bool) -> None:

@@ -18,7 +18,8 @@ crash at any point leaves the previous release set in force. Old versions stay: 
 read an older timestamp a moment ago still finds the files it names.
 
 Target paths are ``<name>/<version>/<filename>``; each TargetFile carries
-``custom = {"edgerun": {"name": ..., "version": ..., "kind": "model" | "manifest" | "samples"}}``.
+``custom = {"edgerun": {"name": ..., "version": ..., "kind": "model" | "manifest" | "samples" | "data:<file>"}}``
+(``data:``: an ONNX model's external data file, which its sha256 covers: docs/manifest.md).
 A published (name, version) is never replaced: publish a new version instead.
 
 Keys (``init``, edgerun/update/keys.py): one ed25519 key per role by default (``thresholds`` raises
@@ -255,7 +256,8 @@ def _commit(repo: Path, state: _State, signers: dict[str, list[Any]], expires: d
 
 
 def _release_files(artifact_path: str | os.PathLike[str]) -> tuple[Any, list[tuple[str, Path]]]:
-    """The verified artifact and its files as (kind, path): model, manifest, samples if named and present."""
+    """The verified artifact and its files as (kind, path): model, manifest, external data files, samples
+    if named and present."""
     from edgerun.artifact import load_artifact
 
     art = load_artifact(Path(artifact_path))  # the manifest's schema and the model's sha256, as a device will check
@@ -266,14 +268,16 @@ def _release_files(artifact_path: str | os.PathLike[str]) -> tuple[Any, list[tup
         )
     from edgerun.artifact import model_sha256
 
-    external = model_sha256(art.path, art.format)[1]
-    if external:  # a release is one model file; a device would get the graph without its weights
+    home = art.path.parent.resolve()
+    external = model_sha256(art.path, art.format)[1]  # an ONNX model's weights beside it (torch.onnx.export's default)
+    nested = [str(f.relative_to(home)) for f in external if f.parent != home]
+    if nested:  # a release is one folder on the device; the sha256 covers these names
         raise UsageError(
-            f"{artifact_path}: the model keeps its weights in external data ({', '.join(f.name for f in external)}), "
-            "which a release does not carry yet; publish a model saved as one file (onnx.save_model without "
-            "save_as_external_data, possible below 2 GiB)"
+            f"{artifact_path}: external data in a subfolder ({', '.join(nested)}); a release keeps its data files "
+            "beside the model: save them there (onnx.save_model(..., location=NAME))"
         )
     files = [("model", art.path), ("manifest", art.manifest_path)]
+    files += [(f"data:{f.name}", f) for f in external]
     if art.manifest.samples is not None:
         samples = art.manifest_path.parent / art.manifest.samples
         if samples.is_file():
