@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgerun.artifact import Manifest, TensorSpec, inspect_model, sha256_file, write_manifest
+from edgerun.artifact import Manifest, TensorSpec, inspect_model, model_sha256, write_manifest
 from edgerun.compress.data import Dataset, manifest_pipeline
 from edgerun.errors import CompressError
 
@@ -123,7 +123,7 @@ def build_manifest(
         name=name,
         format=info.format,
         model_file=path.name,
-        sha256=sha256_file(path),
+        sha256=model_sha256(path, info.format)[0],  # the file's, or with its external data (docs/manifest.md)
         precision=precision or info.precision,
         inputs=inputs,
         outputs=outputs,
