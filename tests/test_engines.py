@@ -228,3 +228,33 @@ def test_a_scalar_input_gets_a_scalar_array(tmp_path: Path):
     x = sample_inputs(rt.artifact, seed=0)[0][0]
     assert type(x) is np.ndarray and x.shape == ()
     assert rt.run(x).outputs["y"] == max(float(x), 0.0)
+
+
+def test_a_provider_that_fails_to_start_is_refused_not_silently_replaced(tiny_onnx: Path, monkeypatch, capfd):
+    """onnxruntime's InferenceSession, when an offered provider fails to start (CUDA or TensorRT
+    libraries of another version on a Jetson), prints "EP Error ... Falling back" on stdout and opens
+    the session on the CPU. No GPU here: the start failure is made by refusing Azure's (an offered
+    provider) first session creation; onnxruntime's own fallback code then runs as on a device."""
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession._create_inference_session
+
+    def failing_start(self, providers, provider_options, *args, **kwargs):
+        done = real(self, providers, provider_options, *args, **kwargs)  # sets what its fallback reads
+        names = [p if isinstance(p, str) else p[0] for p in providers or []]
+        if "AzureExecutionProvider" in names:  # as the provider's own initialisation would fail
+            raise RuntimeError("AzureExecutionProvider: failed to load its library (made by this test)")
+        return done
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "_create_inference_session", failing_start)
+    with pytest.raises(
+        ProviderUnavailable, match=r"could not start AzureExecutionProvider and fell back to CPUExec"
+    ) as info:
+        edgerun.load(str(tiny_onnx), providers=("AzureExecutionProvider",))
+    assert "failed to load its library" in str(info.value) and "\n" not in str(info.value)
+    assert "EP Error" not in capfd.readouterr().out  # stdout stays the command's (bench --json -)
+    monkeypatch.undo()
+    assert (
+        edgerun.load(str(tiny_onnx), providers=("AzureExecutionProvider",)).load_info.providers[0]
+        == "AzureExecutionProvider"
+    )

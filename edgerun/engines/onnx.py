@@ -14,6 +14,8 @@ session opened with providers asked for records the options onnxruntime applied;
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -125,6 +127,21 @@ def _spec(arg: Any) -> TensorSpec:
     # A symbolic dim is a str, an unknown one None; a negative int is how some exporters say "dynamic".
     shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
+
+
+def _started_as_asked(path: Path, sess: Any, asked: list[str], printed: str) -> None:
+    """Every provider asked for runs in the session: onnxruntime's own fallback (a provider that
+    failed to start, the session opened on the next one) is a ProviderUnavailable, not a benchmark
+    of a provider nobody asked for."""
+    running = sess.get_providers()
+    missing = [name for name in asked if name not in running]
+    if missing:
+        said = " ".join(printed.replace("*", " ").split())
+        raise ProviderUnavailable(
+            f"{path}: onnxruntime could not start {', '.join(missing)} and fell back to {', '.join(running)}"
+            f"{f' ({said[:400]})' if said else ''}; edgerun times only the providers asked for: check that "
+            "provider's libraries (CUDA, cuDNN, TensorRT versions) or ask for the ones that run here"
+        )
 
 
 def _tensors_only(path: Path, sess: Any) -> None:
@@ -250,16 +267,22 @@ def open_session(path: Path, options: EngineOptions) -> OnnxSession:
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"edgerun-ort-{os.getpid()}")
     before = cache_files(asked)
+    printed = io.StringIO()
     try:
-        sess = ort.InferenceSession(
-            str(path), sess_options=so, providers=[(n, o) if o else n for n, o in providers] or None
-        )
+        # A provider that is offered but fails to start (CUDA/TensorRT libraries of another version)
+        # makes InferenceSession print "EP Error ... Falling back to [...]" on stdout and open the
+        # session on the CPU (onnxruntime_inference_collection.py): caught here, refused below.
+        with contextlib.redirect_stdout(printed):
+            sess = ort.InferenceSession(
+                str(path), sess_options=so, providers=[(n, o) if o else n for n, o in providers] or None
+            )
     except Exception as exc:
         kind = type(exc).__name__
         if kind in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail"):
             raise ArtifactError(f"{path}: onnxruntime cannot load this model ({kind}: {_one_line(exc)})") from exc
         raise EngineError(f"{path}: onnxruntime failed to create a session ({kind}: {_one_line(exc)})") from exc
     _tensors_only(path, sess)
+    _started_as_asked(path, sess, list(asked), printed.getvalue())
     applied = sess.get_provider_options()
     details = {"provider_options": {k: applied.get(k, {}) for k in asked}} if asked else {}
     cache = cache_report(asked, before)
