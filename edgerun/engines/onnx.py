@@ -251,7 +251,9 @@ def open_session(path: Path, options: EngineOptions) -> OnnxSession:
         so.intra_op_num_threads = options.threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3  # errors only: warnings would interleave with benchmark output
+    # fatal only: warnings would interleave with benchmark output, and an error that stops a session
+    # is raised as well as logged (a coloured multi-line log): edgerun reports the raised one, in one line
+    so.log_severity_level = 4
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
