@@ -152,6 +152,11 @@ def check_input(x: Any, spec: TensorSpec) -> np.ndarray:
         raise InputError(f"input {spec.name!r}: expected shape {list(spec.shape)} (null = any), got {list(x.shape)}")
     if x.size == 0:  # a dynamic dim given as 0: a resize would index nothing, and no prediction is of nothing
         raise InputError(f"input {spec.name!r}: shape {list(x.shape)} holds no values; expected at least one")
+    if spec.dtype == "str":  # text: onnxruntime takes a numpy str array or an object array of str
+        if x.dtype.kind == "U" or (x.dtype.kind == "O" and all(type(v) is str for v in x.flat)):
+            return x
+        what = "an object array with values that are not str" if x.dtype.kind == "O" else f"dtype {x.dtype}"
+        raise InputError(f"input {spec.name!r}: {what}; expected text (a numpy str array or an object array of str)")
     if x.dtype != spec.dtype:
         if not np.can_cast(x.dtype, spec.dtype, casting="same_kind"):
             raise InputError(

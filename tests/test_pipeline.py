@@ -242,3 +242,16 @@ def test_compile_rejects_unknown_and_misplaced_ops():
         compile_post([{"op": "argmax"}, {"op": "softmax"}], spec, (), "m.json")
     with pytest.raises(ArtifactError, match="dequantize needs output scale"):
         compile_post([{"op": "dequantize"}], spec, (), "m.json")
+
+
+def test_text_inputs_are_numpy_str_or_object_arrays_of_str():
+    """onnxruntime takes a string tensor as a numpy str array or an object array of str (what onnx's
+    numpy_helper gives); an object array holding anything else is refused by name."""
+    spec = TensorSpec("text", (None,), "str")
+    words = np.array(["monday", "tuesday"], dtype=object)
+    assert check_input(words, spec) is words
+    assert check_input(np.array(["a", "b"]), spec).dtype.kind == "U"
+    with pytest.raises(InputError, match="an object array with values that are not str"):
+        check_input(np.array(["a", 3], dtype=object), spec)
+    with pytest.raises(InputError, match="dtype float32; expected text"):
+        check_input(np.zeros(2, np.float32), spec)  # numbers are not text, though numpy would cast them
