@@ -24,8 +24,11 @@ def test_the_plain_forms_give_what_argparse_gives(artifact: str, tail: list[str]
 
 def test_every_option_of_run_has_its_default_here() -> None:
     """An option added to `run` (edgerun/cli/run.py register) must be added to RUN_DEFAULTS too."""
-    expected = argparse_args(["run", "m.tflite"])
-    assert set(RUN_DEFAULTS) == set(expected) - {"command", "artifact", "func"}
+    expected = set(argparse_args(["run", "m.tflite"])) - {"command", "artifact", "func"}
+    assert set(RUN_DEFAULTS) == expected, (
+        f"edgerun/cli/run_plain.py RUN_DEFAULTS lacks {sorted(expected - set(RUN_DEFAULTS))} and has "
+        f"{sorted(set(RUN_DEFAULTS) - expected)} extra: give each `run` option its argparse default there"
+    )
 
 
 @pytest.mark.parametrize(
