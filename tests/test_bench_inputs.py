@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx_models import gather_model
 
 import edgerun
 from edgerun.artifact import TensorSpec
 from edgerun.bench.inputs import _random
 from edgerun.demo import DEMO_DIR
-from tests.onnx_models import gather_model
 
 
 @pytest.mark.parametrize(

@@ -146,8 +146,9 @@ def test_onnx_direct_run_falls_back_to_the_public_run_without_the_binding():
 def test_a_failing_kernel_is_one_line_and_onnxruntime_logs_nothing(tmp_path: Path, capfd):
     """A Gather with an index past its table fails inside onnxruntime's kernel: edgerun raises one
     InferenceError line, and onnxruntime's own coloured error log stays off stderr (run options)."""
+    from onnx_models import gather_model
+
     from edgerun.errors import InferenceError
-    from tests.onnx_models import gather_model
 
     path = gather_model(tmp_path / "gather.onnx", np.zeros((4, 2)), 3)
     rt = edgerun.load(str(path))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 import edgerun
 from edgerun.budget import Budget
@@ -27,7 +28,6 @@ from edgerun.errors import InputError, UsageError
 from edgerun.pipeline import Result, StageTimes
 from edgerun.profiles import load_profile
 from edgerun.telemetry.recorder import Recorder
-from tests.waiting import wait_for
 
 try:
     from prometheus_client.parser import text_string_to_metric_families

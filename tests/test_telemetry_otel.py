@@ -124,7 +124,7 @@ def test_a_bad_endpoint_is_one_clear_error(endpoint: str):
 
 
 def test_exports_repeat_every_interval_while_running(receiver):
-    from tests.waiting import wait_for
+    from waiting import wait_for
 
     rt = edgerun.load(DEMO)
     tele = instrument(rt, otlp_endpoint=f"http://127.0.0.1:{receiver.server_port}", otlp_interval_s=0.1)
