@@ -17,7 +17,8 @@ from edgerun.demo import DEMO_DIR, DEMO_NAMES
 def test_bench_with_no_argument_runs_every_demo_artifact(tmp_path: Path, capsys):
     jsonschema = pytest.importorskip("jsonschema")
     out = tmp_path / "demo.json"
-    code = main(["bench", "--runs", "700", "--min-seconds", "0", "--warmup-seconds", "0", "-q", "--json", str(out)])
+    fast = ["--runs", "700", "--min-seconds", "0", "--warmup-seconds", "0", "--energy-window-seconds", "0.2"]
+    code = main(["bench", *fast, "-q", "--json", str(out)])  # short energy windows: 7 artifacts, ~1 s saved each
     doc = json.loads(out.read_text())
     schema = json.loads(resources.files("edgerun.bench").joinpath("result.schema.json").read_text())
     jsonschema.validate(doc, schema)
