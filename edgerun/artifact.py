@@ -112,7 +112,7 @@ def model_sha256(path: Path, fmt: str | None = None) -> tuple[str, tuple[Path, .
     For most models, the file's sha256 (``sha256_file``). An ONNX model may keep its weights in
     external data files beside it (``onnx.save_model(..., save_as_external_data=True)``; onnxruntime
     reads them from the model's folder): such a model is more than its file, so its sha256 is over
-    one line per file, ``name\0sha256\n``, the model file first and then each data file by name, as
+    one line per file, ``name\\0sha256\\n``, the model file first and then each data file by name, as
     a Core ML package's is (edgerun/coreml.py). A changed weight file then fails verification as a
     changed model file does. A data file must be a regular file inside the model's folder.
     """
