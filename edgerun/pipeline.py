@@ -252,13 +252,11 @@ class Pipeline:
         if self.pre_ops and len(raw) != 1:
             raise ArtifactError(f"{where}: pre-processing needs exactly one raw input, manifest has {len(raw)}")
         self.post_ops = compile_post(m.postprocess if m else (), session.outputs[0], m.labels if m else (), where)
-        # bound methods, not the objects: calling an instance goes through its type's __call__
-        # slot, measurably slower than a bound method on this hot path (issue 13)
-        self._pre = FusedPre(self.pre_ops).__call__ if self.pre_ops else None
+        self._pre = FusedPre(self.pre_ops) if self.pre_ops else None
         self._post = fuse_post(self.post_ops.transforms)
         self._topk = self.post_ops.topk
         self._one = raw[0] if len(raw) == 1 else None
-        self._check = InputCheck(raw[0]).__call__ if len(raw) == 1 else None
+        self._check = InputCheck(raw[0]) if len(raw) == 1 else None
         self._run = session.run
         # LiteRT's set_tensor / invoke / get_tensor as separate calls: only invoke is inference
         self._feed: Callable[[list[np.ndarray]], None] | None = getattr(session, "feed", None)
@@ -302,8 +300,7 @@ class Pipeline:
 
     def __call__(self, x: Any) -> tuple[dict[str, np.ndarray], tuple[Prediction, ...], StageTimes]:
         # preprocess() and postprocess() inline for the common case (one plain array, one output):
-        # every Python call right after an engine run costs ~2x its warm time (cold caches), and
-        # these few are most of edgerun's per-call overhead (tools/bench_overhead.py, issue 13)
+        # two method calls fewer per inference (edgerun's per-call overhead: tools/bench_overhead.py)
         t0 = perf_counter_ns()
         if self._check is not None and type(x) is np.ndarray:
             y = self._check(x)
