@@ -56,6 +56,7 @@ class Artifact(Frozen):
         "size_bytes",
         "manifest",
         "manifest_path",
+        "external_data",
     )
     path: Path
     format: str
@@ -66,6 +67,7 @@ class Artifact(Frozen):
     size_bytes: int
     manifest: Manifest | None
     manifest_path: Path | None
+    external_data: tuple[Path, ...]  # an ONNX model's weight files beside it, in sha256 and size_bytes
 
     def __init__(
         self,
@@ -78,8 +80,11 @@ class Artifact(Frozen):
         size_bytes: int,
         manifest: Manifest | None = None,
         manifest_path: Path | None = None,
+        external_data: tuple[Path, ...] = (),
     ) -> None:
-        self._set_fields(path, format, precision, inputs, outputs, sha256, size_bytes, manifest, manifest_path)
+        self._set_fields(
+            path, format, precision, inputs, outputs, sha256, size_bytes, manifest, manifest_path, external_data
+        )
 
     @property
     def name(self) -> str:
@@ -300,17 +305,17 @@ def load_artifact(path: str | Path, *, allow_outside: bool = False) -> Artifact:
     fmt = sniff_format(model_path)
     digest, external = model_sha256(model_path, fmt)
     if manifest is not None and manifest_file is not None:
-        if external and manifest.sha256 == sha256_file(model_path):
-            raise IntegrityError(
-                f"{model_path}: the manifest {manifest_file.name}'s sha256 covers the model file alone, not "
-                f"its external data ({', '.join(p.name for p in external)}); expected {digest}, the sha256 "
-                "over the model and its data files (edgerun.artifact.model_sha256; `edgerun info` prints it)"
-            )
         if manifest.sha256 != digest:
             # The manifest's hash is the user's own metadata; the file's hash is a fingerprint of
             # whatever the file now holds (maybe not a model at all), which would let anyone who
             # reads the log confirm a guess of its content. Restoring or rebuilding needs only the
             # expected one.
+            if external and manifest.sha256 == sha256_file(model_path):  # hashed again only on a mismatch
+                raise IntegrityError(
+                    f"{model_path}: the manifest {manifest_file.name}'s sha256 covers the model file alone, "
+                    f"not its external data ({', '.join(p.name for p in external)}); record the sha256 over "
+                    "the model and its data files (edgerun.artifact.model_sha256; `edgerun info` prints it)"
+                )
             raise IntegrityError(
                 f"{model_path}: sha256 does not match the manifest {manifest_file.name} (expected "
                 f"{manifest.sha256}; the file is {model_path.stat().st_size} bytes); the model file was "
@@ -332,6 +337,7 @@ def load_artifact(path: str | Path, *, allow_outside: bool = False) -> Artifact:
         size_bytes=model_path.stat().st_size + sum(f.stat().st_size for f in external),
         manifest=manifest,
         manifest_path=manifest_file,
+        external_data=external,
     )
 
 

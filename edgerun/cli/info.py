@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from edgerun.artifact import inspect_model, load_artifact, model_sha256
+    from edgerun.artifact import inspect_model, load_artifact
 
     if str(args.artifact).rstrip("/").endswith((".mlpackage", ".mlpackage.edgerun.json")):
         return _coreml(args)
@@ -44,7 +44,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "sha256_verified": art.manifest is not None,
         "size_bytes": art.size_bytes,
         # an ONNX model's weights in files beside it: in size_bytes and in the sha256 (docs/manifest.md)
-        "external_data": [str(p) for p in model_sha256(art.path, art.format)[1]],
+        "external_data": [str(p) for p in art.external_data],
         "parameter_count": info.parameter_count,
         "parameter_dtypes": info.parameter_dtypes,
         "versions": info.versions,
@@ -68,8 +68,8 @@ def _info_text(art: Any, info: Any, data: dict[str, Any]) -> str:
         f"{art.name}",
         f"  file         {art.path} ({art.size_bytes / 1e6:.3f} MB)",
         *(
-            [f"  data files   {', '.join(p.rsplit('/', 1)[-1] for p in data['external_data'])} (in size and sha256)"]
-            if data["external_data"]
+            [f"  data files   {', '.join(p.name for p in art.external_data)} (in size and sha256)"]
+            if art.external_data
             else []
         ),
         f"  manifest     {art.manifest_path or '(none: specs read from the model)'}",

@@ -37,7 +37,7 @@ def stage_artifact(target: Target, path: Path) -> StagedArtifact:
     The artifact is loaded (and its sha256 verified) here first: a tampered file fails
     before anything is sent.
     """
-    from edgerun.artifact import load_artifact, model_sha256
+    from edgerun.artifact import load_artifact
 
     art = load_artifact(path)
     folder = f"artifacts/{art.sha256[:16]}"
@@ -49,7 +49,7 @@ def stage_artifact(target: Target, path: Path) -> StagedArtifact:
     for file in files:
         target.push(file, f"{folder}/{file.name}", PUSH_TIMEOUT_S)
     home = art.path.parent.resolve()
-    for data in model_sha256(art.path, art.format)[1]:  # an ONNX model's external weights, where it looks
+    for data in art.external_data:  # an ONNX model's external weights, where it looks
         target.push(data, f"{folder}/{data.relative_to(home).as_posix()}", PUSH_TIMEOUT_S)
     prov = art.manifest.provenance if art.manifest else {}
     return StagedArtifact(

@@ -266,10 +266,8 @@ def _release_files(artifact_path: str | os.PathLike[str]) -> tuple[Any, list[tup
             f"{artifact_path}: no manifest ({art.path.name}.edgerun.json); a published model needs one, so "
             "devices can verify and accept it (docs/manifest.md)"
         )
-    from edgerun.artifact import model_sha256
-
     home = art.path.parent.resolve()
-    external = model_sha256(art.path, art.format)[1]  # an ONNX model's weights beside it (torch.onnx.export's default)
+    external = art.external_data  # an ONNX model's weights beside it (torch.onnx.export's default)
     nested = [str(f.relative_to(home)) for f in external if f.parent != home]
     if nested:  # a release is one folder on the device; the sha256 covers these names
         raise UsageError(
