@@ -255,7 +255,6 @@ class Pipeline:
         self._pre = FusedPre(self.pre_ops) if self.pre_ops else None
         self._post = fuse_post(self.post_ops.transforms)
         self._topk = self.post_ops.topk
-        self._one = raw[0] if len(raw) == 1 else None
         self._check = InputCheck(raw[0]) if len(raw) == 1 else None
         self._run = session.run
         # LiteRT's set_tensor / invoke / get_tensor as separate calls: only invoke is inference
@@ -299,14 +298,8 @@ class Pipeline:
         return outputs, top
 
     def __call__(self, x: Any) -> tuple[dict[str, np.ndarray], tuple[Prediction, ...], StageTimes]:
-        # preprocess() and postprocess() inline for the common case (one plain array, one output):
-        # two method calls fewer per inference (edgerun's per-call overhead: tools/bench_overhead.py)
         t0 = perf_counter_ns()
-        if self._check is not None and type(x) is np.ndarray:
-            y = self._check(x)
-            feeds = [self._pre(y) if self._pre is not None else y]
-        else:
-            feeds = self.preprocess(x)
+        feeds = self.preprocess(x)
         if self._staged:
             with self._lock:  # the interpreter is one inference at a time (engines/litert.py)
                 self._feed(feeds)  # type: ignore[misc]
@@ -318,11 +311,7 @@ class Pipeline:
             t1 = perf_counter_ns()
             outs = self._run(feeds)
             t2 = perf_counter_ns()
-        if len(outs) == 1:
-            y = self._post(outs[0])
-            outputs, top = {self._names[0]: y}, (self._topk.select(y) if self._topk is not None else ())
-        else:
-            outputs, top = self.postprocess(outs)
+        outputs, top = self.postprocess(outs)
         t3 = perf_counter_ns()
         return outputs, top, StageTimes(t1 - t0, t2 - t1, t3 - t2)
 
