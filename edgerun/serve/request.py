@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -157,6 +157,20 @@ def _flag(params: Mapping[str, Any], key: str, where: str) -> bool:
     return value
 
 
+def _named(entries: list[Any], kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each entry of a request's ``inputs`` or ``outputs`` list, with its name: an object with a string
+    ``name`` no other entry of the list has."""
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ProtocolError(f"{kind}s[{i}] must be an object with a string 'name'")
+        name = entry["name"]
+        if name in seen:
+            raise ProtocolError(f"duplicate {kind} name {name!r}")
+        seen.add(name)
+        yield name, entry
+
+
 def validate_request(head: dict[str, Any]) -> bool:
     """Check a parsed request against the OIP inference request schema; returns whether binary outputs are asked.
 
@@ -169,14 +183,7 @@ def validate_request(head: dict[str, Any]) -> bool:
     inputs = head.get("inputs")
     if not isinstance(inputs, list):
         raise ProtocolError(f"'inputs' must be a list of tensors, got {type(inputs).__name__}")
-    seen: set[str] = set()
-    for i, entry in enumerate(inputs):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ProtocolError(f"inputs[{i}] must be an object with a string 'name'")
-        name = entry["name"]
-        if name in seen:
-            raise ProtocolError(f"duplicate input name {name!r}")
-        seen.add(name)
+    for name, entry in _named(inputs, "input"):
         where = f"input {name!r}: "
         shape = entry.get("shape")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
@@ -192,14 +199,8 @@ def validate_request(head: dict[str, Any]) -> bool:
     outputs = head.get("outputs", [])
     if not isinstance(outputs, list):
         raise ProtocolError(f"'outputs' must be a list, got {type(outputs).__name__}")
-    wanted: set[str] = set()
-    for i, entry in enumerate(outputs):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ProtocolError(f"outputs[{i}] must be an object with a string 'name'")
-        if entry["name"] in wanted:
-            raise ProtocolError(f"duplicate output name {entry['name']!r}")
-        wanted.add(entry["name"])
-        where = f"output {entry['name']!r}: "
+    for name, entry in _named(outputs, "output"):
+        where = f"output {name!r}: "
         binary_out = _flag(_parameters(entry.get("parameters"), where), "binary_data", where) or binary_out
     return binary_out
 
